@@ -1,0 +1,136 @@
+//! The command line, as clap derive types. Parsing only: the work is in
+//! [`crate::commands`].
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::output::ColorChoice;
+
+/// kiln turns racks of new GPU servers into validated cloud capacity.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// Flags every command takes.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// More log output on stderr (-v, -vv); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Data on stdout as JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// When to use colour (NO_COLOR is respected with `auto`).
+    #[arg(long, value_enum, default_value_t, global = true, value_name = "WHEN")]
+    pub color: ColorChoice,
+    /// The site inventory.
+    #[arg(short, long, env = "KILN_INVENTORY", global = true, value_name = "FILE")]
+    pub inventory: Option<PathBuf>,
+}
+
+/// kiln's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check, show or generate site inventories.
+    #[command(subcommand)]
+    Inventory(InventoryCommand),
+    /// List or show hardware profiles.
+    #[command(subcommand)]
+    Profile(ProfileCommand),
+    /// Measure kiln's own speed and memory.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// `kiln inventory …`
+#[derive(Debug, Subcommand)]
+pub enum InventoryCommand {
+    /// Validate the inventory and report every problem at once.
+    Check,
+    /// Show the resolved nodes, with every default applied.
+    Show(ShowArgs),
+    /// Write a synthetic site inventory to stdout (for tests and demos).
+    Generate(GenerateArgs),
+}
+
+/// `kiln inventory show`
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Which nodes: name globs and ranges (r01-n[01-08]), rack:NAME,
+    /// label=VALUE; `,` for either, `&` for both, `!` for not.
+    #[arg(short, long, value_name = "EXPR")]
+    pub select: Option<String>,
+}
+
+/// `kiln inventory generate`
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Number of racks.
+    #[arg(long, value_name = "R")]
+    pub racks: u32,
+    /// Nodes in each rack.
+    #[arg(long, value_name = "N")]
+    pub nodes_per_rack: u32,
+    /// Site name.
+    #[arg(long, default_value = "synthetic")]
+    pub site: String,
+    /// First BMC address; each node takes the next.
+    #[arg(long, default_value = "10.10.0.1", value_name = "ADDR")]
+    pub base_bmc: Ipv4Addr,
+    /// BMC port for every node (default 443).
+    #[arg(long, value_name = "PORT")]
+    pub bmc_port: Option<u16>,
+    /// First SSH address; each node takes the next.
+    #[arg(long, default_value = "10.20.0.1", value_name = "ADDR")]
+    pub base_ssh: Ipv4Addr,
+    /// SSH port for every node (default 22).
+    #[arg(long, value_name = "PORT")]
+    pub ssh_port: Option<u16>,
+    /// Hardware profile for every node.
+    #[arg(long, default_value = "hgx-h100-80gb-8x", value_name = "PROFILE")]
+    pub hardware: String,
+    /// Image profile for every node.
+    #[arg(long, default_value = "ubuntu-24.04", value_name = "PROFILE")]
+    pub image: String,
+    /// Write to this file instead of stdout (refuses to overwrite).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// `kiln profile …`
+#[derive(Debug, Subcommand)]
+pub enum ProfileCommand {
+    /// List the hardware profiles.
+    List,
+    /// Show one hardware profile, with the sources of its numbers.
+    Show {
+        /// The profile's name.
+        name: String,
+    },
+}
+
+/// `kiln bench …`
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Time checking a generated site against parsing the same YAML alone.
+    Inventory {
+        /// Nodes in the generated site (racks of 20).
+        #[arg(long, default_value_t = 12_500)]
+        nodes: u32,
+        /// Timed repetitions; the median is reported.
+        #[arg(long, default_value_t = 5)]
+        runs: u32,
+    },
+}

@@ -1,0 +1,88 @@
+//! The work behind each subcommand. Each returns an [`ExitStatus`] or an
+//! error; `main` turns errors into exit codes with [`crate::exit::status_for`].
+
+pub mod bench;
+pub mod inventory;
+pub mod profile;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+use crate::cli::{Cli, Command, GlobalArgs};
+use crate::exit::{BadInput, ExitStatus};
+use crate::inventory::{Checked, Inventory};
+use crate::output::Printer;
+
+/// What every command gets: the global flags and the printer.
+pub struct Ctx {
+    /// Global flags.
+    pub global: GlobalArgs,
+    /// Output.
+    pub printer: Printer,
+}
+
+impl Ctx {
+    /// The inventory path from `-i` or `KILN_INVENTORY`.
+    pub fn inventory_path(&self) -> anyhow::Result<&Path> {
+        self.global.inventory.as_deref().ok_or_else(|| {
+            BadInput("no inventory given: pass -i FILE or set KILN_INVENTORY".into()).into()
+        })
+    }
+
+    /// Loads and checks the inventory, printing its diagnostics. Any error
+    /// in it stops the command (exit 2): kiln never acts on a half-valid site.
+    pub fn load_inventory(&self) -> anyhow::Result<Inventory> {
+        let path = self.inventory_path()?;
+        let checked = self.check(path)?;
+        for d in &checked.diagnostics {
+            self.printer.diagnostic(d);
+        }
+        match checked.inventory {
+            Some(inventory) => Ok(inventory),
+            None => Err(BadInput(format!(
+                "{} has {} error(s); see `kiln inventory check`",
+                path.display(),
+                checked.errors()
+            ))
+            .into()),
+        }
+    }
+
+    /// Reads and checks the inventory at `path` without printing.
+    pub fn check(&self, path: &Path) -> anyhow::Result<Checked> {
+        Ok(crate::inventory::load_file(path)?)
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
+    let printer = Printer::new(cli.global.json, cli.global.quiet, cli.global.color);
+    let ctx = Ctx {
+        global: cli.global,
+        printer,
+    };
+    match cli.command {
+        Command::Inventory(cmd) => inventory::run(&ctx, cmd),
+        Command::Profile(cmd) => profile::run(&ctx, cmd),
+        Command::Bench(cmd) => bench::run(&ctx, cmd),
+    }
+}
+
+/// Refuses to overwrite an existing file, then writes `text` to `path`.
+pub fn write_new_file(path: &PathBuf, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                anyhow::Error::new(BadInput(format!("{} exists; kiln does not overwrite it", path.display())))
+            } else {
+                anyhow::Error::new(e).context(format!("creating {}", path.display()))
+            }
+        })?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}

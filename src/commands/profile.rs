@@ -1,0 +1,77 @@
+//! `kiln profile list|show`.
+
+use super::Ctx;
+use crate::cli::ProfileCommand;
+use crate::diag::did_you_mean;
+use crate::exit::{BadInput, ExitStatus};
+use crate::output::table;
+use crate::profiles::Catalog;
+
+/// Runs `kiln profile …`.
+pub fn run(ctx: &Ctx, cmd: ProfileCommand) -> anyhow::Result<ExitStatus> {
+    let catalog = catalog(ctx)?;
+    match cmd {
+        ProfileCommand::List => {
+            if ctx.printer.json {
+                let list: Vec<_> = catalog.hardware.values().map(|e| &e.profile).collect();
+                ctx.printer.json_data(&list)?;
+                return Ok(ExitStatus::Success);
+            }
+            let rows: Vec<Vec<String>> = catalog
+                .hardware
+                .values()
+                .map(|e| {
+                    let p = &e.profile;
+                    vec![
+                        p.name.clone(),
+                        format!("{}x {}", p.gpu.count, p.gpu.model),
+                        format!("{}x{}", p.gpu.nvlink.links_per_gpu, p.gpu.nvlink.link_gbps),
+                        format!("{}x{}G", p.infiniband.nics, p.infiniband.rate_gbps),
+                        format!("{}", p.nccl.in_node_busbw_gbps),
+                        format!("{}", p.nccl.cross_node_busbw_gbps),
+                        p.description.clone(),
+                    ]
+                })
+                .collect();
+            ctx.printer.data(&table(
+                &["NAME", "GPUS", "NVLINK", "FABRIC", "BUSBW-NODE", "BUSBW-NET", "DESCRIPTION"],
+                &rows,
+            ));
+            Ok(ExitStatus::Success)
+        }
+        ProfileCommand::Show { name } => {
+            let Some(entry) = catalog.hardware.get(&name) else {
+                let hint = did_you_mean(&name, catalog.hardware.keys().map(String::as_str))
+                    .map(|h| format!(" (did you mean `{h}`?)"))
+                    .unwrap_or_default();
+                return Err(BadInput(format!("no hardware profile `{name}`{hint}; see `kiln profile list`")).into());
+            };
+            if ctx.printer.json {
+                ctx.printer.json_data(&entry.profile)?;
+            } else {
+                ctx.printer.info(&format!("# {}", entry.file));
+                ctx.printer.data(&entry.text);
+            }
+            Ok(ExitStatus::Success)
+        }
+    }
+}
+
+/// The built-in profiles, plus those beside the inventory when one is given.
+fn catalog(ctx: &Ctx) -> anyhow::Result<Catalog> {
+    let mut catalog = Catalog::builtin().map_err(|d| {
+        anyhow::anyhow!("built-in profiles are invalid:\n{}", d.iter().map(|d| d.render(false)).collect::<String>())
+    })?;
+    if let Some(path) = &ctx.global.inventory {
+        let dir = path.parent().unwrap_or(std::path::Path::new(".")).join("profiles");
+        let mut diags = Vec::new();
+        catalog.add_hardware_dir(&dir, &mut diags);
+        for d in &diags {
+            ctx.printer.diagnostic(d);
+        }
+        if diags.iter().any(|d| d.severity == crate::diag::Severity::Error) {
+            return Err(BadInput(format!("invalid profiles in {}", dir.display())).into());
+        }
+    }
+    Ok(catalog)
+}

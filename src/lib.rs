@@ -1,0 +1,17 @@
+//! kiln turns racks of new GPU servers into validated cloud capacity: it
+//! reads a site inventory, drives each node's BMC over Redfish, installs the
+//! NVIDIA stack over SSH, burns the GPUs in, measures the fabric, and hands
+//! the nodes that pass to the cloud.
+//!
+//! The binary is a thin shell over this library (see `src/main.rs`); the
+//! README's code tour says what lives where.
+
+pub mod cli;
+pub mod commands;
+pub mod diag;
+pub mod exit;
+pub mod inventory;
+pub mod output;
+pub mod profiles;
+pub mod secret;
+pub mod yaml;

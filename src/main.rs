@@ -1,0 +1,54 @@
+//! The `kiln` binary: parse, dispatch, map the outcome to an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use kiln::cli::Cli;
+use kiln::exit::{ExitStatus, status_for};
+use kiln::output::Printer;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // clap prints help and version to stdout (exit 0) and usage
+            // errors to stderr (exit 2, as kiln's contract says).
+            let _ = err.print();
+            return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2));
+        }
+    };
+    init_logging(cli.global.verbose, cli.global.quiet);
+    let printer = Printer::new(cli.global.json, cli.global.quiet, cli.global.color);
+    match kiln::commands::run(cli) {
+        Ok(status) => status.into(),
+        Err(err) => {
+            let status = status_for(&err);
+            printer.error(&err);
+            if status == ExitStatus::Internal {
+                eprintln!("this is a bug in kiln or a problem with this machine; rerun with -v for details");
+            }
+            status.into()
+        }
+    }
+}
+
+/// Logs go to stderr; `-v`/`-q` pick the level and `RUST_LOG` overrides.
+fn init_logging(verbose: u8, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("kiln={level}")));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_target(false)
+        .try_init();
+}

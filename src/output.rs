@@ -1,0 +1,129 @@
+//! Where output goes: data on stdout (tables, or JSON with `--json`), logs
+//! and diagnostics on stderr, colour only where it is wanted.
+#![allow(clippy::print_stdout)]
+
+use std::io::{IsTerminal, Write};
+
+use serde::Serialize;
+
+use crate::diag::Diagnostic;
+
+/// When to use colour.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    /// On a terminal, unless `NO_COLOR` is set.
+    #[default]
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// The one place kiln writes to stdout and stderr.
+#[derive(Clone, Debug)]
+pub struct Printer {
+    /// `--json`: data as JSON on stdout.
+    pub json: bool,
+    /// `-q`: no progress or informational messages.
+    pub quiet: bool,
+    /// Colour on stderr.
+    pub color: bool,
+    /// Colour on stdout.
+    pub color_stdout: bool,
+}
+
+impl Printer {
+    /// A printer for the given flags, deciding colour from the terminal
+    /// and `NO_COLOR`.
+    pub fn new(json: bool, quiet: bool, color: ColorChoice) -> Printer {
+        let wanted = |is_tty: bool| match color {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => is_tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        };
+        Printer {
+            json,
+            quiet,
+            color: wanted(std::io::stderr().is_terminal()),
+            color_stdout: wanted(std::io::stdout().is_terminal()),
+        }
+    }
+
+    /// Writes data to stdout. A closed pipe (`kiln … | head`) is not an error.
+    pub fn data(&self, text: &str) {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
+    }
+
+    /// Writes one JSON document to stdout.
+    pub fn json_data<T: Serialize + ?Sized>(&self, value: &T) -> anyhow::Result<()> {
+        let mut text = serde_json::to_string_pretty(value)?;
+        text.push('\n');
+        self.data(&text);
+        Ok(())
+    }
+
+    /// An informational line on stderr (hidden by `-q`).
+    pub fn info(&self, text: &str) {
+        if !self.quiet {
+            eprintln!("{text}");
+        }
+    }
+
+    /// A diagnostic about an input file, on stderr.
+    pub fn diagnostic(&self, d: &Diagnostic) {
+        if self.quiet && d.severity == crate::diag::Severity::Warning {
+            return;
+        }
+        eprint!("{}", d.render(self.color));
+    }
+
+    /// An error that ended the command, on stderr.
+    pub fn error(&self, err: &anyhow::Error) {
+        let (red, reset) = if self.color { ("\x1b[1;31m", "\x1b[0m") } else { ("", "") };
+        let mut text = format!("{red}error{reset}: {err}");
+        for cause in err.chain().skip(1) {
+            text.push_str(&format!("\n  caused by: {cause}"));
+        }
+        eprintln!("{text}");
+    }
+}
+
+/// Lays rows out in aligned columns under a header.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.zip(&widths).enumerate() {
+            if i > 0 {
+                l.push_str("  ");
+            }
+            l.push_str(cell);
+            l.extend(std::iter::repeat_n(' ', w.saturating_sub(cell.chars().count())));
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&mut header.iter().copied());
+    for row in rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tables_align() {
+        let t = super::table(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
+        assert_eq!(t, "A    BB\nxxx  y\n");
+    }
+}

@@ -1,0 +1,260 @@
+//! Hardware profiles: what a node of a given model must prove (GPU count and
+//! model, links, thermal limits, bandwidth floors, fatal Xids).
+
+use serde::Serialize;
+
+use crate::yaml::Node;
+use crate::yaml::decode::{ByteSize, Cx, FromNode, HumanDuration};
+
+/// Everything kiln expects of one server model.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HardwareProfile {
+    /// The profile's name, as inventories refer to it.
+    pub name: String,
+    /// A one-line description.
+    pub description: String,
+    /// The GPUs.
+    pub gpu: GpuSpec,
+    /// Whether the GPUs hang off NVSwitches (needs nvidia-fabricmanager).
+    pub nvswitch: bool,
+    /// The compute-fabric NICs.
+    pub infiniband: InfinibandSpec,
+    /// The burn-in.
+    pub burnin: BurninSpec,
+    /// DCGM diagnostics.
+    pub dcgm: DcgmSpec,
+    /// NCCL bandwidth floors.
+    pub nccl: NcclSpec,
+    /// nvbandwidth floors.
+    pub nvbandwidth: NvbandwidthSpec,
+    /// ib_write_bw floor.
+    pub ib_write_bw: IbWriteBwSpec,
+    /// Xid handling.
+    pub xid: XidSpec,
+}
+
+/// The GPUs of a node.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GpuSpec {
+    /// How many GPUs a healthy node shows.
+    pub count: u32,
+    /// The model exactly as `nvidia-smi --query-gpu=name` prints it.
+    pub model: String,
+    /// Total memory per GPU as nvidia-smi reports it, MiB.
+    pub memory_mib: u64,
+    /// Board power limit, W.
+    pub power_limit_w: u32,
+    /// NVLink.
+    pub nvlink: NvlinkSpec,
+    /// The GPU's PCIe link.
+    pub pcie: PcieSpec,
+}
+
+/// NVLink per GPU.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NvlinkSpec {
+    /// Links per GPU that must be up.
+    pub links_per_gpu: u32,
+    /// Per-link speed as `nvidia-smi nvlink -s` prints it, GB/s.
+    pub link_gbps: f64,
+}
+
+/// A PCIe link.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PcieSpec {
+    /// Maximum generation.
+    pub generation: u32,
+    /// Maximum width (lanes).
+    pub width: u32,
+}
+
+/// Compute-fabric NICs.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct InfinibandSpec {
+    /// How many.
+    pub nics: u32,
+    /// Port rate, Gb/s.
+    pub rate_gbps: u32,
+}
+
+/// Which burn-in tool a profile runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BurninTool {
+    /// wilicc/gpu-burn.
+    GpuBurn,
+    /// DCGM diagnostics (`dcgmi diag`).
+    Dcgm,
+}
+
+/// The burn-in.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BurninSpec {
+    /// Tool.
+    pub tool: BurninTool,
+    /// How long, seconds.
+    pub duration_s: u64,
+    /// GPU temperature that fails the node, °C.
+    pub max_temp_c: u32,
+    /// How far below the best GPU in its node a GPU may fall, percent.
+    pub max_spread_pct: f64,
+}
+
+/// DCGM diagnostics.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DcgmSpec {
+    /// `dcgmi diag -r` level.
+    pub level: u32,
+}
+
+/// NCCL bandwidth floors.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NcclSpec {
+    /// Collectives to run (`all_reduce`, `all_gather`, …).
+    pub collectives: Vec<String>,
+    /// Largest message size, bytes; floors apply at this size.
+    pub max_bytes: u64,
+    /// busbw floor inside one node, GB/s.
+    pub in_node_busbw_gbps: f64,
+    /// busbw floor across nodes (ring), GB/s.
+    pub cross_node_busbw_gbps: f64,
+}
+
+/// nvbandwidth floors, GB/s.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NvbandwidthSpec {
+    /// Host to device, per GPU.
+    pub h2d_gbps: f64,
+    /// Device to host, per GPU.
+    pub d2h_gbps: f64,
+    /// Device to device read, per pair.
+    pub d2d_gbps: f64,
+}
+
+/// ib_write_bw floor.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct IbWriteBwSpec {
+    /// Per port, Gb/s.
+    pub min_gbps: f64,
+}
+
+/// Xid handling.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct XidSpec {
+    /// Xid codes that fail a node.
+    pub fail: Vec<u32>,
+}
+
+/// Reads a mapping with `$fields` decoded by their types; `None` if any
+/// field failed (each failure already reported).
+macro_rules! decode_struct {
+    ($cx:expr, $node:expr, $what:literal, $ty:ident { $($field:ident $(as $key:literal)? : $fty:ty $(=> $conv:expr)?),* $(,)? }) => {{
+        let mut m = $cx.map($node, $what)?;
+        $( let $field: Option<$fty> = m.req($cx, decode_struct!(@key $field $($key)?)); )*
+        m.finish($cx);
+        Some($ty { $( $field: decode_struct!(@conv $field? $(, $conv)?) ),* })
+    }};
+    (@key $field:ident) => { stringify!($field) };
+    (@key $field:ident $key:literal) => { $key };
+    (@conv $e:expr) => { $e };
+    (@conv $e:expr, $conv:expr) => { ($conv)($e) };
+}
+
+impl FromNode for HardwareProfile {
+    fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
+        decode_struct!(cx, node, "hardware profile", HardwareProfile {
+            name: String, description: String, gpu: GpuSpec, nvswitch: bool,
+            infiniband: InfinibandSpec, burnin: BurninSpec, dcgm: DcgmSpec, nccl: NcclSpec,
+            nvbandwidth: NvbandwidthSpec, ib_write_bw: IbWriteBwSpec, xid: XidSpec,
+        })
+    }
+}
+
+impl FromNode for GpuSpec {
+    fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
+        decode_struct!(cx, node, "gpu", GpuSpec {
+            count: u32, model: String, memory_mib: u64, power_limit_w: u32,
+            nvlink: NvlinkSpec, pcie: PcieSpec,
+        })
+    }
+}
+
+impl FromNode for NvlinkSpec {
+    fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
+        decode_struct!(cx, node, "nvlink", NvlinkSpec { links_per_gpu: u32, link_gbps: f64 })
+    }
+}
+
+impl FromNode for PcieSpec {
+    fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
+        decode_struct!(cx, node, "pcie", PcieSpec { generation as "gen": u32, width: u32 })
+    }
+}
+
+impl FromNode for InfinibandSpec {
+    fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
+        decode_struct!(cx, node, "infiniband", InfinibandSpec { nics: u32, rate_gbps: u32 })
+    }
+}
+
+impl FromNode for BurninTool {
+    fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
+        match String::from_node(cx, node)?.as_str() {
+            "gpu-burn" => Some(BurninTool::GpuBurn),
+            "dcgm" => Some(BurninTool::Dcgm),
+            other => {
+                cx.error(node.pos, format!("unknown burn-in tool `{other}` (gpu-burn or dcgm)"));
+                None
+            }
+        }
+    }
+}
+
+impl FromNode for BurninSpec {
+    fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
+        decode_struct!(cx, node, "burnin", BurninSpec {
+            tool: BurninTool,
+            duration_s as "duration": HumanDuration => |d: HumanDuration| d.0.as_secs(),
+            max_temp_c: u32, max_spread_pct: f64,
+        })
+    }
+}
+
+impl FromNode for DcgmSpec {
+    fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
+        let spec = decode_struct!(cx, node, "dcgm", DcgmSpec { level: u32 })?;
+        if !(1..=4).contains(&spec.level) {
+            cx.error(node.pos, format!("dcgm level {} is not 1 to 4", spec.level));
+            return None;
+        }
+        Some(spec)
+    }
+}
+
+impl FromNode for NcclSpec {
+    fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
+        decode_struct!(cx, node, "nccl", NcclSpec {
+            collectives: Vec<String>,
+            max_bytes: ByteSize => |b: ByteSize| b.0,
+            in_node_busbw_gbps: f64, cross_node_busbw_gbps: f64,
+        })
+    }
+}
+
+impl FromNode for NvbandwidthSpec {
+    fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
+        decode_struct!(cx, node, "nvbandwidth", NvbandwidthSpec { h2d_gbps: f64, d2h_gbps: f64, d2d_gbps: f64 })
+    }
+}
+
+impl FromNode for IbWriteBwSpec {
+    fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
+        decode_struct!(cx, node, "ib_write_bw", IbWriteBwSpec { min_gbps: f64 })
+    }
+}
+
+impl FromNode for XidSpec {
+    fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
+        decode_struct!(cx, node, "xid", XidSpec { fail: Vec<u32> })
+    }
+}

@@ -1,0 +1,208 @@
+//! Hardware and image profiles: the built-in ones compiled into kiln, plus
+//! any `*.yaml` in a `profiles/` folder next to the inventory (a site's own
+//! models, or a built-in with different floors under the same name).
+
+pub mod hardware;
+pub mod image;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+pub use hardware::HardwareProfile;
+pub use image::ImageProfile;
+
+use crate::diag::{Diagnostic, Source};
+use crate::yaml::decode::{Cx, FromNode};
+
+/// A built-in profile's file name and text.
+struct Builtin {
+    file: &'static str,
+    text: &'static str,
+}
+
+const HARDWARE: &[Builtin] = &[
+    Builtin {
+        file: "inventories/profiles/hgx-h100-80gb-8x.yaml",
+        text: include_str!("../../inventories/profiles/hgx-h100-80gb-8x.yaml"),
+    },
+    Builtin {
+        file: "inventories/profiles/hgx-h200-141gb-8x.yaml",
+        text: include_str!("../../inventories/profiles/hgx-h200-141gb-8x.yaml"),
+    },
+    Builtin {
+        file: "inventories/profiles/hgx-b200-180gb-8x.yaml",
+        text: include_str!("../../inventories/profiles/hgx-b200-180gb-8x.yaml"),
+    },
+];
+
+const IMAGES: &[Builtin] = &[
+    Builtin {
+        file: "images/ubuntu-24.04.yaml",
+        text: include_str!("../../images/ubuntu-24.04.yaml"),
+    },
+    Builtin {
+        file: "images/ubuntu-22.04.yaml",
+        text: include_str!("../../images/ubuntu-22.04.yaml"),
+    },
+    Builtin {
+        file: "images/rocky-9.yaml",
+        text: include_str!("../../images/rocky-9.yaml"),
+    },
+];
+
+/// A profile together with the file it came from (shown by `profile show`).
+#[derive(Clone, Debug)]
+pub struct Entry<T> {
+    /// The profile.
+    pub profile: T,
+    /// Where it was read from.
+    pub file: String,
+    /// The file's text, comments and all.
+    pub text: String,
+}
+
+/// All profiles known to one run.
+#[derive(Clone, Debug, Default)]
+pub struct Catalog {
+    /// Hardware profiles by name.
+    pub hardware: BTreeMap<String, Entry<HardwareProfile>>,
+    /// Image profiles by name.
+    pub images: BTreeMap<String, Entry<ImageProfile>>,
+}
+
+/// Parses one profile file; its `name` must match the file name.
+fn parse_profile<T: FromNode + Named>(file: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<(String, Entry<T>)> {
+    let source = Source::new(file, text);
+    let mut cx = Cx::new(source.clone());
+    let profile = match crate::yaml::parse(text) {
+        Ok(node) => T::from_node(&mut cx, &node),
+        Err(e) => {
+            cx.push(crate::diag::Severity::Error, e.pos, e.message, None);
+            None
+        }
+    };
+    diags.append(&mut cx.diags);
+    let profile = profile?;
+    let stem = Path::new(file).file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    if profile.name() != stem {
+        let mut cx = Cx::new(source);
+        cx.push(
+            crate::diag::Severity::Error,
+            None,
+            format!("profile name `{}` does not match its file name `{stem}.yaml`", profile.name()),
+            None,
+        );
+        diags.append(&mut cx.diags);
+        return None;
+    }
+    Some((
+        profile.name().to_owned(),
+        Entry {
+            profile,
+            file: file.to_owned(),
+            text: text.to_owned(),
+        },
+    ))
+}
+
+/// Profiles have names.
+pub trait Named {
+    /// The profile's name.
+    fn name(&self) -> &str;
+}
+
+impl Named for HardwareProfile {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Named for ImageProfile {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Catalog {
+    /// The profiles compiled into kiln.
+    ///
+    /// Their files are tested, so an error here is a bug in kiln.
+    pub fn builtin() -> Result<Catalog, Vec<Diagnostic>> {
+        let mut diags = Vec::new();
+        let mut catalog = Catalog::default();
+        for b in HARDWARE {
+            if let Some((name, entry)) = parse_profile(b.file, b.text, &mut diags) {
+                catalog.hardware.insert(name, entry);
+            }
+        }
+        for b in IMAGES {
+            if let Some((name, entry)) = parse_profile(b.file, b.text, &mut diags) {
+                catalog.images.insert(name, entry);
+            }
+        }
+        if diags.is_empty() { Ok(catalog) } else { Err(diags) }
+    }
+
+    /// Adds every `*.yaml` hardware profile in `dir` (if it exists),
+    /// replacing built-ins of the same name. Problems go to `diags`.
+    pub fn add_hardware_dir(&mut self, dir: &Path, diags: &mut Vec<Diagnostic>) {
+        let Ok(read) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let mut files: Vec<_> = read
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+            .collect();
+        files.sort();
+        for path in files {
+            let name = path.display().to_string();
+            match std::fs::read(&path) {
+                Ok(bytes) if bytes.len() as u64 <= crate::yaml::MAX_FILE_BYTES => {
+                    let text = String::from_utf8_lossy(&bytes);
+                    if let Some((name, entry)) = parse_profile(&name, &text, diags) {
+                        self.hardware.insert(name, entry);
+                    }
+                }
+                Ok(_) => diags.push(Diagnostic {
+                    severity: crate::diag::Severity::Error,
+                    source: Source::new(name, ""),
+                    pos: None,
+                    message: "profile file is too large".into(),
+                    help: None,
+                }),
+                Err(e) => diags.push(Diagnostic {
+                    severity: crate::diag::Severity::Error,
+                    source: Source::new(name, ""),
+                    pos: None,
+                    message: format!("cannot read profile: {e}"),
+                    help: None,
+                }),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_profiles_parse() {
+        let catalog = match Catalog::builtin() {
+            Ok(c) => c,
+            Err(diags) => panic!(
+                "{}",
+                diags.iter().map(|d| d.render(false)).collect::<String>()
+            ),
+        };
+        assert_eq!(catalog.hardware.len(), 3);
+        assert_eq!(catalog.images.len(), 3);
+        for entry in catalog.hardware.values() {
+            let p = &entry.profile;
+            assert_eq!(p.gpu.count, 8, "{}", p.name);
+            assert!(p.nccl.in_node_busbw_gbps > p.nccl.cross_node_busbw_gbps, "{}", p.name);
+            assert!(!p.xid.fail.is_empty(), "{}", p.name);
+        }
+    }
+}
