@@ -137,14 +137,17 @@ impl Diagnostic {
     }
 }
 
-/// Suggests the closest of `candidates` to `word`, for "did you mean" hints.
+/// Suggests the closest of `candidates` to `word`, for "did you mean" hints:
+/// a small edit distance (typos, swapped letters) or a shared long prefix.
 pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let budget = if word.chars().count() <= 4 { 1 } else { 2 };
     candidates
         .into_iter()
-        .map(|c| (strsim::jaro_winkler(word, c), c))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| c)
+        .filter(|c| *c != word)
+        .map(|c| (strsim::osa_distance(word, c), strsim::jaro_winkler(word, c), c))
+        .filter(|(dist, jw, _)| *dist <= budget || *jw > 0.85)
+        .min_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)))
+        .map(|(_, _, c)| c)
 }
 
 #[cfg(test)]
@@ -176,5 +179,7 @@ mod tests {
     fn suggestions() {
         assert_eq!(did_you_mean("nmae", ["name", "nodes"]), Some("name"));
         assert_eq!(did_you_mean("zzz", ["name", "nodes"]), None);
+        assert_eq!(did_you_mean("shh", ["bmc", "ssh", "mac"]), Some("ssh"));
+        assert_eq!(did_you_mean("hgx-h100-80gb", ["hgx-h100-80gb-8x", "hgx-h200-141gb-8x"]), Some("hgx-h100-80gb-8x"));
     }
 }

@@ -79,6 +79,7 @@ pub struct Node {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct BmcConfig {
     /// Redfish endpoint.
+    #[serde(rename = "address")]
     pub endpoint: BmcEndpoint,
     /// The system id on a BMC serving several systems.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -95,6 +96,7 @@ pub struct BmcConfig {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SshConfig {
     /// Address.
+    #[serde(rename = "address")]
     pub endpoint: SshEndpoint,
     /// Login user.
     pub user: String,

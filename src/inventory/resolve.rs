@@ -154,8 +154,12 @@ fn profile_ref(
     known: Vec<&str>,
     what: &'static str,
     node: &NodeFile,
+    written_but_bad: bool,
 ) -> Option<String> {
     let Some(value) = value else {
+        if written_but_bad {
+            return None;
+        }
         cx.error_help(
             node.name.pos,
             format!("node {} has no {what} profile", node.name.value),
@@ -198,6 +202,7 @@ fn resolve_node(
         catalog.hardware.keys().map(String::as_str).collect(),
         "hardware",
         node,
+        layers.iter().any(|l| l.bad.contains(&"hardware")),
     );
     let image = profile_ref(
         cx,
@@ -206,9 +211,13 @@ fn resolve_node(
         catalog.images.keys().map(String::as_str).collect(),
         "image",
         node,
+        layers.iter().any(|l| l.bad.contains(&"image")),
     );
 
-    let missing = |cx: &mut Cx, what: &str, key: &str| {
+    let missing = |cx: &mut Cx, what: &str, key: &str, field: &str| {
+        if layers.iter().any(|l| l.bad.contains(&field)) {
+            return; // written but invalid: already reported where it is
+        }
         cx.error_help(
             node.name.pos,
             format!("node {name} has no {what}"),
@@ -221,13 +230,13 @@ fn resolve_node(
     let username = pick([&n.bmc.username, &r.bmc.username, &d.bmc.username]);
     let password = pick([&n.bmc.password, &r.bmc.password, &d.bmc.password]);
     if bmc_address.is_none() {
-        missing(cx, "BMC address", "bmc: HOST[:PORT]");
+        missing(cx, "BMC address", "bmc: HOST[:PORT]", "bmc.address");
     }
     if username.is_none() {
-        missing(cx, "BMC username", "bmc.username");
+        missing(cx, "BMC username", "bmc.username", "bmc.username");
     }
     if password.is_none() {
-        missing(cx, "BMC password", "bmc.password: {env: VAR}");
+        missing(cx, "BMC password", "bmc.password: {env: VAR}", "bmc.password");
     }
     let system = pick([&n.bmc.system, &r.bmc.system, &d.bmc.system]);
     if let Some(a) = &bmc_address {
@@ -253,10 +262,10 @@ fn resolve_node(
     let ssh_address = pick([&n.ssh.address, &r.ssh.address, &d.ssh.address]);
     let user = pick([&n.ssh.user, &r.ssh.user, &d.ssh.user]);
     if ssh_address.is_none() {
-        missing(cx, "SSH address", "ssh: HOST[:PORT]");
+        missing(cx, "SSH address", "ssh: HOST[:PORT]", "ssh.address");
     }
     if user.is_none() {
-        missing(cx, "SSH user", "ssh.user");
+        missing(cx, "SSH user", "ssh.user", "ssh.user");
     }
     if let Some(a) = &ssh_address {
         check_network(cx, &file.networks.ssh, &a.value.host, a.pos, "SSH");

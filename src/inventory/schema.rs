@@ -42,6 +42,9 @@ pub struct Settings {
     pub labels: BTreeMap<String, String>,
     /// Whether the node already carries customer work.
     pub in_service: Option<bool>,
+    /// Keys that were written but invalid (already reported), so resolving
+    /// does not report them missing as well: `hardware`, `bmc.address`, …
+    pub bad: Vec<&'static str>,
 }
 
 /// BMC settings as written.
@@ -57,6 +60,8 @@ pub struct BmcFile {
     pub password: Option<Spanned<SecretRef>>,
     /// How the BMC's certificate is trusted.
     pub tls: Option<TlsPolicy>,
+    /// Keys written but invalid.
+    pub bad: Vec<&'static str>,
 }
 
 /// SSH settings as written.
@@ -72,6 +77,8 @@ pub struct SshFile {
     pub known_hosts: Option<Spanned<PathBuf>>,
     /// A bastion to connect through.
     pub jump: Option<JumpHost>,
+    /// Keys written but invalid.
+    pub bad: Vec<&'static str>,
 }
 
 /// The `networks` section.
@@ -139,6 +146,16 @@ impl FromNode for Hostname {
             None
         }
     }
+}
+
+/// Runs `decode`; if it fails with a new error, records `key` in `bad`.
+fn tracked<T>(cx: &mut Cx, bad: &mut Vec<&'static str>, key: &'static str, decode: impl FnOnce(&mut Cx) -> Option<T>) -> Option<T> {
+    let before = cx.error_count();
+    let value = decode(cx);
+    if value.is_none() && cx.error_count() > before {
+        bad.push(key);
+    }
+    value
 }
 
 /// Decodes a string and parses it with `FromStr`, reporting the parse error
@@ -225,19 +242,23 @@ impl FromNode for SecretRef {
 
 impl FromNode for BmcFile {
     fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
+        let mut bad = Vec::new();
         if !matches!(node.value, Value::Map(_)) {
             return Some(BmcFile {
-                address: parsed(cx, node),
+                address: tracked(cx, &mut bad, "bmc.address", |cx| parsed(cx, node)),
+                bad,
                 ..BmcFile::default()
             });
         }
         let mut m = cx.map(node, "bmc settings")?;
+        let address = m.get("address");
         let bmc = BmcFile {
-            address: m.get("address").and_then(|n| parsed(cx, n)),
+            address: tracked(cx, &mut bad, "bmc.address", |cx| address.and_then(|n| parsed(cx, n))),
             system: m.opt(cx, "system"),
-            username: username(cx, &mut m, "username"),
-            password: m.opt(cx, "password"),
+            username: tracked(cx, &mut bad, "bmc.username", |cx| username(cx, &mut m, "username")),
+            password: tracked(cx, &mut bad, "bmc.password", |cx| m.opt(cx, "password")),
             tls: m.opt(cx, "tls"),
+            bad,
         };
         if let Some(system) = &bmc.system
             && !system
@@ -273,19 +294,23 @@ fn path(cx: &mut Cx, m: &mut MapReader<'_>, key: &'static str) -> Option<Spanned
 
 impl FromNode for SshFile {
     fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
+        let mut bad = Vec::new();
         if !matches!(node.value, Value::Map(_)) {
             return Some(SshFile {
-                address: parsed(cx, node),
+                address: tracked(cx, &mut bad, "ssh.address", |cx| parsed(cx, node)),
+                bad,
                 ..SshFile::default()
             });
         }
         let mut m = cx.map(node, "ssh settings")?;
+        let address = m.get("address");
         let ssh = SshFile {
-            address: m.get("address").and_then(|n| parsed(cx, n)),
-            user: username(cx, &mut m, "user"),
+            address: tracked(cx, &mut bad, "ssh.address", |cx| address.and_then(|n| parsed(cx, n))),
+            user: tracked(cx, &mut bad, "ssh.user", |cx| username(cx, &mut m, "user")),
             key: path(cx, &mut m, "key"),
             known_hosts: path(cx, &mut m, "known_hosts"),
             jump: m.opt(cx, "jump"),
+            bad,
         };
         m.finish(cx);
         Some(ssh)
@@ -343,28 +368,58 @@ fn labels(cx: &mut Cx, node: &Node) -> Option<BTreeMap<String, String>> {
 
 /// Reads the settings keys common to defaults, racks and nodes.
 fn settings(cx: &mut Cx, m: &mut MapReader<'_>) -> Settings {
+    let mut bad = Vec::new();
+    let hardware = tracked(cx, &mut bad, "hardware", |cx| m.opt(cx, "hardware"));
+    let image = tracked(cx, &mut bad, "image", |cx| m.opt(cx, "image"));
+    let bmc: BmcFile = tracked(cx, &mut bad, "bmc", |cx| m.opt(cx, "bmc")).unwrap_or_default();
+    let ssh: SshFile = tracked(cx, &mut bad, "ssh", |cx| m.opt(cx, "ssh")).unwrap_or_default();
+    bad.extend(&bmc.bad);
+    bad.extend(&ssh.bad);
+    if bad.contains(&"bmc") {
+        bad.extend(["bmc.address", "bmc.username", "bmc.password"]);
+    }
+    if bad.contains(&"ssh") {
+        bad.extend(["ssh.address", "ssh.user"]);
+    }
     Settings {
-        hardware: m.opt(cx, "hardware"),
-        image: m.opt(cx, "image"),
-        bmc: m.opt(cx, "bmc").unwrap_or_default(),
-        ssh: m.opt(cx, "ssh").unwrap_or_default(),
+        hardware,
+        image,
+        bmc,
+        ssh,
         labels: m.get("labels").and_then(|n| labels(cx, n)).unwrap_or_default(),
         in_service: m.opt(cx, "in_service"),
+        bad,
     }
 }
 
 fn node_file(cx: &mut Cx, node: &Node) -> Option<NodeFile> {
     let mut m = cx.map(node, "node")?;
-    let name: Option<Spanned<Hostname>> = m.req(cx, "name");
+    // An invalid name is reported, and the node still checked, so one pass
+    // shows its other problems too.
+    let name: Option<Spanned<String>> = m.get("name").and_then(|n| {
+        let _ = Hostname::from_node(cx, n);
+        Spanned::from_node(cx, n)
+    });
+    if m.get("name").is_none() {
+        let pos = m.pos();
+        cx.error(pos, "node is missing the required key `name`");
+    }
     let settings = settings(cx, &mut m);
     let mac = m.get("mac").and_then(|n| parsed(cx, n));
-    m.finish(cx);
-    let name = name?;
+    let mut settings = settings;
+    // `shh: 10.0.0.1` is reported as a typo of `ssh`; not also as a node
+    // without an SSH address.
+    for key in m.finish(cx) {
+        settings.bad.extend(match key {
+            "bmc" => &["bmc.address"][..],
+            "ssh" => &["ssh.address"][..],
+            "hardware" => &["hardware"][..],
+            "image" => &["image"][..],
+            _ => &[][..],
+        });
+    }
     Some(NodeFile {
-        name: Spanned {
-            value: name.value.0,
-            pos: name.pos,
-        },
+        name: name?,
         settings,
         mac,
     })

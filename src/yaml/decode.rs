@@ -55,7 +55,12 @@ impl Cx {
 
     /// Whether any error (not warning) has been reported.
     pub fn has_errors(&self) -> bool {
-        self.diags.iter().any(|d| d.severity == Severity::Error)
+        self.error_count() > 0
+    }
+
+    /// How many errors (not warnings) have been reported.
+    pub fn error_count(&self) -> usize {
+        self.diags.iter().filter(|d| d.severity == Severity::Error).count()
     }
 
     /// Reads `node` as a mapping of a kind named `what` (used in messages).
@@ -119,7 +124,9 @@ impl<'n> MapReader<'n> {
 
     /// The raw node under `key`, if present (marks the key as known).
     pub fn get(&mut self, key: &'static str) -> Option<&'n Node> {
-        self.known.push(key);
+        if !self.known.contains(&key) {
+            self.known.push(key);
+        }
         let index = self
             .entries
             .iter()
@@ -152,8 +159,11 @@ impl<'n> MapReader<'n> {
         }
     }
 
-    /// Reports every key the caller did not ask for as unknown.
-    pub fn finish(self, cx: &mut Cx) {
+    /// Reports every key the caller did not ask for as unknown. Returns the
+    /// known keys suggested instead, so callers need not also report those
+    /// keys missing.
+    pub fn finish(self, cx: &mut Cx) -> Vec<&'static str> {
+        let mut suggested = Vec::new();
         for ((key, _), used) in self.entries.iter().zip(&self.used) {
             if *used {
                 continue;
@@ -162,7 +172,10 @@ impl<'n> MapReader<'n> {
                 Value::Str(name) => {
                     let message = format!("unknown key `{name}` in {}", self.what);
                     match did_you_mean(name, self.known.iter().copied()) {
-                        Some(hint) => cx.error_help(key.pos, message, format!("did you mean `{hint}`?")),
+                        Some(hint) => {
+                            suggested.push(hint);
+                            cx.error_help(key.pos, message, format!("did you mean `{hint}`?"));
+                        }
                         None => cx.error_help(
                             key.pos,
                             message,
@@ -176,6 +189,7 @@ impl<'n> MapReader<'n> {
                 ),
             }
         }
+        suggested
     }
 }
 
@@ -317,7 +331,7 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         .parse()
         .map_err(|_| format!("`{text}` is not a duration like `90s`, `15m` or `2h`"))?;
     let secs = value * scale;
-    if !secs.is_finite() || secs < 0.0 || secs > 365.0 * 86400.0 {
+    if !(0.0..=365.0 * 86400.0).contains(&secs) {
         return Err(format!("duration `{text}` is out of range"));
     }
     Ok(std::time::Duration::from_secs_f64(secs))
