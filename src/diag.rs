@@ -115,18 +115,34 @@ impl Diagnostic {
         if let Some(pos) = self.pos
             && let Some(text) = self.source.line(pos.line)
         {
+            // Show at most WINDOW characters of the line, keeping the marked
+            // column in view (a minified or hostile file has huge lines).
+            const WINDOW: usize = 120;
             let number = pos.line.to_string();
             let gutter = " ".repeat(number.len());
-            let col = usize::try_from(pos.col.max(1)).unwrap_or(1);
-            let shown: String = text.replace('\t', " ");
-            let line_chars = shown.chars().count();
-            let available = line_chars.saturating_sub(col - 1).max(1);
+            let col = usize::try_from(pos.col.max(1)).unwrap_or(1) - 1;
+            let chars: Vec<char> = text
+                .chars()
+                .map(|c| if c == '\t' { ' ' } else { c })
+                .collect();
+            let start = col.saturating_sub(WINDOW / 2).min(chars.len());
+            let end = (start + WINDOW).min(chars.len());
+            let mut shown: String = chars[start..end].iter().collect();
+            let mut offset = col - start;
+            if start > 0 {
+                shown.insert(0, '…');
+                offset += 1;
+            }
+            if end < chars.len() {
+                shown.push('…');
+            }
+            let available = shown.chars().count().saturating_sub(offset).max(1);
             let len = usize::try_from(pos.len).unwrap_or(1).clamp(1, available);
             let _ = writeln!(out, "{blue}{number} |{reset} {shown}");
             let _ = writeln!(
                 out,
                 "{blue}{gutter} |{reset} {}{paint}{}{reset}",
-                " ".repeat(col - 1),
+                " ".repeat(offset),
                 "^".repeat(len)
             );
         }
@@ -137,14 +153,33 @@ impl Diagnostic {
     }
 }
 
+/// Shortens `text` to at most `max` characters, marking the cut with `…`.
+pub fn clip(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
 /// Suggests the closest of `candidates` to `word`, for "did you mean" hints:
 /// a small edit distance (typos, swapped letters) or a shared long prefix.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let budget = if word.chars().count() <= 4 { 1 } else { 2 };
     candidates
         .into_iter()
         .filter(|c| *c != word)
-        .map(|c| (strsim::osa_distance(word, c), strsim::jaro_winkler(word, c), c))
+        .map(|c| {
+            (
+                strsim::osa_distance(word, c),
+                strsim::jaro_winkler(word, c),
+                c,
+            )
+        })
         .filter(|(dist, jw, _)| *dist <= budget || *jw > 0.85)
         .min_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)))
         .map(|(_, _, c)| c)
@@ -180,6 +215,9 @@ mod tests {
         assert_eq!(did_you_mean("nmae", ["name", "nodes"]), Some("name"));
         assert_eq!(did_you_mean("zzz", ["name", "nodes"]), None);
         assert_eq!(did_you_mean("shh", ["bmc", "ssh", "mac"]), Some("ssh"));
-        assert_eq!(did_you_mean("hgx-h100-80gb", ["hgx-h100-80gb-8x", "hgx-h200-141gb-8x"]), Some("hgx-h100-80gb-8x"));
+        assert_eq!(
+            did_you_mean("hgx-h100-80gb", ["hgx-h100-80gb-8x", "hgx-h200-141gb-8x"]),
+            Some("hgx-h100-80gb-8x")
+        );
     }
 }

@@ -25,7 +25,9 @@ fn main() -> ExitCode {
             let status = status_for(&err);
             printer.error(&err);
             if status == ExitStatus::Internal {
-                eprintln!("this is a bug in kiln or a problem with this machine; rerun with -v for details");
+                eprintln!(
+                    "this is a bug in kiln or a problem with this machine; rerun with -v for details"
+                );
             }
             status.into()
         }
@@ -42,7 +44,8 @@ fn init_logging(verbose: u8, quiet: bool) {
         (false, 2) => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("kiln={level}")));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("kiln={level}")));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let _ = tracing_subscriber::fmt()

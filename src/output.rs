@@ -40,7 +40,9 @@ impl Printer {
         let wanted = |is_tty: bool| match color {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
-            ColorChoice::Auto => is_tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+            ColorChoice::Auto => {
+                is_tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            }
         };
         Printer {
             json,
@@ -82,7 +84,11 @@ impl Printer {
 
     /// An error that ended the command, on stderr.
     pub fn error(&self, err: &anyhow::Error) {
-        let (red, reset) = if self.color { ("\x1b[1;31m", "\x1b[0m") } else { ("", "") };
+        let (red, reset) = if self.color {
+            ("\x1b[1;31m", "\x1b[0m")
+        } else {
+            ("", "")
+        };
         let mut text = format!("{red}error{reset}: {err}");
         for cause in err.chain().skip(1) {
             text.push_str(&format!("\n  caused by: {cause}"));
@@ -107,7 +113,10 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
                 l.push_str("  ");
             }
             l.push_str(cell);
-            l.extend(std::iter::repeat_n(' ', w.saturating_sub(cell.chars().count())));
+            l.extend(std::iter::repeat_n(
+                ' ',
+                w.saturating_sub(cell.chars().count()),
+            ));
         }
         out.push_str(l.trim_end());
         out.push('\n');

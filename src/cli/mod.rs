@@ -36,7 +36,13 @@ pub struct GlobalArgs {
     #[arg(long, value_enum, default_value_t, global = true, value_name = "WHEN")]
     pub color: ColorChoice,
     /// The site inventory.
-    #[arg(short, long, env = "KILN_INVENTORY", global = true, value_name = "FILE")]
+    #[arg(
+        short,
+        long,
+        env = "KILN_INVENTORY",
+        global = true,
+        value_name = "FILE"
+    )]
     pub inventory: Option<PathBuf>,
 }
 

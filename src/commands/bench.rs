@@ -44,7 +44,8 @@ fn inventory(ctx: &Ctx, nodes: u32, runs: u32) -> anyhow::Result<ExitStatus> {
         ..SiteSpec::default()
     };
     let text = generate(&spec)?;
-    let catalog = Catalog::builtin().map_err(|_| anyhow::anyhow!("built-in profiles are invalid"))?;
+    let catalog =
+        Catalog::builtin().map_err(|_| anyhow::anyhow!("built-in profiles are invalid"))?;
     let rss_before = peak_rss_bytes();
 
     // The peer: parsing the same YAML into a generic tree and nothing else.
@@ -60,7 +61,12 @@ fn inventory(ctx: &Ctx, nodes: u32, runs: u32) -> anyhow::Result<ExitStatus> {
     let mut resolved = 0;
     for _ in 0..runs {
         let start = Instant::now();
-        let checked = crate::inventory::check_str("bench.yaml", text.clone(), Path::new("."), catalog.clone());
+        let checked = crate::inventory::check_str(
+            "bench.yaml",
+            text.clone(),
+            Path::new("."),
+            catalog.clone(),
+        );
         check.push(start.elapsed());
         anyhow::ensure!(checked.errors() == 0, "generated inventory has errors");
         resolved = checked.inventory.map_or(0, |i| i.nodes.len());

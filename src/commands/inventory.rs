@@ -41,9 +41,15 @@ fn check(ctx: &Ctx) -> anyhow::Result<ExitStatus> {
             ctx.printer.diagnostic(d);
         }
         let summary = if errors == 0 {
-            format!("{}: ok, {nodes} nodes in {racks} racks, {warnings} warning(s)", path.display())
+            format!(
+                "{}: ok, {nodes} nodes in {racks} racks, {warnings} warning(s)",
+                path.display()
+            )
         } else {
-            format!("{}: {errors} error(s), {warnings} warning(s)", path.display())
+            format!(
+                "{}: {errors} error(s), {warnings} warning(s)",
+                path.display()
+            )
         };
         if errors > 0 {
             eprintln!("{summary}");
@@ -51,7 +57,11 @@ fn check(ctx: &Ctx) -> anyhow::Result<ExitStatus> {
             ctx.printer.info(&summary);
         }
     }
-    Ok(if errors > 0 { ExitStatus::BadInput } else { ExitStatus::Success })
+    Ok(if errors > 0 {
+        ExitStatus::BadInput
+    } else {
+        ExitStatus::Success
+    })
 }
 
 fn tls_label(tls: &TlsPolicy) -> &'static str {
@@ -94,17 +104,34 @@ fn show(ctx: &Ctx, args: &ShowArgs) -> anyhow::Result<ExitStatus> {
                 bmc,
                 tls_label(&n.bmc.tls).into(),
                 format!("{}@{}", n.ssh.user, n.ssh.endpoint),
-                if n.in_service { "yes".into() } else { "no".into() },
+                if n.in_service {
+                    "yes".into()
+                } else {
+                    "no".into()
+                },
                 labels.join(","),
             ]
         })
         .collect();
     ctx.printer.data(&table(
-        &["NODE", "RACK", "HARDWARE", "IMAGE", "BMC", "TLS", "SSH", "IN-SERVICE", "LABELS"],
+        &[
+            "NODE",
+            "RACK",
+            "HARDWARE",
+            "IMAGE",
+            "BMC",
+            "TLS",
+            "SSH",
+            "IN-SERVICE",
+            "LABELS",
+        ],
         &rows,
     ));
-    ctx.printer
-        .info(&format!("{} of {} nodes selected", nodes.len(), inventory.nodes.len()));
+    ctx.printer.info(&format!(
+        "{} of {} nodes selected",
+        nodes.len(),
+        inventory.nodes.len()
+    ));
     Ok(ExitStatus::Success)
 }
 

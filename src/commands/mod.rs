@@ -78,7 +78,10 @@ pub fn write_new_file(path: &PathBuf, text: &str) -> anyhow::Result<()> {
         .open(path)
         .map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
-                anyhow::Error::new(BadInput(format!("{} exists; kiln does not overwrite it", path.display())))
+                anyhow::Error::new(BadInput(format!(
+                    "{} exists; kiln does not overwrite it",
+                    path.display()
+                )))
             } else {
                 anyhow::Error::new(e).context(format!("creating {}", path.display()))
             }

@@ -34,7 +34,15 @@ pub fn run(ctx: &Ctx, cmd: ProfileCommand) -> anyhow::Result<ExitStatus> {
                 })
                 .collect();
             ctx.printer.data(&table(
-                &["NAME", "GPUS", "NVLINK", "FABRIC", "BUSBW-NODE", "BUSBW-NET", "DESCRIPTION"],
+                &[
+                    "NAME",
+                    "GPUS",
+                    "NVLINK",
+                    "FABRIC",
+                    "BUSBW-NODE",
+                    "BUSBW-NET",
+                    "DESCRIPTION",
+                ],
                 &rows,
             ));
             Ok(ExitStatus::Success)
@@ -44,7 +52,10 @@ pub fn run(ctx: &Ctx, cmd: ProfileCommand) -> anyhow::Result<ExitStatus> {
                 let hint = did_you_mean(&name, catalog.hardware.keys().map(String::as_str))
                     .map(|h| format!(" (did you mean `{h}`?)"))
                     .unwrap_or_default();
-                return Err(BadInput(format!("no hardware profile `{name}`{hint}; see `kiln profile list`")).into());
+                return Err(BadInput(format!(
+                    "no hardware profile `{name}`{hint}; see `kiln profile list`"
+                ))
+                .into());
             };
             if ctx.printer.json {
                 ctx.printer.json_data(&entry.profile)?;
@@ -60,16 +71,25 @@ pub fn run(ctx: &Ctx, cmd: ProfileCommand) -> anyhow::Result<ExitStatus> {
 /// The built-in profiles, plus those beside the inventory when one is given.
 fn catalog(ctx: &Ctx) -> anyhow::Result<Catalog> {
     let mut catalog = Catalog::builtin().map_err(|d| {
-        anyhow::anyhow!("built-in profiles are invalid:\n{}", d.iter().map(|d| d.render(false)).collect::<String>())
+        anyhow::anyhow!(
+            "built-in profiles are invalid:\n{}",
+            d.iter().map(|d| d.render(false)).collect::<String>()
+        )
     })?;
     if let Some(path) = &ctx.global.inventory {
-        let dir = path.parent().unwrap_or(std::path::Path::new(".")).join("profiles");
+        let dir = path
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("profiles");
         let mut diags = Vec::new();
         catalog.add_hardware_dir(&dir, &mut diags);
         for d in &diags {
             ctx.printer.diagnostic(d);
         }
-        if diags.iter().any(|d| d.severity == crate::diag::Severity::Error) {
+        if diags
+            .iter()
+            .any(|d| d.severity == crate::diag::Severity::Error)
+        {
             return Err(BadInput(format!("invalid profiles in {}", dir.display())).into());
         }
     }

@@ -49,7 +49,9 @@ fn host_error(text: &str) -> String {
     if text.chars().any(|c| c.is_ascii_uppercase()) && is_hostname(&text.to_ascii_lowercase()) {
         return format!("host name `{text}` must be lowercase");
     }
-    let looks_numeric = text.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    let looks_numeric = text
+        .split('.')
+        .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
     if looks_numeric {
         return format!("`{text}` is not a valid IPv4 address");
     }
@@ -74,7 +76,9 @@ impl FromStr for Host {
         }
         // A name made only of digits and dots is a mistyped IPv4 address
         // (`10.10.1.300`), never a host name.
-        let numeric = text.split('.').all(|p| p.bytes().all(|b| b.is_ascii_digit()));
+        let numeric = text
+            .split('.')
+            .all(|p| p.bytes().all(|b| b.is_ascii_digit()));
         if is_hostname(text) && !numeric {
             Ok(Host::Name(text.to_owned()))
         } else {
@@ -161,7 +165,9 @@ impl FromStr for BmcEndpoint {
         } else if text.starts_with("http://") {
             return Err(format!("`{text}`: Redfish is only spoken over https"));
         } else if text.contains("://") {
-            return Err(format!("`{text}`: only https:// URLs are accepted for a BMC"));
+            return Err(format!(
+                "`{text}`: only https:// URLs are accepted for a BMC"
+            ));
         } else {
             text
         };
@@ -205,10 +211,14 @@ impl FromStr for SshEndpoint {
     fn from_str(text: &str) -> Result<SshEndpoint, String> {
         let text = text.trim();
         if text.contains("://") {
-            return Err(format!("`{text}`: give an SSH address as host[:port], not a URL"));
+            return Err(format!(
+                "`{text}`: give an SSH address as host[:port], not a URL"
+            ));
         }
         if text.contains('@') {
-            return Err(format!("`{text}`: the user goes in `ssh.user`, not in the address"));
+            return Err(format!(
+                "`{text}`: the user goes in `ssh.user`, not in the address"
+            ));
         }
         let (host, port) = split_host_port(text)?;
         Ok(SshEndpoint {
@@ -292,11 +302,15 @@ impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -321,24 +335,27 @@ impl FromStr for Cidr {
             .parse()
             .map_err(|_| format!("`{addr}` in `{text}` is not an IP address"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix: u8 = prefix
-            .parse()
-            .ok()
-            .filter(|p| *p <= max)
-            .ok_or_else(|| format!("`/{prefix}` in `{text}` is not a prefix length (0-{max})"))?;
+        let prefix: u8 =
+            prefix.parse().ok().filter(|p| *p <= max).ok_or_else(|| {
+                format!("`/{prefix}` in `{text}` is not a prefix length (0-{max})")
+            })?;
         let cidr = Cidr { addr, prefix };
         let network_only = match addr {
-            IpAddr::V4(_) => cidr.contains(addr) && {
-                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-                matches!(addr, IpAddr::V4(a) if u32::from(a) & !mask == 0)
-            },
+            IpAddr::V4(_) => {
+                cidr.contains(addr) && {
+                    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+                    matches!(addr, IpAddr::V4(a) if u32::from(a) & !mask == 0)
+                }
+            }
             IpAddr::V6(a) => {
                 let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
                 u128::from(a) & !mask == 0
             }
         };
         if !network_only {
-            return Err(format!("`{text}` has host bits set; did you mean the network address?"));
+            return Err(format!(
+                "`{text}` has host bits set; did you mean the network address?"
+            ));
         }
         Ok(cidr)
     }
@@ -402,13 +419,27 @@ mod tests {
         assert_eq!(e.url(), "https://[fd00::1]:8443");
         let e: BmcEndpoint = "bmc-r01-n01.mgmt".parse().unwrap();
         assert_eq!(e.port, 443);
-        assert!("10.10.1.300".parse::<BmcEndpoint>().unwrap_err().contains("IPv4"));
+        assert!(
+            "10.10.1.300"
+                .parse::<BmcEndpoint>()
+                .unwrap_err()
+                .contains("IPv4")
+        );
         assert!("http://10.0.0.1".parse::<BmcEndpoint>().is_err());
-        assert!("https://10.0.0.1/redfish/v1".parse::<BmcEndpoint>().is_err());
+        assert!(
+            "https://10.0.0.1/redfish/v1"
+                .parse::<BmcEndpoint>()
+                .is_err()
+        );
         assert!("10.0.0.1:0".parse::<BmcEndpoint>().is_err());
         assert!("10.0.0.1:99999".parse::<BmcEndpoint>().is_err());
         assert!("host;rm -rf /".parse::<BmcEndpoint>().is_err());
-        assert!("Host.Example".parse::<BmcEndpoint>().unwrap_err().contains("lowercase"));
+        assert!(
+            "Host.Example"
+                .parse::<BmcEndpoint>()
+                .unwrap_err()
+                .contains("lowercase")
+        );
     }
 
     #[test]

@@ -63,7 +63,9 @@ pub enum GenerateError {
 }
 
 fn nth(base: Ipv4Addr, i: u64) -> Option<Ipv4Addr> {
-    u32::try_from(u64::from(u32::from(base)) + i).ok().map(Ipv4Addr::from)
+    u32::try_from(u64::from(u32::from(base)) + i)
+        .ok()
+        .map(Ipv4Addr::from)
 }
 
 fn digits(n: u32) -> usize {
@@ -138,6 +140,9 @@ mod tests {
             base_bmc: Ipv4Addr::new(255, 255, 255, 250),
             ..SiteSpec::default()
         };
-        assert!(matches!(generate(&spec), Err(GenerateError::AddressOverflow { .. })));
+        assert!(matches!(
+            generate(&spec),
+            Err(GenerateError::AddressOverflow { .. })
+        ));
     }
 }

@@ -81,12 +81,20 @@ fn check_network(cx: &mut Cx, nets: &[super::Cidr], host: &Host, pos: Pos, what:
         let list: Vec<String> = nets.iter().map(ToString::to_string).collect();
         cx.error(
             pos,
-            format!("{what} address {ip} is outside the {what} network ({})", list.join(", ")),
+            format!(
+                "{what} address {ip} is outside the {what} network ({})",
+                list.join(", ")
+            ),
         );
     }
 }
 
-pub(super) fn resolve(cx: &mut Cx, file: SiteFile, base: &Path, catalog: Catalog) -> Option<Inventory> {
+pub(super) fn resolve(
+    cx: &mut Cx,
+    file: SiteFile,
+    base: &Path,
+    catalog: Catalog,
+) -> Option<Inventory> {
     let mut names = Unique::<String>::new("node name");
     let mut rack_names = Unique::<String>::new("rack name");
     let mut macs = Unique::<Mac>::new("MAC address");
@@ -99,12 +107,28 @@ pub(super) fn resolve(cx: &mut Cx, file: SiteFile, base: &Path, catalog: Catalog
     let mut racks = Vec::with_capacity(file.racks.len());
     let mut nodes = Vec::new();
     if file.racks.is_empty() && !cx.has_errors() {
-        cx.error(Pos { line: 1, col: 1, len: 0 }, "the inventory has no racks");
+        cx.error(
+            Pos {
+                line: 1,
+                col: 1,
+                len: 0,
+            },
+            "the inventory has no racks",
+        );
     }
     for rack in &file.racks {
-        rack_names.claim(cx, rack.name.value.clone(), &rack.name.value, &format!("rack {}", rack.name.value), rack.name.pos);
+        rack_names.claim(
+            cx,
+            rack.name.value.clone(),
+            &rack.name.value,
+            &format!("rack {}", rack.name.value),
+            rack.name.pos,
+        );
         if rack.nodes.is_empty() {
-            cx.warn(rack.name.pos, format!("rack {} has no nodes", rack.name.value));
+            cx.warn(
+                rack.name.pos,
+                format!("rack {} has no nodes", rack.name.value),
+            );
         }
         racks.push(Rack {
             name: rack.name.value.clone(),
@@ -112,12 +136,27 @@ pub(super) fn resolve(cx: &mut Cx, file: SiteFile, base: &Path, catalog: Catalog
         });
         for node in &rack.nodes {
             let owner = format!("node {}", node.name.value);
-            names.claim(cx, node.name.value.clone(), &node.name.value, &owner, node.name.pos);
+            names.claim(
+                cx,
+                node.name.value.clone(),
+                &node.name.value,
+                &owner,
+                node.name.pos,
+            );
             if let Some(mac) = &node.mac {
                 macs.claim(cx, mac.value, &mac.value.to_string(), &owner, mac.pos);
             }
             let layers = [&node.settings, &rack.settings, &file.defaults];
-            if let Some(resolved) = resolve_node(cx, &mut checks, &file, &catalog, base, &rack.name.value, node, layers) {
+            if let Some(resolved) = resolve_node(
+                cx,
+                &mut checks,
+                &file,
+                &catalog,
+                base,
+                &rack.name.value,
+                node,
+                layers,
+            ) {
                 nodes.push(resolved);
             }
         }
@@ -128,8 +167,14 @@ pub(super) fn resolve(cx: &mut Cx, file: SiteFile, base: &Path, catalog: Catalog
         concurrency: file.limits.concurrency.unwrap_or(defaults.concurrency),
         per_rack: file.limits.per_rack.unwrap_or(defaults.per_rack),
         per_bmc: file.limits.per_bmc.unwrap_or(defaults.per_bmc),
-        power_on_per_rack: file.limits.power_on_per_rack.unwrap_or(defaults.power_on_per_rack),
-        power_on_interval: file.limits.power_on_interval.map_or(defaults.power_on_interval, |d| d.0),
+        power_on_per_rack: file
+            .limits
+            .power_on_per_rack
+            .unwrap_or(defaults.power_on_per_rack),
+        power_on_interval: file
+            .limits
+            .power_on_interval
+            .map_or(defaults.power_on_interval, |d| d.0),
     };
     Some(Inventory {
         site: file.site?.value,
@@ -174,7 +219,11 @@ fn profile_ref(
         let message = format!("unknown {what} profile `{}`", value.value);
         match did_you_mean(&value.value, known.iter().copied()) {
             Some(hint) => cx.error_help(value.pos, message, format!("did you mean `{hint}`?")),
-            None => cx.error_help(value.pos, message, format!("known {what} profiles: {}", known.join(", "))),
+            None => cx.error_help(
+                value.pos,
+                message,
+                format!("known {what} profiles: {}", known.join(", ")),
+            ),
         }
     }
     None
@@ -236,7 +285,12 @@ fn resolve_node(
         missing(cx, "BMC username", "bmc.username", "bmc.username");
     }
     if password.is_none() {
-        missing(cx, "BMC password", "bmc.password: {env: VAR}", "bmc.password");
+        missing(
+            cx,
+            "BMC password",
+            "bmc.password: {env: VAR}",
+            "bmc.password",
+        );
     }
     let system = pick([&n.bmc.system, &r.bmc.system, &d.bmc.system]);
     if let Some(a) = &bmc_address {
@@ -245,7 +299,9 @@ fn resolve_node(
             Some(s) => format!("{} system {s}", a.value),
             None => a.value.to_string(),
         };
-        checks.bmcs.claim(cx, (a.value.clone(), system.clone()), &shown, &owner, a.pos);
+        checks
+            .bmcs
+            .claim(cx, (a.value.clone(), system.clone()), &shown, &owner, a.pos);
     }
     let password = password.map(|p| {
         let secret = p.value.rebase(base);
@@ -269,15 +325,21 @@ fn resolve_node(
     }
     if let Some(a) = &ssh_address {
         check_network(cx, &file.networks.ssh, &a.value.host, a.pos, "SSH");
-        checks.sshs.claim(cx, a.value.clone(), &a.value.to_string(), &owner, a.pos);
+        checks
+            .sshs
+            .claim(cx, a.value.clone(), &a.value.to_string(), &owner, a.pos);
         if let (Host::Ip(ip), Some(b)) = (&a.value.host, &bmc_address)
             && Host::Ip(*ip) == b.value.host
             && a.value.port == b.value.port
         {
-            cx.error(a.pos, format!("node {name}: SSH and BMC share the address {}", a.value));
+            cx.error(
+                a.pos,
+                format!("node {name}: SSH and BMC share the address {}", a.value),
+            );
         }
     }
-    let known_hosts = pick([&n.ssh.known_hosts, &r.ssh.known_hosts, &d.ssh.known_hosts]).map(|k| expand_path(&k.value, base));
+    let known_hosts = pick([&n.ssh.known_hosts, &r.ssh.known_hosts, &d.ssh.known_hosts])
+        .map(|k| expand_path(&k.value, base));
 
     let mut labels = d.labels.clone();
     labels.extend(r.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -287,31 +349,34 @@ fn resolve_node(
     let key = pick([&n.ssh.key, &r.ssh.key, &d.ssh.key]).map(|k| {
         let path = expand_path(&k.value, base);
         if !path.is_file() && once.first(k.pos, "key") {
-            cx.warn(k.pos, format!("SSH key {} does not exist (yet)", path.display()));
+            cx.warn(
+                k.pos,
+                format!("SSH key {} does not exist (yet)", path.display()),
+            );
         }
         path
     });
     Some(Node {
-            name: name.clone(),
-            rack: rack.to_owned(),
-            hardware: hardware?,
-            image: image?,
-            bmc: BmcConfig {
-                endpoint: bmc_address?.value,
-                system,
-                username: username?.value,
-                password: password?,
-                tls: pick([&n.bmc.tls, &r.bmc.tls, &d.bmc.tls]).unwrap_or_default(),
-            },
-            ssh: SshConfig {
-                endpoint: ssh_address?.value,
-                user: user?.value,
-                key,
-                known_hosts,
-                jump: pick([&n.ssh.jump, &r.ssh.jump, &d.ssh.jump]),
-            },
-            mac: node.mac.as_ref().map(|m| m.value),
-            labels,
-            in_service: pick([&n.in_service, &r.in_service, &d.in_service]).unwrap_or(false),
+        name: name.clone(),
+        rack: rack.to_owned(),
+        hardware: hardware?,
+        image: image?,
+        bmc: BmcConfig {
+            endpoint: bmc_address?.value,
+            system,
+            username: username?.value,
+            password: password?,
+            tls: pick([&n.bmc.tls, &r.bmc.tls, &d.bmc.tls]).unwrap_or_default(),
+        },
+        ssh: SshConfig {
+            endpoint: ssh_address?.value,
+            user: user?.value,
+            key,
+            known_hosts,
+            jump: pick([&n.ssh.jump, &r.ssh.jump, &d.ssh.jump]),
+        },
+        mac: node.mac.as_ref().map(|m| m.value),
+        labels,
+        in_service: pick([&n.in_service, &r.in_service, &d.in_service]).unwrap_or(false),
     })
 }

@@ -149,7 +149,12 @@ impl FromNode for Hostname {
 }
 
 /// Runs `decode`; if it fails with a new error, records `key` in `bad`.
-fn tracked<T>(cx: &mut Cx, bad: &mut Vec<&'static str>, key: &'static str, decode: impl FnOnce(&mut Cx) -> Option<T>) -> Option<T> {
+fn tracked<T>(
+    cx: &mut Cx,
+    bad: &mut Vec<&'static str>,
+    key: &'static str,
+    decode: impl FnOnce(&mut Cx) -> Option<T>,
+) -> Option<T> {
     let before = cx.error_count();
     let value = decode(cx);
     if value.is_none() && cx.error_count() > before {
@@ -209,7 +214,10 @@ impl FromNode for SecretRef {
                         if valid {
                             Some(SecretRef::Env(env))
                         } else {
-                            cx.error(node.pos, format!("`{env}` is not an environment variable name"));
+                            cx.error(
+                                node.pos,
+                                format!("`{env}` is not an environment variable name"),
+                            );
                             None
                         }
                     }
@@ -233,7 +241,13 @@ impl FromNode for SecretRef {
                 None
             }
             other => {
-                cx.error(node.pos, format!("expected a secret like {{env: NAME}}, found {}", other.kind()));
+                cx.error(
+                    node.pos,
+                    format!(
+                        "expected a secret like {{env: NAME}}, found {}",
+                        other.kind()
+                    ),
+                );
                 None
             }
         }
@@ -253,9 +267,13 @@ impl FromNode for BmcFile {
         let mut m = cx.map(node, "bmc settings")?;
         let address = m.get("address");
         let bmc = BmcFile {
-            address: tracked(cx, &mut bad, "bmc.address", |cx| address.and_then(|n| parsed(cx, n))),
+            address: tracked(cx, &mut bad, "bmc.address", |cx| {
+                address.and_then(|n| parsed(cx, n))
+            }),
             system: m.opt(cx, "system"),
-            username: tracked(cx, &mut bad, "bmc.username", |cx| username(cx, &mut m, "username")),
+            username: tracked(cx, &mut bad, "bmc.username", |cx| {
+                username(cx, &mut m, "username")
+            }),
             password: tracked(cx, &mut bad, "bmc.password", |cx| m.opt(cx, "password")),
             tls: m.opt(cx, "tls"),
             bad,
@@ -266,7 +284,10 @@ impl FromNode for BmcFile {
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         {
             let pos = m.pos();
-            cx.error(pos, format!("system id `{system}` may hold only letters, digits, `-`, `_` and `.`"));
+            cx.error(
+                pos,
+                format!("system id `{system}` may hold only letters, digits, `-`, `_` and `.`"),
+            );
         }
         m.finish(cx);
         Some(bmc)
@@ -279,7 +300,10 @@ fn username(cx: &mut Cx, m: &mut MapReader<'_>, key: &'static str) -> Option<Spa
     if is_username(&name.value) {
         Some(name)
     } else {
-        cx.error(node.pos, format!("`{}` is not a valid user name", name.value));
+        cx.error(
+            node.pos,
+            format!("`{}` is not a valid user name", name.value),
+        );
         None
     }
 }
@@ -305,7 +329,9 @@ impl FromNode for SshFile {
         let mut m = cx.map(node, "ssh settings")?;
         let address = m.get("address");
         let ssh = SshFile {
-            address: tracked(cx, &mut bad, "ssh.address", |cx| address.and_then(|n| parsed(cx, n))),
+            address: tracked(cx, &mut bad, "ssh.address", |cx| {
+                address.and_then(|n| parsed(cx, n))
+            }),
             user: tracked(cx, &mut bad, "ssh.user", |cx| username(cx, &mut m, "user")),
             key: path(cx, &mut m, "key"),
             known_hosts: path(cx, &mut m, "known_hosts"),
@@ -334,19 +360,29 @@ fn valid_label_part(text: &str, allow_empty: bool) -> bool {
 
 fn labels(cx: &mut Cx, node: &Node) -> Option<BTreeMap<String, String>> {
     let Value::Map(entries) = &node.value else {
-        cx.error(node.pos, format!("expected labels (a mapping), found {}", node.value.kind()));
+        cx.error(
+            node.pos,
+            format!("expected labels (a mapping), found {}", node.value.kind()),
+        );
         return None;
     };
     let mut out = BTreeMap::new();
     for (key, value) in entries {
-        let Some(k) = String::from_node(cx, key) else { continue };
+        let Some(k) = String::from_node(cx, key) else {
+            continue;
+        };
         let name = k.rsplit('/').next().unwrap_or_default();
         let prefix_ok = match k.rsplit_once('/') {
             Some((prefix, _)) => is_hostname(prefix),
             None => true,
         };
         if !prefix_ok || !valid_label_part(name, false) {
-            cx.error(key.pos, format!("`{k}` is not a valid label key (letters, digits, `-`, `_`, `.`; at most 63)"));
+            cx.error(
+                key.pos,
+                format!(
+                    "`{k}` is not a valid label key (letters, digits, `-`, `_`, `.`; at most 63)"
+                ),
+            );
             continue;
         }
         let v = match &value.value {
@@ -358,12 +394,32 @@ fn labels(cx: &mut Cx, node: &Node) -> Option<BTreeMap<String, String>> {
             },
         };
         if !valid_label_part(&v, true) {
-            cx.error(value.pos, format!("`{v}` is not a valid label value (letters, digits, `-`, `_`, `.`; at most 63)"));
+            cx.error(
+                value.pos,
+                format!(
+                    "`{v}` is not a valid label value (letters, digits, `-`, `_`, `.`; at most 63)"
+                ),
+            );
             continue;
         }
         out.insert(k, v);
     }
     Some(out)
+}
+
+/// Finishes a mapping that holds settings. A misspelt key (`shh:`) is
+/// reported as a typo of the key it resembles, and that key is then not
+/// also reported missing on every node that inherits it.
+fn finish_settings(cx: &mut Cx, m: MapReader<'_>, settings: &mut Settings) {
+    for key in m.finish(cx) {
+        settings.bad.extend(match key {
+            "bmc" => &["bmc.address", "bmc.username", "bmc.password"][..],
+            "ssh" => &["ssh.address", "ssh.user"][..],
+            "hardware" => &["hardware"][..],
+            "image" => &["image"][..],
+            _ => &[][..],
+        });
+    }
 }
 
 /// Reads the settings keys common to defaults, racks and nodes.
@@ -386,7 +442,10 @@ fn settings(cx: &mut Cx, m: &mut MapReader<'_>) -> Settings {
         image,
         bmc,
         ssh,
-        labels: m.get("labels").and_then(|n| labels(cx, n)).unwrap_or_default(),
+        labels: m
+            .get("labels")
+            .and_then(|n| labels(cx, n))
+            .unwrap_or_default(),
         in_service: m.opt(cx, "in_service"),
         bad,
     }
@@ -407,17 +466,7 @@ fn node_file(cx: &mut Cx, node: &Node) -> Option<NodeFile> {
     let settings = settings(cx, &mut m);
     let mac = m.get("mac").and_then(|n| parsed(cx, n));
     let mut settings = settings;
-    // `shh: 10.0.0.1` is reported as a typo of `ssh`; not also as a node
-    // without an SSH address.
-    for key in m.finish(cx) {
-        settings.bad.extend(match key {
-            "bmc" => &["bmc.address"][..],
-            "ssh" => &["ssh.address"][..],
-            "hardware" => &["hardware"][..],
-            "image" => &["image"][..],
-            _ => &[][..],
-        });
-    }
+    finish_settings(cx, m, &mut settings);
     Some(NodeFile {
         name: name?,
         settings,
@@ -428,13 +477,16 @@ fn node_file(cx: &mut Cx, node: &Node) -> Option<NodeFile> {
 fn rack_file(cx: &mut Cx, node: &Node) -> Option<RackFile> {
     let mut m = cx.map(node, "rack")?;
     let name: Option<Spanned<Hostname>> = m.req(cx, "name");
-    let settings = settings(cx, &mut m);
+    let mut settings = settings(cx, &mut m);
     let nodes = match m.get("nodes") {
         Some(list) => match &list.value {
             Value::Seq(items) => items.iter().filter_map(|n| node_file(cx, n)).collect(),
             Value::Null => Vec::new(),
             other => {
-                cx.error(list.pos, format!("`nodes` must be a list, found {}", other.kind()));
+                cx.error(
+                    list.pos,
+                    format!("`nodes` must be a list, found {}", other.kind()),
+                );
                 Vec::new()
             }
         },
@@ -444,7 +496,7 @@ fn rack_file(cx: &mut Cx, node: &Node) -> Option<RackFile> {
             Vec::new()
         }
     };
-    m.finish(cx);
+    finish_settings(cx, m, &mut settings);
     let name = name?;
     Some(RackFile {
         name: Spanned {
@@ -460,8 +512,14 @@ fn networks(cx: &mut Cx, node: &Node) -> NetworksFile {
     let Some(mut m) = cx.map(node, "networks") else {
         return NetworksFile::default();
     };
-    let bmc = m.get("bmc").and_then(|n| one_or_many(cx, n)).unwrap_or_default();
-    let ssh = m.get("ssh").and_then(|n| one_or_many(cx, n)).unwrap_or_default();
+    let bmc = m
+        .get("bmc")
+        .and_then(|n| one_or_many(cx, n))
+        .unwrap_or_default();
+    let ssh = m
+        .get("ssh")
+        .and_then(|n| one_or_many(cx, n))
+        .unwrap_or_default();
     m.finish(cx);
     NetworksFile { bmc, ssh }
 }
@@ -501,7 +559,11 @@ fn limits(cx: &mut Cx, node: &Node) -> LimitsFile {
 pub fn site_file(cx: &mut Cx, root: &Node) -> SiteFile {
     if root.value == Value::Null {
         cx.error(
-            Pos { line: 1, col: 1, len: 0 },
+            Pos {
+                line: 1,
+                col: 1,
+                len: 0,
+            },
             "the inventory is empty; it needs at least `site` and `racks`",
         );
         return SiteFile::default();
@@ -513,21 +575,27 @@ pub fn site_file(cx: &mut Cx, root: &Node) -> SiteFile {
     let defaults = match m.get("defaults") {
         Some(node) => match cx.map(node, "defaults") {
             Some(mut d) => {
-                let s = settings(cx, &mut d);
-                d.finish(cx);
+                let mut s = settings(cx, &mut d);
+                finish_settings(cx, d, &mut s);
                 s
             }
             None => Settings::default(),
         },
         None => Settings::default(),
     };
-    let networks = m.get("networks").map(|n| networks(cx, n)).unwrap_or_default();
+    let networks = m
+        .get("networks")
+        .map(|n| networks(cx, n))
+        .unwrap_or_default();
     let limits = m.get("limits").map(|n| limits(cx, n)).unwrap_or_default();
     let racks = match m.get("racks") {
         Some(list) => match &list.value {
             Value::Seq(items) => items.iter().filter_map(|r| rack_file(cx, r)).collect(),
             other => {
-                cx.error(list.pos, format!("`racks` must be a list, found {}", other.kind()));
+                cx.error(
+                    list.pos,
+                    format!("`racks` must be a list, found {}", other.kind()),
+                );
                 Vec::new()
             }
         },

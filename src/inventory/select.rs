@@ -32,7 +32,11 @@ struct Factor {
 enum Atom {
     Name(Pattern),
     Rack(Pattern),
-    Label { key: String, value: Pattern, equal: bool },
+    Label {
+        key: String,
+        value: Pattern,
+        equal: bool,
+    },
 }
 
 /// Why a selection failed.
@@ -121,7 +125,9 @@ impl FromStr for Selection {
                     None => (false, factor),
                 };
                 if atom.is_empty() {
-                    return Err(invalid("an empty term (check for a stray `,`, `&` or `!`)".into()));
+                    return Err(invalid(
+                        "an empty term (check for a stray `,`, `&` or `!`)".into(),
+                    ));
                 }
                 let atom = parse_atom(atom).map_err(invalid)?;
                 all.push(Factor { negated, atom });
@@ -196,7 +202,10 @@ enum Seg {
     One,
     /// `[01-08,10]`: a number in one of the ranges; `width` is set when the
     /// bounds are zero-padded, and then the digits must have that width.
-    Range { ranges: Vec<(u64, u64)>, width: Option<usize> },
+    Range {
+        ranges: Vec<(u64, u64)>,
+        width: Option<usize>,
+    },
 }
 
 impl FromStr for Pattern {
@@ -247,10 +256,16 @@ fn parse_range(body: &str) -> Result<Seg, String> {
     for part in body.split(',') {
         let (lo, hi) = part.split_once('-').unwrap_or((part, part));
         let bad = || format!("`[{body}]` is not a numeric range like [01-08] or [1,3,5-7]");
-        if lo.is_empty() || hi.is_empty() || !lo.bytes().chain(hi.bytes()).all(|b| b.is_ascii_digit()) {
+        if lo.is_empty()
+            || hi.is_empty()
+            || !lo.bytes().chain(hi.bytes()).all(|b| b.is_ascii_digit())
+        {
             return Err(bad());
         }
-        let (l, h): (u64, u64) = (lo.parse().map_err(|_| bad())?, hi.parse().map_err(|_| bad())?);
+        let (l, h): (u64, u64) = (
+            lo.parse().map_err(|_| bad())?,
+            hi.parse().map_err(|_| bad())?,
+        );
         if l > h {
             return Err(format!("range `{part}` runs backwards"));
         }
@@ -281,7 +296,9 @@ fn match_from(segs: &[Seg], name: &str) -> bool {
         return name.is_empty();
     };
     match first {
-        Seg::Lit(lit) => name.strip_prefix(lit.as_str()).is_some_and(|tail| match_from(rest, tail)),
+        Seg::Lit(lit) => name
+            .strip_prefix(lit.as_str())
+            .is_some_and(|tail| match_from(rest, tail)),
         Seg::One => {
             let mut chars = name.chars();
             chars.next().is_some() && match_from(rest, chars.as_str())

@@ -41,9 +41,8 @@ impl FromStr for Fingerprint {
             .chars()
             .filter(|c| *c != ':')
             .collect();
-        let err = || {
-            format!("`{text}` is not a SHA-256 fingerprint (sha256: followed by 32 hex bytes)")
-        };
+        let err =
+            || format!("`{text}` is not a SHA-256 fingerprint (sha256: followed by 32 hex bytes)");
         if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(err());
         }

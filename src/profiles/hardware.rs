@@ -162,26 +162,56 @@ macro_rules! decode_struct {
 
 impl FromNode for HardwareProfile {
     fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
-        decode_struct!(cx, node, "hardware profile", HardwareProfile {
-            name: String, description: String, gpu: GpuSpec, nvswitch: bool,
-            infiniband: InfinibandSpec, burnin: BurninSpec, dcgm: DcgmSpec, nccl: NcclSpec,
-            nvbandwidth: NvbandwidthSpec, ib_write_bw: IbWriteBwSpec, xid: XidSpec,
-        })
+        decode_struct!(
+            cx,
+            node,
+            "hardware profile",
+            HardwareProfile {
+                name: String,
+                description: String,
+                gpu: GpuSpec,
+                nvswitch: bool,
+                infiniband: InfinibandSpec,
+                burnin: BurninSpec,
+                dcgm: DcgmSpec,
+                nccl: NcclSpec,
+                nvbandwidth: NvbandwidthSpec,
+                ib_write_bw: IbWriteBwSpec,
+                xid: XidSpec,
+            }
+        )
     }
 }
 
 impl FromNode for GpuSpec {
     fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
-        decode_struct!(cx, node, "gpu", GpuSpec {
-            count: u32, model: String, memory_mib: u64, power_limit_w: u32,
-            nvlink: NvlinkSpec, pcie: PcieSpec,
-        })
+        decode_struct!(
+            cx,
+            node,
+            "gpu",
+            GpuSpec {
+                count: u32,
+                model: String,
+                memory_mib: u64,
+                power_limit_w: u32,
+                nvlink: NvlinkSpec,
+                pcie: PcieSpec,
+            }
+        )
     }
 }
 
 impl FromNode for NvlinkSpec {
     fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
-        decode_struct!(cx, node, "nvlink", NvlinkSpec { links_per_gpu: u32, link_gbps: f64 })
+        decode_struct!(
+            cx,
+            node,
+            "nvlink",
+            NvlinkSpec {
+                links_per_gpu: u32,
+                link_gbps: f64
+            }
+        )
     }
 }
 
@@ -193,7 +223,15 @@ impl FromNode for PcieSpec {
 
 impl FromNode for InfinibandSpec {
     fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
-        decode_struct!(cx, node, "infiniband", InfinibandSpec { nics: u32, rate_gbps: u32 })
+        decode_struct!(
+            cx,
+            node,
+            "infiniband",
+            InfinibandSpec {
+                nics: u32,
+                rate_gbps: u32
+            }
+        )
     }
 }
 
@@ -203,7 +241,10 @@ impl FromNode for BurninTool {
             "gpu-burn" => Some(BurninTool::GpuBurn),
             "dcgm" => Some(BurninTool::Dcgm),
             other => {
-                cx.error(node.pos, format!("unknown burn-in tool `{other}` (gpu-burn or dcgm)"));
+                cx.error(
+                    node.pos,
+                    format!("unknown burn-in tool `{other}` (gpu-burn or dcgm)"),
+                );
                 None
             }
         }
@@ -243,7 +284,16 @@ impl FromNode for NcclSpec {
 
 impl FromNode for NvbandwidthSpec {
     fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
-        decode_struct!(cx, node, "nvbandwidth", NvbandwidthSpec { h2d_gbps: f64, d2h_gbps: f64, d2d_gbps: f64 })
+        decode_struct!(
+            cx,
+            node,
+            "nvbandwidth",
+            NvbandwidthSpec {
+                h2d_gbps: f64,
+                d2h_gbps: f64,
+                d2d_gbps: f64
+            }
+        )
     }
 }
 

@@ -37,7 +37,10 @@ impl FromNode for OsFamily {
             "ubuntu" => Some(OsFamily::Ubuntu),
             "rhel" => Some(OsFamily::Rhel),
             other => {
-                cx.error(node.pos, format!("unknown OS family `{other}` (ubuntu or rhel)"));
+                cx.error(
+                    node.pos,
+                    format!("unknown OS family `{other}` (ubuntu or rhel)"),
+                );
                 None
             }
         }

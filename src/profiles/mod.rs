@@ -71,7 +71,11 @@ pub struct Catalog {
 }
 
 /// Parses one profile file; its `name` must match the file name.
-fn parse_profile<T: FromNode + Named>(file: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<(String, Entry<T>)> {
+fn parse_profile<T: FromNode + Named>(
+    file: &str,
+    text: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<(String, Entry<T>)> {
     let source = Source::new(file, text);
     let mut cx = Cx::new(source.clone());
     let profile = match crate::yaml::parse(text) {
@@ -83,13 +87,19 @@ fn parse_profile<T: FromNode + Named>(file: &str, text: &str, diags: &mut Vec<Di
     };
     diags.append(&mut cx.diags);
     let profile = profile?;
-    let stem = Path::new(file).file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    let stem = Path::new(file)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
     if profile.name() != stem {
         let mut cx = Cx::new(source);
         cx.push(
             crate::diag::Severity::Error,
             None,
-            format!("profile name `{}` does not match its file name `{stem}.yaml`", profile.name()),
+            format!(
+                "profile name `{}` does not match its file name `{stem}.yaml`",
+                profile.name()
+            ),
             None,
         );
         diags.append(&mut cx.diags);
@@ -140,7 +150,11 @@ impl Catalog {
                 catalog.images.insert(name, entry);
             }
         }
-        if diags.is_empty() { Ok(catalog) } else { Err(diags) }
+        if diags.is_empty() {
+            Ok(catalog)
+        } else {
+            Err(diags)
+        }
     }
 
     /// Adds every `*.yaml` hardware profile in `dir` (if it exists),
@@ -201,7 +215,11 @@ mod tests {
         for entry in catalog.hardware.values() {
             let p = &entry.profile;
             assert_eq!(p.gpu.count, 8, "{}", p.name);
-            assert!(p.nccl.in_node_busbw_gbps > p.nccl.cross_node_busbw_gbps, "{}", p.name);
+            assert!(
+                p.nccl.in_node_busbw_gbps > p.nccl.cross_node_busbw_gbps,
+                "{}",
+                p.name
+            );
             assert!(!p.xid.fail.is_empty(), "{}", p.name);
         }
     }

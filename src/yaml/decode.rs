@@ -34,7 +34,12 @@ impl Cx {
 
     /// Reports an error at `pos` with a hint on how to fix it.
     pub fn error_help(&mut self, pos: Pos, message: impl Into<String>, help: impl Into<String>) {
-        self.push(Severity::Error, Some(pos), message.into(), Some(help.into()));
+        self.push(
+            Severity::Error,
+            Some(pos),
+            message.into(),
+            Some(help.into()),
+        );
     }
 
     /// Reports a warning at `pos`.
@@ -43,13 +48,21 @@ impl Cx {
     }
 
     /// Reports a problem.
-    pub fn push(&mut self, severity: Severity, pos: Option<Pos>, message: String, help: Option<String>) {
+    pub fn push(
+        &mut self,
+        severity: Severity,
+        pos: Option<Pos>,
+        message: String,
+        help: Option<String>,
+    ) {
+        // Messages quote values from the file; a hostile value must not
+        // turn one diagnostic into megabytes of output.
         self.diags.push(Diagnostic {
             severity,
             source: self.source.clone(),
             pos,
-            message,
-            help,
+            message: crate::diag::clip(&message, 300),
+            help: help.map(|h| crate::diag::clip(&h, 300)),
         });
     }
 
@@ -60,7 +73,10 @@ impl Cx {
 
     /// How many errors (not warnings) have been reported.
     pub fn error_count(&self) -> usize {
-        self.diags.iter().filter(|d| d.severity == Severity::Error).count()
+        self.diags
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count()
     }
 
     /// Reads `node` as a mapping of a kind named `what` (used in messages).
@@ -74,7 +90,10 @@ impl Cx {
                 what,
             }),
             other => {
-                self.error(node.pos, format!("expected {what} (a mapping), found {}", other.kind()));
+                self.error(
+                    node.pos,
+                    format!("expected {what} (a mapping), found {}", other.kind()),
+                );
                 None
             }
         }
@@ -153,7 +172,10 @@ impl<'n> MapReader<'n> {
             }
             None => {
                 let pos = self.node.pos;
-                cx.error(pos, format!("{} is missing the required key `{key}`", self.what));
+                cx.error(
+                    pos,
+                    format!("{} is missing the required key `{key}`", self.what),
+                );
                 None
             }
         }
@@ -185,7 +207,11 @@ impl<'n> MapReader<'n> {
                 }
                 other => cx.error(
                     key.pos,
-                    format!("keys in {} must be strings, found {}", self.what, other.kind()),
+                    format!(
+                        "keys in {} must be strings, found {}",
+                        self.what,
+                        other.kind()
+                    ),
                 ),
             }
         }
@@ -324,7 +350,11 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         "s" => 1.0,
         "m" => 60.0,
         "h" => 3600.0,
-        _ => return Err(format!("unknown unit `{unit}` in duration `{text}` (use ms, s, m or h)")),
+        _ => {
+            return Err(format!(
+                "unknown unit `{unit}` in duration `{text}` (use ms, s, m or h)"
+            ));
+        }
     };
     let value: f64 = number
         .trim()
