@@ -11,6 +11,7 @@ pub mod commands;
 pub mod diag;
 pub mod exit;
 pub mod inventory;
+pub mod judge;
 pub mod output;
 pub mod profiles;
 pub mod secret;

@@ -1,0 +1,1 @@
+//! Parsers and verdicts for captured GPU and fabric test outputs.
