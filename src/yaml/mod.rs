@@ -178,15 +178,20 @@ pub struct ParseError {
     pub message: String,
 }
 
+/// The parser options kiln reads every file with (public so benchmarks can
+/// parse with the same limits).
+///
 /// Resource limits for human-written files: deep enough for any real
 /// inventory, far too shallow for a nesting bomb; aliases allowed (anchors
 /// are handy for shared settings) but not enough to expand a "billion laughs".
-fn options() -> serde_saphyr::Options {
+pub fn options() -> serde_saphyr::Options {
     serde_saphyr::options! {
         budget: serde_saphyr::budget! {
             max_depth: 32,
             max_documents: 1,
             max_events: 8_000_000,
+            // A 100,000-node site is about 700,000 YAML nodes.
+            max_nodes: 4_000_000,
             max_aliases: 10_000,
             max_anchors: 10_000,
             max_recorded_anchor_events: 200_000,
