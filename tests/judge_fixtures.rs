@@ -1,0 +1,313 @@
+//! The judges against real captured outputs (tests/fixtures/judge, sources in
+//! its SOURCES.md) and against fragments they must refuse to judge.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use kiln::judge::{Judgement, Verdict, judge_gpu_burn, judge_nccl};
+
+const ROOT: &str = "tests/fixtures/judge";
+
+/// Every fixture with its verdict (judged with no floor) and a substring of
+/// its first reason ("" for a pass, which has none). A fixture missing here
+/// fails `every_fixture_has_an_expectation`.
+const EXPECTED: &[(&str, &str, Verdict, &str)] = &[
+    (
+        "nccl-tests",
+        "all_gather_perf_1node_8xV100_oldformat_oob-2-FAILED_hash-stripped_issue37.txt",
+        Verdict::Fail,
+        "'Out of bounds values : 2 FAILED'",
+    ),
+    (
+        "nccl-tests",
+        "all_gather_perf_2node_16xB200_roce_gke-a4_nccl2.26.6.txt",
+        Verdict::Pass,
+        "",
+    ),
+    (
+        "nccl-tests",
+        "all_reduce_perf_1node_8xA100-40GB_oldformat_error-column.txt",
+        Verdict::Pass,
+        "",
+    ),
+    (
+        "nccl-tests",
+        "all_reduce_perf_1node_8xH100_crash_system-not-yet-initialized.txt",
+        Verdict::Fail,
+        "test crashed: Test CUDA failure common.cu:941 'system not yet initialized'",
+    ),
+    (
+        "nccl-tests",
+        "all_reduce_perf_1node_8xH100_nvls_476GBps_issue290.txt",
+        Verdict::Pass,
+        "",
+    ),
+    (
+        "nccl-tests",
+        "all_reduce_perf_2node_16xH100_gcp-a3mega_tcpxo.txt",
+        Verdict::Pass,
+        "",
+    ),
+    (
+        "nccl-tests",
+        "all_reduce_perf_2node_16xH100_ndr_degraded-155GBps_srun-label_validation0_issue290.txt",
+        Verdict::Pass,
+        "",
+    ),
+    (
+        "nccl-tests",
+        "all_reduce_perf_v2.17.8_2node_2xGH200_wrong-nonzero_oob-FAILED.txt",
+        Verdict::Fail,
+        "#wrong = 128 at 1 MiB (1048576 bytes): data corruption (96 out-of-place, 32 in-place)",
+    ),
+    (
+        "nccl-tests",
+        "all_reduce_perf_v2.17.8_2node_8xGH200_crash_device-busy-exclusive-process.txt",
+        Verdict::Fail,
+        "'CUDA-capable device(s) is/are busy or unavailable' (on gpu-1-1)",
+    ),
+    (
+        "nccl-tests",
+        "all_reduce_perf_v2.18.3_2node_16xH200_roce-bf3-400G_nccl2.30.4.txt",
+        Verdict::Pass,
+        "",
+    ),
+    (
+        "gpu-burn",
+        "gpu_burn_16gpu_all-FAULTY_warning-errors_tail_issue12.txt",
+        Verdict::Fail,
+        "GPU 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15 reported FAULTY",
+    ),
+    (
+        "gpu-burn",
+        "gpu_burn_6gpu_init-failed-but-all-OK_issue7.txt",
+        Verdict::Fail,
+        "Couldn't init a GPU test",
+    ),
+    (
+        "gpu-burn",
+        "gpu_burn_8xA100-80GB_all-ok.txt",
+        Verdict::Pass,
+        "",
+    ),
+];
+
+fn read(dir: &str, file: &str) -> String {
+    std::fs::read_to_string(Path::new(ROOT).join(dir).join(file)).unwrap()
+}
+
+fn judge(dir: &str, file: &str, floor: Option<f64>) -> Judgement {
+    let text = read(dir, file);
+    match dir {
+        "nccl-tests" => judge_nccl(&text, floor),
+        "gpu-burn" => judge_gpu_burn(&text),
+        other => panic!("no judge for {other}"),
+    }
+    .unwrap_or_else(|e| panic!("{dir}/{file}: {e}"))
+}
+
+#[test]
+fn every_fixture_has_an_expectation() {
+    let mut on_disk = BTreeSet::new();
+    for dir in ["nccl-tests", "gpu-burn"] {
+        for entry in std::fs::read_dir(Path::new(ROOT).join(dir)).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            on_disk.insert((dir.to_owned(), name));
+        }
+    }
+    let listed: BTreeSet<(String, String)> = EXPECTED
+        .iter()
+        .map(|(d, f, _, _)| ((*d).to_owned(), (*f).to_owned()))
+        .collect();
+    assert_eq!(on_disk, listed, "fixtures and EXPECTED disagree");
+}
+
+#[test]
+fn every_fixture_gets_its_verdict() {
+    for (dir, file, verdict, reason) in EXPECTED {
+        let j = judge(dir, file, None);
+        assert_eq!(j.verdict, *verdict, "{dir}/{file}: {:?}", j.reasons);
+        if *verdict == Verdict::Pass {
+            assert!(j.reasons.is_empty(), "{dir}/{file}: {:?}", j.reasons);
+        } else {
+            assert!(
+                j.reasons[0].contains(reason),
+                "{dir}/{file}: {:?} lacks {reason:?}",
+                j.reasons
+            );
+        }
+    }
+}
+
+const DEGRADED: &str =
+    "all_reduce_perf_2node_16xH100_ndr_degraded-155GBps_srun-label_validation0_issue290.txt";
+const H100_476: &str = "all_reduce_perf_1node_8xH100_nvls_476GBps_issue290.txt";
+const H200: &str = "all_reduce_perf_v2.18.3_2node_16xH200_roce-bf3-400G_nccl2.30.4.txt";
+
+#[test]
+fn degraded_two_node_run_fails_a_350_floor() {
+    let j = judge("nccl-tests", DEGRADED, Some(350.0));
+    assert_eq!(j.verdict, Verdict::Fail);
+    assert_eq!(
+        j.reasons,
+        ["nccl-tests busbw 155.6 GB/s < 350 floor at 8 GiB (8589934592 bytes)"]
+    );
+}
+
+#[test]
+fn healthy_node_passes_a_440_floor() {
+    let j = judge("nccl-tests", H100_476, Some(440.0));
+    assert_eq!(j.verdict, Verdict::Pass, "{:?}", j.reasons);
+    // The better half decides: in-place 476.53 clears 476, out-of-place
+    // 473.60 would not.
+    let j = judge("nccl-tests", H100_476, Some(476.0));
+    assert_eq!(j.verdict, Verdict::Pass, "{:?}", j.reasons);
+    let j = judge("nccl-tests", H100_476, Some(480.0));
+    assert_eq!(j.verdict, Verdict::Fail);
+    assert!(j.reasons[0].contains("476.5 GB/s < 480 floor at 4 GiB"));
+}
+
+#[test]
+fn floor_uses_largest_size_not_average() {
+    // Avg bus bandwidth is 178 GB/s; at 16 GiB the run reaches 485.7 GB/s.
+    let j = judge("nccl-tests", H200, Some(480.0));
+    assert_eq!(j.verdict, Verdict::Pass, "{:?}", j.reasons);
+    assert_eq!(j.metrics["avg_busbw_reported"], 178.222);
+    assert_eq!(j.metrics["busbw_at_largest"], 485.66);
+    assert_eq!(j.metrics["largest_size"], 17_179_869_184_u64);
+    assert_eq!(j.metrics["test"], "all_reduce_perf");
+}
+
+#[test]
+fn a_floor_adds_to_corruption_failures() {
+    let j = judge(
+        "nccl-tests",
+        "all_reduce_perf_v2.17.8_2node_2xGH200_wrong-nonzero_oob-FAILED.txt",
+        Some(20.0),
+    );
+    assert_eq!(j.verdict, Verdict::Fail);
+    // Corruption, then the tool's own FAILED footer; the exit lines that
+    // follow a failed check are not reported as a crash.
+    assert_eq!(j.reasons.len(), 2, "{:?}", j.reasons);
+    assert!(j.reasons[1].contains("Out of bounds values : 4 FAILED"));
+    // 128 MiB is too small to judge bandwidth reliably: said, not failed.
+    let warnings = j.metrics["warnings"].to_string();
+    assert!(warnings.contains("128 MiB"), "{warnings}");
+}
+
+#[test]
+fn srun_labelled_output_is_fully_read() {
+    let j = judge("nccl-tests", DEGRADED, None);
+    let m = &j.metrics;
+    assert_eq!(m["gpus"], 16);
+    assert_eq!(m["gpu_models"]["NVIDIA H100 80GB HBM3"], 16);
+    assert_eq!(m["hosts"], serde_json::json!(["node005", "node007"]));
+    assert_eq!(m["rows"].as_array().unwrap().len(), 11);
+    assert_eq!(m["validation"], false);
+    assert_eq!(m["rows"][0]["wrong_out_of_place"], serde_json::Value::Null);
+    assert!(m["warnings"].to_string().contains("-c 0"));
+}
+
+#[test]
+fn old_format_rows_and_info_lines() {
+    let j = judge(
+        "nccl-tests",
+        "all_reduce_perf_1node_8xA100-40GB_oldformat_error-column.txt",
+        None,
+    );
+    // 34 rows; the interleaved `NCCL INFO` line is not one of them.
+    assert_eq!(j.metrics["rows"].as_array().unwrap().len(), 34);
+    assert_eq!(j.metrics["busbw_at_largest"], 235.26);
+}
+
+#[test]
+fn hash_stripped_old_format_is_read() {
+    let j = judge(
+        "nccl-tests",
+        "all_gather_perf_1node_8xV100_oldformat_oob-2-FAILED_hash-stripped_issue37.txt",
+        None,
+    );
+    let row = &j.metrics["rows"][0];
+    assert_eq!(row["size"], 4_294_967_296_u64);
+    assert_eq!(row["busbw_in_place"], 128.84);
+    assert_eq!(row["error_out_of_place"], 1.0);
+    assert_eq!(j.metrics["avg_busbw_reported"], 128.942);
+}
+
+#[test]
+fn gpu_burn_metrics() {
+    let j = judge("gpu-burn", "gpu_burn_8xA100-80GB_all-ok.txt", None);
+    assert_eq!(j.metrics["gpus"], 8);
+    assert_eq!(j.metrics["max_errors"], 0);
+    assert_eq!(j.metrics["per_gpu"][1]["last_gflops"], 17093.0);
+    assert_eq!(j.metrics["per_gpu"][1]["model"], "NVIDIA A100-SXM4-80GB");
+
+    let j = judge(
+        "gpu-burn",
+        "gpu_burn_16gpu_all-FAULTY_warning-errors_tail_issue12.txt",
+        None,
+    );
+    assert_eq!(j.metrics["max_errors"], -524_288_000);
+    assert!(j.reasons[1].contains("GPU 1, 2, 3, 4, 9, 11, 14 had calculation errors"));
+}
+
+#[test]
+fn init_failure_fails_despite_all_ok_summary() {
+    let j = judge(
+        "gpu-burn",
+        "gpu_burn_6gpu_init-failed-but-all-OK_issue7.txt",
+        None,
+    );
+    assert!(
+        j.reasons.iter().any(|r| r.contains("0 Gflop/s")),
+        "{:?}",
+        j.reasons
+    );
+    assert_eq!(j.metrics["per_gpu"][0]["status"], "OK");
+}
+
+#[test]
+fn fragments_are_parse_errors() {
+    for text in [
+        "",
+        "\n\n",
+        "# nThread 1 nGpus 8 minBytes 8 maxBytes 134217728 step: 2(factor)\n#\n# Using devices\n",
+        "# Avg bus bandwidth    : 439.369\n",
+        "Tue Nov 19 10:00:00 2024\n| NVIDIA-SMI 560.35.03    Driver Version: 560.35.03 |\n",
+    ] {
+        let err = judge_nccl(text, Some(400.0)).unwrap_err();
+        assert!(err.expected.contains("nccl-tests"), "{text:?}");
+        assert!(judge_gpu_burn(text).is_err(), "{text:?}");
+    }
+}
+
+#[test]
+fn wrong_tool_is_a_parse_error() {
+    let burn = read("gpu-burn", "gpu_burn_8xA100-80GB_all-ok.txt");
+    assert!(judge_nccl(&burn, None).is_err());
+    let nccl = read("nccl-tests", H100_476);
+    assert!(judge_gpu_burn(&nccl).is_err());
+}
+
+#[test]
+fn truncated_outputs_are_unknown() {
+    // Rows but no footer: the run may have crashed after the last row.
+    let nccl = read("nccl-tests", H100_476);
+    let cut = nccl.split("# Out of bounds").next().unwrap();
+    let j = judge_nccl(cut, Some(440.0)).unwrap();
+    assert_eq!(j.verdict, Verdict::Unknown, "{:?}", j.reasons);
+
+    let burn = read("gpu-burn", "gpu_burn_8xA100-80GB_all-ok.txt");
+    let cut = burn.split("Tested 8 GPUs").next().unwrap();
+    let j = judge_gpu_burn(cut).unwrap();
+    assert_eq!(j.verdict, Verdict::Unknown, "{:?}", j.reasons);
+}
+
+#[test]
+fn judgement_serializes() {
+    let j = judge("nccl-tests", DEGRADED, Some(350.0));
+    let v = serde_json::to_value(&j).unwrap();
+    assert_eq!(v["kind"], "nccl-tests");
+    assert_eq!(v["verdict"], "fail");
+}
