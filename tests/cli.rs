@@ -306,3 +306,47 @@ fn bench_inventory_reports_ratios() {
     assert_eq!(v["nodes"], 500);
     assert!(v["ratio_to_yaml_parse"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn judge_captured_outputs() {
+    let dir = "tests/fixtures/judge";
+    let (code, out, _) = run(kiln().args([
+        "judge",
+        "nccl",
+        &format!("{dir}/nccl-tests/all_reduce_perf_1node_8xH100_nvls_476GBps_issue290.txt"),
+        "--profile",
+        "hgx-h100-80gb-8x",
+    ]));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("floor 450 GB/s"),
+        "in-node floor for an 8-GPU run: {out}"
+    );
+    // 16 GPUs on two nodes: judged against the cross-node floor.
+    let degraded = format!(
+        "{dir}/nccl-tests/all_reduce_perf_2node_16xH100_ndr_degraded-155GBps_srun-label_validation0_issue290.txt"
+    );
+    let code = cli_snapshot!(
+        "judge_nccl_degraded",
+        ["judge", "nccl", &degraded, "--profile", "hgx-h100-80gb-8x"]
+    );
+    assert_eq!(code, 1);
+    // Integrity only: the same run has no errors.
+    let (code, _, _) = run(kiln().args(["judge", "nccl", &degraded]));
+    assert_eq!(code, 0);
+    let (code, out, _) = run(kiln().args([
+        "--json",
+        "judge",
+        "gpu-burn",
+        &format!("{dir}/gpu-burn/gpu_burn_6gpu_init-failed-but-all-OK_issue7.txt"),
+    ]));
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["verdict"], "fail");
+    // Output that cannot be judged: exit 2, saying what was expected.
+    let (code, _, err) = run(kiln().args(["judge", "gpu-burn", "Cargo.toml"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot judge this output"), "{err}");
+    let (code, _, err) = run(kiln().args(["judge", "nccl", "no-such-file"]));
+    assert_eq!(code, 2, "{err}");
+}

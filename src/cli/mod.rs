@@ -55,9 +55,34 @@ pub enum Command {
     /// List or show hardware profiles.
     #[command(subcommand)]
     Profile(ProfileCommand),
+    /// Judge one captured tool output offline, as the pipeline does.
+    Judge(JudgeArgs),
     /// Measure kiln's own speed and memory.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+/// Which tool produced the output to judge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum JudgeKind {
+    /// nccl-tests (all_reduce_perf, all_gather_perf, …).
+    Nccl,
+    /// wilicc/gpu-burn.
+    GpuBurn,
+}
+
+/// `kiln judge`
+#[derive(Debug, Args)]
+pub struct JudgeArgs {
+    /// The tool that produced the output.
+    #[arg(value_enum)]
+    pub kind: JudgeKind,
+    /// The captured output (`-` for stdin).
+    pub file: PathBuf,
+    /// Also apply this hardware profile's floors (without it, only the
+    /// output's integrity is judged: errors, wrong values, crashes).
+    #[arg(short, long, value_name = "NAME")]
+    pub profile: Option<String>,
 }
 
 /// `kiln inventory …`

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod inventory;
+pub mod judge;
 pub mod profile;
 
 use std::path::{Path, PathBuf};
@@ -65,6 +66,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     match cli.command {
         Command::Inventory(cmd) => inventory::run(&ctx, cmd),
         Command::Profile(cmd) => profile::run(&ctx, cmd),
+        Command::Judge(args) => judge::run(&ctx, &args),
         Command::Bench(cmd) => bench::run(&ctx, cmd),
     }
 }

@@ -69,7 +69,7 @@ pub fn run(ctx: &Ctx, cmd: ProfileCommand) -> anyhow::Result<ExitStatus> {
 }
 
 /// The built-in profiles, plus those beside the inventory when one is given.
-fn catalog(ctx: &Ctx) -> anyhow::Result<Catalog> {
+pub(crate) fn catalog(ctx: &Ctx) -> anyhow::Result<Catalog> {
     let mut catalog = Catalog::builtin().map_err(|d| {
         anyhow::anyhow!(
             "built-in profiles are invalid:\n{}",

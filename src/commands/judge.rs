@@ -1,0 +1,122 @@
+//! `kiln judge KIND FILE [--profile NAME]`: one captured output, judged by
+//! the same code the pipeline uses.
+
+use std::io::Read;
+
+use anyhow::Context as _;
+
+use super::Ctx;
+use crate::cli::{JudgeArgs, JudgeKind};
+use crate::diag::did_you_mean;
+use crate::exit::{BadInput, ExitStatus};
+use crate::judge::{Judgement, Verdict, judge_gpu_burn, judge_nccl};
+use crate::profiles::HardwareProfile;
+
+/// Captured outputs larger than this are not tool outputs kiln judges.
+const MAX_OUTPUT_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Runs `kiln judge`.
+pub fn run(ctx: &Ctx, args: &JudgeArgs) -> anyhow::Result<ExitStatus> {
+    let profile = match &args.profile {
+        Some(name) => Some(find_profile(ctx, name)?),
+        None => None,
+    };
+    let text = read_output(args)?;
+    let judged = match args.kind {
+        JudgeKind::Nccl => judge_nccl_with(&text, profile.as_ref()),
+        JudgeKind::GpuBurn => judge_gpu_burn(&text),
+    };
+    let judgement = match judged {
+        Ok(j) => j,
+        Err(e) => return Err(BadInput(format!("{}: {e}", args.file.display())).into()),
+    };
+    if ctx.printer.json {
+        ctx.printer.json_data(&judgement)?;
+    } else {
+        ctx.printer.data(&render(&judgement));
+    }
+    Ok(match judgement.verdict {
+        Verdict::Pass => ExitStatus::Success,
+        Verdict::Fail | Verdict::Unknown => ExitStatus::NodeFailed,
+    })
+}
+
+fn find_profile(ctx: &Ctx, name: &str) -> anyhow::Result<HardwareProfile> {
+    let catalog = super::profile::catalog(ctx)?;
+    match catalog.hardware.get(name) {
+        Some(entry) => Ok(entry.profile.clone()),
+        None => {
+            let hint = did_you_mean(name, catalog.hardware.keys().map(String::as_str))
+                .map(|h| format!(" (did you mean `{h}`?)"))
+                .unwrap_or_default();
+            Err(BadInput(format!("no hardware profile `{name}`{hint}")).into())
+        }
+    }
+}
+
+fn read_output(args: &JudgeArgs) -> anyhow::Result<String> {
+    let mut bytes = Vec::new();
+    if args.file.as_os_str() == "-" {
+        std::io::stdin()
+            .take(MAX_OUTPUT_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .context("reading stdin")?;
+    } else {
+        let file = std::fs::File::open(&args.file)
+            .map_err(|e| BadInput(format!("cannot read {}: {e}", args.file.display())))?;
+        file.take(MAX_OUTPUT_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| BadInput(format!("cannot read {}: {e}", args.file.display())))?;
+    }
+    if bytes.len() as u64 > MAX_OUTPUT_BYTES {
+        return Err(BadInput(format!(
+            "{} is larger than {MAX_OUTPUT_BYTES} bytes",
+            args.file.display()
+        ))
+        .into());
+    }
+    // Tool logs sometimes carry stray bytes (progress bars, terminals);
+    // they must not stop a verdict.
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// nccl-tests with a profile: the in-node floor when the run used at most
+/// one node's GPUs, the cross-node floor when it spanned more.
+fn judge_nccl_with(
+    text: &str,
+    profile: Option<&HardwareProfile>,
+) -> Result<Judgement, crate::judge::ParseError> {
+    let Some(profile) = profile else {
+        return judge_nccl(text, None);
+    };
+    let first = judge_nccl(text, None)?;
+    let gpus = first.metrics["gpus"].as_u64().unwrap_or(0);
+    let floor = if gpus > u64::from(profile.gpu.count) {
+        profile.nccl.cross_node_busbw_gbps
+    } else {
+        profile.nccl.in_node_busbw_gbps
+    };
+    judge_nccl(text, Some(floor))
+}
+
+fn render(j: &Judgement) -> String {
+    let verdict = match j.verdict {
+        Verdict::Pass => "PASS",
+        Verdict::Fail => "FAIL",
+        Verdict::Unknown => "UNKNOWN",
+    };
+    let mut out = format!("{}: {verdict}\n", j.kind);
+    for reason in &j.reasons {
+        out.push_str(&format!("  - {reason}\n"));
+    }
+    if let Some(busbw) = j.metrics.get("busbw_at_largest").and_then(|v| v.as_f64()) {
+        let floor = j.metrics["busbw_floor"]
+            .as_f64()
+            .map(|f| format!(" (floor {f} GB/s)"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "  busbw at the largest size: {busbw:.1} GB/s{floor}\n"
+        ));
+    }
+    out
+}
