@@ -345,7 +345,6 @@ fn resolve_node(
     labels.extend(r.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
     labels.extend(n.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
 
-    let once = &mut checks.once;
     let key = pick([&n.ssh.key, &r.ssh.key, &d.ssh.key]).map(|k| {
         let path = expand_path(&k.value, base);
         if !path.is_file() && once.first(k.pos, "key") {
