@@ -15,4 +15,5 @@ pub mod judge;
 pub mod output;
 pub mod profiles;
 pub mod secret;
+pub mod sim;
 pub mod yaml;

@@ -60,6 +60,57 @@ pub enum Command {
     /// Measure kiln's own speed and memory.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Run a virtual rack: Redfish BMCs and SSH hosts that behave like
+    /// real servers, on loopback addresses.
+    #[command(subcommand)]
+    Sim(SimCommand),
+}
+
+/// `kiln sim`
+#[derive(Debug, Subcommand)]
+pub enum SimCommand {
+    /// Serve every selected node of the inventory until Ctrl-C. Prints the
+    /// endpoints first (`--json`: one document).
+    Up(SimUpArgs),
+    /// Run a simulated hardware tool (used by the virtual rack's nodes).
+    #[command(hide = true)]
+    Tool(SimToolArgs),
+}
+
+/// `kiln sim up`
+#[derive(Debug, Args)]
+pub struct SimUpArgs {
+    /// Which nodes: name globs and ranges (r01-n[01-08]), rack:NAME,
+    /// label=VALUE; `,` for either, `&` for both, `!` for not.
+    #[arg(short, long, value_name = "EXPR")]
+    pub select: Option<String>,
+    /// Faults to inject (YAML; see the README).
+    #[arg(long, value_name = "FILE")]
+    pub faults: Option<PathBuf>,
+    /// Simulated seconds per real second (installs, reboots, burn-in).
+    #[arg(long, value_name = "X", default_value_t = 1.0)]
+    pub time_scale: f64,
+    /// BMC flavour: generic, dell, hpe, supermicro, lenovo, or mixed (by
+    /// rack). A node label `kiln.sim/flavour` overrides it.
+    #[arg(long, value_name = "NAME", default_value = "generic")]
+    pub flavour: String,
+    /// Start nodes installed and running, trusting this public key file
+    /// (as if already imaged); without it nodes start blank and powered off.
+    #[arg(long, value_name = "PUBKEY")]
+    pub imaged: Option<PathBuf>,
+    /// Serve only the BMCs (for BMC-level tests of very large sites).
+    #[arg(long)]
+    pub no_ssh: bool,
+}
+
+/// `kiln sim tool`
+#[derive(Debug, Args)]
+pub struct SimToolArgs {
+    /// Tool name.
+    pub name: String,
+    /// Its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
 }
 
 /// Which tool produced the output to judge.

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod inventory;
 pub mod judge;
 pub mod profile;
+pub mod sim;
 
 use std::path::{Path, PathBuf};
 
@@ -68,6 +69,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Profile(cmd) => profile::run(&ctx, cmd),
         Command::Judge(args) => judge::run(&ctx, &args),
         Command::Bench(cmd) => bench::run(&ctx, cmd),
+        Command::Sim(cmd) => sim::run(&ctx, cmd),
     }
 }
 

@@ -1,0 +1,340 @@
+//! The faults file of `kiln sim up --faults FILE`: which simulated nodes
+//! misbehave, and how. Each rule picks nodes with the `--select` syntax and
+//! lists faults; a node collects the faults of every rule that selects it,
+//! later rules overriding earlier ones field by field.
+//!
+//! ```yaml
+//! faults:
+//!   - nodes: "r01-n03"
+//!     bmc_latency: 200ms
+//!     bmc_503_rate: 0.2
+//!     gpu_missing: 3
+//!   - nodes: "rack:r02"
+//!     ib_degraded: { port: 1, rate_gbps: 200 }
+//! ```
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::diag::{Diagnostic, Source};
+use crate::inventory::{Node, Selection};
+use crate::sim::hw::HwFault;
+use crate::yaml::Node as YamlNode;
+use crate::yaml::decode::{Cx, FromNode, HumanDuration, Spanned};
+
+/// Faults that act on a node's BMC.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BmcFaults {
+    /// Added to every response.
+    pub latency: Duration,
+    /// Up to this much more, varying per request.
+    pub jitter: Duration,
+    /// Share of requests (0..1) answered `503 Service Unavailable`.
+    pub unavailable_rate: f64,
+    /// The `Retry-After` those 503s carry.
+    pub retry_after: Duration,
+    /// The BMC accepts connections but never answers.
+    pub hang: bool,
+    /// The next N virtual-media inserts fail.
+    pub media_insert_failures: u32,
+}
+
+/// Faults that act on the host: boot, SSH and hardware.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HostFaults {
+    /// The node hangs while booting: it never answers SSH.
+    pub boot_hang: bool,
+    /// SSH connections are dropped this long into a command.
+    pub ssh_drop_after: Option<Duration>,
+    /// The next N package installs fail.
+    pub package_install_failures: u32,
+    /// Hardware faults, applied to the node's hardware model.
+    pub hardware: Vec<HwFault>,
+}
+
+/// Everything wrong with one node.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodeFaults {
+    /// BMC faults.
+    pub bmc: BmcFaults,
+    /// Host faults.
+    pub host: HostFaults,
+}
+
+impl NodeFaults {
+    /// Whether nothing is wrong.
+    pub fn is_empty(&self) -> bool {
+        *self == NodeFaults::default()
+    }
+}
+
+/// One rule of the file.
+#[derive(Clone, Debug)]
+struct Rule {
+    selection: Selection,
+    bmc: PartialBmc,
+    host: HostFaults,
+}
+
+#[derive(Clone, Debug, Default)]
+struct PartialBmc {
+    latency: Option<Duration>,
+    jitter: Option<Duration>,
+    unavailable_rate: Option<f64>,
+    retry_after: Option<Duration>,
+    hang: Option<bool>,
+    media_insert_failures: Option<u32>,
+}
+
+/// A parsed faults file.
+#[derive(Clone, Debug, Default)]
+pub struct FaultPlan {
+    rules: Vec<Rule>,
+}
+
+/// A faults file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FaultsError {
+    /// The file could not be read.
+    #[error("cannot read faults file {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file has errors, each with its position.
+    #[error("{}", render(.0))]
+    Invalid(Vec<Diagnostic>),
+}
+
+fn render(diags: &[Diagnostic]) -> String {
+    diags
+        .iter()
+        .map(|d| d.render(false))
+        .collect::<String>()
+        .trim_end()
+        .to_owned()
+}
+
+impl FaultPlan {
+    /// No faults at all.
+    pub fn none() -> FaultPlan {
+        FaultPlan::default()
+    }
+
+    /// Reads a faults file.
+    pub fn load(path: &Path) -> Result<FaultPlan, FaultsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| FaultsError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        FaultPlan::parse(&path.display().to_string(), &text)
+    }
+
+    /// Parses faults-file text; `name` appears in messages.
+    pub fn parse(name: &str, text: &str) -> Result<FaultPlan, FaultsError> {
+        let source = Source::new(name, text);
+        let mut cx = Cx::new(Arc::clone(&source));
+        let root = match crate::yaml::parse(&source.text) {
+            Ok(root) => root,
+            Err(e) => {
+                cx.push(crate::diag::Severity::Error, e.pos, e.message, None);
+                return Err(FaultsError::Invalid(cx.diags));
+            }
+        };
+        let mut rules = Vec::new();
+        if let Some(mut top) = cx.map(&root, "the faults file") {
+            if let Some(list) = top.get("faults") {
+                match &list.value {
+                    crate::yaml::Value::Seq(items) => {
+                        for item in items {
+                            if let Some(rule) = rule(&mut cx, item) {
+                                rules.push(rule);
+                            }
+                        }
+                    }
+                    crate::yaml::Value::Null => {}
+                    _ => cx.error(list.pos, "`faults` must be a list of rules"),
+                }
+            }
+            top.finish(&mut cx);
+        }
+        if cx.has_errors() {
+            return Err(FaultsError::Invalid(cx.diags));
+        }
+        Ok(FaultPlan { rules })
+    }
+
+    /// The faults that apply to `node`.
+    pub fn for_node(&self, node: &Node) -> NodeFaults {
+        let mut out = NodeFaults::default();
+        for rule in self.rules.iter().filter(|r| r.selection.matches(node)) {
+            let b = &rule.bmc;
+            let o = &mut out.bmc;
+            o.latency = b.latency.unwrap_or(o.latency);
+            o.jitter = b.jitter.unwrap_or(o.jitter);
+            o.unavailable_rate = b.unavailable_rate.unwrap_or(o.unavailable_rate);
+            o.retry_after = b.retry_after.unwrap_or(o.retry_after);
+            o.hang = b.hang.unwrap_or(o.hang);
+            o.media_insert_failures = b.media_insert_failures.unwrap_or(o.media_insert_failures);
+            let h = &rule.host;
+            out.host.boot_hang |= h.boot_hang;
+            if h.ssh_drop_after.is_some() {
+                out.host.ssh_drop_after = h.ssh_drop_after;
+            }
+            out.host.package_install_failures = out
+                .host
+                .package_install_failures
+                .max(h.package_install_failures);
+            out.host.hardware.extend(h.hardware.iter().cloned());
+        }
+        if out.bmc.unavailable_rate > 0.0 && out.bmc.retry_after.is_zero() {
+            out.bmc.retry_after = Duration::from_secs(1);
+        }
+        out
+    }
+
+    /// Whether the plan has no rules.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+}
+
+fn rule(cx: &mut Cx, node: &YamlNode) -> Option<Rule> {
+    let mut m = cx.map(node, "a fault rule")?;
+    let selection = match m.req::<Spanned<String>>(cx, "nodes") {
+        Some(text) => match text.value.parse::<Selection>() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                cx.error(text.pos, e.to_string());
+                None
+            }
+        },
+        None => None,
+    };
+    let duration = |cx: &mut Cx, m: &mut crate::yaml::decode::MapReader, key| {
+        m.opt::<HumanDuration>(cx, key).map(|d| d.0)
+    };
+    let bmc = PartialBmc {
+        latency: duration(cx, &mut m, "bmc_latency"),
+        jitter: duration(cx, &mut m, "bmc_jitter"),
+        unavailable_rate: rate(cx, &mut m, "bmc_503_rate"),
+        retry_after: duration(cx, &mut m, "bmc_retry_after"),
+        hang: m.opt(cx, "bmc_hang"),
+        media_insert_failures: m.opt(cx, "media_insert_failures"),
+    };
+    let mut host = HostFaults {
+        boot_hang: m.opt(cx, "boot_hang").unwrap_or(false),
+        ssh_drop_after: duration(cx, &mut m, "ssh_drop_after"),
+        package_install_failures: m.opt(cx, "package_install_failures").unwrap_or(0),
+        hardware: Vec::new(),
+    };
+    let hw = &mut host.hardware;
+    if let Some(gpu) = m.opt::<u32>(cx, "gpu_missing") {
+        hw.push(HwFault::GpuMissing { gpu });
+    }
+    if let Some(node) = m.get("slow_gpu") {
+        if let Some((gpu, factor)) = gpu_and(cx, node, "slow_gpu", "factor") {
+            hw.push(HwFault::SlowGpu { gpu, factor });
+        }
+    }
+    if let Some(node) = m.get("hot_gpu") {
+        if let Some((gpu, temp)) = gpu_and(cx, node, "hot_gpu", "temp_c") {
+            hw.push(HwFault::HotGpu {
+                gpu,
+                temp_c: temp as u32,
+            });
+        }
+    }
+    if let Some(gpu) = m.opt::<u32>(cx, "ecc_uncorrectable") {
+        hw.push(HwFault::EccUncorrectable { gpu });
+    }
+    if let Some(gpu) = m.opt::<u32>(cx, "row_remap_pending") {
+        hw.push(HwFault::RowRemapPending { gpu });
+    }
+    if let Some(node) = m.get("nvlink_down") {
+        if let Some((gpu, link)) = gpu_and(cx, node, "nvlink_down", "link") {
+            hw.push(HwFault::NvlinkDown {
+                gpu,
+                link: link as u32,
+            });
+        }
+    }
+    if let Some(port) = m.opt::<u32>(cx, "ib_port_down") {
+        hw.push(HwFault::IbPortDown { port });
+    }
+    if let Some(node) = m.get("ib_degraded") {
+        if let Some(mut d) = cx.map(node, "`ib_degraded`") {
+            let port = d.req::<u32>(cx, "port");
+            let rate = d.req::<u32>(cx, "rate_gbps");
+            d.finish(cx);
+            if let (Some(port), Some(rate_gbps)) = (port, rate) {
+                hw.push(HwFault::IbDegraded { port, rate_gbps });
+            }
+        }
+    }
+    if let Some(node) = m.get("xid") {
+        if let Some((gpu, code)) = gpu_and(cx, node, "xid", "code") {
+            hw.push(HwFault::Xid {
+                gpu,
+                code: code as u32,
+            });
+        }
+    }
+    m.finish(cx);
+    Some(Rule {
+        selection: selection?,
+        bmc,
+        host,
+    })
+}
+
+/// Reads `{gpu: N, <other>: X}`.
+fn gpu_and(
+    cx: &mut Cx,
+    node: &YamlNode,
+    what: &'static str,
+    other: &'static str,
+) -> Option<(u32, f64)> {
+    let mut m = cx.map(node, what)?;
+    let gpu = m.req::<u32>(cx, "gpu");
+    let value = m.req::<f64>(cx, other);
+    m.finish(cx);
+    Some((gpu?, value?))
+}
+
+fn rate(cx: &mut Cx, m: &mut crate::yaml::decode::MapReader, key: &'static str) -> Option<f64> {
+    let node = m.get(key)?;
+    let value = f64::from_node(cx, node)?;
+    if !(0.0..=1.0).contains(&value) {
+        cx.error(
+            node.pos,
+            format!("`{key}` is a share of requests, from 0 to 1"),
+        );
+        return None;
+    }
+    Some(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_reported_with_their_position() {
+        let err =
+            FaultPlan::parse("f.yaml", "faults:\n  - nodes: a\n    gpu_mising: 3\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("f.yaml:3:5"), "{text}");
+        assert!(text.contains("gpu_missing"), "{text}");
+    }
+
+    #[test]
+    fn rates_outside_zero_to_one_are_refused() {
+        let err =
+            FaultPlan::parse("f", "faults:\n  - nodes: a\n    bmc_503_rate: 3\n").unwrap_err();
+        assert!(err.to_string().contains("from 0 to 1"));
+    }
+}

@@ -1,0 +1,216 @@
+//! The simulated BMC's and installer's own HTTP client: plain `http://`
+//! GETs, as a BMC fetching virtual media or an installer reading its seed
+//! does. Bounded in size and time; bodies are streamed, never held whole
+//! unless the caller asks for a small document.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::Uri;
+use hyper_util::rt::TokioIo;
+
+/// Why a fetch failed, worded like a BMC's or installer's log line.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The URL is not an `http://` URL with a host.
+    #[error("unsupported URL `{0}` (the simulator fetches http:// URLs)")]
+    BadUrl(String),
+    /// Connecting or reading failed.
+    #[error("{url}: {reason}")]
+    Io {
+        /// The URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The server answered with an error status.
+    #[error("{url}: HTTP {status}")]
+    Status {
+        /// The URL.
+        url: String,
+        /// The status code.
+        status: u16,
+    },
+    /// The body was larger than allowed.
+    #[error("{url}: larger than {limit} bytes")]
+    TooLarge {
+        /// The URL.
+        url: String,
+        /// The limit.
+        limit: u64,
+    },
+}
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Streams the body of `url` through `visit`, chunk by chunk, up to `limit`
+/// bytes. Returns the number of bytes read.
+pub async fn stream(
+    url: &str,
+    limit: u64,
+    mut visit: impl FnMut(&[u8]),
+) -> Result<u64, FetchError> {
+    let io = |reason: String| FetchError::Io {
+        url: url.to_owned(),
+        reason,
+    };
+    let uri: Uri = url
+        .parse()
+        .map_err(|_| FetchError::BadUrl(url.to_owned()))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(FetchError::BadUrl(url.to_owned()));
+    }
+    let host = uri
+        .host()
+        .ok_or_else(|| FetchError::BadUrl(url.to_owned()))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(80);
+    let work = async {
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| io(e.to_string()))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| io(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        let authority = uri.authority().map_or(host.clone(), |a| a.to_string());
+        let req = hyper::Request::get(path)
+            .header(hyper::header::HOST, authority)
+            .header(hyper::header::USER_AGENT, "kiln-sim")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| io(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| io(e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(FetchError::Status {
+                url: url.to_owned(),
+                status: resp.status().as_u16(),
+            });
+        }
+        let mut body = resp.into_body();
+        let mut total = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| io(e.to_string()))?;
+            if let Some(data) = frame.data_ref() {
+                total += data.len() as u64;
+                if total > limit {
+                    return Err(FetchError::TooLarge {
+                        url: url.to_owned(),
+                        limit,
+                    });
+                }
+                visit(data);
+            }
+        }
+        Ok(total)
+    };
+    tokio::time::timeout(TIMEOUT, work)
+        .await
+        .map_err(|_| io("timed out".into()))?
+}
+
+/// Fetches a small document whole.
+pub async fn text(url: &str, limit: u64) -> Result<String, FetchError> {
+    let mut buf = Vec::new();
+    stream(url, limit, |chunk| buf.extend_from_slice(chunk)).await?;
+    String::from_utf8(buf).map_err(|_| FetchError::Io {
+        url: url.to_owned(),
+        reason: "not UTF-8 text".into(),
+    })
+}
+
+/// Finds the NoCloud seed URL an installer image boots with, the way a real
+/// installer's boot menu passes it on the kernel command line:
+/// `ds=nocloud;s=http://…/` (grub escapes the `;` as `\;`; `nocloud-net`
+/// is the older spelling). Scans a stream chunk by chunk.
+#[derive(Default)]
+pub struct SeedScanner {
+    tail: Vec<u8>,
+    found: Option<String>,
+}
+
+const NEEDLES: [&[u8]; 2] = [b"ds=nocloud-net", b"ds=nocloud"];
+
+impl SeedScanner {
+    /// Feeds the next chunk.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        if self.found.is_some() {
+            return;
+        }
+        // Keep a window big enough to hold a whole kernel argument that
+        // straddles two chunks.
+        self.tail.extend_from_slice(chunk);
+        if let Some(url) = find_seed(&self.tail) {
+            self.found = Some(url);
+            return;
+        }
+        let keep = 2048.min(self.tail.len());
+        let cut = self.tail.len() - keep;
+        self.tail.drain(..cut);
+    }
+
+    /// The seed URL, once seen.
+    pub fn finish(self) -> Option<String> {
+        self.found
+    }
+}
+
+fn find_seed(hay: &[u8]) -> Option<String> {
+    for needle in NEEDLES {
+        let mut from = 0;
+        while let Some(at) = find(&hay[from..], needle) {
+            let start = from + at + needle.len();
+            let rest = &hay[start..];
+            // The argument ends at whitespace, a quote or a line end; it may
+            // be cut at the window's end, in which case wait for more.
+            let end = rest
+                .iter()
+                .position(|b| b.is_ascii_whitespace() || *b == b'"' || *b == b'\'' || *b == 0)?;
+            let arg = String::from_utf8_lossy(&rest[..end]).replace("\\;", ";");
+            if let Some(url) = arg.split(';').find_map(|p| p.strip_prefix("s=")) {
+                if url.starts_with("http://") || url.starts_with("https://") {
+                    return Some(url.to_owned());
+                }
+            }
+            from = start;
+        }
+    }
+    None
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_is_found_in_a_grub_line_split_across_chunks() {
+        let cfg = b"menuentry 'Install' {\n linux /casper/vmlinuz autoinstall ds=nocloud\\;s=http://127.0.0.1:8080/seed/n1/ ---\n}";
+        let mut s = SeedScanner::default();
+        for chunk in cfg.chunks(7) {
+            s.feed(chunk);
+        }
+        assert_eq!(
+            s.finish().as_deref(),
+            Some("http://127.0.0.1:8080/seed/n1/")
+        );
+    }
+
+    #[test]
+    fn no_seed_no_url() {
+        let mut s = SeedScanner::default();
+        s.feed(b"just an ISO with ds=nocloud but no source\n");
+        assert_eq!(s.finish(), None);
+    }
+}

@@ -1,0 +1,143 @@
+//! Reading a node's NoCloud seed the way cloud-init does: `meta-data` and
+//! `user-data` (a `#cloud-config` document) under the seed URL. The
+//! simulated installer keeps what an installed system would end up with:
+//! host name, the authorized keys and the SSH host keys.
+
+use crate::yaml::{Node, Value};
+
+/// What an installed node keeps from its seed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct InstalledOs {
+    /// Host name from `meta-data` (`local-hostname`) or `user-data`.
+    pub hostname: String,
+    /// OpenSSH public-key lines allowed to log in.
+    pub authorized_keys: Vec<String>,
+    /// OpenSSH private host keys (PEM text).
+    pub host_keys: Vec<String>,
+    /// The seed URL it was installed from.
+    pub seed_url: String,
+}
+
+/// Why a seed was refused; the installer stops there.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SeedError {
+    /// `user-data` does not start with `#cloud-config`.
+    #[error("user-data is not a #cloud-config document")]
+    NotCloudConfig,
+    /// The YAML does not parse.
+    #[error("user-data does not parse: {0}")]
+    Yaml(String),
+    /// Nobody could log in afterwards.
+    #[error("user-data has no ssh_authorized_keys")]
+    NoKeys,
+}
+
+/// Parses `meta-data` and `user-data`.
+pub fn parse(meta_data: &str, user_data: &str, seed_url: &str) -> Result<InstalledOs, SeedError> {
+    if !user_data.trim_start().starts_with("#cloud-config") {
+        return Err(SeedError::NotCloudConfig);
+    }
+    let root = crate::yaml::parse(user_data).map_err(|e| SeedError::Yaml(e.message))?;
+    // Ubuntu's autoinstall nests the target system's cloud-config under
+    // `autoinstall.user-data`; plain cloud-init has it at the top.
+    let config = get(&root, "autoinstall")
+        .and_then(|a| get(a, "user-data"))
+        .unwrap_or(&root);
+    let mut os = InstalledOs {
+        seed_url: seed_url.to_owned(),
+        ..InstalledOs::default()
+    };
+    os.hostname = meta_value(meta_data, "local-hostname")
+        .or_else(|| get(config, "hostname").and_then(str_of))
+        .unwrap_or_default();
+    if let Some(keys) = get(config, "ssh_authorized_keys") {
+        os.authorized_keys.extend(strings(keys));
+    }
+    if let Some(Value::Seq(users)) = get(config, "users").map(|n| &n.value) {
+        for user in users {
+            if let Some(keys) = get(user, "ssh_authorized_keys") {
+                os.authorized_keys.extend(strings(keys));
+            }
+        }
+    }
+    if let Some(Value::Map(entries)) = get(config, "ssh_keys").map(|n| &n.value) {
+        for (k, v) in entries {
+            if let (Value::Str(k), Some(v)) = (&k.value, str_of(v)) {
+                if k.ends_with("_private") {
+                    os.host_keys.push(v);
+                }
+            }
+        }
+    }
+    if os.authorized_keys.is_empty() {
+        return Err(SeedError::NoKeys);
+    }
+    Ok(os)
+}
+
+fn get<'a>(node: &'a Node, key: &str) -> Option<&'a Node> {
+    match &node.value {
+        Value::Map(entries) => entries
+            .iter()
+            .find(|(k, _)| matches!(&k.value, Value::Str(s) if s == key))
+            .map(|(_, v)| v),
+        _ => None,
+    }
+}
+
+fn str_of(node: &Node) -> Option<String> {
+    match &node.value {
+        Value::Str(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn strings(node: &Node) -> Vec<String> {
+    match &node.value {
+        Value::Seq(items) => items.iter().filter_map(str_of).collect(),
+        Value::Str(s) => vec![s.clone()],
+        _ => Vec::new(),
+    }
+}
+
+/// `meta-data` is YAML too, but often written as flat `key: value` lines;
+/// read the one key needed without failing on the rest.
+fn meta_value(meta: &str, key: &str) -> Option<String> {
+    meta.lines().find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        (k.trim() == key).then(|| v.trim().trim_matches(['"', '\'']).to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_cloud_config() {
+        let user = "#cloud-config\nhostname: n1\nssh_authorized_keys:\n  - ssh-ed25519 AAAA k\nssh_keys:\n  ed25519_private: |\n    -----BEGIN OPENSSH PRIVATE KEY-----\n    x\n    -----END OPENSSH PRIVATE KEY-----\n  ed25519_public: ssh-ed25519 BBBB\n";
+        let os = parse("instance-id: i\nlocal-hostname: r1-n1\n", user, "http://s/").unwrap();
+        assert_eq!(os.hostname, "r1-n1");
+        assert_eq!(os.authorized_keys, ["ssh-ed25519 AAAA k"]);
+        assert_eq!(os.host_keys.len(), 1);
+    }
+
+    #[test]
+    fn autoinstall_nesting_and_users() {
+        let user = "#cloud-config\nautoinstall:\n  version: 1\n  user-data:\n    users:\n      - name: kiln\n        ssh_authorized_keys: [ssh-ed25519 CCCC]\n";
+        let os = parse("", user, "u").unwrap();
+        assert_eq!(os.authorized_keys, ["ssh-ed25519 CCCC"]);
+    }
+
+    #[test]
+    fn refuses_what_cloud_init_would_not_use() {
+        assert_eq!(
+            parse("", "hostname: x", "u"),
+            Err(SeedError::NotCloudConfig)
+        );
+        assert_eq!(
+            parse("", "#cloud-config\nhostname: x\n", "u"),
+            Err(SeedError::NoKeys)
+        );
+    }
+}
