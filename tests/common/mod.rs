@@ -2,6 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 #![allow(dead_code)]
 
+pub mod simrack;
+
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
