@@ -13,27 +13,55 @@ const WAIT: Duration = Duration::from_secs(30);
 
 fn reset(rack: &Rack, i: usize, kind: &str) -> u16 {
     let target = format!("{}/Actions/ComputerSystem.Reset", rack.system(i));
-    rack.curl(i, "POST", &target, Some(&format!("{{\"ResetType\":\"{kind}\"}}"))).0
+    rack.curl(
+        i,
+        "POST",
+        &target,
+        Some(&format!("{{\"ResetType\":\"{kind}\"}}")),
+    )
+    .0
 }
 
 fn power_state(rack: &Rack, i: usize) -> String {
-    rack.get(i, &rack.system(i))["PowerState"].as_str().unwrap().to_owned()
+    rack.get(i, &rack.system(i))["PowerState"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 #[test]
 fn redfish_needs_credentials_except_for_the_service_root() {
-    let rack = Rack::start(RackSpec { net: 201, ..RackSpec::default() });
+    let rack = Rack::start(RackSpec {
+        net: 201,
+        ..RackSpec::default()
+    });
     let (code, _) = rack.curl_with(0, "GET", "/redfish/v1", None, &[]);
     assert_eq!(code, 200);
     let (code, body) = rack.curl_with(0, "GET", "/redfish/v1/Systems", None, &[]);
     assert_eq!(code, 401, "{body}");
-    let (code, _) = rack.curl_with(0, "GET", "/redfish/v1/Systems", None, &["-u", "admin:wrong"]);
+    let (code, _) = rack.curl_with(
+        0,
+        "GET",
+        "/redfish/v1/Systems",
+        None,
+        &["-u", "admin:wrong"],
+    );
     assert_eq!(code, 401);
     // A session: token in, token works, deleted, token refused.
     let out = std::process::Command::new("curl")
-        .args(["-sk", "-i", "-X", "POST", "-H", "Content-Type: application/json"])
+        .args([
+            "-sk",
+            "-i",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+        ])
         .args(["-d", r#"{"UserName":"admin","Password":"test"}"#])
-        .arg(format!("{}/redfish/v1/SessionService/Sessions", rack.bmc(0)))
+        .arg(format!(
+            "{}/redfish/v1/SessionService/Sessions",
+            rack.bmc(0)
+        ))
         .output()
         .unwrap();
     let head = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -59,8 +87,14 @@ fn redfish_needs_credentials_except_for_the_service_root() {
 
 #[test]
 fn the_certificate_is_the_one_announced_and_tls12_and_13_both_work() {
-    let rack = Rack::start(RackSpec { net: 202, ..RackSpec::default() });
-    let announced = rack.nodes[0]["bmc_fingerprint"].as_str().unwrap().to_owned();
+    let rack = Rack::start(RackSpec {
+        net: 202,
+        ..RackSpec::default()
+    });
+    let announced = rack.nodes[0]["bmc_fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     for version in ["--tlsv1.2", "--tlsv1.3"] {
         let max = if version == "--tlsv1.2" { "1.2" } else { "1.3" };
         let (code, _) = rack.curl_with(0, "GET", "/redfish/v1", None, &[version, "--tls-max", max]);
@@ -82,7 +116,10 @@ fn the_certificate_is_the_one_announced_and_tls12_and_13_both_work() {
 
 #[test]
 fn power_off_drops_ssh_and_power_on_boots_the_installed_os() {
-    let rack = Rack::start(RackSpec { net: 203, ..RackSpec::default() });
+    let rack = Rack::start(RackSpec {
+        net: 203,
+        ..RackSpec::default()
+    });
     let (code, out, err) = rack.ssh(0, "echo up; hostname 2>/dev/null; echo $HOME");
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("up\n"));
@@ -109,7 +146,10 @@ fn power_off_drops_ssh_and_power_on_boots_the_installed_os() {
     assert_eq!(reset(&rack, 0, "ForceOff"), 204);
     let (code, took) = long.join().unwrap();
     assert_ne!(code, Some(0));
-    assert!(took < Duration::from_secs(20), "the session outlived the power: {took:?}");
+    assert!(
+        took < Duration::from_secs(20),
+        "the session outlived the power: {took:?}"
+    );
     assert_eq!(power_state(&rack, 0), "Off");
     let (code, _, _) = rack.ssh(0, "true");
     assert_eq!(code, 255, "SSH answers on a powered-off node");
@@ -119,24 +159,50 @@ fn power_off_drops_ssh_and_power_on_boots_the_installed_os() {
 
 #[test]
 fn reset_types_are_checked_against_the_flavour() {
-    let rack = Rack::start(RackSpec { net: 204, flavour: "hpe", ..RackSpec::default() });
+    let rack = Rack::start(RackSpec {
+        net: 204,
+        flavour: "hpe",
+        ..RackSpec::default()
+    });
     // iLO has no PowerCycle; the error names the allowed values.
     let target = format!("{}/Actions/ComputerSystem.Reset", rack.system(0));
     let (code, body) = rack.curl(0, "POST", &target, Some(r#"{"ResetType":"PowerCycle"}"#));
     assert_eq!(code, 400);
-    assert!(body.contains("ActionParameterValueNotInList") && body.contains("GracefulRestart"), "{body}");
+    assert!(
+        body.contains("ActionParameterValueNotInList") && body.contains("GracefulRestart"),
+        "{body}"
+    );
 }
 
 #[test]
 fn boot_override_accepts_only_allowed_values() {
-    let rack = Rack::start(RackSpec { net: 205, flavour: "lenovo", ..RackSpec::default() });
+    let rack = Rack::start(RackSpec {
+        net: 205,
+        flavour: "lenovo",
+        ..RackSpec::default()
+    });
     let system = rack.system(0);
     // XCC knows only Once and Disabled, and no UEFI HTTP boot.
-    let (code, _) = rack.curl(0, "PATCH", &system, Some(r#"{"Boot":{"BootSourceOverrideEnabled":"Continuous"}}"#));
+    let (code, _) = rack.curl(
+        0,
+        "PATCH",
+        &system,
+        Some(r#"{"Boot":{"BootSourceOverrideEnabled":"Continuous"}}"#),
+    );
     assert_eq!(code, 400);
-    let (code, _) = rack.curl(0, "PATCH", &system, Some(r#"{"Boot":{"BootSourceOverrideTarget":"UefiHttp"}}"#));
+    let (code, _) = rack.curl(
+        0,
+        "PATCH",
+        &system,
+        Some(r#"{"Boot":{"BootSourceOverrideTarget":"UefiHttp"}}"#),
+    );
     assert_eq!(code, 400);
-    let (code, _) = rack.curl(0, "PATCH", &system, Some(r#"{"Boot":{"BootSourceOverrideTarget":"Cd","BootSourceOverrideEnabled":"Once"}}"#));
+    let (code, _) = rack.curl(
+        0,
+        "PATCH",
+        &system,
+        Some(r#"{"Boot":{"BootSourceOverrideTarget":"Cd","BootSourceOverrideEnabled":"Once"}}"#),
+    );
     assert_eq!(code, 204);
     let boot = &rack.get(0, &system)["Boot"];
     assert_eq!(boot["BootSourceOverrideTarget"], "Cd");
@@ -147,14 +213,30 @@ fn boot_override_accepts_only_allowed_values() {
 
 #[test]
 fn supermicro_wants_if_match_on_patch() {
-    let rack = Rack::start(RackSpec { net: 206, flavour: "supermicro", ..RackSpec::default() });
+    let rack = Rack::start(RackSpec {
+        net: 206,
+        flavour: "supermicro",
+        ..RackSpec::default()
+    });
     let system = rack.system(0);
     let body = r#"{"Boot":{"BootSourceOverrideTarget":"Hdd"}}"#;
     let (code, _) = rack.curl(0, "PATCH", &system, Some(body));
     assert_eq!(code, 428);
-    let (code, _) = rack.curl_with(0, "PATCH", &system, Some(body), &["-u", "admin:test", "-H", "If-Match: W/\"stale\""]);
+    let (code, _) = rack.curl_with(
+        0,
+        "PATCH",
+        &system,
+        Some(body),
+        &["-u", "admin:test", "-H", "If-Match: W/\"stale\""],
+    );
     assert_eq!(code, 412);
-    let (code, _) = rack.curl_with(0, "PATCH", &system, Some(body), &["-u", "admin:test", "-H", "If-Match: *"]);
+    let (code, _) = rack.curl_with(
+        0,
+        "PATCH",
+        &system,
+        Some(body),
+        &["-u", "admin:test", "-H", "If-Match: *"],
+    );
     assert_eq!(code, 204);
 }
 
@@ -171,7 +253,11 @@ fn boot_files(dir: &std::path::Path, seed_url: &str, pubkey: &str, host_key: Opt
     std::fs::write(dir.join("blank.iso"), vec![0u8; 70_000]).unwrap();
     let seed = dir.join("seed/t-n01");
     std::fs::create_dir_all(&seed).unwrap();
-    std::fs::write(seed.join("meta-data"), "instance-id: t-n01\nlocal-hostname: t-n01\n").unwrap();
+    std::fs::write(
+        seed.join("meta-data"),
+        "instance-id: t-n01\nlocal-hostname: t-n01\n",
+    )
+    .unwrap();
     let mut user = format!("#cloud-config\nssh_authorized_keys:\n  - {pubkey}\n");
     if let Some((private, public)) = host_key {
         user.push_str("ssh_keys:\n  ed25519_private: |\n");
@@ -193,7 +279,10 @@ fn host_key(dir: &std::path::Path) -> (String, String) {
     assert!(ok.success());
     (
         std::fs::read_to_string(&path).unwrap(),
-        std::fs::read_to_string(path.with_extension("pub")).unwrap().trim().to_owned(),
+        std::fs::read_to_string(path.with_extension("pub"))
+            .unwrap()
+            .trim()
+            .to_owned(),
     )
 }
 
@@ -204,7 +293,12 @@ fn insert(rack: &Rack, slot: &str, image: &str, by_patch: bool) -> u16 {
         return rack.curl(0, "PATCH", slot, Some(&body)).0;
     }
     let body = format!(r#"{{"Image":"{image}"}}"#);
-    let (code, reply) = rack.curl(0, "POST", &format!("{slot}/Actions/VirtualMedia.InsertMedia"), Some(&body));
+    let (code, reply) = rack.curl(
+        0,
+        "POST",
+        &format!("{slot}/Actions/VirtualMedia.InsertMedia"),
+        Some(&body),
+    );
     if code != 202 {
         return code;
     }
@@ -223,16 +317,29 @@ fn insert(rack: &Rack, slot: &str, image: &str, by_patch: bool) -> u16 {
 
 fn cd_slot(rack: &Rack) -> String {
     for owner in ["/redfish/v1/Managers", "/redfish/v1/Systems"] {
-        let first = rack.get(0, owner)["Members"][0]["@odata.id"].as_str().unwrap().trim_end_matches('/').to_owned();
+        let first = rack.get(0, owner)["Members"][0]["@odata.id"]
+            .as_str()
+            .unwrap()
+            .trim_end_matches('/')
+            .to_owned();
         let (code, body) = rack.curl(0, "GET", &format!("{first}/VirtualMedia"), None);
         if code != 200 {
             continue;
         }
         let members: Value = serde_json::from_str(&body).unwrap();
         for m in members["Members"].as_array().unwrap() {
-            let path = m["@odata.id"].as_str().unwrap().trim_end_matches('/').to_owned();
+            let path = m["@odata.id"]
+                .as_str()
+                .unwrap()
+                .trim_end_matches('/')
+                .to_owned();
             let slot = rack.get(0, &path);
-            if slot["MediaTypes"].as_array().unwrap().iter().any(|t| t == "CD" || t == "DVD") {
+            if slot["MediaTypes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t == "CD" || t == "DVD")
+            {
                 return path;
             }
         }
@@ -241,28 +348,56 @@ fn cd_slot(rack: &Rack) -> String {
 }
 
 fn install_over_virtual_media(flavour: &str, net: u8, by_patch: bool) {
-    let rack = Rack::start(RackSpec { net, flavour, imaged: false, ..RackSpec::default() });
+    let rack = Rack::start(RackSpec {
+        net,
+        flavour,
+        imaged: false,
+        ..RackSpec::default()
+    });
     let files = tempfile::tempdir().unwrap();
     let server_ip = format!("127.{net}.9.1");
     let pubkey = std::fs::read_to_string(rack.key().with_extension("pub")).unwrap();
     let (private, public) = host_key(files.path());
     let seed_url = format!("http://{server_ip}:8080/seed/t-n01/");
-    boot_files(files.path(), &seed_url, pubkey.trim(), Some((&private, &public)));
+    boot_files(
+        files.path(),
+        &seed_url,
+        pubkey.trim(),
+        Some((&private, &public)),
+    );
     let server = FileServer::start(files.path(), &server_ip);
 
     // A blank node powered on finds nothing to boot and never answers SSH.
     assert_eq!(power_state(&rack, 0), "Off");
     let slot = cd_slot(&rack);
     // An image the BMC cannot fetch is refused.
-    let missing = insert(&rack, &slot, &format!("{}/missing.iso", server.url), by_patch);
+    let missing = insert(
+        &rack,
+        &slot,
+        &format!("{}/missing.iso", server.url),
+        by_patch,
+    );
     assert!(missing >= 400, "inserting a missing image gave {missing}");
     assert_eq!(rack.get(0, &slot)["Inserted"], false);
 
-    assert!(matches!(insert(&rack, &slot, &format!("{}/installer.iso", server.url), by_patch), 200 | 204));
+    assert!(matches!(
+        insert(
+            &rack,
+            &slot,
+            &format!("{}/installer.iso", server.url),
+            by_patch
+        ),
+        200 | 204
+    ));
     let media = rack.get(0, &slot);
     assert_eq!(media["Inserted"], true, "{media}");
     let system = rack.system(0);
-    let (code, body) = rack.curl(0, "PATCH", &system, Some(r#"{"Boot":{"BootSourceOverrideTarget":"Cd","BootSourceOverrideEnabled":"Once"}}"#));
+    let (code, body) = rack.curl(
+        0,
+        "PATCH",
+        &system,
+        Some(r#"{"Boot":{"BootSourceOverrideTarget":"Cd","BootSourceOverrideEnabled":"Once"}}"#),
+    );
     assert!(matches!(code, 200 | 204), "{code} {body}");
     assert_eq!(reset(&rack, 0, "On"), 204);
 
@@ -271,9 +406,14 @@ fn install_over_virtual_media(flavour: &str, net: u8, by_patch: bool) {
     let addr = rack.nodes[0]["ssh"].as_str().unwrap();
     let (ip, port) = addr.rsplit_once(':').unwrap();
     std::fs::write(&known, format!("[{ip}]:{port} {public}\n")).unwrap();
-    rack.wait_until("SSH after install", WAIT, || rack.ssh_known(0, "true", &known).0 == 0);
+    rack.wait_until("SSH after install", WAIT, || {
+        rack.ssh_known(0, "true", &known).0 == 0
+    });
     // The one-time override was used up.
-    assert_eq!(rack.get(0, &system)["Boot"]["BootSourceOverrideEnabled"], "Disabled");
+    assert_eq!(
+        rack.get(0, &system)["Boot"]["BootSourceOverrideEnabled"],
+        "Disabled"
+    );
 }
 
 #[test]
@@ -288,7 +428,11 @@ fn lenovo_bmc_installs_from_virtual_media_inserted_by_patch() {
 
 #[test]
 fn dell_refuses_optional_insert_parameters() {
-    let rack = Rack::start(RackSpec { net: 209, flavour: "dell", ..RackSpec::default() });
+    let rack = Rack::start(RackSpec {
+        net: 209,
+        flavour: "dell",
+        ..RackSpec::default()
+    });
     let slot = cd_slot(&rack);
     let (code, body) = rack.curl(
         0,
@@ -302,7 +446,11 @@ fn dell_refuses_optional_insert_parameters() {
 
 #[test]
 fn a_blank_node_without_boot_media_never_answers_ssh() {
-    let rack = Rack::start(RackSpec { net: 210, imaged: false, ..RackSpec::default() });
+    let rack = Rack::start(RackSpec {
+        net: 210,
+        imaged: false,
+        ..RackSpec::default()
+    });
     assert_eq!(reset(&rack, 0, "On"), 204);
     // POST plus OS boot take 210 simulated seconds, 0.35 s at this scale.
     std::thread::sleep(Duration::from_secs(2));
@@ -314,7 +462,12 @@ fn a_blank_node_without_boot_media_never_answers_ssh() {
 #[test]
 fn bmc_faults_show_as_a_real_bmc_shows_them() {
     let faults = "faults:\n  - nodes: t-n01\n    bmc_503_rate: 0.5\n    bmc_retry_after: 3s\n  - nodes: t-n02\n    bmc_hang: true\n  - nodes: t-n03\n    bmc_latency: 300ms\n  - nodes: t-n04\n    media_insert_failures: 2\n";
-    let rack = Rack::start(RackSpec { net: 211, nodes: 4, faults: Some(faults), ..RackSpec::default() });
+    let rack = Rack::start(RackSpec {
+        net: 211,
+        nodes: 4,
+        faults: Some(faults),
+        ..RackSpec::default()
+    });
     // Half the requests of n01 get 503 with Retry-After.
     let mut codes = Vec::new();
     for _ in 0..10 {
@@ -326,14 +479,18 @@ fn bmc_faults_show_as_a_real_bmc_shows_them() {
         .arg(format!("{}/redfish/v1/Systems", rack.bmc(0)))
         .output()
         .unwrap();
-    let mut saw_retry_after = String::from_utf8_lossy(&out.stdout).to_lowercase().contains("retry-after: 3");
+    let mut saw_retry_after = String::from_utf8_lossy(&out.stdout)
+        .to_lowercase()
+        .contains("retry-after: 3");
     if !saw_retry_after {
         let again = std::process::Command::new("curl")
             .args(["-sk", "-o", "/dev/null", "-D", "-", "-u", "admin:test"])
             .arg(format!("{}/redfish/v1/Systems", rack.bmc(0)))
             .output()
             .unwrap();
-        saw_retry_after = String::from_utf8_lossy(&again.stdout).to_lowercase().contains("retry-after: 3");
+        saw_retry_after = String::from_utf8_lossy(&again.stdout)
+            .to_lowercase()
+            .contains("retry-after: 3");
     }
     assert!(saw_retry_after);
     // n02 accepts the connection and never answers.
@@ -348,7 +505,10 @@ fn bmc_faults_show_as_a_real_bmc_shows_them() {
     // n04 fails two inserts, then mounts.
     let slot_of_n04 = {
         let systems = rack.get(3, "/redfish/v1/Systems");
-        let system = systems["Members"][0]["@odata.id"].as_str().unwrap().to_owned();
+        let system = systems["Members"][0]["@odata.id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         format!("{system}/VirtualMedia/CD1")
     };
     let files = tempfile::tempdir().unwrap();
@@ -364,7 +524,13 @@ fn bmc_faults_show_as_a_real_bmc_shows_them() {
 #[test]
 fn host_faults_boot_hang_and_ssh_drop() {
     let faults = "faults:\n  - nodes: t-n01\n    ssh_drop_after: 60s\n  - nodes: t-n02\n    boot_hang: true\n";
-    let rack = Rack::start(RackSpec { net: 212, nodes: 2, faults: Some(faults), time_scale: 60, ..RackSpec::default() });
+    let rack = Rack::start(RackSpec {
+        net: 212,
+        nodes: 2,
+        faults: Some(faults),
+        time_scale: 60,
+        ..RackSpec::default()
+    });
     // 60 simulated seconds is one real second: a 5 s command is cut.
     let start = Instant::now();
     let (code, _, _) = rack.ssh(0, "sleep 5; echo done");
@@ -381,19 +547,35 @@ fn host_faults_boot_hang_and_ssh_drop() {
 
 #[test]
 fn lenovo_force_restart_hangs_until_force_off_and_on() {
-    let rack = Rack::start(RackSpec { net: 213, flavour: "lenovo", ..RackSpec::default() });
+    let rack = Rack::start(RackSpec {
+        net: 213,
+        flavour: "lenovo",
+        ..RackSpec::default()
+    });
     assert_eq!(reset(&rack, 0, "ForceRestart"), 204);
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(rack.ssh(0, "true").0, 255, "the node should hang after ForceRestart");
+    assert_eq!(
+        rack.ssh(0, "true").0,
+        255,
+        "the node should hang after ForceRestart"
+    );
     assert_eq!(reset(&rack, 0, "ForceOff"), 204);
     assert_eq!(reset(&rack, 0, "On"), 204);
-    rack.wait_until("SSH after ForceOff + On", WAIT, || rack.ssh(0, "true").0 == 0);
+    rack.wait_until("SSH after ForceOff + On", WAIT, || {
+        rack.ssh(0, "true").0 == 0
+    });
 }
 
 #[test]
 fn commands_run_in_a_real_shell_in_the_sandbox() {
-    let rack = Rack::start(RackSpec { net: 214, ..RackSpec::default() });
-    let (code, out, _) = rack.ssh(0, "cd && echo hi > f && cat f && printf '%s' \"$KILN_SIM_NODE\" && exit 3");
+    let rack = Rack::start(RackSpec {
+        net: 214,
+        ..RackSpec::default()
+    });
+    let (code, out, _) = rack.ssh(
+        0,
+        "cd && echo hi > f && cat f && printf '%s' \"$KILN_SIM_NODE\" && exit 3",
+    );
     assert_eq!(code, 3);
     assert_eq!(out, "hi\nt-n01");
     // stdin reaches the command.
@@ -419,8 +601,19 @@ fn commands_run_in_a_real_shell_in_the_sandbox() {
     let status = std::process::Command::new("ssh")
         .arg("-i")
         .arg(&other)
-        .args(["-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-o", "IdentitiesOnly=yes", "-o"])
-        .arg(format!("UserKnownHostsFile={}", rack.dir.path().join("known_hosts").display()))
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+        ])
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            rack.dir.path().join("known_hosts").display()
+        ))
         .args(["-p", port, &format!("kiln@{ip}"), "true"])
         .status()
         .unwrap();

@@ -41,6 +41,8 @@ use redfish::flavour::{self, Vendor};
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
     scale: f64,
+    origin: std::time::Instant,
+    origin_unix: u64,
 }
 
 impl Clock {
@@ -52,7 +54,17 @@ impl Clock {
             } else {
                 1.0
             },
+            origin: std::time::Instant::now(),
+            origin_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
         }
+    }
+
+    /// Simulated wall-clock time, seconds since the Unix epoch: it starts at
+    /// the real time and runs `scale` times faster.
+    pub fn now_unix(&self) -> u64 {
+        self.origin_unix + (self.origin.elapsed().as_secs_f64() * self.scale) as u64
     }
 
     /// The real duration of a simulated one.
@@ -285,8 +297,19 @@ pub async fn start(
         let faults = options.faults.for_node(inv_node);
         let mut hw = hw::NodeHardware::new(&inv_node.name, profile);
         for f in &faults.host.hardware {
-            hw.apply(f);
+            hw.apply(f).map_err(|e| {
+                BadInput(format!(
+                    "{}: fault {f:?} does not fit its hardware: {e}",
+                    inv_node.name
+                ))
+            })?;
         }
+        let image = inventory
+            .catalog
+            .images
+            .get(&inv_node.image)
+            .map(|e| Arc::new(e.profile.clone()))
+            .with_context(|| format!("{}: no image profile {}", inv_node.name, inv_node.image))?;
         let sandbox = root.join("nodes").join(&inv_node.name);
         let state = node::NodeState {
             power: node::Power::Off,
@@ -296,7 +319,7 @@ pub async fn start(
             media: vec![node::Media::default(); flavour.media.len()],
             os: None,
             hw,
-            sw: hw::SoftwareState::default(),
+            sw: hw::SoftwareState::for_image(&image),
             media_failures_left: faults.bmc.media_insert_failures,
             package_failures_left: faults.host.package_install_failures,
             load_users: 0,
@@ -305,6 +328,7 @@ pub async fn start(
         let sim_node = Arc::new(node::SimNode::new(
             inv_node.name.clone(),
             inv_node.hardware.clone(),
+            image,
             faults,
             sandbox,
             state,
@@ -315,6 +339,7 @@ pub async fn start(
             ssh_host_key = Some(ssh::public_line(&key)?);
             node::start_running(
                 &sim_node,
+                &clock,
                 seed::InstalledOs {
                     hostname: inv_node.name.clone(),
                     authorized_keys: keys.clone(),

@@ -143,6 +143,8 @@ pub struct SimNode {
     pub name: String,
     /// Its hardware profile name.
     pub hardware: String,
+    /// The image it is installed with (what the installed OS brings).
+    pub image: Arc<crate::profiles::image::ImageProfile>,
     /// The faults it was started with.
     pub faults: NodeFaults,
     /// Its sandbox folder (SSH commands run here).
@@ -156,6 +158,7 @@ impl SimNode {
     pub fn new(
         name: String,
         hardware: String,
+        image: Arc<crate::profiles::image::ImageProfile>,
         faults: NodeFaults,
         sandbox: PathBuf,
         state: NodeState,
@@ -167,6 +170,7 @@ impl SimNode {
         SimNode {
             name,
             hardware,
+            image,
             faults,
             sandbox,
             state: Mutex::new(state),
@@ -403,7 +407,7 @@ async fn boot(node: Arc<SimNode>, clock: Clock, epoch: u64) {
                             return;
                         }
                         st.os = Some(Arc::new(os));
-                        st.sw = SoftwareState::default();
+                        st.sw = SoftwareState::for_image(&node.image);
                         st.last_event = format!("installed from {seed}");
                     }
                     // The installer reboots into the new system.
@@ -425,6 +429,13 @@ async fn boot_os(node: &Arc<SimNode>, clock: &Clock, epoch: u64) {
             epoch,
             Phase::Stuck("hung while booting the OS".into()),
         );
+    }
+    {
+        let mut st = node.lock();
+        if st.epoch == epoch {
+            // Loads the installed driver, starts enabled services.
+            st.sw.boot(clock.now_unix());
+        }
     }
     set_phase(node, epoch, Phase::Running);
 }
@@ -472,8 +483,10 @@ async fn read_seed(seed: &str) -> Result<InstalledOs, String> {
 
 /// Marks a node as already installed and running (for racks started with
 /// `--imaged`): as if kiln had imaged it before.
-pub fn start_running(node: &SimNode, os: InstalledOs) {
+pub fn start_running(node: &SimNode, clock: &Clock, os: InstalledOs) {
     let mut st = node.lock();
+    st.sw = SoftwareState::for_image(&node.image);
+    st.sw.boot(clock.now_unix());
     st.os = Some(Arc::new(os));
     st.power = Power::On;
     st.phase = Phase::Running;

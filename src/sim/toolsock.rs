@@ -57,6 +57,21 @@ pub struct ToolServer {
     clock: Clock,
 }
 
+const SUDO: &str = r#"#!/bin/sh
+# kiln virtual rack: sudo runs the command as is (the sandbox has one user).
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -S) IFS= read -r _password || true; shift ;;
+    -u|-g|-p|-C|-h) shift 2 ;;
+    --) shift; break ;;
+    -*) shift ;;
+    *) break ;;
+  esac
+done
+[ $# -gt 0 ] || { echo "usage: sudo command" >&2; exit 1; }
+exec "$@"
+"#;
+
 fn sh_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
 }
@@ -78,7 +93,7 @@ impl ToolServer {
         let bin = root.join("bin");
         std::fs::create_dir_all(&bin)
             .with_context(|| format!("cannot create {}", bin.display()))?;
-        for name in tools::TOOLS {
+        for name in tools::SIMULATED {
             let script = format!(
                 "#!/bin/sh\n# kiln virtual rack: simulated {name}\nexec {} sim tool {} \"$@\"\n",
                 sh_quote(&exe.to_string_lossy()),
@@ -89,6 +104,14 @@ impl ToolServer {
                 .with_context(|| format!("cannot write {}", path.display()))?;
             use std::os::unix::fs::PermissionsExt as _;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+        }
+        // sudo: the sandbox has no users to switch to; run the command as
+        // is, after the options kiln and people commonly pass.
+        let sudo = bin.join("sudo");
+        std::fs::write(&sudo, SUDO).with_context(|| format!("cannot write {}", sudo.display()))?;
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&sudo, std::fs::Permissions::from_mode(0o755))?;
         }
         let socket = root.join("s.sock");
         let _ = std::fs::remove_file(&socket);
@@ -159,7 +182,15 @@ impl ToolServer {
             return;
         };
         let run = {
-            let peers = |host: &str| self.node(host).map(|n| n.lock().hw.clone());
+            let peers = |host: &str| {
+                self.node(host).map(|n| {
+                    let st = n.lock();
+                    tools::Peer {
+                        hw: st.hw.clone(),
+                        sw: st.sw.clone(),
+                    }
+                })
+            };
             let mut st = node.lock();
             let st = &mut *st;
             let mut faults = ToolFaults {
@@ -170,6 +201,8 @@ impl ToolServer {
                 sw: &mut st.sw,
                 faults: &mut faults,
                 peers: &peers,
+                now_unix: self.clock.now_unix(),
+                load: if st.load_users > 0 { 1.0 } else { 0.0 },
             };
             let run = tools::run(&mut ctx, &call.argv);
             st.package_failures_left = faults.package_install_failures;

@@ -75,7 +75,12 @@ impl Rack {
             .env_remove("RUST_LOG")
             .args(["sim", "up", "--json", "-i"])
             .arg(dir.path().join("site.yaml"))
-            .args(["--flavour", spec.flavour, "--time-scale", &spec.time_scale.to_string()])
+            .args([
+                "--flavour",
+                spec.flavour,
+                "--time-scale",
+                &spec.time_scale.to_string(),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -94,7 +99,12 @@ impl Rack {
             let mut line = String::new();
             if out.read_line(&mut line).unwrap() == 0 {
                 let mut err = String::new();
-                child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+                child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
                 panic!("kiln sim up ended early: {text}\n{err}");
             }
             text.push_str(&line);
@@ -132,11 +142,26 @@ impl Rack {
     }
 
     /// A Redfish request with curl and the given extra arguments.
-    pub fn curl_with(&self, i: usize, method: &str, path: &str, body: Option<&str>, extra: &[&str]) -> (u16, String) {
+    pub fn curl_with(
+        &self,
+        i: usize,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        extra: &[&str],
+    ) -> (u16, String) {
         let mut cmd = Command::new("curl");
-        cmd.args(["-sk", "--max-time", "20", "-X", method, "-w", "\n%{http_code}"])
-            .args(extra)
-            .arg(format!("{}{path}", self.bmc(i)));
+        cmd.args([
+            "-sk",
+            "--max-time",
+            "20",
+            "-X",
+            method,
+            "-w",
+            "\n%{http_code}",
+        ])
+        .args(extra)
+        .arg(format!("{}{path}", self.bmc(i)));
         if let Some(b) = body {
             cmd.args(["-H", "Content-Type: application/json", "-d", b]);
         }
@@ -166,7 +191,16 @@ impl Rack {
         let out = Command::new("ssh")
             .arg("-i")
             .arg(self.key())
-            .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR"])
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "ConnectTimeout=5",
+                "-o",
+                "LogLevel=ERROR",
+            ])
             .arg("-o")
             .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
             .args(["-p", port, &format!("kiln@{ip}"), command])
@@ -194,7 +228,11 @@ impl Rack {
     /// The system resource path of node `i`.
     pub fn system(&self, i: usize) -> String {
         let systems = self.get(i, "/redfish/v1/Systems");
-        systems["Members"][0]["@odata.id"].as_str().unwrap().trim_end_matches('/').to_owned()
+        systems["Members"][0]["@odata.id"]
+            .as_str()
+            .unwrap()
+            .trim_end_matches('/')
+            .to_owned()
     }
 }
 
@@ -225,7 +263,10 @@ impl FileServer {
         let url = format!("http://{ip}:8080");
         let start = Instant::now();
         while std::net::TcpStream::connect(format!("{ip}:8080")).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(10), "python http.server did not start");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "python http.server did not start"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         FileServer { child, url }

@@ -75,7 +75,7 @@ pub fn resource(
         let doc = f.docs.get(path).cloned()?;
         let gpus = st
             .hw
-            .visible_gpus()
+            .present_gpus()
             .map(|g| format!("{path}/GPU{}_VBIOS", g.index + 1))
             .collect::<Vec<_>>();
         let mut members: Vec<String> = doc["Members"]
@@ -91,13 +91,13 @@ pub fn resource(
     }
     if let Some(rest) = path.strip_prefix("/redfish/v1/UpdateService/FirmwareInventory/GPU") {
         let n: u32 = rest.strip_suffix("_VBIOS")?.parse().ok()?;
-        let g = st.hw.visible_gpus().find(|g| g.index + 1 == n)?;
+        st.hw.present_gpus().find(|g| g.index + 1 == n)?;
         let mut doc = f.firmware_template.clone();
         keep_only(&mut doc, &["@odata.type", "Updateable", "Status"]);
         doc["@odata.id"] = json!(path);
         doc["Id"] = json!(format!("GPU{n}_VBIOS"));
         doc["Name"] = json!(format!("GPU {n} VBIOS"));
-        doc["Version"] = json!(g.vbios);
+        doc["Version"] = json!(st.hw.vbios_version());
         doc["Updateable"] = json!(false);
         doc["Status"] = json!({"State": "Enabled", "Health": "OK"});
         return Some(doc);
@@ -109,6 +109,9 @@ pub fn resource(
     }
     f.docs.get(path).cloned()
 }
+
+/// The board part number the BMC reports for every GPU module.
+const PART_NUMBER: &str = "692-2G520-0200-000";
 
 fn collection_shell(path: &str, ty: &str, name: &str) -> Value {
     json!({"@odata.id": path, "@odata.type": ty, "Name": name, "Members": []})
@@ -167,7 +170,7 @@ fn system(f: &Flavour, node: &str, st: &NodeState) -> Value {
     if f.http_boot_uri {
         boot["HttpBootUri"] = json!(st.boot.http_uri);
     }
-    let gpus = st.hw.visible_gpus().count();
+    let gpus = st.hw.present_gpus().count();
     let healthy = gpus == st.hw.gpus.len();
     if doc.get("Status").is_some() {
         doc["Status"]["Health"] = json!(if healthy { "OK" } else { "Critical" });
@@ -187,14 +190,14 @@ fn processors(f: &Flavour, st: &NodeState, doc: Value) -> Value {
         .unwrap_or_default();
     members.extend(
         st.hw
-            .visible_gpus()
+            .present_gpus()
             .map(|g| format!("{}/GPU{}", f.processors, g.index + 1)),
     );
     with_members(doc, members.into_iter())
 }
 
 fn gpu(f: &Flavour, st: &NodeState, n: usize) -> Option<Value> {
-    let g = st.hw.visible_gpus().find(|g| g.index as usize + 1 == n)?;
+    let g = st.hw.present_gpus().find(|g| g.index as usize + 1 == n)?;
     let path = format!("{}/GPU{n}", f.processors);
     let mut doc = f.gpu_template.clone();
     // Links and Oem data of the template describe another slot; drop them.
@@ -214,14 +217,14 @@ fn gpu(f: &Flavour, st: &NodeState, n: usize) -> Option<Value> {
     doc["Name"] = json!(format!("GPU {n}"));
     doc["ProcessorType"] = json!("GPU");
     doc["Manufacturer"] = json!("NVIDIA Corporation");
-    doc["Model"] = json!(st.hw.model);
-    doc["SerialNumber"] = json!(g.serial);
-    doc["PartNumber"] = json!(g.part_number);
+    doc["Model"] = json!(st.hw.profile.gpu.model);
+    doc["SerialNumber"] = json!(g.serial_string());
+    doc["PartNumber"] = json!(PART_NUMBER);
     if doc.get("FirmwareVersion").is_some() {
-        doc["FirmwareVersion"] = json!(g.vbios);
+        doc["FirmwareVersion"] = json!(st.hw.vbios_version());
     }
     if doc.get("UUID").is_some() {
-        doc["UUID"] = json!(g.uuid.trim_start_matches("GPU-"));
+        doc["UUID"] = json!(g.uuid_string().trim_start_matches("GPU-"));
     }
     doc["Status"] = json!({"State": "Enabled", "Health": "OK"});
     Some(doc)
@@ -289,14 +292,14 @@ fn thermal(f: &Flavour, st: &NodeState) -> Value {
         "Status": {"State": "Enabled", "Health": "OK"},
     })];
     if on {
-        for (g, r) in st.hw.visible_gpus().zip(readings(st)) {
+        for (g, r) in st.hw.present_gpus().zip(readings(st)) {
             let i = temps.len();
-            let hot = r.temp_c >= 87.0;
+            let hot = r.temp_c >= 87;
             temps.push(json!({
                 "@odata.id": format!("{path}#/Temperatures/{i}"),
                 "MemberId": i.to_string(),
                 "Name": format!("GPU {} Temp", g.index + 1),
-                "ReadingCelsius": r.temp_c.round(),
+                "ReadingCelsius": r.temp_c,
                 "PhysicalContext": "GPU",
                 "UpperThresholdCritical": 87,
                 "Status": {"State": "Enabled", "Health": if hot { "Critical" } else { "OK" }},
