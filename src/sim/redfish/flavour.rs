@@ -389,13 +389,9 @@ pub fn generated_paths(f: &Flavour) -> BTreeSet<String> {
 fn prune_dangling(f: &mut Flavour) {
     let mut served: BTreeSet<String> = f.docs.keys().cloned().collect();
     served.extend(generated_paths(f));
-    // Dynamic members: GPU processors, sessions, tasks, firmware entries.
-    let dynamic_prefixes = [
-        format!("{}/GPU", f.processors),
-        "/redfish/v1/SessionService/Sessions/".to_owned(),
-        "/redfish/v1/TaskService/Tasks/".to_owned(),
-        "/redfish/v1/UpdateService/FirmwareInventory/GPU".to_owned(),
-    ];
+    // Dynamic members: GPU processors, sessions, tasks, GPU firmware.
+    let gpus = format!("{}/GPU", f.processors);
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     let keep = |target: &str| {
         let path = target
             .split('#')
@@ -403,9 +399,13 @@ fn prune_dangling(f: &mut Flavour) {
             .unwrap_or(target)
             .trim_end_matches('/');
         served.contains(path)
-            || dynamic_prefixes
-                .iter()
-                .any(|p| path.starts_with(p.as_str()))
+            || path.strip_prefix(gpus.as_str()).is_some_and(digits)
+            || path
+                .strip_prefix("/redfish/v1/UpdateService/FirmwareInventory/GPU")
+                .and_then(|r| r.strip_suffix("_VBIOS"))
+                .is_some_and(digits)
+            || path.starts_with("/redfish/v1/SessionService/Sessions/")
+            || path.starts_with("/redfish/v1/TaskService/Tasks/")
     };
     for doc in f.docs.values_mut() {
         prune_value(doc, &keep);
@@ -424,9 +424,18 @@ fn is_link(v: &Value) -> Option<&str> {
 fn prune_value(v: &mut Value, keep: &dyn Fn(&str) -> bool) {
     match v {
         Value::Object(map) => {
+            // Mockup-only annotations, links to resources not served, and
+            // URI-valued properties (`DataSourceUri`, `@Redfish.ActionInfo`)
+            // pointing at them.
             let dead: Vec<String> = map
                 .iter()
-                .filter(|(k, v)| k.as_str() != "@odata.id" && is_link(v).is_some_and(|t| !keep(t)))
+                .filter(|(k, v)| {
+                    k.as_str() == "@Redfish.Copyright"
+                        || (k.as_str() != "@odata.id" && is_link(v).is_some_and(|t| !keep(t)))
+                        || ((k.ends_with("Uri") || k.as_str() == "@Redfish.ActionInfo")
+                            && v.as_str()
+                                .is_some_and(|t| t.starts_with("/redfish/v1") && !keep(t)))
+                })
                 .map(|(k, _)| k.clone())
                 .collect();
             for k in dead {

@@ -24,6 +24,11 @@ fn collect(v: &Value, out: &mut BTreeSet<String>) {
     match v {
         Value::Object(map) => {
             for (k, v) in map {
+                if k == "Oem" {
+                    // Vendor namespaces live in vendor schema files, not
+                    // DMTF's; the service references only DMTF schemas.
+                    continue;
+                }
                 if k == "@odata.type" {
                     if let Some(t) = v.as_str() {
                         out.insert(t.to_owned());

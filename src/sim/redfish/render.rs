@@ -22,8 +22,10 @@ pub fn resource(
     if path == f.processors {
         return f.docs.get(path).map(|d| processors(f, st, d.clone()));
     }
-    if let Some(rest) = path.strip_prefix(&format!("{}/GPU", f.processors)) {
-        let n: usize = rest.parse().ok()?;
+    if let Some(n) = path
+        .strip_prefix(&format!("{}/GPU", f.processors))
+        .and_then(|rest| rest.parse::<usize>().ok())
+    {
         return gpu(f, st, n);
     }
     if path == format!("{}/Power", f.chassis) {
@@ -89,8 +91,11 @@ pub fn resource(
         members.extend(gpus);
         return Some(with_members(doc, members.into_iter()));
     }
-    if let Some(rest) = path.strip_prefix("/redfish/v1/UpdateService/FirmwareInventory/GPU") {
-        let n: u32 = rest.strip_suffix("_VBIOS")?.parse().ok()?;
+    if let Some(n) = path
+        .strip_prefix("/redfish/v1/UpdateService/FirmwareInventory/GPU")
+        .and_then(|rest| rest.strip_suffix("_VBIOS"))
+        .and_then(|n| n.parse::<u32>().ok())
+    {
         st.hw.present_gpus().find(|g| g.index + 1 == n)?;
         let mut doc = f.firmware_template.clone();
         keep_only(&mut doc, &["@odata.type", "Updateable", "Status"]);

@@ -1,0 +1,164 @@
+//! DMTF's Redfish Service Validator, run offline against simulated BMCs of
+//! every flavour. The generic flavour must show no failure at all; a vendor
+//! flavour may show only the failures the real vendor tree it is built from
+//! shows too (`tests/interop/validator-baseline/`).
+//!
+//! Needs Python 3 and PyPI (the validator is installed into a venv by
+//! `tests/interop/setup-python.sh`). Set `KILN_SKIP_INTEROP=1` to skip on a
+//! machine without them; CI never sets it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::simrack::{FileServer, Rack, RackSpec};
+
+fn skip() -> bool {
+    if std::env::var_os("KILN_SKIP_INTEROP").is_some() {
+        eprintln!("KILN_SKIP_INTEROP is set: not running the Redfish validator");
+        return true;
+    }
+    false
+}
+
+/// Runs the validator against node 0 of `rack`; returns the normalised
+/// failure list file.
+fn validate(rack: &Rack, out: &Path) -> std::path::PathBuf {
+    let root = common::root();
+    let status = Command::new(root.join("tests/interop/run_validator.sh"))
+        .arg(rack.bmc(0))
+        .args(["admin", "test"])
+        .arg(out)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run_validator.sh");
+    assert!(
+        matches!(status.code(), Some(0 | 1)),
+        "the validator could not run (see {}); set KILN_SKIP_INTEROP=1 on machines without Python/PyPI",
+        out.join("validator.log").display()
+    );
+    out.join("failures.txt")
+}
+
+fn compare(failures: &Path, baselines: &[&str]) {
+    let root = common::root();
+    let mut cmd = Command::new("python3");
+    cmd.arg(root.join("tests/interop/compare_baseline.py"))
+        .arg(failures);
+    for b in baselines {
+        cmd.arg(root.join("tests/interop/validator-baseline").join(b));
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "failures the real BMC does not show:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Gives the BMC a session and a finished task, so those resources are
+/// validated too.
+fn exercise(rack: &Rack, net: u8) {
+    let (code, _) = rack.curl(
+        0,
+        "POST",
+        "/redfish/v1/SessionService/Sessions",
+        Some(r#"{"UserName":"admin","Password":"test"}"#),
+    );
+    assert_eq!(code, 201);
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(files.path().join("x.iso"), vec![0u8; 4096]).unwrap();
+    let server = FileServer::start(files.path(), &format!("127.{net}.9.1"));
+    let system = rack.system(0);
+    let slot = format!("{system}/VirtualMedia/CD1");
+    let body = format!(r#"{{"Image":"{}/x.iso"}}"#, server.url);
+    let (code, _) = rack.curl(
+        0,
+        "POST",
+        &format!("{slot}/Actions/VirtualMedia.InsertMedia"),
+        Some(&body),
+    );
+    assert_eq!(code, 202);
+    rack.wait_until(
+        "the insert task",
+        std::time::Duration::from_secs(20),
+        || rack.get(0, "/redfish/v1/TaskService/Tasks/2")["TaskState"] == "Completed",
+    );
+}
+
+#[test]
+fn every_flavour_passes_the_dmtf_validator_as_well_as_its_real_bmc() {
+    if skip() {
+        return;
+    }
+    let cases: [(&str, u8, &[&str]); 5] = [
+        ("generic", 230, &["generic.txt"]),
+        (
+            "dell",
+            231,
+            &[
+                "dell-idrac9-poweredge-r750.txt",
+                "dell-idrac9-poweredge-r750.trimmed.txt",
+            ],
+        ),
+        (
+            "hpe",
+            232,
+            &[
+                "hpe-ilo6-proliant-dl380a-gen11.txt",
+                "hpe-ilo6-proliant-dl380a-gen11.trimmed.txt",
+            ],
+        ),
+        (
+            "supermicro",
+            233,
+            &[
+                "supermicro-x13-sys-821ge-tnhr.txt",
+                "supermicro-x13-sys-821ge-tnhr.trimmed.txt",
+            ],
+        ),
+        (
+            "lenovo",
+            234,
+            &[
+                "lenovo-xcc-thinksystem-sr670v2.txt",
+                "lenovo-xcc-thinksystem-sr670v2.trimmed.txt",
+            ],
+        ),
+    ];
+    let out = tempfile::tempdir().unwrap();
+    for (flavour, net, baselines) in cases {
+        let rack = Rack::start(RackSpec {
+            net,
+            flavour,
+            ..RackSpec::default()
+        });
+        if flavour == "generic" {
+            exercise(&rack, net);
+        }
+        let failures = validate(&rack, &out.path().join(flavour));
+        compare(&failures, baselines);
+        if flavour == "generic" {
+            let text = std::fs::read_to_string(&failures).unwrap();
+            assert!(text.trim().is_empty(), "generic flavour failures:\n{text}");
+            // The validator walked the generated resources, too.
+            let results =
+                std::fs::read_to_string(out.path().join(flavour).join("results.json")).unwrap();
+            for generated in [
+                "Processors/GPU8",
+                "Chassis/1U/Power",
+                "Chassis/1U/Thermal",
+                "Sessions/1",
+                "Tasks/2",
+            ] {
+                assert!(
+                    results.contains(generated),
+                    "the validator did not reach {generated}"
+                );
+            }
+        }
+    }
+}
