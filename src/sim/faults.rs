@@ -235,18 +235,18 @@ fn rule(cx: &mut Cx, node: &YamlNode) -> Option<Rule> {
     if let Some(gpu) = m.opt::<u32>(cx, "gpu_missing") {
         hw.push(HwFault::GpuMissing { gpu });
     }
-    if let Some(node) = m.get("slow_gpu") {
-        if let Some((gpu, factor)) = gpu_and(cx, node, "slow_gpu", "factor") {
-            hw.push(HwFault::SlowGpu { gpu, factor });
-        }
+    if let Some(node) = m.get("slow_gpu")
+        && let Some((gpu, factor)) = gpu_and(cx, node, "slow_gpu", "factor")
+    {
+        hw.push(HwFault::SlowGpu { gpu, factor });
     }
-    if let Some(node) = m.get("hot_gpu") {
-        if let Some((gpu, temp)) = gpu_and(cx, node, "hot_gpu", "temp_c") {
-            hw.push(HwFault::HotGpu {
-                gpu,
-                temp_c: temp as u32,
-            });
-        }
+    if let Some(node) = m.get("hot_gpu")
+        && let Some((gpu, temp)) = gpu_and(cx, node, "hot_gpu", "temp_c")
+    {
+        hw.push(HwFault::HotGpu {
+            gpu,
+            temp_c: temp as u32,
+        });
     }
     if let Some(gpu) = m.opt::<u32>(cx, "ecc_uncorrectable") {
         hw.push(HwFault::EccUncorrectable { gpu });
@@ -254,34 +254,34 @@ fn rule(cx: &mut Cx, node: &YamlNode) -> Option<Rule> {
     if let Some(gpu) = m.opt::<u32>(cx, "row_remap_pending") {
         hw.push(HwFault::RowRemapPending { gpu });
     }
-    if let Some(node) = m.get("nvlink_down") {
-        if let Some((gpu, link)) = gpu_and(cx, node, "nvlink_down", "link") {
-            hw.push(HwFault::NvlinkDown {
-                gpu,
-                link: link as u32,
-            });
-        }
+    if let Some(node) = m.get("nvlink_down")
+        && let Some((gpu, link)) = gpu_and(cx, node, "nvlink_down", "link")
+    {
+        hw.push(HwFault::NvlinkDown {
+            gpu,
+            link: link as u32,
+        });
     }
     if let Some(port) = m.opt::<u32>(cx, "ib_port_down") {
         hw.push(HwFault::IbPortDown { port });
     }
-    if let Some(node) = m.get("ib_degraded") {
-        if let Some(mut d) = cx.map(node, "`ib_degraded`") {
-            let port = d.req::<u32>(cx, "port");
-            let rate = d.req::<u32>(cx, "rate_gbps");
-            d.finish(cx);
-            if let (Some(port), Some(rate_gbps)) = (port, rate) {
-                hw.push(HwFault::IbDegraded { port, rate_gbps });
-            }
+    if let Some(node) = m.get("ib_degraded")
+        && let Some(mut d) = cx.map(node, "`ib_degraded`")
+    {
+        let port = d.req::<u32>(cx, "port");
+        let rate = d.req::<u32>(cx, "rate_gbps");
+        d.finish(cx);
+        if let (Some(port), Some(rate_gbps)) = (port, rate) {
+            hw.push(HwFault::IbDegraded { port, rate_gbps });
         }
     }
-    if let Some(node) = m.get("xid") {
-        if let Some((gpu, code)) = gpu_and(cx, node, "xid", "code") {
-            hw.push(HwFault::Xid {
-                gpu,
-                code: code as u32,
-            });
-        }
+    if let Some(node) = m.get("xid")
+        && let Some((gpu, code)) = gpu_and(cx, node, "xid", "code")
+    {
+        hw.push(HwFault::Xid {
+            gpu,
+            code: code as u32,
+        });
     }
     m.finish(cx);
     Some(Rule {

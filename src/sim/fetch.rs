@@ -175,10 +175,10 @@ fn find_seed(hay: &[u8]) -> Option<String> {
                 .iter()
                 .position(|b| b.is_ascii_whitespace() || *b == b'"' || *b == b'\'' || *b == 0)?;
             let arg = String::from_utf8_lossy(&rest[..end]).replace("\\;", ";");
-            if let Some(url) = arg.split(';').find_map(|p| p.strip_prefix("s=")) {
-                if url.starts_with("http://") || url.starts_with("https://") {
-                    return Some(url.to_owned());
-                }
+            if let Some(url) = arg.split(';').find_map(|p| p.strip_prefix("s="))
+                && (url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return Some(url.to_owned());
             }
             from = start;
         }

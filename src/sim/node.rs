@@ -254,7 +254,7 @@ pub fn power(node: &Arc<SimNode>, clock: &Clock, action: PowerAction) {
             node.publish(&st);
             let epoch = st.epoch;
             let node = Arc::clone(node);
-            let clock = clock.clone();
+            let clock = *clock;
             tokio::spawn(async move {
                 clock.sleep(timing::SHUTDOWN).await;
                 let mut st = node.lock();
@@ -308,7 +308,7 @@ fn start(node: &Arc<SimNode>, st: &mut NodeState, clock: &Clock) {
     node.publish(st);
     let epoch = st.epoch;
     let node = Arc::clone(node);
-    let clock = clock.clone();
+    let clock = *clock;
     tokio::spawn(async move { boot(node, clock, epoch).await });
 }
 

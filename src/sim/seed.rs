@@ -62,10 +62,10 @@ pub fn parse(meta_data: &str, user_data: &str, seed_url: &str) -> Result<Install
     }
     if let Some(Value::Map(entries)) = get(config, "ssh_keys").map(|n| &n.value) {
         for (k, v) in entries {
-            if let (Value::Str(k), Some(v)) = (&k.value, str_of(v)) {
-                if k.ends_with("_private") {
-                    os.host_keys.push(v);
-                }
+            if let (Value::Str(k), Some(v)) = (&k.value, str_of(v))
+                && k.ends_with("_private")
+            {
+                os.host_keys.push(v);
             }
         }
     }

@@ -365,10 +365,10 @@ impl russh::server::Handler for Conn {
         data: &[u8],
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if let Some(stdin) = self.stdin.get_mut(&channel) {
-            if stdin.write_all(data).await.is_err() {
-                self.stdin.remove(&channel);
-            }
+        if let Some(stdin) = self.stdin.get_mut(&channel)
+            && stdin.write_all(data).await.is_err()
+        {
+            self.stdin.remove(&channel);
         }
         Ok(())
     }

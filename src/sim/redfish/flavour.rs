@@ -231,17 +231,15 @@ fn build(vendor: Vendor) -> Flavour {
         .map(|s| s["Actions"]["#ComputerSystem.Reset"].clone())
         .unwrap_or(Value::Null);
     let mut reset_types = strings(&reset["ResetType@Redfish.AllowableValues"]);
-    if reset_types.is_empty() {
-        if let Some(info) = reset["@Redfish.ActionInfo"]
+    if reset_types.is_empty()
+        && let Some(info) = reset["@Redfish.ActionInfo"]
             .as_str()
             .and_then(|p| docs.get(p))
-        {
-            if let Some(params) = info["Parameters"].as_array() {
-                for p in params {
-                    if p["Name"] == "ResetType" {
-                        reset_types = strings(&p["AllowableValues"]);
-                    }
-                }
+        && let Some(params) = info["Parameters"].as_array()
+    {
+        for p in params {
+            if p["Name"] == "ResetType" {
+                reset_types = strings(&p["AllowableValues"]);
             }
         }
     }

@@ -101,10 +101,10 @@ pub fn odata(f: &Flavour) -> Value {
     let mut values = vec![json!({"name": "Service", "kind": "Singleton", "url": "/redfish/v1/"})];
     if let Some(Value::Object(root)) = f.docs.get("/redfish/v1") {
         for (name, v) in root {
-            if let Some(url) = v.get("@odata.id").and_then(Value::as_str) {
-                if v.as_object().is_some_and(|o| o.len() == 1) {
-                    values.push(json!({"name": name, "kind": "Singleton", "url": url}));
-                }
+            if let Some(url) = v.get("@odata.id").and_then(Value::as_str)
+                && v.as_object().is_some_and(|o| o.len() == 1)
+            {
+                values.push(json!({"name": name, "kind": "Singleton", "url": url}));
             }
         }
     }
