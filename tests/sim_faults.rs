@@ -121,8 +121,7 @@ fn a_degraded_infiniband_port_lowers_cross_node_bandwidth() {
     let (_, good, _) = rack.ssh(0, "ib_write_bw -d mlx5_1 --report_gbits");
     let last_number = |text: &str| -> f64 {
         text.lines()
-            .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
-            .next_back()
+            .rfind(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
             .and_then(|l| l.split_whitespace().nth(3))
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0)
