@@ -619,3 +619,23 @@ fn commands_run_in_a_real_shell_in_the_sandbox() {
         .unwrap();
     assert_eq!(status.code(), Some(255));
 }
+
+#[test]
+fn bench_sim_reaches_every_bmc_and_ssh_host() {
+    let mut cmd = common::kiln();
+    cmd.args([
+        "--json",
+        "bench",
+        "sim",
+        "--nodes",
+        "40",
+        "--ssh",
+        "--concurrency",
+        "8",
+    ]);
+    let (code, out, err) = common::run(&mut cmd);
+    assert_eq!(code, 0, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["nodes"], 40);
+    assert_eq!(report["failures"], 0, "{report}");
+}

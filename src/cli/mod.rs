@@ -215,4 +215,17 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         runs: u32,
     },
+    /// Start a virtual rack in this process; report its start-up time and
+    /// memory, and the time to reach every BMC once against reaching one.
+    Sim {
+        /// Nodes in the rack (racks of 32, BMCs from 127.30.0.1).
+        #[arg(long, default_value_t = 12_500)]
+        nodes: u32,
+        /// Serve SSH too (nodes start installed; SSH from 127.40.0.1).
+        #[arg(long)]
+        ssh: bool,
+        /// Requests in flight at once while reaching every BMC.
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+    },
 }

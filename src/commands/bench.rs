@@ -2,6 +2,7 @@
 //! measured in the same run so a noisy machine cannot fake a result.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -16,6 +17,11 @@ use crate::profiles::Catalog;
 pub fn run(ctx: &Ctx, cmd: BenchCommand) -> anyhow::Result<ExitStatus> {
     match cmd {
         BenchCommand::Inventory { nodes, runs } => inventory(ctx, nodes, runs),
+        BenchCommand::Sim {
+            nodes,
+            ssh,
+            concurrency,
+        } => sim(ctx, nodes, ssh, concurrency),
     }
 }
 
@@ -107,4 +113,189 @@ fn inventory(ctx: &Ctx, nodes: u32, runs: u32) -> anyhow::Result<ExitStatus> {
         ));
     }
     Ok(ExitStatus::Success)
+}
+
+/// Resident memory of this process now (Linux), in bytes.
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn sim(ctx: &Ctx, nodes: u32, ssh: bool, concurrency: usize) -> anyhow::Result<ExitStatus> {
+    if nodes == 0 || concurrency == 0 {
+        return Err(BadInput("--nodes and --concurrency must be at least 1".into()).into());
+    }
+    let per_rack = nodes.min(32);
+    let spec = SiteSpec {
+        site: "bench".into(),
+        racks: nodes.div_ceil(per_rack),
+        nodes_per_rack: per_rack,
+        base_bmc: std::net::Ipv4Addr::new(127, 30, 0, 1),
+        bmc_port: Some(8443),
+        base_ssh: std::net::Ipv4Addr::new(127, 40, 0, 1),
+        ssh_port: Some(2222),
+        ..SiteSpec::default()
+    };
+    let text = generate(&spec)?;
+    let catalog =
+        Catalog::builtin().map_err(|_| anyhow::anyhow!("built-in profiles are invalid"))?;
+    let checked = crate::inventory::check_str("bench.yaml", text, Path::new("."), catalog);
+    let inventory = checked
+        .inventory
+        .ok_or_else(|| anyhow::anyhow!("generated inventory has errors"))?;
+    let selected: Vec<&crate::inventory::Node> =
+        inventory.nodes.iter().take(nodes as usize).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(async {
+        let rss_before = rss_bytes();
+        let imaged = if ssh {
+            let key = crate::sim::ssh::generate_host_key()?;
+            Some(vec![crate::sim::ssh::public_line(&key)?])
+        } else {
+            None
+        };
+        let options = crate::sim::SimOptions {
+            ssh,
+            imaged,
+            ..crate::sim::SimOptions::default()
+        };
+        let start = Instant::now();
+        let rack = crate::sim::start(&inventory, &selected, options).await?;
+        let startup = start.elapsed();
+        let rss_serving = rss_bytes();
+        let endpoints = Arc::new(rack.endpoints.clone());
+
+        // One BMC, one fresh connection per request: the unit of work.
+        let mut one = Vec::new();
+        for _ in 0..21 {
+            let t = Instant::now();
+            probe_bmc(&endpoints[0]).await?;
+            one.push(t.elapsed());
+        }
+        let one = median(one);
+        // Every BMC once, `concurrency` at a time.
+        let start = Instant::now();
+        let failures = reach_all(Arc::clone(&endpoints), concurrency, ssh).await;
+        let all = start.elapsed();
+        let mib = |b: Option<u64>| b.map(|b| b as f64 / (1024.0 * 1024.0));
+        Ok::<_, anyhow::Error>(json!({
+            "bench": "sim",
+            "nodes": endpoints.len(),
+            "ssh": ssh,
+            "startup_s": startup.as_secs_f64(),
+            "rss_mib": mib(rss_serving),
+            "rss_before_mib": mib(rss_before),
+            "kib_per_node": rss_serving.zip(rss_before).map(|(a, b)| (a.saturating_sub(b)) as f64 / 1024.0 / endpoints.len() as f64),
+            "one_bmc_request_ms": one.as_secs_f64() * 1e3,
+            "all_bmcs_once_s": all.as_secs_f64(),
+            "concurrency": concurrency,
+            "requests_per_s": endpoints.len() as f64 / all.as_secs_f64().max(1e-9),
+            "failures": failures,
+        }))
+    })?;
+    if ctx.printer.json {
+        ctx.printer.json_data(&report)?;
+    } else {
+        ctx.printer.data(&format!(
+            "virtual rack of {} nodes ({}):\n\
+             \x20 start-up: {:.2} s, RSS serving: {:.0} MiB ({:.1} KiB per node)\n\
+             \x20 one BMC, fresh TLS connection + GET: {:.2} ms (median of 21)\n\
+             \x20 every BMC once, {} at a time: {:.2} s ({:.0} requests/s), failures: {}\n",
+            report["nodes"],
+            if ssh { "BMC + SSH" } else { "BMC only" },
+            report["startup_s"].as_f64().unwrap_or(f64::NAN),
+            report["rss_mib"].as_f64().unwrap_or(f64::NAN),
+            report["kib_per_node"].as_f64().unwrap_or(f64::NAN),
+            report["one_bmc_request_ms"].as_f64().unwrap_or(f64::NAN),
+            concurrency,
+            report["all_bmcs_once_s"].as_f64().unwrap_or(f64::NAN),
+            report["requests_per_s"].as_f64().unwrap_or(f64::NAN),
+            report["failures"],
+        ));
+    }
+    Ok(ExitStatus::Success)
+}
+
+async fn reach_all(
+    endpoints: Arc<Vec<crate::sim::Endpoint>>,
+    concurrency: usize,
+    ssh: bool,
+) -> usize {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..concurrency.min(endpoints.len()) {
+        let endpoints = Arc::clone(&endpoints);
+        let next = Arc::clone(&next);
+        workers.push(tokio::spawn(async move {
+            let mut failures = 0;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(e) = endpoints.get(i) else { break };
+                if probe_bmc(e).await.is_err() {
+                    failures += 1;
+                }
+                if ssh && probe_ssh(e).await.is_err() {
+                    failures += 1;
+                }
+            }
+            failures
+        }));
+    }
+    let mut failures = 0;
+    for w in workers {
+        failures += w.await.unwrap_or(1);
+    }
+    failures
+}
+
+/// TCP connect, TLS with the BMC's certificate pinned, GET of the systems
+/// collection with basic auth; 200 expected.
+async fn probe_bmc(e: &crate::sim::Endpoint) -> anyhow::Result<()> {
+    use base64::Engine as _;
+    use http_body_util::{BodyExt, Empty};
+    let pin: crate::inventory::Fingerprint = e
+        .bmc_fingerprint
+        .replace(':', "")
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!(e))?;
+    let addr = e.bmc_url.trim_start_matches("https://").to_owned();
+    let tcp = tokio::net::TcpStream::connect(&addr).await?;
+    let connector = tokio_rustls::TlsConnector::from(crate::bmc::tls::pinned(pin)?);
+    let ip: std::net::IpAddr = addr
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(&addr)
+        .parse()?;
+    let tls = connector
+        .connect(rustls::pki_types::ServerName::IpAddress(ip.into()), tcp)
+        .await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let auth =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", e.username, e.password));
+    let req = hyper::Request::get("/redfish/v1/Systems")
+        .header(hyper::header::HOST, addr.as_str())
+        .header(hyper::header::AUTHORIZATION, format!("Basic {auth}"))
+        .body(Empty::<bytes::Bytes>::new())?;
+    let resp = sender.send_request(req).await?;
+    anyhow::ensure!(resp.status() == 200, "{}: HTTP {}", e.name, resp.status());
+    resp.into_body().collect().await?;
+    Ok(())
+}
+
+/// The node's SSH server answers with its banner.
+async fn probe_ssh(e: &crate::sim::Endpoint) -> anyhow::Result<()> {
+    use tokio::io::AsyncReadExt as _;
+    let mut tcp = tokio::net::TcpStream::connect(&e.ssh).await?;
+    let mut banner = [0u8; 8];
+    tcp.read_exact(&mut banner).await?;
+    anyhow::ensure!(&banner == b"SSH-2.0-", "{}: no SSH banner", e.name);
+    Ok(())
 }
