@@ -145,6 +145,10 @@ impl FaultPlan {
             }
         };
         let mut rules = Vec::new();
+        if root.value == crate::yaml::Value::Null {
+            // An empty file: no faults.
+            return Ok(FaultPlan { rules });
+        }
         if let Some(mut top) = cx.map(&root, "the faults file") {
             if let Some(list) = top.get("faults") {
                 match &list.value {

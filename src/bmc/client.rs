@@ -1,0 +1,429 @@
+//! A Redfish client for one BMC: a session created once and reused (basic
+//! auth where the BMC has no SessionService), JSON in and out, Redfish
+//! error messages surfaced, task monitors polled to completion, and the
+//! session deleted at the end. The password never appears in errors or
+//! logs.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use hyper::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::bmc::transport::{Reply, Transport, TransportError};
+use crate::secret::Secret;
+
+/// Why a Redfish call failed; every variant names the node.
+#[derive(Debug, thiserror::Error)]
+pub enum BmcError {
+    /// The request did not get an HTTP answer.
+    #[error("{node}: {source}")]
+    Transport {
+        /// Node name.
+        node: String,
+        /// What failed.
+        source: TransportError,
+    },
+    /// The BMC answered with an error status.
+    #[error("{node}: {method} {path}: HTTP {status}{}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+    Http {
+        /// Node name.
+        node: String,
+        /// Method.
+        method: String,
+        /// Path.
+        path: String,
+        /// Status code.
+        status: u16,
+        /// The Redfish error message, when the BMC gave one.
+        message: Option<String>,
+    },
+    /// The answer was not what Redfish promises.
+    #[error("{node}: {path}: {reason}")]
+    Protocol {
+        /// Node name.
+        node: String,
+        /// Path.
+        path: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+impl BmcError {
+    /// The HTTP status, for an HTTP error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            BmcError::Http { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Auth {
+    /// Not logged in yet.
+    None,
+    /// `Authorization: Basic …`.
+    Basic,
+    /// A session.
+    Session {
+        token: String,
+        location: Option<String>,
+    },
+}
+
+/// A logged-in (lazily) Redfish client for one node's BMC.
+pub struct BmcClient {
+    /// The node it manages.
+    pub node: String,
+    transport: Transport,
+    username: String,
+    password: Secret,
+    auth: Mutex<Auth>,
+    login: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for BmcClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BmcClient")
+            .field("node", &self.node)
+            .field("bmc", &self.transport.bmc)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A JSON reply with what callers need from the headers.
+#[derive(Debug)]
+pub struct Doc {
+    /// Status.
+    pub status: StatusCode,
+    /// Parsed body (`Null` when empty).
+    pub body: Value,
+    /// `ETag`.
+    pub etag: Option<String>,
+    /// `Location` (task monitors, new sessions).
+    pub location: Option<String>,
+}
+
+fn redfish_message(body: &Value) -> Option<String> {
+    let err = body.get("error")?;
+    let extended = err
+        .get("@Message.ExtendedInfo")
+        .and_then(|e| e.get(0))
+        .and_then(|m| m.get("Message"))
+        .and_then(Value::as_str);
+    extended
+        .or_else(|| err.get("message").and_then(Value::as_str))
+        .map(|m| crate::diag::clip(m, 300))
+}
+
+impl BmcClient {
+    /// A client; nothing is sent until the first request.
+    pub fn new(node: &str, transport: Transport, username: &str, password: Secret) -> BmcClient {
+        BmcClient {
+            node: node.to_owned(),
+            transport,
+            username: username.to_owned(),
+            password,
+            auth: Mutex::new(Auth::None),
+            login: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn auth(&self) -> Auth {
+        self.auth.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_auth(&self, auth: Auth) {
+        *self.auth.lock().unwrap_or_else(|e| e.into_inner()) = auth;
+    }
+
+    fn transport_err(&self, source: TransportError) -> BmcError {
+        BmcError::Transport {
+            node: self.node.clone(),
+            source,
+        }
+    }
+
+    fn basic(&self) -> String {
+        let raw = format!("{}:{}", self.username, self.password.expose());
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
+    }
+
+    /// Creates a session, or settles for basic auth where sessions are not
+    /// offered.
+    async fn ensure_login(&self) -> Result<(), BmcError> {
+        let _one = self.login.lock().await;
+        if !matches!(self.auth(), Auth::None) {
+            return Ok(());
+        }
+        let body =
+            serde_json::json!({"UserName": self.username, "Password": self.password.expose()});
+        let reply = self
+            .transport
+            .request(
+                Method::POST,
+                "/redfish/v1/SessionService/Sessions",
+                &[],
+                Some(Bytes::from(body.to_string())),
+            )
+            .await
+            .map_err(|e| self.transport_err(e))?;
+        match reply.status.as_u16() {
+            200 | 201 => {
+                let token = reply
+                    .headers
+                    .get("x-auth-token")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let location = reply
+                    .headers
+                    .get(hyper::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|l| path_of(l).to_owned());
+                match token {
+                    Some(token) => self.set_auth(Auth::Session { token, location }),
+                    None => self.set_auth(Auth::Basic),
+                }
+                Ok(())
+            }
+            401 | 403 => Err(BmcError::Http {
+                node: self.node.clone(),
+                method: "POST".into(),
+                path: "/redfish/v1/SessionService/Sessions".into(),
+                status: reply.status.as_u16(),
+                message: Some(format!(
+                    "login as `{}` refused; check the BMC username and password",
+                    self.username
+                )),
+            }),
+            // No SessionService (some emulators and old firmware): basic auth.
+            _ => {
+                self.set_auth(Auth::Basic);
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends a request with authentication; returns the raw reply.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        extra: &[(&str, String)],
+    ) -> Result<Reply, BmcError> {
+        self.ensure_login().await?;
+        let mut relogged = false;
+        loop {
+            let mut headers: Vec<(&str, String)> = extra.to_vec();
+            match self.auth() {
+                Auth::Session { token, .. } => headers.push(("X-Auth-Token", token)),
+                _ => headers.push(("Authorization", self.basic())),
+            }
+            let payload = body.map(|b| Bytes::from(b.to_string()));
+            let reply = self
+                .transport
+                .request(method.clone(), path, &headers, payload)
+                .await
+                .map_err(|e| self.transport_err(e))?;
+            // A session may expire or be dropped by a BMC reset: log in again once.
+            if reply.status == StatusCode::UNAUTHORIZED
+                && !relogged
+                && matches!(self.auth(), Auth::Session { .. })
+            {
+                self.set_auth(Auth::None);
+                self.ensure_login().await?;
+                relogged = true;
+                continue;
+            }
+            return Ok(reply);
+        }
+    }
+
+    /// Sends and parses; an error status becomes [`BmcError::Http`].
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        extra: &[(&str, String)],
+    ) -> Result<Doc, BmcError> {
+        let reply = self.send(method.clone(), path, body, extra).await?;
+        let parsed: Value = if reply.body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&reply.body).unwrap_or(Value::Null)
+        };
+        if !reply.status.is_success() {
+            return Err(BmcError::Http {
+                node: self.node.clone(),
+                method: method.to_string(),
+                path: path.to_owned(),
+                status: reply.status.as_u16(),
+                message: redfish_message(&parsed),
+            });
+        }
+        let header = |name| {
+            reply
+                .headers
+                .get(name)
+                .and_then(|v: &hyper::header::HeaderValue| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        Ok(Doc {
+            status: reply.status,
+            etag: header(hyper::header::ETAG),
+            location: header(hyper::header::LOCATION).map(|l| path_of(&l).to_owned()),
+            body: parsed,
+        })
+    }
+
+    /// GETs a resource.
+    pub async fn get(&self, path: &str) -> Result<Value, BmcError> {
+        let doc = self.call(Method::GET, path, None, &[]).await?;
+        if !doc.body.is_object() {
+            return Err(BmcError::Protocol {
+                node: self.node.clone(),
+                path: path.to_owned(),
+                reason: "the answer is not a JSON object".into(),
+            });
+        }
+        Ok(doc.body)
+    }
+
+    /// GETs a resource with its ETag.
+    pub async fn get_doc(&self, path: &str) -> Result<Doc, BmcError> {
+        self.call(Method::GET, path, None, &[]).await
+    }
+
+    /// POSTs an action; follows a task monitor (202) to its end.
+    pub async fn action(&self, path: &str, body: &Value, limit: Duration) -> Result<(), BmcError> {
+        let doc = self.call(Method::POST, path, Some(body), &[]).await?;
+        if doc.status == StatusCode::ACCEPTED {
+            let monitor = doc
+                .location
+                .or_else(|| doc.body["TaskMonitor"].as_str().map(str::to_owned))
+                .or_else(|| doc.body["@odata.id"].as_str().map(str::to_owned));
+            if let Some(monitor) = monitor {
+                return self.wait_task(&monitor, limit).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// PATCHes, with `If-Match` when an ETag is known.
+    pub async fn patch(
+        &self,
+        path: &str,
+        body: &Value,
+        etag: Option<&str>,
+    ) -> Result<Doc, BmcError> {
+        let headers: Vec<(&str, String)> = etag
+            .map(|t| vec![("If-Match", t.to_owned())])
+            .unwrap_or_default();
+        self.call(Method::PATCH, path, Some(body), &headers).await
+    }
+
+    /// Polls a task monitor until the task ends or `limit` passes.
+    pub async fn wait_task(&self, monitor: &str, limit: Duration) -> Result<(), BmcError> {
+        let start = Instant::now();
+        loop {
+            let reply = self.send(Method::GET, monitor, None, &[]).await?;
+            match reply.status.as_u16() {
+                202 => {}
+                200 | 201 | 204 => {
+                    // A task resource (not a monitor) answers 200 with a state.
+                    let body: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+                    match body["TaskState"].as_str() {
+                        Some("Running" | "New" | "Starting" | "Pending" | "Stopping") => {}
+                        Some("Exception" | "Killed" | "Cancelled") => {
+                            return Err(BmcError::Http {
+                                node: self.node.clone(),
+                                method: "task".into(),
+                                path: monitor.to_owned(),
+                                status: 500,
+                                message: body["Messages"][0]["Message"].as_str().map(str::to_owned),
+                            });
+                        }
+                        _ => return Ok(()),
+                    }
+                }
+                status => {
+                    let body: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+                    return Err(BmcError::Http {
+                        node: self.node.clone(),
+                        method: "task".into(),
+                        path: monitor.to_owned(),
+                        status,
+                        message: redfish_message(&body),
+                    });
+                }
+            }
+            if start.elapsed() > limit {
+                return Err(BmcError::Protocol {
+                    node: self.node.clone(),
+                    path: monitor.to_owned(),
+                    reason: format!("task still running after {} s", limit.as_secs()),
+                });
+            }
+            let pause = reply
+                .headers
+                .get(hyper::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .map_or(Duration::from_millis(500), |s| {
+                    Duration::from_secs(s.min(10))
+                });
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Deletes the session, if one was made.
+    pub async fn logout(&self) {
+        if let Auth::Session {
+            location: Some(location),
+            ..
+        } = self.auth()
+        {
+            let _ = self.send(Method::DELETE, &location, None, &[]).await;
+        }
+        self.set_auth(Auth::None);
+    }
+}
+
+/// The path of a `Location` that may be an absolute URL.
+fn path_of(location: &str) -> &str {
+    match location.find("://") {
+        Some(i) => location[i + 3..]
+            .find('/')
+            .map_or("/", |p| &location[i + 3 + p..]),
+        None => location,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_become_paths() {
+        assert_eq!(
+            path_of("https://10.0.0.1/redfish/v1/TaskService/Tasks/1"),
+            "/redfish/v1/TaskService/Tasks/1"
+        );
+        assert_eq!(path_of("/redfish/v1/x"), "/redfish/v1/x");
+    }
+
+    #[test]
+    fn redfish_messages_prefer_extended_info() {
+        let body = serde_json::json!({"error": {"message": "General", "@Message.ExtendedInfo": [{"Message": "Specific"}]}});
+        assert_eq!(redfish_message(&body).as_deref(), Some("Specific"));
+    }
+}

@@ -1,0 +1,436 @@
+//! HTTPS to one BMC: pooled keep-alive connections, connect and request
+//! timeouts, retries with backoff that honour `Retry-After` (503, 429) and
+//! connection failures, a cap on requests in flight (BMCs fall over under
+//! parallel load), and a circuit breaker so a dead BMC fails fast instead
+//! of holding up a whole rack.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::{HeaderMap, Method, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::sync::Semaphore;
+
+/// How patient a transport is.
+#[derive(Clone, Debug)]
+pub struct TransportOptions {
+    /// TCP connect + TLS handshake.
+    pub connect_timeout: Duration,
+    /// One request, from sending to the whole body read.
+    pub request_timeout: Duration,
+    /// Attempts per request (1 = no retry).
+    pub attempts: u32,
+    /// First backoff; doubles per attempt, with jitter.
+    pub backoff: Duration,
+    /// Longest `Retry-After` honoured.
+    pub max_retry_after: Duration,
+    /// Requests in flight at once to this BMC.
+    pub max_in_flight: usize,
+    /// Consecutive failures that open the circuit.
+    pub breaker_threshold: u32,
+    /// How long an open circuit fails fast.
+    pub breaker_cooldown: Duration,
+}
+
+impl Default for TransportOptions {
+    fn default() -> Self {
+        TransportOptions {
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            attempts: 5,
+            backoff: Duration::from_millis(500),
+            max_retry_after: Duration::from_secs(60),
+            max_in_flight: 1,
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why a request failed; every variant names the BMC.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// TCP or TLS could not be established.
+    #[error("{bmc}: cannot connect: {reason}")]
+    Connect {
+        /// BMC address.
+        bmc: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The certificate is not the trusted one; never retried.
+    #[error("{bmc}: certificate not trusted: {reason}")]
+    Untrusted {
+        /// BMC address.
+        bmc: String,
+        /// Why (fingerprints).
+        reason: String,
+    },
+    /// No answer in time.
+    #[error("{bmc}: no answer to {method} {path} within {secs} s")]
+    Timeout {
+        /// BMC address.
+        bmc: String,
+        /// Method.
+        method: String,
+        /// Path.
+        path: String,
+        /// The timeout.
+        secs: u64,
+    },
+    /// The connection broke mid-request.
+    #[error("{bmc}: {method} {path}: {reason}")]
+    Io {
+        /// BMC address.
+        bmc: String,
+        /// Method.
+        method: String,
+        /// Path.
+        path: String,
+        /// What happened.
+        reason: String,
+    },
+    /// Too many recent failures: not trying for a while.
+    #[error("{bmc}: not answering ({failures} failures in a row); not retrying for {secs} s")]
+    CircuitOpen {
+        /// BMC address.
+        bmc: String,
+        /// Consecutive failures.
+        failures: u32,
+        /// Seconds until the next try.
+        secs: u64,
+    },
+}
+
+/// A response, body read whole (Redfish documents are small).
+#[derive(Debug)]
+pub struct Reply {
+    /// Status.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body.
+    pub body: Bytes,
+}
+
+#[derive(Debug, Default)]
+struct Breaker {
+    failures: u32,
+    open_until: Option<Instant>,
+}
+
+/// Connections to one BMC.
+pub struct Transport {
+    /// `host:port`, for messages.
+    pub bmc: String,
+    host: String,
+    port: u16,
+    tls: Arc<rustls::ClientConfig>,
+    options: TransportOptions,
+    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    gate: Semaphore,
+    breaker: Mutex<Breaker>,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("bmc", &self.bmc)
+            .finish_non_exhaustive()
+    }
+}
+
+const BODY_LIMIT: usize = 16 << 20;
+
+impl Transport {
+    /// A transport to `host:port` trusting per `tls`.
+    pub fn new(
+        host: &str,
+        port: u16,
+        tls: Arc<rustls::ClientConfig>,
+        options: TransportOptions,
+    ) -> Transport {
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        Transport {
+            bmc: if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            },
+            host,
+            port,
+            tls,
+            gate: Semaphore::new(options.max_in_flight.max(1)),
+            options,
+            idle: Mutex::new(Vec::new()),
+            breaker: Mutex::new(Breaker::default()),
+        }
+    }
+
+    fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        self.breaker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, TransportError> {
+        let connect =
+            async {
+                let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+                    .await
+                    .map_err(|e| TransportError::Connect {
+                        bmc: self.bmc.clone(),
+                        reason: e.to_string(),
+                    })?;
+                let _ = tcp.set_nodelay(true);
+                let name =
+                    match self.host.parse::<std::net::IpAddr>() {
+                        Ok(ip) => rustls::pki_types::ServerName::IpAddress(ip.into()),
+                        Err(_) => rustls::pki_types::ServerName::try_from(self.host.clone())
+                            .map_err(|e| TransportError::Connect {
+                                bmc: self.bmc.clone(),
+                                reason: e.to_string(),
+                            })?,
+                    };
+                let tls = tokio_rustls::TlsConnector::from(Arc::clone(&self.tls))
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| {
+                        let reason = e.to_string();
+                        if reason.contains("certificate") || reason.contains("fingerprint") {
+                            TransportError::Untrusted {
+                                bmc: self.bmc.clone(),
+                                reason,
+                            }
+                        } else {
+                            TransportError::Connect {
+                                bmc: self.bmc.clone(),
+                                reason,
+                            }
+                        }
+                    })?;
+                let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                    .await
+                    .map_err(|e| TransportError::Connect {
+                        bmc: self.bmc.clone(),
+                        reason: e.to_string(),
+                    })?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                Ok(sender)
+            };
+        tokio::time::timeout(self.options.connect_timeout, connect)
+            .await
+            .map_err(|_| TransportError::Connect {
+                bmc: self.bmc.clone(),
+                reason: format!(
+                    "timed out after {} s",
+                    self.options.connect_timeout.as_secs()
+                ),
+            })?
+    }
+
+    /// Sends one request, retrying what is worth retrying.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Option<Bytes>,
+    ) -> Result<Reply, TransportError> {
+        {
+            let b = self.breaker();
+            if let Some(until) = b.open_until {
+                let now = Instant::now();
+                if now < until {
+                    return Err(TransportError::CircuitOpen {
+                        bmc: self.bmc.clone(),
+                        failures: b.failures,
+                        secs: (until - now).as_secs().max(1),
+                    });
+                }
+            }
+        }
+        let _permit = self.gate.acquire().await.map_err(|_| TransportError::Io {
+            bmc: self.bmc.clone(),
+            method: method.to_string(),
+            path: path.to_owned(),
+            reason: "transport closed".into(),
+        })?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self.once(&method, path, headers, body.clone()).await;
+            let wait = match &result {
+                Ok(reply) if matches!(reply.status.as_u16(), 503 | 429) => {
+                    Some(retry_after(&reply.headers))
+                }
+                Ok(_) => None,
+                Err(TransportError::Untrusted { .. }) => None,
+                Err(_) => Some(None),
+            };
+            let last = attempt >= self.options.attempts;
+            match (wait, last) {
+                (Some(after), false) => {
+                    let backoff = self.options.backoff * 2u32.saturating_pow(attempt - 1);
+                    let pause = after
+                        .map(|a| a.min(self.options.max_retry_after))
+                        .unwrap_or_else(|| jitter(backoff, attempt));
+                    tracing::debug!(bmc = %self.bmc, %method, path, attempt, "retrying in {pause:?}");
+                    tokio::time::sleep(pause).await;
+                }
+                _ => {
+                    self.record(&result);
+                    return result;
+                }
+            }
+        }
+    }
+
+    fn record(&self, result: &Result<Reply, TransportError>) {
+        let mut b = self.breaker();
+        let failed = match result {
+            Ok(r) => matches!(r.status.as_u16(), 503 | 429),
+            Err(_) => true,
+        };
+        if failed {
+            b.failures += 1;
+            if b.failures >= self.options.breaker_threshold {
+                b.open_until = Some(Instant::now() + self.options.breaker_cooldown);
+            }
+        } else {
+            *b = Breaker::default();
+        }
+    }
+
+    async fn once(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Option<Bytes>,
+    ) -> Result<Reply, TransportError> {
+        let io = |reason: String| TransportError::Io {
+            bmc: self.bmc.clone(),
+            method: method.to_string(),
+            path: path.to_owned(),
+            reason,
+        };
+        let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut sender = match pooled {
+            Some(mut s) => match s.ready().await {
+                Ok(()) => s,
+                Err(_) => self.connect().await?,
+            },
+            None => self.connect().await?,
+        };
+        let mut req = hyper::Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .header(hyper::header::HOST, self.bmc.as_str())
+            .header(hyper::header::ACCEPT, "application/json")
+            .header("OData-Version", "4.0")
+            .header(
+                hyper::header::USER_AGENT,
+                concat!("kiln/", env!("CARGO_PKG_VERSION")),
+            );
+        if body.is_some() {
+            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        for (k, v) in headers {
+            req = req.header(*k, v.as_str());
+        }
+        let req = req
+            .body(Full::new(body.unwrap_or_default()))
+            .map_err(|e| io(e.to_string()))?;
+        let exchange = async {
+            let resp = sender
+                .send_request(req)
+                .await
+                .map_err(|e| io(e.to_string()))?;
+            let (parts, body) = resp.into_parts();
+            let body = http_body_util::Limited::new(body, BODY_LIMIT)
+                .collect()
+                .await
+                .map_err(|e| io(e.to_string()))?
+                .to_bytes();
+            Ok::<_, TransportError>(Reply {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        let reply = tokio::time::timeout(self.options.request_timeout, exchange)
+            .await
+            .map_err(|_| TransportError::Timeout {
+                bmc: self.bmc.clone(),
+                method: method.to_string(),
+                path: path.to_owned(),
+                secs: self.options.request_timeout.as_secs(),
+            })??;
+        // Keep the connection for the next request unless the BMC closes it.
+        let closing = reply
+            .headers
+            .get(hyper::header::CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        if !closing {
+            self.idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(sender);
+        }
+        Ok(reply)
+    }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is treated as absent).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(hyper::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// Up to +50%, varying per attempt and per process, so a rack of BMCs
+/// answering 503 together is not retried in lockstep.
+fn jitter(base: Duration, attempt: u32) -> Duration {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        ^ attempt.wrapping_mul(0x9e37_79b9);
+    base + base.mul_f64(f64::from(seed % 1000) / 2000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_only() {
+        let mut h = HeaderMap::new();
+        h.insert(hyper::header::RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(
+            hyper::header::RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn jitter_stays_within_half_again() {
+        for attempt in 1..20 {
+            let d = jitter(Duration::from_millis(100), attempt);
+            assert!(d >= Duration::from_millis(100) && d <= Duration::from_millis(150));
+        }
+    }
+}
