@@ -80,14 +80,7 @@ pub fn resource(
             .present_gpus()
             .map(|g| format!("{path}/GPU{}_VBIOS", g.index + 1))
             .collect::<Vec<_>>();
-        let mut members: Vec<String> = doc["Members"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|m| m["@odata.id"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut members = member_ids(&doc);
         members.extend(gpus);
         return Some(with_members(doc, members.into_iter()));
     }
@@ -127,6 +120,18 @@ fn with_members(mut doc: Value, members: impl Iterator<Item = String>) -> Value 
     doc["Members@odata.count"] = json!(members.len());
     doc["Members"] = Value::Array(members);
     doc
+}
+
+/// The `@odata.id`s of a collection's members.
+fn member_ids(doc: &Value) -> Vec<String> {
+    doc["Members"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|m| m["@odata.id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn keep_only(doc: &mut Value, keys: &[&str]) {
@@ -185,14 +190,7 @@ fn system(f: &Flavour, node: &str, st: &NodeState) -> Value {
 }
 
 fn processors(f: &Flavour, st: &NodeState, doc: Value) -> Value {
-    let mut members: Vec<String> = doc["Members"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|m| m["@odata.id"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut members = member_ids(&doc);
     members.extend(
         st.hw
             .present_gpus()
