@@ -5,7 +5,9 @@
 //!   honour `Retry-After`, a per-BMC request cap, a circuit breaker.
 //! - [`client`]: Redfish on top: sessions (or basic auth), JSON, errors,
 //!   task monitors.
+//! - [`vendor`]: which BMC family, and its quirks, decided once.
 
 pub mod client;
 pub mod tls;
 pub mod transport;
+pub mod vendor;
