@@ -4,7 +4,10 @@
 //! checks that the server holds the certificate's key (the handshake
 //! signature); it skips only the chain and name checks a pin replaces.
 
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
 
 use rustls::DigitallySignedStruct;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -19,10 +22,23 @@ pub fn fingerprint_of(der: &[u8]) -> Fingerprint {
     Fingerprint(sha2::Sha256::digest(der).into())
 }
 
-/// Accepts exactly one certificate, by fingerprint.
+/// Which certificates a [`PinnedVerifier`] accepts.
+#[derive(Debug)]
+enum Accept {
+    /// Exactly this one.
+    Pin(Fingerprint),
+    /// Any, noting the fingerprint seen (`kiln bmc trust`).
+    Record(Arc<Mutex<Option<Fingerprint>>>),
+    /// Any (the inventory's explicit `insecure`); logged on every use.
+    Any(String),
+}
+
+/// Accepts one certificate by fingerprint (or, for recording and the
+/// explicit `insecure` policy, any certificate), while still checking the
+/// handshake signature.
 #[derive(Debug)]
 pub struct PinnedVerifier {
-    pin: Fingerprint,
+    accept: Accept,
     provider: Arc<CryptoProvider>,
 }
 
@@ -36,13 +52,21 @@ impl ServerCertVerifier for PinnedVerifier {
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let seen = fingerprint_of(end_entity.as_ref());
-        if seen == self.pin {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(format!(
-                "certificate fingerprint {seen} does not match the pinned {}",
-                self.pin
-            )))
+        match &self.accept {
+            Accept::Pin(pin) if seen == *pin => Ok(ServerCertVerified::assertion()),
+            Accept::Pin(pin) => Err(rustls::Error::General(format!(
+                "certificate fingerprint {seen} does not match the pinned {pin}"
+            ))),
+            Accept::Record(slot) => {
+                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(seen);
+                Ok(ServerCertVerified::assertion())
+            }
+            Accept::Any(node) => {
+                tracing::warn!(
+                    "{node}: TLS verification is OFF for this BMC (tls: insecure); accepting certificate {seen}"
+                );
+                Ok(ServerCertVerified::assertion())
+            }
         }
     }
 
@@ -81,17 +105,57 @@ impl ServerCertVerifier for PinnedVerifier {
     }
 }
 
-/// A client config that trusts only the certificate with fingerprint `pin`.
-pub fn pinned(pin: Fingerprint) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+fn with_verifier(accept: Accept) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = Arc::new(PinnedVerifier {
-        pin,
+        accept,
         provider: Arc::clone(&provider),
     });
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// A client config that trusts only the certificate with fingerprint `pin`.
+pub fn pinned(pin: Fingerprint) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    with_verifier(Accept::Pin(pin))
+}
+
+/// A client config that accepts any certificate and stores the
+/// fingerprint it saw in `seen` (for recording trust on first contact).
+pub fn recording(seen: Arc<Mutex<Option<Fingerprint>>>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    with_verifier(Accept::Record(seen))
+}
+
+/// A client config that accepts any certificate, warning on every
+/// connection that `node`'s BMC is not verified.
+pub fn insecure(node: &str) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    with_verifier(Accept::Any(node.to_owned()))
+}
+
+/// A client config that verifies the chain against the CA certificates in
+/// the PEM file `bundle`, and the BMC's address against the certificate.
+pub fn ca_bundle(bundle: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(bundle)
+        .with_context(|| format!("reading CA bundle {}", bundle.display()))?;
+    for cert in certs {
+        let cert = cert.with_context(|| format!("reading CA bundle {}", bundle.display()))?;
+        roots
+            .add(cert)
+            .with_context(|| format!("a certificate in {} is not a usable CA", bundle.display()))?;
+    }
+    if roots.is_empty() {
+        anyhow::bail!("CA bundle {} holds no certificates", bundle.display());
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
 }

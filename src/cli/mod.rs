@@ -64,6 +64,116 @@ pub enum Command {
     /// real servers, on loopback addresses.
     #[command(subcommand)]
     Sim(SimCommand),
+    /// Drive the nodes' BMCs over Redfish: status, power, boot, virtual
+    /// media, inventory, sensors, certificate trust.
+    #[command(subcommand)]
+    Bmc(BmcCommand),
+}
+
+/// Which BMCs, and how hard to push them.
+#[derive(Debug, Args)]
+pub struct BmcTarget {
+    /// Which nodes: name globs and ranges (r01-n[01-08]), rack:NAME,
+    /// label=VALUE; `,` for either, `&` for both, `!` for not.
+    #[arg(short, long, value_name = "EXPR")]
+    pub select: Option<String>,
+    /// BMCs worked on at once (default: the inventory's limits.concurrency).
+    #[arg(short = 'c', long, value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// Longest wait for one Redfish request (e.g. 30s).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    crate::yaml::decode::parse_duration(text)
+}
+
+/// `kiln bmc …`
+#[derive(Debug, Subcommand)]
+pub enum BmcCommand {
+    /// A table: vendor/model, power, health, BMC and BIOS firmware, GPUs
+    /// the BMC sees, virtual media.
+    Status(BmcTarget),
+    /// Power on, off, cycle or reset, verified by reading the state back.
+    /// Off, cycle and reset of a node marked in service need --force.
+    Power {
+        /// What to do.
+        #[arg(value_enum)]
+        op: crate::bmc::ops::PowerOp,
+        /// Allow off, cycle and reset on nodes marked in service.
+        #[arg(long)]
+        force: bool,
+        /// Longest wait for the power state to change (e.g. 2m).
+        #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
+        wait: std::time::Duration,
+        /// Which BMCs.
+        #[command(flatten)]
+        target: BmcTarget,
+    },
+    /// Set the boot override (UEFI): next boot only, or persistent.
+    Boot {
+        /// The device.
+        #[arg(value_enum)]
+        device: crate::bmc::ops::BootDevice,
+        /// Next boot only (the default).
+        #[arg(long, conflicts_with = "persistent")]
+        once: bool,
+        /// Every boot until changed.
+        #[arg(long)]
+        persistent: bool,
+        /// UEFI HTTP boot URI (with `http`).
+        #[arg(long, value_name = "URL")]
+        uri: Option<String>,
+        /// Which BMCs.
+        #[command(flatten)]
+        target: BmcTarget,
+    },
+    /// Virtual media: insert an image, eject, or show the slots.
+    #[command(subcommand)]
+    Media(MediaCommand),
+    /// Firmware versions and GPU inventory (serials, part numbers).
+    Inventory(BmcTarget),
+    /// Power draw and temperatures.
+    Sensors(BmcTarget),
+    /// Fetch each BMC's certificate and record its SHA-256 fingerprint.
+    Trust {
+        /// Replace a recorded fingerprint that changed (after a BMC reset
+        /// or certificate renewal you have checked).
+        #[arg(long)]
+        replace: bool,
+        /// Which BMCs.
+        #[command(flatten)]
+        target: BmcTarget,
+    },
+}
+
+/// `kiln bmc media …`
+#[derive(Debug, Subcommand)]
+pub enum MediaCommand {
+    /// Insert the image at URL into the virtual CD and wait until the BMC
+    /// reports it inserted (anything else in the slot is ejected first).
+    Insert {
+        /// The image URL (http:// or https://), as the BMC will fetch it.
+        url: String,
+        /// Longest wait for the BMC to report the media (e.g. 5m).
+        #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
+        wait: std::time::Duration,
+        /// Which BMCs.
+        #[command(flatten)]
+        target: BmcTarget,
+    },
+    /// Eject every inserted virtual medium, confirmed by reading back.
+    Eject {
+        /// Longest wait for the BMC to report the slot empty.
+        #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
+        wait: std::time::Duration,
+        /// Which BMCs.
+        #[command(flatten)]
+        target: BmcTarget,
+    },
+    /// The virtual-media slots: where, how they insert, what they hold.
+    Status(BmcTarget),
 }
 
 /// `kiln sim`

@@ -2,6 +2,7 @@
 //! error; `main` turns errors into exit codes with [`crate::exit::status_for`].
 
 pub mod bench;
+pub mod bmc;
 pub mod inventory;
 pub mod judge;
 pub mod profile;
@@ -70,6 +71,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Judge(args) => judge::run(&ctx, &args),
         Command::Bench(cmd) => bench::run(&ctx, cmd),
         Command::Sim(cmd) => sim::run(&ctx, cmd),
+        Command::Bmc(cmd) => bmc::run(&ctx, cmd),
     }
 }
 

@@ -190,7 +190,13 @@ fn system(f: &Flavour, node: &str, st: &NodeState) -> Value {
 }
 
 fn processors(f: &Flavour, st: &NodeState, doc: Value) -> Value {
-    let mut members = member_ids(&doc);
+    // The mockup's own GPU entries may share the generated names (Lenovo
+    // lists GPU1..GPU8): only the node's present GPUs are listed.
+    let generated = format!("{}/GPU", f.processors);
+    let mut members: Vec<String> = member_ids(&doc)
+        .into_iter()
+        .filter(|m| !m.starts_with(&generated))
+        .collect();
     members.extend(
         st.hw
             .present_gpus()

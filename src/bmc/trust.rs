@@ -1,0 +1,231 @@
+//! Deciding how to trust each BMC, and the store of fingerprints recorded
+//! by `kiln bmc trust`.
+//!
+//! The store is a JSON file in kiln's state folder (`.kiln/` beside the
+//! inventory, or `KILN_STATE_DIR`), keyed by node and tied to the BMC
+//! address it was recorded for: moving a node's BMC to a new address
+//! forgets its pin rather than trusting a stranger.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use crate::bmc::transport::{Transport, TransportError, TransportOptions};
+use crate::inventory::{Fingerprint, Node, TlsPolicy};
+
+/// kiln's state folder for an inventory: `KILN_STATE_DIR`, or `.kiln/`
+/// beside the inventory file.
+pub fn state_dir(inventory: &Path) -> PathBuf {
+    if let Some(dir) = std::env::var_os("KILN_STATE_DIR") {
+        return PathBuf::from(dir);
+    }
+    inventory
+        .parent()
+        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .unwrap_or(Path::new("."))
+        .join(".kiln")
+}
+
+/// One recorded pin.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recorded {
+    /// The BMC address (`host:port`) it was recorded from.
+    pub address: String,
+    /// SHA-256 of the certificate, `AA:BB:…`.
+    pub fingerprint: String,
+    /// When, in seconds since the Unix epoch.
+    pub recorded_at: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct StoreFile {
+    version: u32,
+    bmcs: BTreeMap<String, Recorded>,
+}
+
+/// The recorded BMC fingerprints.
+#[derive(Debug)]
+pub struct TrustStore {
+    path: PathBuf,
+    file: StoreFile,
+}
+
+impl TrustStore {
+    /// The store's file in a state folder.
+    pub fn path_in(state: &Path) -> PathBuf {
+        state.join("bmc-trust.json")
+    }
+
+    /// Loads the store (empty when the file does not exist yet).
+    pub fn load(path: &Path) -> anyhow::Result<TrustStore> {
+        let file = match std::fs::read_to_string(path) {
+            Ok(text) => serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a kiln trust store", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StoreFile {
+                version: 1,
+                ..StoreFile::default()
+            },
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        Ok(TrustStore {
+            path: path.to_owned(),
+            file,
+        })
+    }
+
+    /// The pin recorded for `node` at `address`, if any.
+    pub fn get(&self, node: &str, address: &str) -> Option<Fingerprint> {
+        self.file
+            .bmcs
+            .get(node)
+            .filter(|r| r.address == address)
+            .and_then(|r| r.fingerprint.parse().ok())
+    }
+
+    /// The record for `node`, whatever its address.
+    pub fn record(&self, node: &str) -> Option<&Recorded> {
+        self.file.bmcs.get(node)
+    }
+
+    /// Records a pin (kept in memory until [`TrustStore::save`]).
+    pub fn set(&mut self, node: &str, address: &str, fingerprint: &Fingerprint) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.file.bmcs.insert(
+            node.to_owned(),
+            Recorded {
+                address: address.to_owned(),
+                fingerprint: fingerprint.to_string(),
+                recorded_at: now,
+            },
+        );
+    }
+
+    /// Writes the store atomically (a temporary file renamed over it).
+    pub fn save(&self) -> anyhow::Result<()> {
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let tmp = self.path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(&self.file)?;
+        std::fs::write(&tmp, text + "\n").with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &self.path)
+            .with_context(|| format!("writing {}", self.path.display()))?;
+        Ok(())
+    }
+}
+
+/// Why kiln cannot decide how to trust a node's BMC.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    /// `tls: recorded` (the default) and nothing recorded.
+    #[error(
+        "{node}: no certificate fingerprint recorded for its BMC at {address}; run `kiln bmc trust --select {node}` (or set bmc.tls.pin)"
+    )]
+    NotRecorded {
+        /// Node.
+        node: String,
+        /// BMC address.
+        address: String,
+    },
+    /// The CA bundle could not be used.
+    #[error("{node}: {reason}")]
+    Bundle {
+        /// Node.
+        node: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// The TLS client config for a node's BMC under its policy.
+pub fn client_config(
+    node: &Node,
+    store: &TrustStore,
+) -> Result<Arc<rustls::ClientConfig>, TrustError> {
+    let address = node.bmc.endpoint.to_string();
+    let bundle_err = |e: anyhow::Error| TrustError::Bundle {
+        node: node.name.clone(),
+        reason: format!("{e:#}"),
+    };
+    match &node.bmc.tls {
+        TlsPolicy::Pin(fp) => crate::bmc::tls::pinned(*fp).map_err(bundle_err),
+        TlsPolicy::Recorded => match store.get(&node.name, &address) {
+            Some(fp) => crate::bmc::tls::pinned(fp).map_err(bundle_err),
+            None => Err(TrustError::NotRecorded {
+                node: node.name.clone(),
+                address,
+            }),
+        },
+        TlsPolicy::Ca(bundle) => crate::bmc::tls::ca_bundle(bundle).map_err(bundle_err),
+        TlsPolicy::Insecure => crate::bmc::tls::insecure(&node.name).map_err(bundle_err),
+    }
+}
+
+/// Connects to a BMC, accepting whatever certificate it shows, and returns
+/// that certificate's fingerprint. Only the handshake is needed; the
+/// service root is fetched because it needs no credentials.
+pub async fn fetch_fingerprint(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<Fingerprint, TransportError> {
+    let seen = Arc::new(Mutex::new(None));
+    let tls = crate::bmc::tls::recording(Arc::clone(&seen)).map_err(|e| TransportError::Connect {
+        bmc: format!("{host}:{port}"),
+        reason: format!("{e:#}"),
+    })?;
+    let options = TransportOptions {
+        connect_timeout: timeout,
+        request_timeout: timeout,
+        attempts: 2,
+        ..TransportOptions::default()
+    };
+    let transport = Transport::new(host, port, tls, options);
+    let result = transport
+        .request(hyper::Method::GET, "/redfish/v1", &[], None)
+        .await;
+    let fingerprint = *seen.lock().unwrap_or_else(|e| e.into_inner());
+    match (fingerprint, result) {
+        (Some(fp), _) => Ok(fp),
+        (None, Err(e)) => Err(e),
+        (None, Ok(_)) => Err(TransportError::Connect {
+            bmc: format!("{host}:{port}"),
+            reason: "the BMC showed no certificate".into(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_pin_is_tied_to_its_address_and_survives_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = TrustStore::path_in(dir.path());
+        let mut store = TrustStore::load(&path).unwrap();
+        let fp: Fingerprint = "ab".repeat(32).parse().unwrap();
+        store.set("n1", "10.0.0.1:443", &fp);
+        store.save().unwrap();
+        let store = TrustStore::load(&path).unwrap();
+        assert_eq!(store.get("n1", "10.0.0.1:443"), Some(fp));
+        assert_eq!(store.get("n1", "10.0.0.2:443"), None);
+        assert_eq!(store.get("n2", "10.0.0.1:443"), None);
+    }
+
+    #[test]
+    fn a_damaged_store_is_an_error_not_an_empty_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = TrustStore::path_in(dir.path());
+        std::fs::write(&path, "{not json").unwrap();
+        assert!(TrustStore::load(&path).is_err());
+    }
+}
