@@ -78,7 +78,11 @@ pub fn clients(
 fn summarise(what: &str, lines: &[String]) -> String {
     let shown: Vec<&str> = lines.iter().take(5).map(String::as_str).collect();
     let more = lines.len().saturating_sub(shown.len());
-    let mut text = format!("{what} unavailable for {} node(s):\n  {}", lines.len(), shown.join("\n  "));
+    let mut text = format!(
+        "{what} unavailable for {} node(s):\n  {}",
+        lines.len(),
+        shown.join("\n  ")
+    );
     if more > 0 {
         text.push_str(&format!("\n  … and {more} more"));
     }

@@ -114,6 +114,12 @@ pub struct Layout {
     pub http_boot_uri: bool,
     /// Virtual-media slots, those under the system first.
     pub media: Vec<MediaSlot>,
+    /// The virtual-media collections the slots come from.
+    pub media_collections: Vec<String>,
+    /// An OEM action that must enable virtual media before slots appear
+    /// (AMI MegaRAC: `#AMIVirtualMedia.EnableRMedia`), when media is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media_enable: Option<String>,
 }
 
 impl Layout {
@@ -165,7 +171,12 @@ pub fn link(v: &Value) -> Option<String> {
 /// a member twice).
 pub fn members(doc: &Value) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for path in doc["Members"].as_array().into_iter().flatten().filter_map(link) {
+    for path in doc["Members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(link)
+    {
         if !out.contains(&path) {
             out.push(path);
         }
@@ -259,7 +270,12 @@ async fn allowed_values(
         return Ok(inline);
     }
     if let Some(info) = action["@Redfish.ActionInfo"].as_str() {
-        let info = client.get(info).await?;
+        let info = match client.get(info).await {
+            Ok(info) => info,
+            // A dangling ActionInfo link says nothing about the values.
+            Err(e) if e.status() == Some(404) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
         if let Some(p) = info["Parameters"]
             .as_array()
             .and_then(|ps| ps.iter().find(|p| p["Name"] == param))
@@ -302,28 +318,24 @@ pub async fn discover(client: &BmcClient, wanted_system: Option<&str>) -> Result
         .as_array()
         .and_then(|a| a.iter().find_map(link));
 
-    let mut media = Vec::new();
     // Under the system first: where both exist (newer iDRAC firmware), the
     // system's slots are the ones that boot the host.
+    let mut media_collections = Vec::new();
     for owner in [&sys, &manager_doc] {
-        let Some(collection) = link(&owner["VirtualMedia"]) else {
-            continue;
-        };
-        let slots = match client.get(&collection).await {
-            Ok(doc) => members(&doc),
-            // A link to a collection that is not there (licence missing,
-            // feature off) means no slots here, not a broken BMC.
-            Err(e) if e.status() == Some(404) => continue,
-            Err(e) => return Err(e),
-        };
-        for path in slots {
-            if media.iter().any(|m: &MediaSlot| m.path == path) {
-                continue;
-            }
-            let doc = client.get(&path).await?;
-            media.push(read_slot(client, &path, &doc).await?);
+        if let Some(collection) = link(&owner["VirtualMedia"])
+            && !media_collections.contains(&collection)
+        {
+            media_collections.push(collection);
         }
     }
+    let media = read_slots(client, &media_collections).await?;
+    let media_enable = manager_doc["Actions"]["Oem"]["#AMIVirtualMedia.EnableRMedia"]["target"]
+        .as_str()
+        .filter(|_| {
+            manager_doc.pointer("/Oem/Ami/VirtualMedia/RMediaStatus")
+                != Some(&Value::from("Enabled"))
+        })
+        .map(str::to_owned);
 
     Ok(Layout {
         identity,
@@ -337,8 +349,39 @@ pub async fn discover(client: &BmcClient, wanted_system: Option<&str>) -> Result
         boot_mode: boot.get("BootSourceOverrideMode").is_some(),
         http_boot_uri: boot.get("HttpBootUri").is_some(),
         media,
+        media_collections,
+        media_enable,
         system,
     })
+}
+
+/// Reads every slot of the given virtual-media collections.
+pub async fn read_slots(
+    client: &BmcClient,
+    collections: &[String],
+) -> Result<Vec<MediaSlot>, BmcError> {
+    let mut media: Vec<MediaSlot> = Vec::new();
+    for collection in collections {
+        let slots = match client.get(collection).await {
+            Ok(doc) => members(&doc),
+            // A link to a collection that is not there (licence missing,
+            // feature off) means no slots here, not a broken BMC.
+            Err(e) if e.status() == Some(404) => continue,
+            Err(e) => return Err(e),
+        };
+        for path in slots {
+            if media.iter().any(|m| m.path == path) {
+                continue;
+            }
+            let doc = match client.get(&path).await {
+                Ok(doc) => doc,
+                Err(e) if e.status() == Some(404) => continue,
+                Err(e) => return Err(e),
+            };
+            media.push(read_slot(client, &path, &doc).await?);
+        }
+    }
+    Ok(media)
 }
 
 /// Reads one slot: its media types, how it takes an image (action, or
@@ -396,7 +439,11 @@ pub async fn gpus(client: &BmcClient, layout: &Layout) -> Result<Vec<Gpu>, BmcEr
             Err(e) => return Err(e),
         };
         for path in list {
-            let doc = client.get(&path).await?;
+            let doc = match client.get(&path).await {
+                Ok(doc) => doc,
+                Err(e) if e.status() == Some(404) => continue,
+                Err(e) => return Err(e),
+            };
             if doc["ProcessorType"] == "GPU" {
                 found.push(gpu_of(&path, &doc));
             }
@@ -412,7 +459,11 @@ pub async fn gpus(client: &BmcClient, layout: &Layout) -> Result<Vec<Gpu>, BmcEr
             Err(e) => return Err(e),
         };
         for path in list {
-            let doc = client.get(&path).await?;
+            let doc = match client.get(&path).await {
+                Ok(doc) => doc,
+                Err(e) if e.status() == Some(404) => continue,
+                Err(e) => return Err(e),
+            };
             if is_gpu_device(&doc) {
                 found.push(gpu_of(&path, &doc));
             }
@@ -426,7 +477,9 @@ fn is_gpu_device(doc: &Value) -> bool {
     let id = doc["Id"].as_str().unwrap_or_default();
     doc["DeviceType"] == "GPU"
         || id.to_ascii_uppercase().starts_with("GPU")
-        || doc.pointer("/Oem/Supermicro/GPUVendor").is_some_and(|v| !v.is_null())
+        || doc
+            .pointer("/Oem/Supermicro/GPUVendor")
+            .is_some_and(|v| !v.is_null())
 }
 
 fn gpu_of(path: &str, doc: &Value) -> Gpu {

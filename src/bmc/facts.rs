@@ -162,7 +162,11 @@ pub async fn sensors(client: &BmcClient, layout: &Layout) -> Result<Sensors, Bmc
         let sub = client.get(&sub).await?;
         if let Some(metrics) = link(&sub["ThermalMetrics"]) {
             let m = client.get(&metrics).await?;
-            for s in m["TemperatureReadingsCelsius"].as_array().into_iter().flatten() {
+            for s in m["TemperatureReadingsCelsius"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
                 if let Some(c) = s["Reading"].as_f64() {
                     out.temperatures.push(Temperature {
                         name: text(&s["DeviceName"]),

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::bmc::client::{BmcClient, BmcError};
-use crate::bmc::discover::{InsertMethod, Layout, MediaSlot, MediaState, read_slot};
+use crate::bmc::discover::{InsertMethod, Layout, MediaSlot, MediaState, read_slot, read_slots};
 
 /// How long operations wait for a BMC to show their effect.
 #[derive(Clone, Copy, Debug)]
@@ -68,11 +68,7 @@ pub async fn power_state(client: &BmcClient, layout: &Layout) -> Result<String, 
 }
 
 /// The first of `choices` the BMC allows (any, if it does not say).
-fn pick<'a>(
-    client: &BmcClient,
-    layout: &Layout,
-    choices: &[&'a str],
-) -> Result<&'a str, BmcError> {
+fn pick<'a>(client: &BmcClient, layout: &Layout, choices: &[&'a str]) -> Result<&'a str, BmcError> {
     if layout.reset_types.is_empty() {
         return Ok(choices[0]);
     }
@@ -144,7 +140,13 @@ async fn off_then_on(
     reset(client, layout, pick(client, layout, &["ForceOff"])?, sent).await?;
     wait_power(client, layout, "Off", waits).await?;
     tokio::time::sleep(waits.off_dwell).await;
-    reset(client, layout, pick(client, layout, &["On", "ForceOn"])?, sent).await?;
+    reset(
+        client,
+        layout,
+        pick(client, layout, &["On", "ForceOn"])?,
+        sent,
+    )
+    .await?;
     wait_power(client, layout, "On", waits).await
 }
 
@@ -160,13 +162,25 @@ pub async fn power(
     let is_off = before == "Off";
     let after = match op {
         PowerOp::On | PowerOp::Cycle | PowerOp::Reset if is_off => {
-            reset(client, layout, pick(client, layout, &["On", "ForceOn"])?, &mut sent).await?;
+            reset(
+                client,
+                layout,
+                pick(client, layout, &["On", "ForceOn"])?,
+                &mut sent,
+            )
+            .await?;
             wait_power(client, layout, "On", waits).await?
         }
         PowerOp::On => before.clone(),
         PowerOp::Off if is_off => before.clone(),
         PowerOp::Off => {
-            reset(client, layout, pick(client, layout, &["ForceOff"])?, &mut sent).await?;
+            reset(
+                client,
+                layout,
+                pick(client, layout, &["ForceOff"])?,
+                &mut sent,
+            )
+            .await?;
             wait_power(client, layout, "Off", waits).await?
         }
         PowerOp::Cycle => off_then_on(client, layout, waits, &mut sent).await?,
@@ -400,6 +414,42 @@ async fn fresh_cd_slot(client: &BmcClient, layout: &Layout) -> Result<MediaSlot,
     read_slot(client, &slot.path, &doc).await
 }
 
+/// Turns on virtual media where an OEM switch hides the slots (AMI
+/// MegaRAC's RMedia), then waits for a CD slot to appear.
+async fn enable_media(
+    client: &BmcClient,
+    layout: &Layout,
+    waits: &Waits,
+) -> Result<Option<Layout>, BmcError> {
+    let (None, Some(target)) = (layout.cd_slot(), &layout.media_enable) else {
+        return Ok(None);
+    };
+    client
+        .action(target, &json!({"RMediaState": "Enable"}), waits.media)
+        .await?;
+    let start = Instant::now();
+    loop {
+        let media = read_slots(client, &layout.media_collections).await?;
+        if media.iter().any(MediaSlot::takes_cd) {
+            let mut enabled = layout.clone();
+            enabled.media = media;
+            enabled.media_enable = None;
+            return Ok(Some(enabled));
+        }
+        if start.elapsed() >= waits.media {
+            return Err(protocol(
+                client,
+                target,
+                format!(
+                    "virtual media enabled, but no CD slot appeared within {} s",
+                    waits.media.as_secs()
+                ),
+            ));
+        }
+        tokio::time::sleep(waits.poll).await;
+    }
+}
+
 /// Re-reads every slot.
 pub async fn media_status(client: &BmcClient, layout: &Layout) -> Result<Vec<MediaSlot>, BmcError> {
     let mut out = Vec::with_capacity(layout.media.len());
@@ -453,6 +503,8 @@ pub async fn insert_media(
     url: &str,
     waits: &Waits,
 ) -> Result<MediaOutcome, BmcError> {
+    let enabled = enable_media(client, layout, waits).await?;
+    let layout = enabled.as_ref().unwrap_or(layout);
     let slot = fresh_cd_slot(client, layout).await?;
     if slot.state.inserted {
         if same_image(slot.state.image.as_deref(), url) {

@@ -126,7 +126,9 @@ pub fn pinned(pin: Fingerprint) -> anyhow::Result<Arc<rustls::ClientConfig>> {
 
 /// A client config that accepts any certificate and stores the
 /// fingerprint it saw in `seen` (for recording trust on first contact).
-pub fn recording(seen: Arc<Mutex<Option<Fingerprint>>>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+pub fn recording(
+    seen: Arc<Mutex<Option<Fingerprint>>>,
+) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     with_verifier(Accept::Record(seen))
 }
 

@@ -25,7 +25,13 @@ pub fn state_dir(inventory: &Path) -> PathBuf {
     }
     inventory
         .parent()
-        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
         .unwrap_or(Path::new("."))
         .join(".kiln")
 }
@@ -109,8 +115,7 @@ impl TrustStore {
     /// Writes the store atomically (a temporary file renamed over it).
     pub fn save(&self) -> anyhow::Result<()> {
         if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let tmp = self.path.with_extension("json.tmp");
         let text = serde_json::to_string_pretty(&self.file)?;
@@ -177,10 +182,11 @@ pub async fn fetch_fingerprint(
     timeout: Duration,
 ) -> Result<Fingerprint, TransportError> {
     let seen = Arc::new(Mutex::new(None));
-    let tls = crate::bmc::tls::recording(Arc::clone(&seen)).map_err(|e| TransportError::Connect {
-        bmc: format!("{host}:{port}"),
-        reason: format!("{e:#}"),
-    })?;
+    let tls =
+        crate::bmc::tls::recording(Arc::clone(&seen)).map_err(|e| TransportError::Connect {
+            bmc: format!("{host}:{port}"),
+            reason: format!("{e:#}"),
+        })?;
     let options = TransportOptions {
         connect_timeout: timeout,
         request_timeout: timeout,

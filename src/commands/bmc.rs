@@ -57,14 +57,19 @@ async fn dispatch(ctx: &Ctx, cmd: BmcCommand) -> anyhow::Result<ExitStatus> {
                     }
                 })
                 .await;
-            work.finish(ctx, &rows, &["NODE", "TARGET", "ENABLED", "VIA", "NOTE"], |o| {
-                vec![
-                    o.target.clone(),
-                    o.enabled.clone(),
-                    o.via.to_owned(),
-                    o.notes.join("; "),
-                ]
-            })
+            work.finish(
+                ctx,
+                &rows,
+                &["NODE", "TARGET", "ENABLED", "VIA", "NOTE"],
+                |o| {
+                    vec![
+                        o.target.clone(),
+                        o.enabled.clone(),
+                        o.via.to_owned(),
+                        o.notes.join("; "),
+                    ]
+                },
+            )
         }
         BmcCommand::Media(MediaCommand::Insert { url, wait, target }) => {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -111,7 +116,10 @@ async fn dispatch(ctx: &Ctx, cmd: BmcCommand) -> anyhow::Result<ExitStatus> {
                 vec![if o.is_empty() {
                     "nothing inserted".into()
                 } else {
-                    o.iter().map(|m| m.slot.as_str()).collect::<Vec<_>>().join(", ")
+                    o.iter()
+                        .map(|m| m.slot.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 }]
             })
         }
@@ -154,7 +162,13 @@ async fn dispatch(ctx: &Ctx, cmd: BmcCommand) -> anyhow::Result<ExitStatus> {
                     .as_array()
                     .map(|a| {
                         a.iter()
-                            .map(|f| format!("{}={}", f["name"].as_str().unwrap_or("?"), f["version"].as_str().unwrap_or("?")))
+                            .map(|f| {
+                                format!(
+                                    "{}={}",
+                                    f["name"].as_str().unwrap_or("?"),
+                                    f["version"].as_str().unwrap_or("?")
+                                )
+                            })
                             .collect::<Vec<_>>()
                             .join(", ")
                     })
@@ -182,7 +196,9 @@ async fn dispatch(ctx: &Ctx, cmd: BmcCommand) -> anyhow::Result<ExitStatus> {
         BmcCommand::Sensors(target) => {
             let work = Work::new(ctx, &target)?;
             let rows = work
-                .run(false, |c, layout| async move { facts::sensors(&c, &layout).await })
+                .run(false, |c, layout| async move {
+                    facts::sensors(&c, &layout).await
+                })
                 .await;
             let celsius = |v: Option<f64>| v.map_or("-".into(), |c| format!("{c:.0} °C"));
             work.finish(
@@ -349,7 +365,9 @@ fn finish<T: Serialize>(
 ) -> anyhow::Result<ExitStatus> {
     // Setup problems (passwords, trust) fail every row alike: say it once.
     if let Some(first) = rows.first().and_then(|r| r.error.as_deref())
-        && rows.iter().all(|r| r.result.is_none() && r.error.as_deref() == Some(first))
+        && rows
+            .iter()
+            .all(|r| r.result.is_none() && r.error.as_deref() == Some(first))
         && rows.len() > 1
         && !first.starts_with(&format!("{}:", rows[0].node))
     {
@@ -406,7 +424,9 @@ async fn status(ctx: &Ctx, target: &BmcTarget) -> anyhow::Result<ExitStatus> {
         })
         .collect();
     let rows = work
-        .run(false, |c, layout| async move { facts::status(&c, &layout).await })
+        .run(false, |c, layout| async move {
+            facts::status(&c, &layout).await
+        })
         .await;
     work.finish(
         ctx,
@@ -553,14 +573,15 @@ async fn trust(ctx: &Ctx, target: &BmcTarget, replace: bool) -> anyhow::Result<E
         |_, _| {},
     )
     .await;
-    store
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .save()?;
+    store.lock().unwrap_or_else(|e| e.into_inner()).save()?;
     ctx.printer
         .info(&format!("fingerprints recorded in {}", path.display()));
     finish(ctx, &rows, &["NODE", "BMC", "FINGERPRINT", "RESULT"], |o| {
-        vec![o.address.clone(), o.fingerprint.clone(), o.result.to_owned()]
+        vec![
+            o.address.clone(),
+            o.fingerprint.clone(),
+            o.result.to_owned(),
+        ]
     })
 }
 
