@@ -194,7 +194,10 @@ fn power_boot_and_media_are_verified_on_a_lenovo_rack() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let doc = json(&out);
-    assert_eq!(result(&doc, 0)["sent"], serde_json::json!(["ForceOff", "On"]));
+    assert_eq!(
+        result(&doc, 0)["sent"],
+        serde_json::json!(["ForceOff", "On"])
+    );
     assert_eq!(system(&rack, 0)["PowerState"], "On");
 
     let out = kiln(&rack, &inv, &["--json", "bmc", "media", "eject"]);

@@ -53,6 +53,12 @@ pub enum BmcError {
 }
 
 impl BmcError {
+    /// The resource or feature is not there (404, 405, 501): an optional
+    /// part of Redfish this BMC lacks, not a failure.
+    pub fn is_absent(&self) -> bool {
+        matches!(self.status(), Some(404 | 405 | 501))
+    }
+
     /// The HTTP status, for an HTTP error.
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -193,16 +199,35 @@ impl BmcClient {
                 }
                 Ok(())
             }
-            401 | 403 => Err(BmcError::Http {
-                node: self.node.clone(),
-                method: "POST".into(),
-                path: "/redfish/v1/SessionService/Sessions".into(),
-                status: reply.status.as_u16(),
-                message: Some(format!(
-                    "login as `{}` refused; check the BMC username and password",
-                    self.username
-                )),
-            }),
+            401 | 403 => {
+                // Either the credentials are wrong, or the service has no
+                // sessions and guards every path with basic auth
+                // (sushy-tools): one authenticated GET tells which.
+                let probe = self
+                    .transport
+                    .request(
+                        Method::GET,
+                        "/redfish/v1/Systems",
+                        &[("Authorization", self.basic())],
+                        None,
+                    )
+                    .await
+                    .map_err(|e| self.transport_err(e))?;
+                if probe.status.is_success() {
+                    self.set_auth(Auth::Basic);
+                    return Ok(());
+                }
+                Err(BmcError::Http {
+                    node: self.node.clone(),
+                    method: "POST".into(),
+                    path: "/redfish/v1/SessionService/Sessions".into(),
+                    status: reply.status.as_u16(),
+                    message: Some(format!(
+                        "login as `{}` refused; check the BMC username and password",
+                        self.username
+                    )),
+                })
+            }
             // No SessionService (some emulators and old firmware): basic auth.
             _ => {
                 self.set_auth(Auth::Basic);

@@ -273,7 +273,7 @@ async fn allowed_values(
         let info = match client.get(info).await {
             Ok(info) => info,
             // A dangling ActionInfo link says nothing about the values.
-            Err(e) if e.status() == Some(404) => return Ok(Vec::new()),
+            Err(e) if e.is_absent() => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
         if let Some(p) = info["Parameters"]
@@ -366,7 +366,7 @@ pub async fn read_slots(
             Ok(doc) => members(&doc),
             // A link to a collection that is not there (licence missing,
             // feature off) means no slots here, not a broken BMC.
-            Err(e) if e.status() == Some(404) => continue,
+            Err(e) if e.is_absent() => continue,
             Err(e) => return Err(e),
         };
         for path in slots {
@@ -375,7 +375,7 @@ pub async fn read_slots(
             }
             let doc = match client.get(&path).await {
                 Ok(doc) => doc,
-                Err(e) if e.status() == Some(404) => continue,
+                Err(e) if e.is_absent() => continue,
                 Err(e) => return Err(e),
             };
             media.push(read_slot(client, &path, &doc).await?);
@@ -408,7 +408,7 @@ pub async fn read_slot(client: &BmcClient, path: &str, doc: &Value) -> Result<Me
                     })
                     .unwrap_or_default(),
             ),
-            Err(e) if e.status() == Some(404) => None,
+            Err(e) if e.is_absent() => None,
             Err(e) => return Err(e),
         },
         None => None,
@@ -435,13 +435,13 @@ pub async fn gpus(client: &BmcClient, layout: &Layout) -> Result<Vec<Gpu>, BmcEr
         let collection = format!("{system}/Processors");
         let list = match client.get(&collection).await {
             Ok(doc) => members(&doc),
-            Err(e) if e.status() == Some(404) => continue,
+            Err(e) if e.is_absent() => continue,
             Err(e) => return Err(e),
         };
         for path in list {
             let doc = match client.get(&path).await {
                 Ok(doc) => doc,
-                Err(e) if e.status() == Some(404) => continue,
+                Err(e) if e.is_absent() => continue,
                 Err(e) => return Err(e),
             };
             if doc["ProcessorType"] == "GPU" {
@@ -455,13 +455,13 @@ pub async fn gpus(client: &BmcClient, layout: &Layout) -> Result<Vec<Gpu>, BmcEr
         let collection = format!("{chassis}/PCIeDevices");
         let list = match client.get(&collection).await {
             Ok(doc) => members(&doc),
-            Err(e) if e.status() == Some(404) => Vec::new(),
+            Err(e) if e.is_absent() => Vec::new(),
             Err(e) => return Err(e),
         };
         for path in list {
             let doc = match client.get(&path).await {
                 Ok(doc) => doc,
-                Err(e) if e.status() == Some(404) => continue,
+                Err(e) if e.is_absent() => continue,
                 Err(e) => return Err(e),
             };
             if is_gpu_device(&doc) {

@@ -67,7 +67,7 @@ pub async fn firmware(client: &BmcClient) -> Result<Vec<Firmware>, BmcError> {
     };
     let service = match client.get(&update).await {
         Ok(s) => s,
-        Err(e) if e.status() == Some(404) => return Ok(Vec::new()),
+        Err(e) if e.is_absent() => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
     let Some(inventory) = link(&service["FirmwareInventory"]) else {
