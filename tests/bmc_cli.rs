@@ -270,3 +270,25 @@ fn faults_give_clear_per_node_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn the_fleet_benchmark_runs_and_keeps_the_per_bmc_limit() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .env("NO_COLOR", "1")
+        .args([
+            "--json",
+            "bench",
+            "bmc",
+            "--nodes",
+            "12",
+            "--latency",
+            "20ms",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["failures"], 0);
+    assert_eq!(doc["peak_in_flight_per_bmc"], 1);
+    assert!(doc["ratio"].as_f64().unwrap() > 0.0);
+}

@@ -338,4 +338,17 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 256)]
         concurrency: usize,
     },
+    /// `kiln bmc status` over simulated BMCs that answer slowly, against
+    /// one BMC in the same run; checks the per-BMC request limit held.
+    Bmc {
+        /// Simulated BMCs (from 127.31.0.1).
+        #[arg(long, default_value_t = 1000)]
+        nodes: u32,
+        /// Added to every BMC response.
+        #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+        latency: std::time::Duration,
+        /// BMCs worked on at once (default: all).
+        #[arg(long)]
+        concurrency: Option<usize>,
+    },
 }

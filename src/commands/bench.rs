@@ -22,6 +22,11 @@ pub fn run(ctx: &Ctx, cmd: BenchCommand) -> anyhow::Result<ExitStatus> {
             ssh,
             concurrency,
         } => sim(ctx, nodes, ssh, concurrency),
+        BenchCommand::Bmc {
+            nodes,
+            latency,
+            concurrency,
+        } => super::bench_bmc::run(ctx, nodes, latency, concurrency),
     }
 }
 
@@ -116,6 +121,10 @@ fn inventory(ctx: &Ctx, nodes: u32, runs: u32) -> anyhow::Result<ExitStatus> {
 }
 
 /// Resident memory of this process now (Linux), in bytes.
+pub fn rss_now() -> Option<u64> {
+    rss_bytes()
+}
+
 fn rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;

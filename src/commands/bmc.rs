@@ -428,14 +428,13 @@ async fn status(ctx: &Ctx, target: &BmcTarget) -> anyhow::Result<ExitStatus> {
             facts::status(&c, &layout).await
         })
         .await;
-    work.finish(
+    let status = work.finish(
         ctx,
         &rows,
         &[
             "NODE", "VENDOR", "MODEL", "POWER", "HEALTH", "BMC FW", "BIOS", "GPUS", "MEDIA",
         ],
         |s| {
-            let gpus = s.gpus.len();
             vec![
                 match s.identity.generation {
                     Some(g) => format!("{:?} {g}", s.identity.vendor).to_lowercase(),
@@ -446,27 +445,25 @@ async fn status(ctx: &Ctx, target: &BmcTarget) -> anyhow::Result<ExitStatus> {
                 s.host.health.clone(),
                 s.identity.firmware.clone(),
                 s.host.bios.clone(),
-                gpus.to_string(),
+                s.gpus.len().to_string(),
                 s.media.clone().unwrap_or_else(|| "-".into()),
             ]
         },
-    )
-    .map(|status| {
-        // A node whose BMC sees fewer GPUs than its profile has is worth
-        // a warning here; the acceptance stages judge it.
-        for r in &rows {
-            if let (Some(s), Some(Some(want))) = (&r.result, expected.get(&r.node))
-                && (s.gpus.len() as u32) < *want
-            {
-                ctx.printer.info(&format!(
-                    "warning: {}: the BMC sees {} GPU(s); its hardware profile has {want}",
-                    r.node,
-                    s.gpus.len()
-                ));
-            }
+    )?;
+    // A node whose BMC sees fewer GPUs than its profile has is worth a
+    // warning here; the acceptance stages judge it.
+    for r in &rows {
+        if let (Some(s), Some(Some(want))) = (&r.result, expected.get(&r.node))
+            && (s.gpus.len() as u32) < *want
+        {
+            ctx.printer.info(&format!(
+                "warning: {}: the BMC sees {} GPU(s); its hardware profile has {want}",
+                r.node,
+                s.gpus.len()
+            ));
         }
-        status
-    })
+    }
+    Ok(status)
 }
 
 async fn power(

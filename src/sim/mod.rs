@@ -144,6 +144,8 @@ pub struct SimRack {
     pub nodes: Vec<Arc<node::SimNode>>,
     /// The clock everything runs on.
     pub clock: Clock,
+    /// The BMCs, same order.
+    pub bmcs: Vec<Arc<redfish::Bmc>>,
     stop: watch::Sender<bool>,
     root: PathBuf,
     remove_root: bool,
@@ -237,6 +239,7 @@ pub async fn start(
     let mut rack = SimRack {
         endpoints: Vec::with_capacity(nodes.len()),
         nodes: Vec::with_capacity(nodes.len()),
+        bmcs: Vec::with_capacity(nodes.len()),
         clock,
         stop,
         root: root.clone(),
@@ -364,6 +367,7 @@ pub async fn start(
             clock,
             metadata,
         ));
+        rack.bmcs.push(Arc::clone(&bmc));
         https::serve(bmc_addr, Arc::clone(&tls.config), bmc, stop_rx.clone()).await?;
         rack.endpoints.push(Endpoint {
             name: inv_node.name.clone(),

@@ -8,7 +8,7 @@ pub mod flavour;
 pub mod metadata;
 pub mod render;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -81,6 +81,8 @@ pub struct Bmc {
     clock: Clock,
     state: Mutex<BmcState>,
     requests: AtomicU64,
+    in_flight: AtomicUsize,
+    peak_in_flight: AtomicUsize,
     metadata: Arc<String>,
 }
 
@@ -114,6 +116,8 @@ impl Bmc {
             clock,
             state: Mutex::new(BmcState::default()),
             requests: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            peak_in_flight: AtomicUsize::new(0),
             metadata,
         }
     }
@@ -122,8 +126,36 @@ impl Bmc {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Requests answered or being answered so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// The most requests this BMC has had in flight at once: what a
+    /// client's per-BMC limit is measured against.
+    pub fn peak_in_flight(&self) -> usize {
+        self.peak_in_flight.load(Ordering::Relaxed)
+    }
+
     /// Answers one HTTP request.
     pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Reply, std::convert::Infallible> {
+        // Counted down on drop too: a client that gives up drops the request.
+        struct InFlight<'a>(&'a AtomicUsize);
+        impl Drop for InFlight<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak_in_flight.fetch_max(now, Ordering::Relaxed);
+        let _counted = InFlight(&self.in_flight);
+        Arc::clone(&self).answer(req).await
+    }
+
+    async fn answer(
         self: Arc<Self>,
         req: Request<Incoming>,
     ) -> Result<Reply, std::convert::Infallible> {
