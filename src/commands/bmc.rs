@@ -237,6 +237,8 @@ struct Work {
     concurrency: usize,
     options: TransportOptions,
     state: std::path::PathBuf,
+    /// A running count on stderr (only on a terminal, not with -q).
+    progress: bool,
 }
 
 impl Work {
@@ -261,12 +263,14 @@ impl Work {
             max_in_flight: inventory.limits.per_bmc.max(1),
             ..TransportOptions::default()
         };
+        use std::io::IsTerminal as _;
         Ok(Work {
             inventory,
             names,
             concurrency,
             options,
             state,
+            progress: !ctx.printer.quiet && std::io::stderr().is_terminal(),
         })
     }
 
@@ -329,9 +333,19 @@ impl Work {
                     }
                 }
             },
-            |_, _| {},
+            |done, total| self.tick(done, total),
         )
         .await
+    }
+
+    /// Rewrites one progress line on stderr.
+    fn tick(&self, done: usize, total: usize) {
+        if self.progress && total > 1 {
+            eprint!("\r{done}/{total} BMCs done");
+            if done == total {
+                eprintln!();
+            }
+        }
     }
 
     fn all_failed<T>(&self, why: &str) -> Vec<Row<T>> {
