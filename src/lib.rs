@@ -14,6 +14,7 @@ pub mod exit;
 pub mod inventory;
 pub mod judge;
 pub mod output;
+pub mod pipeline;
 pub mod profiles;
 pub mod secret;
 pub mod sim;
