@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use kiln::judge::{Judgement, Verdict, judge_gpu_burn, judge_nccl};
+use kiln::judge::{Judgement, ParseError, Verdict, judge_dcgm, judge_gpu_burn, judge_nccl};
 
 const ROOT: &str = "tests/fixtures/judge";
 
@@ -91,18 +91,71 @@ const EXPECTED: &[(&str, &str, Verdict, &str)] = &[
         Verdict::Pass,
         "",
     ),
+    (
+        "dcgmi-diag",
+        "diag-r2-j_dcgm4.2.3_GB10_partial-skip_persistence-fail.json",
+        Verdict::Fail,
+        "DCGM test 'software' failed on GPU 0: Persistence Mode: Persistence mode for GPU 0 is disabled.",
+    ),
+    (
+        "dcgmi-diag",
+        "diag-r3_8xH100_fail_fabricmanager-down_cuinit.txt",
+        Verdict::Fail,
+        "DCGM test 'GPU Memory' failed on all GPUs: GPU 0 Error using CUDA API cuInit Check DCGM and system logs",
+    ),
+    (
+        "dcgmi-diag",
+        "diag-r4_all-pass_dcgm2x-blacklist-era_meta-gcm.txt",
+        Verdict::Pass,
+        "",
+    ),
+    (
+        "dcgmi-diag",
+        "nvvs-json_dcgm3.1.0_8gpu_all-PASS_with-junk-prefix-and-nulls.txt",
+        Verdict::Pass,
+        "",
+    ),
 ];
+
+/// Fixtures that are fragments of an output: each must be refused (exit 2),
+/// with a substring of what the judge says it expected.
+const FRAGMENTS: &[(&str, &str, &str)] = &[
+    (
+        // One result object of a DCGM 3 JSON, line-wrapped as pasted.
+        "dcgmi-diag",
+        "diag-j_dcgm3x_FRAGMENT_diagnostic-fail_low-gflops_gpu5_issue122.txt",
+        "test_categories",
+    ),
+    (
+        // One test object of a DCGM 4 JSON: a single test cannot clear a node.
+        "dcgmi-diag",
+        "diag-r4_dcgm4_json_FRAGMENT_diagnostic-test_8gpu_issue215.txt",
+        "test_categories",
+    ),
+];
+
+/// The tool directories under tests/fixtures/judge.
+const DIRS: &[&str] = &["nccl-tests", "gpu-burn", "dcgmi-diag"];
 
 fn read(dir: &str, file: &str) -> String {
     std::fs::read_to_string(Path::new(ROOT).join(dir).join(file)).unwrap()
+}
+
+/// Judges `text` as the tool of fixture directory `dir`, integrity only.
+fn judge_as(dir: &str, text: &str) -> Result<Judgement, ParseError> {
+    match dir {
+        "nccl-tests" => judge_nccl(text, None),
+        "gpu-burn" => judge_gpu_burn(text),
+        "dcgmi-diag" => judge_dcgm(text),
+        other => panic!("no judge for {other}"),
+    }
 }
 
 fn judge(dir: &str, file: &str, floor: Option<f64>) -> Judgement {
     let text = read(dir, file);
     match dir {
         "nccl-tests" => judge_nccl(&text, floor),
-        "gpu-burn" => judge_gpu_burn(&text),
-        other => panic!("no judge for {other}"),
+        _ => judge_as(dir, &text),
     }
     .unwrap_or_else(|e| panic!("{dir}/{file}: {e}"))
 }
@@ -110,15 +163,22 @@ fn judge(dir: &str, file: &str, floor: Option<f64>) -> Judgement {
 #[test]
 fn every_fixture_has_an_expectation() {
     let mut on_disk = BTreeSet::new();
-    for dir in ["nccl-tests", "gpu-burn"] {
+    for dir in DIRS {
         for entry in std::fs::read_dir(Path::new(ROOT).join(dir)).unwrap() {
             let name = entry.unwrap().file_name().into_string().unwrap();
-            on_disk.insert((dir.to_owned(), name));
+            if name != "SOURCES.md" {
+                on_disk.insert(((*dir).to_owned(), name));
+            }
         }
     }
     let listed: BTreeSet<(String, String)> = EXPECTED
         .iter()
         .map(|(d, f, _, _)| ((*d).to_owned(), (*f).to_owned()))
+        .chain(
+            FRAGMENTS
+                .iter()
+                .map(|(d, f, _)| ((*d).to_owned(), (*f).to_owned())),
+        )
         .collect();
     assert_eq!(on_disk, listed, "fixtures and EXPECTED disagree");
 }
@@ -137,6 +197,14 @@ fn every_fixture_gets_its_verdict() {
                 j.reasons
             );
         }
+    }
+}
+
+#[test]
+fn every_fragment_is_refused() {
+    for (dir, file, expected) in FRAGMENTS {
+        let err = judge_as(dir, &read(dir, file)).expect_err(file);
+        assert!(err.expected.contains(expected), "{dir}/{file}: {err}");
     }
 }
 
@@ -279,6 +347,7 @@ fn fragments_are_parse_errors() {
         let err = judge_nccl(text, Some(400.0)).unwrap_err();
         assert!(err.expected.contains("nccl-tests"), "{text:?}");
         assert!(judge_gpu_burn(text).is_err(), "{text:?}");
+        assert!(judge_dcgm(text).is_err(), "{text:?}");
     }
 }
 

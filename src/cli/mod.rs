@@ -230,6 +230,8 @@ pub enum JudgeKind {
     Nccl,
     /// wilicc/gpu-burn.
     GpuBurn,
+    /// `dcgmi diag` (table or `-j` JSON).
+    Dcgm,
 }
 
 /// `kiln judge`

@@ -9,7 +9,7 @@ use super::Ctx;
 use crate::cli::{JudgeArgs, JudgeKind};
 use crate::diag::did_you_mean;
 use crate::exit::{BadInput, ExitStatus};
-use crate::judge::{Judgement, Verdict, judge_gpu_burn, judge_nccl};
+use crate::judge::{Judgement, Verdict, judge_dcgm, judge_gpu_burn, judge_nccl};
 use crate::profiles::HardwareProfile;
 
 /// Captured outputs larger than this are not tool outputs kiln judges.
@@ -25,6 +25,9 @@ pub fn run(ctx: &Ctx, args: &JudgeArgs) -> anyhow::Result<ExitStatus> {
     let judged = match args.kind {
         JudgeKind::Nccl => judge_nccl_with(&text, profile.as_ref()),
         JudgeKind::GpuBurn => judge_gpu_burn(&text),
+        // The profile's DCGM level decides which tests run, not how a
+        // result reads: a Fail is a Fail at any level.
+        JudgeKind::Dcgm => judge_dcgm(&text),
     };
     let judgement = match judged {
         Ok(j) => j,

@@ -10,9 +10,11 @@
 //! [`ParseError`], never a pass: an acceptance gate must not wave through
 //! output it did not understand.
 
+mod dcgm;
 mod gpu_burn;
 mod nccl;
 
+pub use dcgm::judge_dcgm;
 pub use gpu_burn::judge_gpu_burn;
 pub use nccl::judge_nccl;
 
