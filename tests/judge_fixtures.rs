@@ -5,7 +5,10 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use kiln::judge::{Judgement, ParseError, Verdict, judge_dcgm, judge_gpu_burn, judge_nccl};
+use kiln::judge::{
+    Judgement, NvidiaSmiLimits, ParseError, Verdict, judge_dcgm, judge_gpu_burn, judge_nccl,
+    judge_nvidia_smi,
+};
 
 const ROOT: &str = "tests/fixtures/judge";
 
@@ -115,6 +118,50 @@ const EXPECTED: &[(&str, &str, Verdict, &str)] = &[
         Verdict::Pass,
         "",
     ),
+    (
+        // Trimmed by its source: one <gpu> of the 4 attached.
+        "nvidia-smi",
+        "nvidia-smi-q-x_A100-SXM4-80GB_mig_535.54.03_dtd-v12.xml",
+        Verdict::Unknown,
+        "nvidia-smi says 4 GPUs are attached but the output lists 1",
+    ),
+    (
+        // Idle at PCIe Gen 1 of 4: a warning, not a failure, when idle.
+        "nvidia-smi",
+        "nvidia-smi-q-x_RTX-PRO-6000-Blackwell_dtd-v13.xml",
+        Verdict::Pass,
+        "",
+    ),
+    (
+        "nvidia-smi",
+        "nvidia-smi-q_1xH200_590.48.01_load.txt",
+        Verdict::Pass,
+        "",
+    ),
+    (
+        "nvidia-smi",
+        "nvidia-smi-q_8xH100-80GB-HBM3_535.183.01.txt",
+        Verdict::Fail,
+        "GPU 2 (00000000:75:00.0, serial 1654922018857): clocks slowed down (hw_power_brake_slowdown, sw_thermal_slowdown)",
+    ),
+    (
+        "nvidia-smi",
+        "query-gpu_allfields_1xH100-80GB-HBM3_590.48.01_idle.csv",
+        Verdict::Pass,
+        "",
+    ),
+    (
+        "nvidia-smi",
+        "query-gpu_allfields_1xH100-80GB-HBM3_590.48.01_load-gpuburn.csv",
+        Verdict::Pass,
+        "",
+    ),
+    (
+        "nvidia-smi",
+        "query-gpu_allfields_1xH200_590.48.01_load-gpuburn.csv",
+        Verdict::Pass,
+        "",
+    ),
 ];
 
 /// Fixtures that are fragments of an output: each must be refused (exit 2),
@@ -135,7 +182,7 @@ const FRAGMENTS: &[(&str, &str, &str)] = &[
 ];
 
 /// The tool directories under tests/fixtures/judge.
-const DIRS: &[&str] = &["nccl-tests", "gpu-burn", "dcgmi-diag"];
+const DIRS: &[&str] = &["nccl-tests", "gpu-burn", "dcgmi-diag", "nvidia-smi"];
 
 fn read(dir: &str, file: &str) -> String {
     std::fs::read_to_string(Path::new(ROOT).join(dir).join(file)).unwrap()
@@ -147,6 +194,7 @@ fn judge_as(dir: &str, text: &str) -> Result<Judgement, ParseError> {
         "nccl-tests" => judge_nccl(text, None),
         "gpu-burn" => judge_gpu_burn(text),
         "dcgmi-diag" => judge_dcgm(text),
+        "nvidia-smi" => judge_nvidia_smi(text, &NvidiaSmiLimits::default()),
         other => panic!("no judge for {other}"),
     }
 }
@@ -348,6 +396,10 @@ fn fragments_are_parse_errors() {
         assert!(err.expected.contains("nccl-tests"), "{text:?}");
         assert!(judge_gpu_burn(text).is_err(), "{text:?}");
         assert!(judge_dcgm(text).is_err(), "{text:?}");
+        assert!(
+            judge_nvidia_smi(text, &NvidiaSmiLimits::default()).is_err(),
+            "{text:?}"
+        );
     }
 }
 
@@ -379,4 +431,58 @@ fn judgement_serializes() {
     let v = serde_json::to_value(&j).unwrap();
     assert_eq!(v["kind"], "nccl-tests");
     assert_eq!(v["verdict"], "fail");
+}
+
+#[test]
+fn nvidia_smi_profile_count_model_and_load() {
+    let text = read("nvidia-smi", "nvidia-smi-q_1xH200_590.48.01_load.txt");
+    let limits = NvidiaSmiLimits {
+        gpu_count: Some(8),
+        model: Some("NVIDIA H100 80GB HBM3".to_owned()),
+        ..NvidiaSmiLimits::default()
+    };
+    let j = judge_nvidia_smi(&text, &limits).unwrap();
+    assert_eq!(j.verdict, Verdict::Fail);
+    assert_eq!(
+        j.reasons[0],
+        "GPU 0 (00000000:83:00.0): model 'NVIDIA H200', expected 'NVIDIA H100 80GB HBM3'"
+    );
+    assert!(j.reasons[1].starts_with("nvidia-smi shows 1 GPUs, expected 8"));
+
+    // Gen 1 of 4 is a warning when idle, a failure under load.
+    let rtx = read(
+        "nvidia-smi",
+        "nvidia-smi-q-x_RTX-PRO-6000-Blackwell_dtd-v13.xml",
+    );
+    let loaded = NvidiaSmiLimits {
+        under_load: true,
+        ..NvidiaSmiLimits::default()
+    };
+    let j = judge_nvidia_smi(&rtx, &loaded).unwrap();
+    assert_eq!(j.verdict, Verdict::Fail);
+    assert!(j.reasons[0].contains("PCIe link at Gen 1 x16, expected Gen 4 x16 under load"));
+}
+
+#[test]
+fn nvidia_smi_formats_agree() {
+    let csv = judge(
+        "nvidia-smi",
+        "query-gpu_allfields_1xH200_590.48.01_load-gpuburn.csv",
+        None,
+    );
+    let q = judge("nvidia-smi", "nvidia-smi-q_1xH200_590.48.01_load.txt", None);
+    assert_eq!(csv.metrics["format"], "csv");
+    assert_eq!(q.metrics["format"], "q");
+    for key in ["name", "bus_id", "pcie_gen", "pcie_width"] {
+        assert_eq!(
+            csv.metrics["per_gpu"][0][key], q.metrics["per_gpu"][0][key],
+            "{key}"
+        );
+    }
+    let h100 = judge(
+        "nvidia-smi",
+        "nvidia-smi-q_8xH100-80GB-HBM3_535.183.01.txt",
+        None,
+    );
+    assert_eq!(h100.metrics["gpus"], 8);
 }

@@ -232,6 +232,8 @@ pub enum JudgeKind {
     GpuBurn,
     /// `dcgmi diag` (table or `-j` JSON).
     Dcgm,
+    /// `nvidia-smi -q`, `-q -x` or `--query-gpu=… --format=csv`.
+    NvidiaSmi,
 }
 
 /// `kiln judge`

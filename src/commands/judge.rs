@@ -9,7 +9,9 @@ use super::Ctx;
 use crate::cli::{JudgeArgs, JudgeKind};
 use crate::diag::did_you_mean;
 use crate::exit::{BadInput, ExitStatus};
-use crate::judge::{Judgement, Verdict, judge_dcgm, judge_gpu_burn, judge_nccl};
+use crate::judge::{
+    Judgement, NvidiaSmiLimits, Verdict, judge_dcgm, judge_gpu_burn, judge_nccl, judge_nvidia_smi,
+};
 use crate::profiles::HardwareProfile;
 
 /// Captured outputs larger than this are not tool outputs kiln judges.
@@ -28,6 +30,7 @@ pub fn run(ctx: &Ctx, args: &JudgeArgs) -> anyhow::Result<ExitStatus> {
         // The profile's DCGM level decides which tests run, not how a
         // result reads: a Fail is a Fail at any level.
         JudgeKind::Dcgm => judge_dcgm(&text),
+        JudgeKind::NvidiaSmi => judge_nvidia_smi(&text, &nvidia_smi_limits(profile.as_ref())),
     };
     let judgement = match judged {
         Ok(j) => j,
@@ -100,6 +103,21 @@ fn judge_nccl_with(
         profile.nccl.in_node_busbw_gbps
     };
     judge_nccl(text, Some(floor))
+}
+
+/// The profile's GPU count, model and PCIe link. A capture judged here
+/// is not known to be under load, so a slow link is a warning.
+fn nvidia_smi_limits(profile: Option<&HardwareProfile>) -> NvidiaSmiLimits {
+    match profile {
+        None => NvidiaSmiLimits::default(),
+        Some(p) => NvidiaSmiLimits {
+            gpu_count: Some(p.gpu.count),
+            model: Some(p.gpu.model.clone()),
+            pcie_gen: Some(p.gpu.pcie.generation),
+            pcie_width: Some(p.gpu.pcie.width),
+            under_load: false,
+        },
+    }
 }
 
 fn render(j: &Judgement) -> String {

@@ -13,10 +13,13 @@
 mod dcgm;
 mod gpu_burn;
 mod nccl;
+mod nvidia_smi;
+mod xml;
 
 pub use dcgm::judge_dcgm;
 pub use gpu_burn::judge_gpu_burn;
 pub use nccl::judge_nccl;
+pub use nvidia_smi::{NvidiaSmiLimits, judge_nvidia_smi};
 
 use serde::Serialize;
 
