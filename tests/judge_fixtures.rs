@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use kiln::judge::{
-    Judgement, NvidiaSmiLimits, ParseError, Verdict, judge_dcgm, judge_gpu_burn, judge_nccl,
-    judge_nvidia_smi,
+    DEFAULT_FATAL_XIDS, DEFAULT_MAX_SPREAD_PCT, Judgement, NvidiaSmiLimits, ParseError, Verdict,
+    judge_dcgm, judge_dmesg, judge_gpu_burn, judge_gpu_fryer, judge_nccl, judge_nvidia_smi,
 };
 
 const ROOT: &str = "tests/fixtures/judge";
@@ -162,6 +162,25 @@ const EXPECTED: &[(&str, &str, Verdict, &str)] = &[
         Verdict::Pass,
         "",
     ),
+    (
+        "dmesg",
+        "dmesg_xid-119_gsp-timeout_H100.txt",
+        Verdict::Fail,
+        "GPU at PCI 0000:9b:00 (serial 1650124014249): Xid 119 (5 times): Timeout after 6s",
+    ),
+    (
+        "gpu-fryer",
+        "gpu-fryer_1xT4_healthy_tail_issue29.txt",
+        Verdict::Pass,
+        "",
+    ),
+    (
+        // The tool said "All GPUs seem healthy" at 0 Gflops/s (its issue #10).
+        "gpu-fryer",
+        "gpu-fryer_4gpu_broken-0gflops_reported-healthy_issue10.txt",
+        Verdict::Fail,
+        "GPU 0: 0 Gflops/s: it did no work",
+    ),
 ];
 
 /// Fixtures that are fragments of an output: each must be refused (exit 2),
@@ -182,7 +201,14 @@ const FRAGMENTS: &[(&str, &str, &str)] = &[
 ];
 
 /// The tool directories under tests/fixtures/judge.
-const DIRS: &[&str] = &["nccl-tests", "gpu-burn", "dcgmi-diag", "nvidia-smi"];
+const DIRS: &[&str] = &[
+    "nccl-tests",
+    "gpu-burn",
+    "dcgmi-diag",
+    "nvidia-smi",
+    "dmesg",
+    "gpu-fryer",
+];
 
 fn read(dir: &str, file: &str) -> String {
     std::fs::read_to_string(Path::new(ROOT).join(dir).join(file)).unwrap()
@@ -195,6 +221,8 @@ fn judge_as(dir: &str, text: &str) -> Result<Judgement, ParseError> {
         "gpu-burn" => judge_gpu_burn(text),
         "dcgmi-diag" => judge_dcgm(text),
         "nvidia-smi" => judge_nvidia_smi(text, &NvidiaSmiLimits::default()),
+        "dmesg" => judge_dmesg(text, DEFAULT_FATAL_XIDS),
+        "gpu-fryer" => judge_gpu_fryer(text, DEFAULT_MAX_SPREAD_PCT),
         other => panic!("no judge for {other}"),
     }
 }
@@ -485,4 +513,23 @@ fn nvidia_smi_formats_agree() {
         None,
     );
     assert_eq!(h100.metrics["gpus"], 8);
+}
+
+#[test]
+fn xid_list_comes_from_the_caller() {
+    let log = read("dmesg", "dmesg_xid-119_gsp-timeout_H100.txt");
+    // A profile that does not list 119: reported, not failed.
+    let j = judge_dmesg(&log, &[48, 79]).unwrap();
+    assert_eq!(j.verdict, Verdict::Pass, "{:?}", j.reasons);
+    assert_eq!(j.metrics["xids"][0]["count"], 5);
+    assert!(j.metrics["warnings"][0].to_string().contains("Xid 119"));
+}
+
+#[test]
+fn gpu_fryer_cut_before_verdict_is_unknown() {
+    let text = read("gpu-fryer", "gpu-fryer_1xT4_healthy_tail_issue29.txt");
+    let cut = text.split("All GPUs").next().unwrap();
+    let j = judge_gpu_fryer(cut, DEFAULT_MAX_SPREAD_PCT).unwrap();
+    assert_eq!(j.verdict, Verdict::Unknown, "{:?}", j.reasons);
+    assert_eq!(j.metrics["per_gpu"][0]["gflops"], 4444.0);
 }

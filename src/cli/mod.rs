@@ -234,6 +234,10 @@ pub enum JudgeKind {
     Dcgm,
     /// `nvidia-smi -q`, `-q -x` or `--query-gpu=… --format=csv`.
     NvidiaSmi,
+    /// A kernel log (`dmesg`, `journalctl -k`): Xid and SXid lines.
+    Dmesg,
+    /// huggingface/gpu-fryer.
+    GpuFryer,
 }
 
 /// `kiln judge`

@@ -10,7 +10,8 @@ use crate::cli::{JudgeArgs, JudgeKind};
 use crate::diag::did_you_mean;
 use crate::exit::{BadInput, ExitStatus};
 use crate::judge::{
-    Judgement, NvidiaSmiLimits, Verdict, judge_dcgm, judge_gpu_burn, judge_nccl, judge_nvidia_smi,
+    DEFAULT_FATAL_XIDS, DEFAULT_MAX_SPREAD_PCT, Judgement, NvidiaSmiLimits, Verdict, judge_dcgm,
+    judge_dmesg, judge_gpu_burn, judge_gpu_fryer, judge_nccl, judge_nvidia_smi,
 };
 use crate::profiles::HardwareProfile;
 
@@ -31,6 +32,16 @@ pub fn run(ctx: &Ctx, args: &JudgeArgs) -> anyhow::Result<ExitStatus> {
         // result reads: a Fail is a Fail at any level.
         JudgeKind::Dcgm => judge_dcgm(&text),
         JudgeKind::NvidiaSmi => judge_nvidia_smi(&text, &nvidia_smi_limits(profile.as_ref())),
+        JudgeKind::Dmesg => match &profile {
+            Some(p) => judge_dmesg(&text, &p.xid.fail),
+            None => judge_dmesg(&text, DEFAULT_FATAL_XIDS),
+        },
+        JudgeKind::GpuFryer => judge_gpu_fryer(
+            &text,
+            profile
+                .as_ref()
+                .map_or(DEFAULT_MAX_SPREAD_PCT, |p| p.burnin.max_spread_pct),
+        ),
     };
     let judgement = match judged {
         Ok(j) => j,

@@ -11,13 +11,17 @@
 //! output it did not understand.
 
 mod dcgm;
+mod dmesg;
 mod gpu_burn;
+mod gpu_fryer;
 mod nccl;
 mod nvidia_smi;
 mod xml;
 
 pub use dcgm::judge_dcgm;
+pub use dmesg::{DEFAULT_FATAL_XIDS, judge_dmesg};
 pub use gpu_burn::judge_gpu_burn;
+pub use gpu_fryer::{DEFAULT_MAX_SPREAD_PCT, judge_gpu_fryer};
 pub use nccl::judge_nccl;
 pub use nvidia_smi::{NvidiaSmiLimits, judge_nvidia_smi};
 
