@@ -6,8 +6,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use kiln::judge::{
-    DEFAULT_FATAL_XIDS, DEFAULT_MAX_SPREAD_PCT, Judgement, NvidiaSmiLimits, ParseError, Verdict,
-    judge_dcgm, judge_dmesg, judge_gpu_burn, judge_gpu_fryer, judge_nccl, judge_nvidia_smi,
+    DEFAULT_FATAL_XIDS, DEFAULT_MAX_SPREAD_PCT, Judgement, NvbandwidthFloors, NvidiaSmiLimits,
+    ParseError, Verdict, judge_dcgm, judge_dmesg, judge_gpu_burn, judge_gpu_fryer,
+    judge_ib_write_bw, judge_nccl, judge_nvbandwidth, judge_nvidia_smi,
 };
 
 const ROOT: &str = "tests/fixtures/judge";
@@ -181,6 +182,24 @@ const EXPECTED: &[(&str, &str, Verdict, &str)] = &[
         Verdict::Fail,
         "GPU 0: 0 Gflops/s: it did no work",
     ),
+    (
+        "nvbandwidth",
+        "nvbandwidth-v0.4_d2d-read-ce_8xH100_570.133.20_azure-ndv5.txt",
+        Verdict::Pass,
+        "",
+    ),
+    (
+        "ib_write_bw",
+        "ib_write_bw_client_roce_gdr-cuda-dmabuf_16qp_Gbps_A40.txt",
+        Verdict::Pass,
+        "",
+    ),
+    (
+        "ib_write_bw",
+        "ib_write_bw_loopback_8MB_HDR_MBps.txt",
+        Verdict::Pass,
+        "",
+    ),
 ];
 
 /// Fixtures that are fragments of an output: each must be refused (exit 2),
@@ -208,6 +227,8 @@ const DIRS: &[&str] = &[
     "nvidia-smi",
     "dmesg",
     "gpu-fryer",
+    "nvbandwidth",
+    "ib_write_bw",
 ];
 
 fn read(dir: &str, file: &str) -> String {
@@ -223,6 +244,8 @@ fn judge_as(dir: &str, text: &str) -> Result<Judgement, ParseError> {
         "nvidia-smi" => judge_nvidia_smi(text, &NvidiaSmiLimits::default()),
         "dmesg" => judge_dmesg(text, DEFAULT_FATAL_XIDS),
         "gpu-fryer" => judge_gpu_fryer(text, DEFAULT_MAX_SPREAD_PCT),
+        "nvbandwidth" => judge_nvbandwidth(text, &NvbandwidthFloors::default()),
+        "ib_write_bw" => judge_ib_write_bw(text, None),
         other => panic!("no judge for {other}"),
     }
 }
@@ -532,4 +555,63 @@ fn gpu_fryer_cut_before_verdict_is_unknown() {
     let j = judge_gpu_fryer(cut, DEFAULT_MAX_SPREAD_PCT).unwrap();
     assert_eq!(j.verdict, Verdict::Unknown, "{:?}", j.reasons);
     assert_eq!(j.metrics["per_gpu"][0]["gflops"], 4444.0);
+}
+
+#[test]
+fn nvbandwidth_floor_names_the_pairs() {
+    let text = read(
+        "nvbandwidth",
+        "nvbandwidth-v0.4_d2d-read-ce_8xH100_570.133.20_azure-ndv5.txt",
+    );
+    let floors = NvbandwidthFloors {
+        d2d_read_gbps: Some(370.5),
+        ..NvbandwidthFloors::default()
+    };
+    let j = judge_nvbandwidth(&text, &floors).unwrap();
+    assert_eq!(j.verdict, Verdict::Fail);
+    assert!(
+        j.reasons[0].starts_with("device_to_device_memcpy_read_ce: 8 of 56 below the 370.5 GB/s floor: GPU 0 -> GPU 4 370.4"),
+        "{:?}",
+        j.reasons
+    );
+    assert_eq!(j.metrics["tests"][0]["sum"], 20785.58);
+    // A run cut after its header is not a pass.
+    let cut = text.split("memcpy CE").next().unwrap();
+    assert_eq!(
+        judge_nvbandwidth(cut, &floors).unwrap().verdict,
+        Verdict::Unknown
+    );
+}
+
+#[test]
+fn ib_write_bw_floor_and_units() {
+    let text = read("ib_write_bw", "ib_write_bw_loopback_8MB_HDR_MBps.txt");
+    // 24056.72 MB/s (MiB) is 201.8 Gb/s.
+    let j = judge_ib_write_bw(&text, Some(380.0)).unwrap();
+    assert_eq!(j.verdict, Verdict::Fail);
+    assert!(
+        j.reasons[0].starts_with("ib0: BW average 201.8 Gb/s < 380 Gb/s floor at 8388608 bytes"),
+        "{:?}",
+        j.reasons
+    );
+    let gdr = read(
+        "ib_write_bw",
+        "ib_write_bw_client_roce_gdr-cuda-dmabuf_16qp_Gbps_A40.txt",
+    );
+    assert_eq!(
+        judge_ib_write_bw(&gdr, Some(180.0)).unwrap().verdict,
+        Verdict::Pass
+    );
+    // Header only: the run did not complete.
+    let cut = gdr.split(" #bytes").next().unwrap();
+    assert_eq!(
+        judge_ib_write_bw(cut, None).unwrap().verdict,
+        Verdict::Unknown
+    );
+    let broken = format!("{cut}\n Couldn't connect to 10.6.145.32:18515\n");
+    let j = judge_ib_write_bw(&broken, None).unwrap();
+    assert_eq!(
+        j.reasons,
+        ["ib_write_bw failed: Couldn't connect to 10.6.145.32:18515"]
+    );
 }

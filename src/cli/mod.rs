@@ -238,6 +238,10 @@ pub enum JudgeKind {
     Dmesg,
     /// huggingface/gpu-fryer.
     GpuFryer,
+    /// NVIDIA/nvbandwidth.
+    Nvbandwidth,
+    /// perftest's ib_write_bw.
+    IbWriteBw,
 }
 
 /// `kiln judge`

@@ -10,8 +10,9 @@ use crate::cli::{JudgeArgs, JudgeKind};
 use crate::diag::did_you_mean;
 use crate::exit::{BadInput, ExitStatus};
 use crate::judge::{
-    DEFAULT_FATAL_XIDS, DEFAULT_MAX_SPREAD_PCT, Judgement, NvidiaSmiLimits, Verdict, judge_dcgm,
-    judge_dmesg, judge_gpu_burn, judge_gpu_fryer, judge_nccl, judge_nvidia_smi,
+    DEFAULT_FATAL_XIDS, DEFAULT_MAX_SPREAD_PCT, Judgement, NvbandwidthFloors, NvidiaSmiLimits,
+    Verdict, judge_dcgm, judge_dmesg, judge_gpu_burn, judge_gpu_fryer, judge_ib_write_bw,
+    judge_nccl, judge_nvbandwidth, judge_nvidia_smi,
 };
 use crate::profiles::HardwareProfile;
 
@@ -42,6 +43,19 @@ pub fn run(ctx: &Ctx, args: &JudgeArgs) -> anyhow::Result<ExitStatus> {
                 .as_ref()
                 .map_or(DEFAULT_MAX_SPREAD_PCT, |p| p.burnin.max_spread_pct),
         ),
+        JudgeKind::Nvbandwidth => judge_nvbandwidth(
+            &text,
+            &profile
+                .as_ref()
+                .map_or(NvbandwidthFloors::default(), |p| NvbandwidthFloors {
+                    h2d_gbps: Some(p.nvbandwidth.h2d_gbps),
+                    d2h_gbps: Some(p.nvbandwidth.d2h_gbps),
+                    d2d_read_gbps: Some(p.nvbandwidth.d2d_gbps),
+                }),
+        ),
+        JudgeKind::IbWriteBw => {
+            judge_ib_write_bw(&text, profile.as_ref().map(|p| p.ib_write_bw.min_gbps))
+        }
     };
     let judgement = match judged {
         Ok(j) => j,
