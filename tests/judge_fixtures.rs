@@ -5,7 +5,11 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use kiln::judge::{Judgement, Verdict, judge_gpu_burn, judge_nccl};
+use kiln::judge::{
+    DEFAULT_FATAL_XIDS, DEFAULT_MAX_SPREAD_PCT, Judgement, NvbandwidthFloors, NvidiaSmiLimits,
+    ParseError, Verdict, judge_dcgm, judge_dmesg, judge_gpu_burn, judge_gpu_fryer,
+    judge_ib_write_bw, judge_nccl, judge_nvbandwidth, judge_nvidia_smi,
+};
 
 const ROOT: &str = "tests/fixtures/judge";
 
@@ -91,18 +95,166 @@ const EXPECTED: &[(&str, &str, Verdict, &str)] = &[
         Verdict::Pass,
         "",
     ),
+    (
+        "dcgmi-diag",
+        "diag-r2-j_dcgm4.2.3_GB10_partial-skip_persistence-fail.json",
+        Verdict::Fail,
+        "DCGM test 'software' failed on GPU 0: Persistence Mode: Persistence mode for GPU 0 is disabled.",
+    ),
+    (
+        "dcgmi-diag",
+        "diag-r3_8xH100_fail_fabricmanager-down_cuinit.txt",
+        Verdict::Fail,
+        "DCGM test 'GPU Memory' failed on all GPUs: GPU 0 Error using CUDA API cuInit Check DCGM and system logs",
+    ),
+    (
+        "dcgmi-diag",
+        "diag-r4_all-pass_dcgm2x-blacklist-era_meta-gcm.txt",
+        Verdict::Pass,
+        "",
+    ),
+    (
+        "dcgmi-diag",
+        "nvvs-json_dcgm3.1.0_8gpu_all-PASS_with-junk-prefix-and-nulls.txt",
+        Verdict::Pass,
+        "",
+    ),
+    (
+        // Trimmed by its source: one <gpu> of the 4 attached.
+        "nvidia-smi",
+        "nvidia-smi-q-x_A100-SXM4-80GB_mig_535.54.03_dtd-v12.xml",
+        Verdict::Unknown,
+        "nvidia-smi says 4 GPUs are attached but the output lists 1",
+    ),
+    (
+        // Idle at PCIe Gen 1 of 4: a warning, not a failure, when idle.
+        "nvidia-smi",
+        "nvidia-smi-q-x_RTX-PRO-6000-Blackwell_dtd-v13.xml",
+        Verdict::Pass,
+        "",
+    ),
+    (
+        "nvidia-smi",
+        "nvidia-smi-q_1xH200_590.48.01_load.txt",
+        Verdict::Pass,
+        "",
+    ),
+    (
+        "nvidia-smi",
+        "nvidia-smi-q_8xH100-80GB-HBM3_535.183.01.txt",
+        Verdict::Fail,
+        "GPU 2 (00000000:75:00.0, serial 1654922018857): clocks slowed down (hw_power_brake_slowdown, sw_thermal_slowdown)",
+    ),
+    (
+        "nvidia-smi",
+        "query-gpu_allfields_1xH100-80GB-HBM3_590.48.01_idle.csv",
+        Verdict::Pass,
+        "",
+    ),
+    (
+        "nvidia-smi",
+        "query-gpu_allfields_1xH100-80GB-HBM3_590.48.01_load-gpuburn.csv",
+        Verdict::Pass,
+        "",
+    ),
+    (
+        "nvidia-smi",
+        "query-gpu_allfields_1xH200_590.48.01_load-gpuburn.csv",
+        Verdict::Pass,
+        "",
+    ),
+    (
+        "dmesg",
+        "dmesg_xid-119_gsp-timeout_H100.txt",
+        Verdict::Fail,
+        "GPU at PCI 0000:9b:00 (serial 1650124014249): Xid 119 (5 times): Timeout after 6s",
+    ),
+    (
+        "gpu-fryer",
+        "gpu-fryer_1xT4_healthy_tail_issue29.txt",
+        Verdict::Pass,
+        "",
+    ),
+    (
+        // The tool said "All GPUs seem healthy" at 0 Gflops/s (its issue #10).
+        "gpu-fryer",
+        "gpu-fryer_4gpu_broken-0gflops_reported-healthy_issue10.txt",
+        Verdict::Fail,
+        "GPU 0: 0 Gflops/s: it did no work",
+    ),
+    (
+        "nvbandwidth",
+        "nvbandwidth-v0.4_d2d-read-ce_8xH100_570.133.20_azure-ndv5.txt",
+        Verdict::Pass,
+        "",
+    ),
+    (
+        "ib_write_bw",
+        "ib_write_bw_client_roce_gdr-cuda-dmabuf_16qp_Gbps_A40.txt",
+        Verdict::Pass,
+        "",
+    ),
+    (
+        "ib_write_bw",
+        "ib_write_bw_loopback_8MB_HDR_MBps.txt",
+        Verdict::Pass,
+        "",
+    ),
+];
+
+/// Fixtures that are fragments of an output: each must be refused (exit 2),
+/// with a substring of what the judge says it expected.
+const FRAGMENTS: &[(&str, &str, &str)] = &[
+    (
+        // One result object of a DCGM 3 JSON, line-wrapped as pasted.
+        "dcgmi-diag",
+        "diag-j_dcgm3x_FRAGMENT_diagnostic-fail_low-gflops_gpu5_issue122.txt",
+        "test_categories",
+    ),
+    (
+        // One test object of a DCGM 4 JSON: a single test cannot clear a node.
+        "dcgmi-diag",
+        "diag-r4_dcgm4_json_FRAGMENT_diagnostic-test_8gpu_issue215.txt",
+        "test_categories",
+    ),
+];
+
+/// The tool directories under tests/fixtures/judge.
+const DIRS: &[&str] = &[
+    "nccl-tests",
+    "gpu-burn",
+    "dcgmi-diag",
+    "nvidia-smi",
+    "dmesg",
+    "gpu-fryer",
+    "nvbandwidth",
+    "ib_write_bw",
 ];
 
 fn read(dir: &str, file: &str) -> String {
     std::fs::read_to_string(Path::new(ROOT).join(dir).join(file)).unwrap()
 }
 
+/// Judges `text` as the tool of fixture directory `dir`, integrity only.
+fn judge_as(dir: &str, text: &str) -> Result<Judgement, ParseError> {
+    match dir {
+        "nccl-tests" => judge_nccl(text, None),
+        "gpu-burn" => judge_gpu_burn(text),
+        "dcgmi-diag" => judge_dcgm(text),
+        "nvidia-smi" => judge_nvidia_smi(text, &NvidiaSmiLimits::default()),
+        "dmesg" => judge_dmesg(text, DEFAULT_FATAL_XIDS),
+        "gpu-fryer" => judge_gpu_fryer(text, DEFAULT_MAX_SPREAD_PCT),
+        "nvbandwidth" => judge_nvbandwidth(text, &NvbandwidthFloors::default()),
+        "ib_write_bw" => judge_ib_write_bw(text, None),
+        other => panic!("no judge for {other}"),
+    }
+}
+
 fn judge(dir: &str, file: &str, floor: Option<f64>) -> Judgement {
     let text = read(dir, file);
     match dir {
         "nccl-tests" => judge_nccl(&text, floor),
-        "gpu-burn" => judge_gpu_burn(&text),
-        other => panic!("no judge for {other}"),
+        _ => judge_as(dir, &text),
     }
     .unwrap_or_else(|e| panic!("{dir}/{file}: {e}"))
 }
@@ -110,15 +262,22 @@ fn judge(dir: &str, file: &str, floor: Option<f64>) -> Judgement {
 #[test]
 fn every_fixture_has_an_expectation() {
     let mut on_disk = BTreeSet::new();
-    for dir in ["nccl-tests", "gpu-burn"] {
+    for dir in DIRS {
         for entry in std::fs::read_dir(Path::new(ROOT).join(dir)).unwrap() {
             let name = entry.unwrap().file_name().into_string().unwrap();
-            on_disk.insert((dir.to_owned(), name));
+            if name != "SOURCES.md" {
+                on_disk.insert(((*dir).to_owned(), name));
+            }
         }
     }
     let listed: BTreeSet<(String, String)> = EXPECTED
         .iter()
         .map(|(d, f, _, _)| ((*d).to_owned(), (*f).to_owned()))
+        .chain(
+            FRAGMENTS
+                .iter()
+                .map(|(d, f, _)| ((*d).to_owned(), (*f).to_owned())),
+        )
         .collect();
     assert_eq!(on_disk, listed, "fixtures and EXPECTED disagree");
 }
@@ -137,6 +296,14 @@ fn every_fixture_gets_its_verdict() {
                 j.reasons
             );
         }
+    }
+}
+
+#[test]
+fn every_fragment_is_refused() {
+    for (dir, file, expected) in FRAGMENTS {
+        let err = judge_as(dir, &read(dir, file)).expect_err(file);
+        assert!(err.expected.contains(expected), "{dir}/{file}: {err}");
     }
 }
 
@@ -279,6 +446,11 @@ fn fragments_are_parse_errors() {
         let err = judge_nccl(text, Some(400.0)).unwrap_err();
         assert!(err.expected.contains("nccl-tests"), "{text:?}");
         assert!(judge_gpu_burn(text).is_err(), "{text:?}");
+        assert!(judge_dcgm(text).is_err(), "{text:?}");
+        assert!(
+            judge_nvidia_smi(text, &NvidiaSmiLimits::default()).is_err(),
+            "{text:?}"
+        );
     }
 }
 
@@ -310,4 +482,136 @@ fn judgement_serializes() {
     let v = serde_json::to_value(&j).unwrap();
     assert_eq!(v["kind"], "nccl-tests");
     assert_eq!(v["verdict"], "fail");
+}
+
+#[test]
+fn nvidia_smi_profile_count_model_and_load() {
+    let text = read("nvidia-smi", "nvidia-smi-q_1xH200_590.48.01_load.txt");
+    let limits = NvidiaSmiLimits {
+        gpu_count: Some(8),
+        model: Some("NVIDIA H100 80GB HBM3".to_owned()),
+        ..NvidiaSmiLimits::default()
+    };
+    let j = judge_nvidia_smi(&text, &limits).unwrap();
+    assert_eq!(j.verdict, Verdict::Fail);
+    assert_eq!(
+        j.reasons[0],
+        "GPU 0 (00000000:83:00.0): model 'NVIDIA H200', expected 'NVIDIA H100 80GB HBM3'"
+    );
+    assert!(j.reasons[1].starts_with("nvidia-smi shows 1 GPUs, expected 8"));
+
+    // Gen 1 of 4 is a warning when idle, a failure under load.
+    let rtx = read(
+        "nvidia-smi",
+        "nvidia-smi-q-x_RTX-PRO-6000-Blackwell_dtd-v13.xml",
+    );
+    let loaded = NvidiaSmiLimits {
+        under_load: true,
+        ..NvidiaSmiLimits::default()
+    };
+    let j = judge_nvidia_smi(&rtx, &loaded).unwrap();
+    assert_eq!(j.verdict, Verdict::Fail);
+    assert!(j.reasons[0].contains("PCIe link at Gen 1 x16, expected Gen 4 x16 under load"));
+}
+
+#[test]
+fn nvidia_smi_formats_agree() {
+    let csv = judge(
+        "nvidia-smi",
+        "query-gpu_allfields_1xH200_590.48.01_load-gpuburn.csv",
+        None,
+    );
+    let q = judge("nvidia-smi", "nvidia-smi-q_1xH200_590.48.01_load.txt", None);
+    assert_eq!(csv.metrics["format"], "csv");
+    assert_eq!(q.metrics["format"], "q");
+    for key in ["name", "bus_id", "pcie_gen", "pcie_width"] {
+        assert_eq!(
+            csv.metrics["per_gpu"][0][key], q.metrics["per_gpu"][0][key],
+            "{key}"
+        );
+    }
+    let h100 = judge(
+        "nvidia-smi",
+        "nvidia-smi-q_8xH100-80GB-HBM3_535.183.01.txt",
+        None,
+    );
+    assert_eq!(h100.metrics["gpus"], 8);
+}
+
+#[test]
+fn xid_list_comes_from_the_caller() {
+    let log = read("dmesg", "dmesg_xid-119_gsp-timeout_H100.txt");
+    // A profile that does not list 119: reported, not failed.
+    let j = judge_dmesg(&log, &[48, 79]).unwrap();
+    assert_eq!(j.verdict, Verdict::Pass, "{:?}", j.reasons);
+    assert_eq!(j.metrics["xids"][0]["count"], 5);
+    assert!(j.metrics["warnings"][0].to_string().contains("Xid 119"));
+}
+
+#[test]
+fn gpu_fryer_cut_before_verdict_is_unknown() {
+    let text = read("gpu-fryer", "gpu-fryer_1xT4_healthy_tail_issue29.txt");
+    let cut = text.split("All GPUs").next().unwrap();
+    let j = judge_gpu_fryer(cut, DEFAULT_MAX_SPREAD_PCT).unwrap();
+    assert_eq!(j.verdict, Verdict::Unknown, "{:?}", j.reasons);
+    assert_eq!(j.metrics["per_gpu"][0]["gflops"], 4444.0);
+}
+
+#[test]
+fn nvbandwidth_floor_names_the_pairs() {
+    let text = read(
+        "nvbandwidth",
+        "nvbandwidth-v0.4_d2d-read-ce_8xH100_570.133.20_azure-ndv5.txt",
+    );
+    let floors = NvbandwidthFloors {
+        d2d_read_gbps: Some(370.5),
+        ..NvbandwidthFloors::default()
+    };
+    let j = judge_nvbandwidth(&text, &floors).unwrap();
+    assert_eq!(j.verdict, Verdict::Fail);
+    assert!(
+        j.reasons[0].starts_with("device_to_device_memcpy_read_ce: 8 of 56 below the 370.5 GB/s floor: GPU 0 -> GPU 4 370.4"),
+        "{:?}",
+        j.reasons
+    );
+    assert_eq!(j.metrics["tests"][0]["sum"], 20785.58);
+    // A run cut after its header is not a pass.
+    let cut = text.split("memcpy CE").next().unwrap();
+    assert_eq!(
+        judge_nvbandwidth(cut, &floors).unwrap().verdict,
+        Verdict::Unknown
+    );
+}
+
+#[test]
+fn ib_write_bw_floor_and_units() {
+    let text = read("ib_write_bw", "ib_write_bw_loopback_8MB_HDR_MBps.txt");
+    // 24056.72 MB/s (MiB) is 201.8 Gb/s.
+    let j = judge_ib_write_bw(&text, Some(380.0)).unwrap();
+    assert_eq!(j.verdict, Verdict::Fail);
+    assert!(
+        j.reasons[0].starts_with("ib0: BW average 201.8 Gb/s < 380 Gb/s floor at 8388608 bytes"),
+        "{:?}",
+        j.reasons
+    );
+    let gdr = read(
+        "ib_write_bw",
+        "ib_write_bw_client_roce_gdr-cuda-dmabuf_16qp_Gbps_A40.txt",
+    );
+    assert_eq!(
+        judge_ib_write_bw(&gdr, Some(180.0)).unwrap().verdict,
+        Verdict::Pass
+    );
+    // Header only: the run did not complete.
+    let cut = gdr.split(" #bytes").next().unwrap();
+    assert_eq!(
+        judge_ib_write_bw(cut, None).unwrap().verdict,
+        Verdict::Unknown
+    );
+    let broken = format!("{cut}\n Couldn't connect to 10.6.145.32:18515\n");
+    let j = judge_ib_write_bw(&broken, None).unwrap();
+    assert_eq!(
+        j.reasons,
+        ["ib_write_bw failed: Couldn't connect to 10.6.145.32:18515"]
+    );
 }

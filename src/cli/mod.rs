@@ -230,6 +230,18 @@ pub enum JudgeKind {
     Nccl,
     /// wilicc/gpu-burn.
     GpuBurn,
+    /// `dcgmi diag` (table or `-j` JSON).
+    Dcgm,
+    /// `nvidia-smi -q`, `-q -x` or `--query-gpu=… --format=csv`.
+    NvidiaSmi,
+    /// A kernel log (`dmesg`, `journalctl -k`): Xid and SXid lines.
+    Dmesg,
+    /// huggingface/gpu-fryer.
+    GpuFryer,
+    /// NVIDIA/nvbandwidth.
+    Nvbandwidth,
+    /// perftest's ib_write_bw.
+    IbWriteBw,
 }
 
 /// `kiln judge`

@@ -9,7 +9,11 @@ use super::Ctx;
 use crate::cli::{JudgeArgs, JudgeKind};
 use crate::diag::did_you_mean;
 use crate::exit::{BadInput, ExitStatus};
-use crate::judge::{Judgement, Verdict, judge_gpu_burn, judge_nccl};
+use crate::judge::{
+    DEFAULT_FATAL_XIDS, DEFAULT_MAX_SPREAD_PCT, Judgement, NvbandwidthFloors, NvidiaSmiLimits,
+    Verdict, judge_dcgm, judge_dmesg, judge_gpu_burn, judge_gpu_fryer, judge_ib_write_bw,
+    judge_nccl, judge_nvbandwidth, judge_nvidia_smi,
+};
 use crate::profiles::HardwareProfile;
 
 /// Captured outputs larger than this are not tool outputs kiln judges.
@@ -25,6 +29,33 @@ pub fn run(ctx: &Ctx, args: &JudgeArgs) -> anyhow::Result<ExitStatus> {
     let judged = match args.kind {
         JudgeKind::Nccl => judge_nccl_with(&text, profile.as_ref()),
         JudgeKind::GpuBurn => judge_gpu_burn(&text),
+        // The profile's DCGM level decides which tests run, not how a
+        // result reads: a Fail is a Fail at any level.
+        JudgeKind::Dcgm => judge_dcgm(&text),
+        JudgeKind::NvidiaSmi => judge_nvidia_smi(&text, &nvidia_smi_limits(profile.as_ref())),
+        JudgeKind::Dmesg => match &profile {
+            Some(p) => judge_dmesg(&text, &p.xid.fail),
+            None => judge_dmesg(&text, DEFAULT_FATAL_XIDS),
+        },
+        JudgeKind::GpuFryer => judge_gpu_fryer(
+            &text,
+            profile
+                .as_ref()
+                .map_or(DEFAULT_MAX_SPREAD_PCT, |p| p.burnin.max_spread_pct),
+        ),
+        JudgeKind::Nvbandwidth => judge_nvbandwidth(
+            &text,
+            &profile
+                .as_ref()
+                .map_or(NvbandwidthFloors::default(), |p| NvbandwidthFloors {
+                    h2d_gbps: Some(p.nvbandwidth.h2d_gbps),
+                    d2h_gbps: Some(p.nvbandwidth.d2h_gbps),
+                    d2d_read_gbps: Some(p.nvbandwidth.d2d_gbps),
+                }),
+        ),
+        JudgeKind::IbWriteBw => {
+            judge_ib_write_bw(&text, profile.as_ref().map(|p| p.ib_write_bw.min_gbps))
+        }
     };
     let judgement = match judged {
         Ok(j) => j,
@@ -97,6 +128,21 @@ fn judge_nccl_with(
         profile.nccl.in_node_busbw_gbps
     };
     judge_nccl(text, Some(floor))
+}
+
+/// The profile's GPU count, model and PCIe link. A capture judged here
+/// is not known to be under load, so a slow link is a warning.
+fn nvidia_smi_limits(profile: Option<&HardwareProfile>) -> NvidiaSmiLimits {
+    match profile {
+        None => NvidiaSmiLimits::default(),
+        Some(p) => NvidiaSmiLimits {
+            gpu_count: Some(p.gpu.count),
+            model: Some(p.gpu.model.clone()),
+            pcie_gen: Some(p.gpu.pcie.generation),
+            pcie_width: Some(p.gpu.pcie.width),
+            under_load: false,
+        },
+    }
 }
 
 fn render(j: &Judgement) -> String {

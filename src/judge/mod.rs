@@ -10,11 +10,24 @@
 //! [`ParseError`], never a pass: an acceptance gate must not wave through
 //! output it did not understand.
 
+mod dcgm;
+mod dmesg;
 mod gpu_burn;
+mod gpu_fryer;
+mod ib_write_bw;
 mod nccl;
+mod nvbandwidth;
+mod nvidia_smi;
+mod xml;
 
+pub use dcgm::judge_dcgm;
+pub use dmesg::{DEFAULT_FATAL_XIDS, judge_dmesg};
 pub use gpu_burn::judge_gpu_burn;
+pub use gpu_fryer::{DEFAULT_MAX_SPREAD_PCT, judge_gpu_fryer};
+pub use ib_write_bw::judge_ib_write_bw;
 pub use nccl::judge_nccl;
+pub use nvbandwidth::{NvbandwidthFloors, judge_nvbandwidth};
+pub use nvidia_smi::{NvidiaSmiLimits, judge_nvidia_smi};
 
 use serde::Serialize;
 

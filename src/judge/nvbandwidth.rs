@@ -1,0 +1,172 @@
+//! Judge for NVIDIA/nvbandwidth output: per test, `Running <test>.`, a
+//! matrix of GB/s (`N/A` on the diagonal) and `SUM <test> <total>`.
+
+use serde_json::json;
+
+use super::{Judgement, ParseError, split_lines};
+
+const KIND: &str = "nvbandwidth";
+
+/// Per-test floors in GB/s, by the test name's prefix; `None` = no floor.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct NvbandwidthFloors {
+    /// `host_to_device_*`, per GPU.
+    pub h2d_gbps: Option<f64>,
+    /// `device_to_host_*`, per GPU.
+    pub d2h_gbps: Option<f64>,
+    /// `device_to_device_memcpy_read_*`, per pair.
+    pub d2d_read_gbps: Option<f64>,
+}
+
+impl NvbandwidthFloors {
+    fn for_test(&self, test: &str) -> Option<f64> {
+        if test.starts_with("host_to_device") {
+            self.h2d_gbps
+        } else if test.starts_with("device_to_host") {
+            self.d2h_gbps
+        } else if test.starts_with("device_to_device_memcpy_read") {
+            self.d2d_read_gbps
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Test {
+    name: String,
+    /// (row, column, GB/s); `N/A` cells are left out.
+    cells: Vec<(String, String, f64)>,
+    sum: Option<f64>,
+    /// What the rows and columns are: `GPU(row) -> GPU(column)` etc.
+    axes: String,
+    errors: Vec<String>,
+}
+
+fn parse(text: &str) -> (Vec<Test>, Vec<String>) {
+    let mut tests: Vec<Test> = Vec::new();
+    let mut columns: Vec<String> = Vec::new();
+    let mut devices = Vec::new();
+    for line in split_lines(text) {
+        let t = line.trim();
+        if let Some(name) = t.strip_prefix("Running ") {
+            tests.push(Test {
+                name: name.trim_end_matches('.').trim().to_owned(),
+                ..Test::default()
+            });
+            columns.clear();
+            continue;
+        }
+        if t.starts_with("Device ") && t.contains(':') {
+            devices.push(t.to_owned());
+            continue;
+        }
+        let Some(test) = tests.last_mut() else {
+            continue;
+        };
+        if let Some(rest) = t.strip_prefix("SUM ") {
+            test.sum = rest.split_whitespace().last().and_then(|v| v.parse().ok());
+        } else if t.contains("bandwidth (GB/s)") {
+            test.axes = t.to_owned();
+        } else if t.contains("ERROR") || t.contains("error") || t.contains("Waived") {
+            test.errors.push(t.to_owned());
+        } else {
+            let tokens: Vec<&str> = t.split_whitespace().collect();
+            if !tokens.is_empty() && tokens.iter().all(|x| x.parse::<u32>().is_ok()) {
+                columns = tokens.iter().map(|s| (*s).to_owned()).collect();
+            } else if tokens.len() == columns.len() + 1 && tokens[0].parse::<u32>().is_ok() {
+                for (col, cell) in columns.iter().zip(&tokens[1..]) {
+                    if let Ok(v) = cell.parse::<f64>() {
+                        test.cells.push((tokens[0].to_owned(), col.clone(), v));
+                    }
+                }
+            }
+        }
+    }
+    (tests, devices)
+}
+
+/// Judges nvbandwidth output.
+///
+/// Integrity: a test with error or waived lines, or a test that printed no
+/// matrix, or a 0 GB/s cell (a pair that moved no data), fails or is
+/// `Unknown` as noted below. With floors (the nvbandwidth README defines
+/// each test's direction; `host_to_device`, `device_to_host`,
+/// `device_to_device_memcpy_read`), every measured cell below its test's
+/// floor fails, naming the pair.
+///
+/// Metrics: `devices`, `tests` (`test`, `sum`, `min`, `max`, `cells`).
+pub fn judge_nvbandwidth(text: &str, floors: &NvbandwidthFloors) -> Result<Judgement, ParseError> {
+    let (tests, devices) = parse(text);
+    if tests.is_empty() {
+        return Err(ParseError {
+            expected: "nvbandwidth output: 'Running <test>.' followed by a bandwidth matrix"
+                .to_owned(),
+        });
+    }
+    let mut failures = Vec::new();
+    let mut inconclusive = Vec::new();
+    let mut out = Vec::new();
+    for t in &tests {
+        for e in &t.errors {
+            failures.push(format!("{}: {e}", t.name));
+        }
+        if t.cells.is_empty() && t.errors.is_empty() {
+            inconclusive.push(format!(
+                "{}: no bandwidth matrix: the output stops early",
+                t.name
+            ));
+        }
+        let (rows, cols) = t
+            .axes
+            .split_once("->")
+            .map(|(r, c)| {
+                (
+                    r.split_whitespace()
+                        .last()
+                        .unwrap_or("")
+                        .replace("(row)", ""),
+                    c.split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .replace("(column)", ""),
+                )
+            })
+            .unwrap_or_else(|| ("row".to_owned(), "column".to_owned()));
+        let pair = |r: &str, c: &str| format!("{rows} {r} -> {cols} {c}");
+        for (r, c, v) in &t.cells {
+            if *v <= 0.0 {
+                failures.push(format!("{}: {} moved no data (0 GB/s)", t.name, pair(r, c)));
+            }
+        }
+        if let Some(floor) = floors.for_test(&t.name) {
+            let low: Vec<String> = t
+                .cells
+                .iter()
+                .filter(|(_, _, v)| *v > 0.0 && *v < floor)
+                .map(|(r, c, v)| format!("{} {v:.1}", pair(r, c)))
+                .collect();
+            if !low.is_empty() {
+                failures.push(format!(
+                    "{}: {} of {} below the {floor} GB/s floor: {}",
+                    t.name,
+                    low.len(),
+                    t.cells.len(),
+                    low.join(", ")
+                ));
+            }
+        }
+        let min = t.cells.iter().map(|c| c.2).fold(f64::INFINITY, f64::min);
+        let max = t.cells.iter().map(|c| c.2).fold(0.0_f64, f64::max);
+        out.push(json!({
+            "test": t.name,
+            "sum": t.sum,
+            "min": min.is_finite().then_some(min),
+            "max": max,
+            "cells": t.cells.len(),
+            "floor": floors.for_test(&t.name),
+        }));
+    }
+    let metrics = json!({ "devices": devices, "tests": out });
+    Ok(Judgement::decide(KIND, failures, inconclusive, metrics))
+}
