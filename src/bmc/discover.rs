@@ -362,23 +362,12 @@ pub async fn read_slots(
 ) -> Result<Vec<MediaSlot>, BmcError> {
     let mut media: Vec<MediaSlot> = Vec::new();
     for collection in collections {
-        let slots = match client.get(collection).await {
-            Ok(doc) => members(&doc),
-            // A link to a collection that is not there (licence missing,
-            // feature off) means no slots here, not a broken BMC.
-            Err(e) if e.is_absent() => continue,
-            Err(e) => return Err(e),
-        };
-        for path in slots {
-            if media.iter().any(|m| m.path == path) {
-                continue;
+        // A collection that is not there (licence missing, feature off)
+        // means no slots here, not a broken BMC.
+        for (path, doc) in member_docs(client, collection).await? {
+            if !media.iter().any(|m| m.path == path) {
+                media.push(read_slot(client, &path, &doc).await?);
             }
-            let doc = match client.get(&path).await {
-                Ok(doc) => doc,
-                Err(e) if e.is_absent() => continue,
-                Err(e) => return Err(e),
-            };
-            media.push(read_slot(client, &path, &doc).await?);
         }
     }
     Ok(media)
@@ -432,18 +421,7 @@ pub async fn read_slot(client: &BmcClient, path: &str, doc: &Value) -> Result<Me
 pub async fn gpus(client: &BmcClient, layout: &Layout) -> Result<Vec<Gpu>, BmcError> {
     let mut found = Vec::new();
     for system in std::iter::once(&layout.system).chain(&layout.extra_systems) {
-        let collection = format!("{system}/Processors");
-        let list = match client.get(&collection).await {
-            Ok(doc) => members(&doc),
-            Err(e) if e.is_absent() => continue,
-            Err(e) => return Err(e),
-        };
-        for path in list {
-            let doc = match client.get(&path).await {
-                Ok(doc) => doc,
-                Err(e) if e.is_absent() => continue,
-                Err(e) => return Err(e),
-            };
+        for (path, doc) in member_docs(client, &format!("{system}/Processors")).await? {
             if doc["ProcessorType"] == "GPU" {
                 found.push(gpu_of(&path, &doc));
             }
@@ -452,24 +430,41 @@ pub async fn gpus(client: &BmcClient, layout: &Layout) -> Result<Vec<Gpu>, BmcEr
     if found.is_empty()
         && let Some(chassis) = &layout.chassis
     {
-        let collection = format!("{chassis}/PCIeDevices");
-        let list = match client.get(&collection).await {
-            Ok(doc) => members(&doc),
-            Err(e) if e.is_absent() => Vec::new(),
-            Err(e) => return Err(e),
-        };
-        for path in list {
-            let doc = match client.get(&path).await {
-                Ok(doc) => doc,
-                Err(e) if e.is_absent() => continue,
-                Err(e) => return Err(e),
-            };
+        for (path, doc) in member_docs(client, &format!("{chassis}/PCIeDevices")).await? {
             if is_gpu_device(&doc) {
                 found.push(gpu_of(&path, &doc));
             }
         }
     }
     Ok(found)
+}
+
+/// GETs a resource that a BMC may lack: `None` when it answers 404, 405
+/// or 501.
+async fn get_optional(client: &BmcClient, path: &str) -> Result<Option<Value>, BmcError> {
+    match client.get(path).await {
+        Ok(doc) => Ok(Some(doc)),
+        Err(e) if e.is_absent() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The members of a collection that exist, each with its document (trimmed
+/// trees and real BMCs both list members that are not there).
+async fn member_docs(
+    client: &BmcClient,
+    collection: &str,
+) -> Result<Vec<(String, Value)>, BmcError> {
+    let mut out = Vec::new();
+    let Some(list) = get_optional(client, collection).await? else {
+        return Ok(out);
+    };
+    for path in members(&list) {
+        if let Some(doc) = get_optional(client, &path).await? {
+            out.push((path, doc));
+        }
+    }
+    Ok(out)
 }
 
 /// Whether a PCIe device document describes a GPU.

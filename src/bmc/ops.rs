@@ -294,25 +294,21 @@ pub async fn set_boot(
 ) -> Result<BootOutcome, BmcError> {
     let target = device.redfish();
     let enabled = if persistent { "Continuous" } else { "Once" };
-    if !layout.boot_targets.is_empty() && !layout.boot_targets.iter().any(|t| t == target) {
-        return Err(protocol(
-            client,
-            &layout.system,
-            format!(
-                "boot target {target} is not offered; the BMC allows {}",
-                layout.boot_targets.join(", ")
-            ),
-        ));
-    }
-    if !layout.boot_enabled.is_empty() && !layout.boot_enabled.iter().any(|t| t == enabled) {
-        return Err(protocol(
-            client,
-            &layout.system,
-            format!(
-                "boot override {enabled} is not offered; the BMC allows {}",
-                layout.boot_enabled.join(", ")
-            ),
-        ));
+    for (allowed, value, what) in [
+        (&layout.boot_targets, target, "boot target"),
+        (&layout.boot_enabled, enabled, "boot override"),
+    ] {
+        // An empty list means the BMC does not say; try it.
+        if !allowed.is_empty() && !allowed.iter().any(|t| t == value) {
+            return Err(protocol(
+                client,
+                &layout.system,
+                format!(
+                    "{what} {value} is not offered; the BMC allows {}",
+                    allowed.join(", ")
+                ),
+            ));
+        }
     }
     if uri.is_some() && device != BootDevice::Http {
         return Err(protocol(
@@ -543,21 +539,14 @@ pub async fn insert_media(
             "patch"
         }
     };
-    let state = wait_media(client, &slot.path, waits, |s| {
-        s.inserted && same_image(s.image.as_deref(), url)
-    })
-    .await
-    .map_err(|seen| {
-        protocol(
-            client,
-            &slot.path,
-            format!(
-                "inserted {url}, but after {} s the slot reports {}",
-                waits.media.as_secs(),
-                describe(&seen)
-            ),
-        )
-    })?;
+    let state = wait_media(
+        client,
+        &slot.path,
+        waits,
+        |s| s.inserted && same_image(s.image.as_deref(), url),
+        &format!("inserted {url}, but"),
+    )
+    .await?;
     Ok(MediaOutcome {
         slot: slot.path,
         via,
@@ -574,13 +563,15 @@ fn describe(s: &MediaState) -> String {
     }
 }
 
-/// Polls a slot until `done`; on timeout returns the last state seen.
+/// Polls a slot until `done`; on timeout, an error saying `what` and the
+/// last state seen.
 async fn wait_media(
     client: &BmcClient,
     path: &str,
     waits: &Waits,
     done: impl Fn(&MediaState) -> bool,
-) -> Result<MediaState, MediaState> {
+    what: &str,
+) -> Result<MediaState, BmcError> {
     let start = Instant::now();
     let mut last = MediaState::default();
     loop {
@@ -591,7 +582,15 @@ async fn wait_media(
             }
         }
         if start.elapsed() >= waits.media {
-            return Err(last);
+            return Err(protocol(
+                client,
+                path,
+                format!(
+                    "{what} after {} s the slot reports {}",
+                    waits.media.as_secs(),
+                    describe(&last)
+                ),
+            ));
         }
         tokio::time::sleep(waits.poll.min(Duration::from_millis(500))).await;
     }
@@ -612,21 +611,14 @@ async fn eject_slot(
     }
     // Confirmed by `Inserted: false`, or `ConnectedVia: NotConnected` on
     // BMCs that leave the image name behind.
-    wait_media(client, &slot.path, waits, |s| {
-        !s.inserted || s.connected_via.as_deref() == Some("NotConnected")
-    })
+    wait_media(
+        client,
+        &slot.path,
+        waits,
+        |s| !s.inserted || s.connected_via.as_deref() == Some("NotConnected"),
+        "ejected, but",
+    )
     .await
-    .map_err(|seen| {
-        protocol(
-            client,
-            &slot.path,
-            format!(
-                "ejected, but after {} s the slot still reports {}",
-                waits.media.as_secs(),
-                describe(&seen)
-            ),
-        )
-    })
 }
 
 /// Ejects every slot that holds media; returns one outcome per slot.

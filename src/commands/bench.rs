@@ -30,6 +30,35 @@ pub fn run(ctx: &Ctx, cmd: BenchCommand) -> anyhow::Result<ExitStatus> {
     }
 }
 
+/// A generated site of `nodes` nodes in racks of 32, BMCs from
+/// 127.`bmc_net`.0.1:8443 and SSH from 127.`ssh_net`.0.1:2222.
+pub fn loopback_site(
+    name: &str,
+    nodes: u32,
+    bmc_net: u8,
+    ssh_net: u8,
+) -> anyhow::Result<crate::inventory::Inventory> {
+    let per_rack = nodes.min(32);
+    let spec = SiteSpec {
+        site: name.into(),
+        racks: nodes.div_ceil(per_rack),
+        nodes_per_rack: per_rack,
+        base_bmc: std::net::Ipv4Addr::new(127, bmc_net, 0, 1),
+        bmc_port: Some(8443),
+        base_ssh: std::net::Ipv4Addr::new(127, ssh_net, 0, 1),
+        ssh_port: Some(2222),
+        ..SiteSpec::default()
+    };
+    let text = generate(&spec)?;
+    let catalog =
+        Catalog::builtin().map_err(|_| anyhow::anyhow!("built-in profiles are invalid"))?;
+    let checked =
+        crate::inventory::check_str(&format!("{name}.yaml"), text, Path::new("."), catalog);
+    checked
+        .inventory
+        .ok_or_else(|| anyhow::anyhow!("generated inventory has errors"))
+}
+
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
@@ -136,24 +165,7 @@ fn sim(ctx: &Ctx, nodes: u32, ssh: bool, concurrency: usize) -> anyhow::Result<E
     if nodes == 0 || concurrency == 0 {
         return Err(BadInput("--nodes and --concurrency must be at least 1".into()).into());
     }
-    let per_rack = nodes.min(32);
-    let spec = SiteSpec {
-        site: "bench".into(),
-        racks: nodes.div_ceil(per_rack),
-        nodes_per_rack: per_rack,
-        base_bmc: std::net::Ipv4Addr::new(127, 30, 0, 1),
-        bmc_port: Some(8443),
-        base_ssh: std::net::Ipv4Addr::new(127, 40, 0, 1),
-        ssh_port: Some(2222),
-        ..SiteSpec::default()
-    };
-    let text = generate(&spec)?;
-    let catalog =
-        Catalog::builtin().map_err(|_| anyhow::anyhow!("built-in profiles are invalid"))?;
-    let checked = crate::inventory::check_str("bench.yaml", text, Path::new("."), catalog);
-    let inventory = checked
-        .inventory
-        .ok_or_else(|| anyhow::anyhow!("generated inventory has errors"))?;
+    let inventory = loopback_site("bench", nodes, 30, 40)?;
     let selected: Vec<&crate::inventory::Node> =
         inventory.nodes.iter().take(nodes as usize).collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -4,7 +4,6 @@
 //! simulator itself counts how many requests each BMC had in flight at
 //! once, so the per-BMC limit is checked by the server, not the client.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,8 +15,6 @@ use crate::bmc::connect;
 use crate::bmc::transport::TransportOptions;
 use crate::bmc::trust::TrustStore;
 use crate::exit::{BadInput, ExitStatus};
-use crate::inventory::generate::{SiteSpec, generate};
-use crate::profiles::Catalog;
 
 /// One `kiln bmc status` unit of work: discover, read, log out.
 async fn status_once(client: Arc<BmcClient>) -> Result<usize, String> {
@@ -41,24 +38,7 @@ pub fn run(
         return Err(BadInput("--nodes must be at least 1".into()).into());
     }
     let concurrency = concurrency.unwrap_or(nodes as usize).max(1);
-    let per_rack = nodes.min(32);
-    let spec = SiteSpec {
-        site: "bench-bmc".into(),
-        racks: nodes.div_ceil(per_rack),
-        nodes_per_rack: per_rack,
-        base_bmc: std::net::Ipv4Addr::new(127, 31, 0, 1),
-        bmc_port: Some(8443),
-        base_ssh: std::net::Ipv4Addr::new(127, 41, 0, 1),
-        ssh_port: Some(2222),
-        ..SiteSpec::default()
-    };
-    let text = generate(&spec)?;
-    let catalog =
-        Catalog::builtin().map_err(|_| anyhow::anyhow!("built-in profiles are invalid"))?;
-    let checked = crate::inventory::check_str("bench.yaml", text, Path::new("."), catalog);
-    let inventory = checked
-        .inventory
-        .ok_or_else(|| anyhow::anyhow!("generated inventory has errors"))?;
+    let inventory = super::bench::loopback_site("bench-bmc", nodes, 31, 41)?;
     let selected: Vec<&crate::inventory::Node> =
         inventory.nodes.iter().take(nodes as usize).collect();
     let faults = crate::sim::faults::FaultPlan::parse(
