@@ -17,4 +17,5 @@ pub mod output;
 pub mod profiles;
 pub mod secret;
 pub mod sim;
+pub mod ssh;
 pub mod yaml;
