@@ -5,6 +5,7 @@ pub mod bench;
 pub mod inventory;
 pub mod judge;
 pub mod profile;
+pub mod remote;
 pub mod sim;
 
 use std::path::{Path, PathBuf};
@@ -70,6 +71,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Judge(args) => judge::run(&ctx, &args),
         Command::Bench(cmd) => bench::run(&ctx, cmd),
         Command::Sim(cmd) => sim::run(&ctx, cmd),
+        Command::Exec(args) => remote::exec(&ctx, &args),
+        Command::Copy(args) => remote::copy(&ctx, &args),
+        Command::Ssh(cmd) => remote::ssh(&ctx, cmd),
     }
 }
 

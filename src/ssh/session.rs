@@ -16,7 +16,7 @@ use super::auth::{self, AuthError, Credentials};
 use super::exec::{
     self, Event, ExecError, ExecOptions, Exit, Input, Output, Proc, RemoteCommand, Sink, Stream,
 };
-use super::hostkeys::{HostId, HostKeyError, Verifier};
+use super::hostkeys::{HostId, HostKeyError, Trust, Verifier};
 use crate::inventory::{Host, Node};
 
 /// Where and how to log in to one node.
@@ -196,8 +196,12 @@ impl SshError {
 pub struct Checker {
     verifier: Arc<Verifier>,
     id: HostId,
-    failure: Arc<Mutex<Option<HostKeyError>>>,
+    verdict: Verdict,
 }
+
+/// What the host-key check decided: the key's fingerprint and how it is
+/// trusted, or why not.
+type Verdict = Arc<Mutex<Option<Result<(String, Trust), HostKeyError>>>>;
 
 impl russh::client::Handler for Checker {
     type Error = russh::Error;
@@ -207,23 +211,20 @@ impl russh::client::Handler for Checker {
         key: &russh::keys::PublicKeyOrCertificate,
     ) -> Result<bool, Self::Error> {
         let result = match key {
-            russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } => {
-                self.verifier.check(&self.id, key).map(|_| ())
-            }
+            russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } => self
+                .verifier
+                .check(&self.id, key)
+                .map(|t| (super::known_hosts::fingerprint(key), t)),
             russh::keys::PublicKeyOrCertificate::Certificate(_) => Err(HostKeyError::Certificate {
                 node: self.id.node.clone(),
                 addr: addr(&self.id.host, self.id.port),
             }),
         };
-        match result {
-            Ok(()) => Ok(true),
-            Err(e) => {
-                if let Ok(mut f) = self.failure.lock() {
-                    *f = Some(e);
-                }
-                Ok(false)
-            }
+        let ok = result.is_ok();
+        if let Ok(mut v) = self.verdict.lock() {
+            *v = Some(result);
         }
+        Ok(ok)
     }
 }
 
@@ -257,6 +258,7 @@ pub struct Client {
 /// One authenticated connection to a node.
 pub struct Session {
     handle: Handle<Checker>,
+    host_key: (String, Trust),
     target: Target,
     _via: Option<Arc<Handle<Checker>>>,
 }
@@ -265,6 +267,11 @@ impl Session {
     /// Whether the connection has ended.
     pub fn is_closed(&self) -> bool {
         self.handle.is_closed()
+    }
+
+    /// The host key's fingerprint and why it was trusted.
+    pub fn host_key(&self) -> &(String, Trust) {
+        &self.host_key
     }
 
     /// The node.
@@ -447,15 +454,15 @@ impl Client {
         user: &str,
         key: Option<&std::path::Path>,
         stream: S,
-    ) -> Result<Handle<Checker>, SshError>
+    ) -> Result<(Handle<Checker>, (String, Trust)), SshError>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let failure = Arc::new(Mutex::new(None));
+        let verdict: Verdict = Arc::new(Mutex::new(None));
         let checker = Checker {
             verifier: Arc::clone(&self.verifier),
             id: id.clone(),
-            failure: Arc::clone(&failure),
+            verdict: Arc::clone(&verdict),
         };
         let node = id.node.clone();
         let a = addr(&id.host, id.port);
@@ -463,7 +470,7 @@ impl Client {
             match russh::client::connect_stream(self.config(&id), stream, checker).await {
                 Ok(h) => h,
                 Err(source) => {
-                    if let Some(e) = failure.lock().ok().and_then(|mut f| f.take()) {
+                    if let Some(Err(e)) = verdict.lock().ok().and_then(|mut v| v.take()) {
                         return Err(SshError::HostKey(e));
                     }
                     return Err(SshError::Protocol {
@@ -481,7 +488,12 @@ impl Client {
                 user: user.to_owned(),
                 source,
             })?;
-        Ok(handle)
+        let trust = match verdict.lock().ok().and_then(|mut v| v.take()) {
+            Some(Ok(t)) => t,
+            // russh calls check_server_key before any session exists.
+            _ => (String::new(), Trust::Known(String::new())),
+        };
+        Ok((handle, trust))
     }
 
     async fn tcp(node: &str, host: &str, port: u16) -> Result<tokio::net::TcpStream, SshError> {
@@ -514,10 +526,10 @@ impl Client {
             known_hosts: target.known_hosts.clone(),
         };
         let tcp = Self::tcp(&id.node, &jump.host, jump.port).await?;
-        let handle = Arc::new(
-            self.handshake(id, &jump.user, target.key.as_deref(), tcp)
-                .await?,
-        );
+        let (handle, _) = self
+            .handshake(id, &jump.user, target.key.as_deref(), tcp)
+            .await?;
+        let handle = Arc::new(handle);
         jumps.insert(jump.clone(), Arc::clone(&handle));
         Ok(handle)
     }
@@ -528,11 +540,12 @@ impl Client {
             match &target.jump {
                 None => {
                     let tcp = Self::tcp(&target.node, &target.host, target.port).await?;
-                    let handle = self
+                    let (handle, host_key) = self
                         .handshake(target.id(), &target.user, target.key.as_deref(), tcp)
                         .await?;
                     Ok(Session {
                         handle,
+                        host_key,
                         target: target.clone(),
                         _via: None,
                     })
@@ -561,7 +574,7 @@ impl Client {
                                 )),
                             })
                         })?;
-                    let handle = self
+                    let (handle, host_key) = self
                         .handshake(
                             target.id(),
                             &target.user,
@@ -571,6 +584,7 @@ impl Client {
                         .await?;
                     Ok(Session {
                         handle,
+                        host_key,
                         target: target.clone(),
                         _via: Some(via),
                     })
