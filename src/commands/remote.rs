@@ -334,7 +334,7 @@ fn grouped(results: &[NodeResult]) -> String {
     }
     let mut ordered: Vec<_> = groups.into_iter().collect();
     // Largest group first: the odd ones out come last, where eyes land.
-    ordered.sort_by(|a, b| b.1.len().cmp(&a.1.len()));
+    ordered.sort_by_key(|g| std::cmp::Reverse(g.1.len()));
     let mut out = String::new();
     for ((text, outcome), nodes) in ordered {
         let mut header = format!("{} ({})", fold(&nodes), nodes.len());
@@ -409,7 +409,10 @@ pub fn fold(names: &[String]) -> String {
 
 fn report_failures(printer: &Printer, failed: &[&NodeResult], total: usize, took: Duration) {
     if failed.is_empty() {
-        printer.info(&format!("ok on all {total} node(s) in {:.1}s", took.as_secs_f64()));
+        printer.info(&format!(
+            "ok on all {total} node(s) in {:.1}s",
+            took.as_secs_f64()
+        ));
         return;
     }
     let names: Vec<String> = failed.iter().map(|r| r.node.clone()).collect();
@@ -429,6 +432,10 @@ fn report_failures(printer: &Printer, failed: &[&NodeResult], total: usize, took
     printer.data_stderr(&format!("{text}\n"));
 }
 
+/// A node's copy: name, address, and bytes copied with the command's
+/// output, or why not.
+type CopyResult = (String, String, Result<(u64, Output), String>);
+
 /// Runs `kiln copy`.
 pub fn copy(ctx: &Ctx, args: &CopyArgs) -> anyhow::Result<ExitStatus> {
     let fleet = fleet(ctx, &args.remote, false)?;
@@ -438,7 +445,7 @@ pub fn copy(ctx: &Ctx, args: &CopyArgs) -> anyhow::Result<ExitStatus> {
     };
     let (sudo, timeout) = (args.sudo, args.timeout);
     let start = Instant::now();
-    let results: Vec<(String, String, Result<(u64, Output), String>)> = if args.download {
+    let results: Vec<CopyResult> = if args.download {
         let dest = PathBuf::from(&args.dest);
         let file_name = Path::new(&args.source)
             .file_name()
@@ -449,7 +456,8 @@ pub fn copy(ctx: &Ctx, args: &CopyArgs) -> anyhow::Result<ExitStatus> {
             let local = dest.join(remote.node()).join(&file_name);
             let (source, opts) = (source.clone(), opts.clone());
             async move {
-                let r = crate::ssh::copy::download(&remote, &source, &local, sudo, &opts).await;
+                let r = crate::ssh::copy::download(&remote, &source, &local, sudo, timeout, &opts)
+                    .await;
                 let r = match r {
                     Ok(out) => {
                         let size = std::fs::metadata(&local).map(|m| m.len()).unwrap_or(0);
@@ -472,20 +480,8 @@ pub fn copy(ctx: &Ctx, args: &CopyArgs) -> anyhow::Result<ExitStatus> {
         runtime()?.block_on(fan_out(&fleet, |remote| {
             let (local, dest, opts) = (local.clone(), dest.clone(), opts.clone());
             async move {
-                let run = crate::ssh::copy::upload(&remote, &local, &dest, sudo, &opts);
-                let r = match timeout {
-                    Some(t) => tokio::time::timeout(t, run)
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(ExecError::Refused {
-                                node: remote.node().to_owned(),
-                                addr: remote.addr(),
-                                command: "upload".into(),
-                                why: format!("timed out after {t:?}"),
-                            })
-                        }),
-                    None => run.await,
-                };
+                let r =
+                    crate::ssh::copy::upload(&remote, &local, &dest, sudo, timeout, &opts).await;
                 let r = r.map(|out| (size, out)).map_err(|e| error_text(&e));
                 (remote.node().to_owned(), remote.addr(), r)
             }
@@ -510,7 +506,8 @@ pub fn copy(ctx: &Ctx, args: &CopyArgs) -> anyhow::Result<ExitStatus> {
         if !ok {
             failed.push((node.clone(), error.clone().unwrap_or_default()));
         }
-        records.push(json!({"node": node, "address": addr, "ok": ok, "bytes": bytes, "error": error}));
+        records
+            .push(json!({"node": node, "address": addr, "ok": ok, "bytes": bytes, "error": error}));
     }
     if ctx.printer.json {
         ctx.printer.json_data(&json!({
@@ -565,7 +562,11 @@ pub fn ssh(ctx: &Ctx, cmd: SshCommand) -> anyhow::Result<ExitStatus> {
         let pool = Arc::clone(&pool);
         async move {
             let Remote::Ssh { target, .. } = &remote else {
-                return (remote.node().to_owned(), remote.addr(), Err("not SSH".into()));
+                return (
+                    remote.node().to_owned(),
+                    remote.addr(),
+                    Err("not SSH".into()),
+                );
             };
             let t0 = Instant::now();
             let r = match within {
@@ -629,10 +630,12 @@ mod tests {
 
     #[test]
     fn folds_like_pdsh() {
-        let names: Vec<String> = ["r01-n01", "r01-n02", "r01-n03", "r01-n05", "r02-n01", "bastion"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let names: Vec<String> = [
+            "r01-n01", "r01-n02", "r01-n03", "r01-n05", "r02-n01", "bastion",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         assert_eq!(fold(&names), "bastion,r01-n[01-03,05],r02-n01");
         assert_eq!(fold(&["n9".into(), "n10".into()]), "n[9-10]");
     }

@@ -93,7 +93,11 @@ impl Credentials {
                     });
                 };
                 read(Some(p.expose())).map_err(|e| match e {
-                    russh::keys::Error::KeyIsEncrypted | russh::keys::Error::CouldNotReadKey => {
+                    // A wrong passphrase decrypts to garbage that fails
+                    // the key's own check.
+                    russh::keys::Error::KeyIsEncrypted
+                    | russh::keys::Error::CouldNotReadKey
+                    | russh::keys::Error::SshKey(russh::keys::ssh_key::Error::Crypto) => {
                         KeyError::WrongPassphrase {
                             path: path.to_owned(),
                         }

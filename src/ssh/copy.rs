@@ -5,6 +5,7 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::Remote;
 use super::exec::{ExecError, ExecOptions, Input, Output, RemoteCommand, Sink, Stream};
@@ -27,6 +28,7 @@ pub async fn upload(
     local: &Path,
     remote: &str,
     sudo: bool,
+    timeout: Option<Duration>,
     opts: &ExecOptions,
 ) -> Result<Output, ExecError> {
     use std::os::unix::fs::PermissionsExt as _;
@@ -39,7 +41,7 @@ pub async fn upload(
         .permissions()
         .mode()
         & 0o7777;
-    let cmd = upload_command(remote, mode).sudo(sudo);
+    let cmd = upload_command(remote, mode).sudo(sudo).timeout(timeout);
     node.run(
         &cmd,
         Input::File(local.to_owned()),
@@ -76,6 +78,7 @@ pub async fn download(
     remote: &str,
     local: &Path,
     sudo: bool,
+    timeout: Option<Duration>,
     opts: &ExecOptions,
 ) -> Result<Output, DownloadError> {
     let io = |source| DownloadError::Local {
@@ -94,7 +97,9 @@ pub async fn download(
         head: 0,
         ..opts.clone()
     };
-    let cmd = RemoteCommand::argv(&["cat", "--", remote]).sudo(sudo);
+    let cmd = RemoteCommand::argv(&["cat", "--", remote])
+        .sudo(sudo)
+        .timeout(timeout);
     let out = node.run(&cmd, Input::None, &mut sink, &opts).await?;
     if let Some(e) = sink.error {
         return Err(io(e));

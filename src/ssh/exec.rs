@@ -337,7 +337,7 @@ fn section(name: &str, text: &str) -> String {
 pub enum ExecError {
     /// Could not connect or log in.
     #[error(transparent)]
-    Connect(#[from] super::session::SshError),
+    Connect(Box<super::session::SshError>),
     /// The connection died while the command ran; it may still be running.
     #[error("{node} ({addr}): connection lost while running `{command}`")]
     Dropped {
@@ -386,6 +386,12 @@ pub enum ExecError {
     /// A local command could not be started.
     #[error("cannot start a local shell")]
     Spawn(#[source] std::io::Error),
+}
+
+impl From<super::session::SshError> for ExecError {
+    fn from(e: super::session::SshError) -> ExecError {
+        ExecError::Connect(Box::new(e))
+    }
 }
 
 /// What a running process reports, whatever the transport.
