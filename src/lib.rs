@@ -18,4 +18,5 @@ pub mod pipeline;
 pub mod profiles;
 pub mod secret;
 pub mod sim;
+pub mod ssh;
 pub mod yaml;

@@ -59,6 +59,14 @@ impl Printer {
         let _ = out.flush();
     }
 
+    /// Writes a node's own stderr (remote command output) to stderr; shown
+    /// even with `-q`, as it is the command's output, not kiln's chatter.
+    pub fn data_stderr(&self, text: &str) {
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(text.as_bytes());
+        let _ = err.flush();
+    }
+
     /// Writes one JSON document to stdout.
     pub fn json_data<T: Serialize + ?Sized>(&self, value: &T) -> anyhow::Result<()> {
         let mut text = serde_json::to_string_pretty(value)?;

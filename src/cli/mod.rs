@@ -68,6 +68,94 @@ pub enum Command {
     /// media, inventory, sensors, certificate trust.
     #[command(subcommand)]
     Bmc(BmcCommand),
+    /// Run a command on every selected node over SSH; output is streamed
+    /// prefixed by node, then grouped (like `dshbak -c`).
+    Exec(ExecArgs),
+    /// Copy a file to every selected node (or, with --download, from them).
+    Copy(CopyArgs),
+    /// SSH helpers: record host keys, wait for nodes to answer.
+    #[command(subcommand)]
+    Ssh(SshCommand),
+}
+
+/// How to reach the nodes: shared by `exec`, `copy` and `ssh`.
+#[derive(Debug, Args)]
+pub struct RemoteArgs {
+    /// Which nodes: name globs and ranges (r01-n[01-08]), rack:NAME,
+    /// label=VALUE; `,` for either, `&` for both, `!` for not.
+    #[arg(short, long, value_name = "EXPR")]
+    pub select: Option<String>,
+    /// Nodes worked on at once.
+    #[arg(short, long, value_name = "N", default_value_t = 64)]
+    pub fanout: usize,
+    /// Limit for connecting and logging in to one node.
+    #[arg(long, value_name = "D", default_value = "15s", value_parser = crate::yaml::decode::parse_duration)]
+    pub connect_timeout: std::time::Duration,
+    /// Trust and record host keys seen for the first time (TOFU). A changed
+    /// key is still refused.
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+    /// Run here instead, as the node kiln runs on (no inventory needed).
+    #[arg(long, conflicts_with_all = ["select", "accept_new_host_keys"])]
+    pub local: bool,
+}
+
+/// `kiln exec`
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Nodes and connection settings.
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// Kill the command (and everything it started) after this long.
+    #[arg(short, long, value_name = "D", value_parser = crate::yaml::decode::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+    /// Run as root with sudo (password from KILN_SUDO_PASSWORD if asked).
+    #[arg(long)]
+    pub sudo: bool,
+    /// The command, run by the login shell with LC_ALL=C (words are
+    /// joined with spaces, as ssh does).
+    #[arg(required = true, last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// `kiln copy`
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Nodes and connection settings.
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// Copy from the nodes: SOURCE is a path on each node, DEST a local
+    /// folder that gets one `NODE/FILE` per node.
+    #[arg(long)]
+    pub download: bool,
+    /// Read or write the remote file as root with sudo.
+    #[arg(long)]
+    pub sudo: bool,
+    /// Limit for each node's copy.
+    #[arg(short, long, value_name = "D", value_parser = crate::yaml::decode::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+    /// A local file (upload) or a remote path (--download).
+    pub source: String,
+    /// A remote path (upload) or a local folder (--download).
+    pub dest: String,
+}
+
+/// `kiln ssh …`
+#[derive(Debug, Subcommand)]
+pub enum SshCommand {
+    /// Connect to each node and record its host key in kiln's store
+    /// (`.kiln/ssh_known_hosts` beside the inventory) if it is not known
+    /// yet: trust on first use, done explicitly.
+    Trust(RemoteArgs),
+    /// Wait until every node answers SSH (after a reboot), with backoff.
+    Wait {
+        /// Nodes and connection settings.
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Give up after this long.
+        #[arg(long, value_name = "D", default_value = "10m", value_parser = crate::yaml::decode::parse_duration)]
+        within: std::time::Duration,
+    },
 }
 
 /// Which BMCs, and how hard to push them.

@@ -7,6 +7,7 @@ pub mod bmc;
 pub mod inventory;
 pub mod judge;
 pub mod profile;
+pub mod remote;
 pub mod sim;
 
 use std::path::{Path, PathBuf};
@@ -73,6 +74,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Bench(cmd) => bench::run(&ctx, cmd),
         Command::Sim(cmd) => sim::run(&ctx, cmd),
         Command::Bmc(cmd) => bmc::run(&ctx, cmd),
+        Command::Exec(args) => remote::exec(&ctx, &args),
+        Command::Copy(args) => remote::copy(&ctx, &args),
+        Command::Ssh(cmd) => remote::ssh(&ctx, cmd),
     }
 }
 

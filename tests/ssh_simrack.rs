@@ -1,0 +1,171 @@
+//! kiln's SSH client against the virtual rack's SSH hosts (an independent
+//! russh server running a real shell per node): fan-out with grouping,
+//! sudo, a connection dropped mid-command and the reconnect after it, and
+//! waiting for SSH after a reboot.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::simrack::{Rack, RackSpec};
+use common::{kiln, run};
+use kiln::ssh::auth::Credentials;
+use kiln::ssh::exec::Discard;
+use kiln::ssh::hostkeys::Verifier;
+use kiln::ssh::{
+    Client, ClientOptions, ExecError, ExecOptions, Input, Pool, RemoteCommand, Target,
+};
+use serde_json::Value;
+
+/// An inventory for the rack's nodes with the test key and the host keys
+/// the rack announced.
+fn inventory(rack: &Rack) -> PathBuf {
+    let site = std::fs::read_to_string(rack.dir.path().join("site.yaml")).unwrap();
+    let ssh = format!(
+        "ssh:\n    user: kiln\n    key: {}\n    known_hosts: {}",
+        rack.key().display(),
+        rack.dir.path().join("known_hosts").display()
+    );
+    let path = rack.dir.path().join("kiln.yaml");
+    std::fs::write(&path, site.replace("ssh:\n    user: kiln", &ssh)).unwrap();
+    path
+}
+
+fn target(rack: &Rack, i: usize) -> Target {
+    let addr = rack.nodes[i]["ssh"].as_str().unwrap();
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    Target {
+        node: rack.nodes[i]["name"].as_str().unwrap().to_owned(),
+        host: host.to_owned(),
+        port: port.parse().unwrap(),
+        user: "kiln".into(),
+        key: Some(rack.key()),
+        known_hosts: Some(rack.dir.path().join("known_hosts")),
+        jump: None,
+    }
+}
+
+fn pool() -> Pool {
+    let verifier = Verifier::new(Vec::new(), None, false);
+    Pool::new(Client::new(
+        Arc::new(verifier),
+        Arc::new(Credentials::new()),
+        ClientOptions::default(),
+    ))
+}
+
+#[test]
+fn exec_fans_out_groups_and_sudo_works() {
+    let rack = Rack::start(RackSpec {
+        net: 61,
+        nodes: 4,
+        ..RackSpec::default()
+    });
+    let inv = inventory(&rack);
+    let (code, out, err) = run(kiln().arg("-i").arg(&inv).args([
+        "exec",
+        "--fanout",
+        "2",
+        "--",
+        "uname -s; echo $HOSTNAME >&2",
+    ]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("t-n03: Linux\n"), "{out}");
+    assert!(err.contains("t-n04: t-n04\n"), "{err}");
+    assert!(out.contains("t-n[01-04] (4)\n"), "{out}");
+
+    let (code, out, err) = run(kiln()
+        .arg("-i")
+        .arg(&inv)
+        .args(["exec", "--json", "--sudo", "-s", "t-n01", "--", "id -un"]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["nodes"].as_array().unwrap().len(), 1);
+    assert_eq!(doc["nodes"][0]["exit_status"], 0, "{doc}");
+}
+
+#[test]
+fn a_dropped_connection_is_reported_then_replaced() {
+    let rack = Rack::start(RackSpec {
+        net: 62,
+        nodes: 1,
+        time_scale: 1,
+        faults: Some("faults:\n  - nodes: \"t-n01\"\n    ssh_drop_after: 1s\n"),
+        ..RackSpec::default()
+    });
+    let t = target(&rack, 0);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let pool = pool();
+        let opts = ExecOptions::default();
+        let start = Instant::now();
+        let long = RemoteCommand::shell("echo before; sleep 30");
+        let err = pool
+            .run(&t, &long, Input::None, &mut Discard, &opts)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ExecError::Dropped { .. }), "{err}");
+        assert!(
+            err.to_string().contains(
+                "t-n01 (127.62.2.1:2222): connection lost while running `echo before; sleep 30`"
+            ),
+            "{err}"
+        );
+        assert!(start.elapsed() < Duration::from_secs(10));
+        // The next command gets a new connection.
+        let out = pool
+            .run(
+                &t,
+                &RemoteCommand::shell("echo back"),
+                Input::None,
+                &mut Discard,
+                &opts,
+            )
+            .await
+            .unwrap();
+        assert_eq!(out.stdout.text(), "back\n");
+    });
+    // The CLI reports it as that node's failure.
+    let inv = inventory(&rack);
+    let (code, _, err) = run(kiln().arg("-i").arg(&inv).args(["exec", "--", "sleep 30"]));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("connection lost while running `sleep 30`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn wait_for_ssh_rides_out_a_reboot() {
+    let rack = Rack::start(RackSpec {
+        net: 63,
+        nodes: 2,
+        ..RackSpec::default()
+    });
+    let inv = inventory(&rack);
+    let target = format!("{}/Actions/ComputerSystem.Reset", rack.system(0));
+    let (code, body) = rack.curl(0, "POST", &target, Some(r#"{"ResetType":"ForceRestart"}"#));
+    assert!(code < 300, "{code} {body}");
+    let (code, out, err) = run(kiln()
+        .arg("-i")
+        .arg(&inv)
+        .args(["ssh", "wait", "--within", "60s", "--json"]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["ok"], true);
+    let (code, out, err) = run(kiln().arg("-i").arg(&inv).args([
+        "exec",
+        "-s",
+        "t-n01",
+        "--",
+        "uptime >/dev/null && echo up",
+    ]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("t-n01: up"), "{out}");
+}
