@@ -22,6 +22,12 @@ pub fn run(ctx: &Ctx, cmd: BenchCommand) -> anyhow::Result<ExitStatus> {
             ssh,
             concurrency,
         } => sim(ctx, nodes, ssh, concurrency),
+        BenchCommand::Ssh {
+            hosts,
+            fanout,
+            runs,
+            user,
+        } => super::bench_ssh::run(ctx, hosts, fanout, runs, user),
     }
 }
 

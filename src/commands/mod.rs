@@ -2,6 +2,7 @@
 //! error; `main` turns errors into exit codes with [`crate::exit::status_for`].
 
 pub mod bench;
+pub mod bench_ssh;
 pub mod inventory;
 pub mod judge;
 pub mod profile;

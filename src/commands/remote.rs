@@ -353,7 +353,8 @@ fn grouped(results: &[NodeResult]) -> String {
 /// Folds node names into pdsh ranges: `r01-n01 r01-n02 r01-n03 r01-n05`
 /// becomes `r01-n[01-03,05]`, on the last number in each name.
 pub fn fold(names: &[String]) -> String {
-    let mut groups: BTreeMap<(String, String, usize), Vec<u64>> = BTreeMap::new();
+    // (prefix, digits, suffix) around the last number in each name.
+    let mut split = Vec::new();
     let mut plain = Vec::new();
     for name in names {
         let bytes = name.as_bytes();
@@ -365,18 +366,27 @@ pub fn fold(names: &[String]) -> String {
             .iter()
             .rposition(|b| !b.is_ascii_digit())
             .map_or(0, |i| i + 1);
-        let digits = &name[start..end];
-        let Ok(n) = digits.parse::<u64>() else {
-            plain.push(name.clone());
-            continue;
-        };
-        let width = if digits.starts_with('0') && digits.len() > 1 {
-            digits.len()
+        match name[start..end].parse::<u64>() {
+            Ok(n) => split.push((&name[..start], n, end - start, &name[end..])),
+            Err(_) => plain.push(name.clone()),
+        }
+    }
+    // Zero-padded numbers fix their group's width; an unpadded number of
+    // that many digits (n100 beside n001) belongs to the same group.
+    let padded: std::collections::BTreeSet<(&str, usize, &str)> = split
+        .iter()
+        .filter(|(_, n, len, _)| *len > 1 && n.to_string().len() < *len)
+        .map(|(p, _, len, s)| (*p, *len, *s))
+        .collect();
+    let mut groups: BTreeMap<(String, String, usize), Vec<u64>> = BTreeMap::new();
+    for (prefix, n, len, suffix) in split {
+        let width = if padded.contains(&(prefix, len, suffix)) {
+            len
         } else {
             0
         };
         groups
-            .entry((name[..start].to_owned(), name[end..].to_owned(), width))
+            .entry((prefix.to_owned(), suffix.to_owned(), width))
             .or_default()
             .push(n);
     }
@@ -638,5 +648,7 @@ mod tests {
         .collect();
         assert_eq!(fold(&names), "bastion,r01-n[01-03,05],r02-n01");
         assert_eq!(fold(&["n9".into(), "n10".into()]), "n[9-10]");
+        let many: Vec<String> = (1..=200).map(|i| format!("n{i:03}")).collect();
+        assert_eq!(fold(&many), "n[001-200]");
     }
 }
