@@ -169,3 +169,12 @@ fn wait_for_ssh_rides_out_a_reboot() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("t-n01: up"), "{out}");
 }
+
+#[test]
+fn the_local_transport_runs_here() {
+    let (code, out, err) = run(kiln().args(["exec", "--local", "--", "echo here; exit 4"]));
+    assert_eq!(code, 1, "{out}\n{err}");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert!(out.contains(&format!("{}: here\n", host.trim())), "{out}");
+    assert!(err.contains("(exit status 4)"), "{err}");
+}
