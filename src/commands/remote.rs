@@ -212,6 +212,7 @@ pub fn exec(ctx: &Ctx, args: &ExecArgs) -> anyhow::Result<ExitStatus> {
                 partial: [Vec::new(), Vec::new()],
             };
             let result = remote.run(&cmd, Input::None, &mut sink, &opts).await;
+            remote.close().await;
             sink.finish();
             NodeResult {
                 node: remote.node().to_owned(),
@@ -481,6 +482,7 @@ pub fn copy(ctx: &Ctx, args: &CopyArgs) -> anyhow::Result<ExitStatus> {
             async move {
                 let r = crate::ssh::copy::download(&remote, &source, &local, sudo, timeout, &opts)
                     .await;
+                remote.close().await;
                 let r = match r {
                     Ok(out) => {
                         let size = std::fs::metadata(&local).map(|m| m.len()).unwrap_or(0);
@@ -505,6 +507,7 @@ pub fn copy(ctx: &Ctx, args: &CopyArgs) -> anyhow::Result<ExitStatus> {
             async move {
                 let r =
                     crate::ssh::copy::upload(&remote, &local, &dest, sudo, timeout, &opts).await;
+                remote.close().await;
                 let r = r.map(|out| (size, out)).map_err(|e| error_text(&e));
                 (remote.node().to_owned(), remote.addr(), r)
             }
@@ -599,6 +602,7 @@ pub fn ssh(ctx: &Ctx, cmd: SshCommand) -> anyhow::Result<ExitStatus> {
             let r = r
                 .map(|s| (s.host_key().clone(), t0.elapsed()))
                 .map_err(|e| error_text(&e));
+            pool.close(&target.node).await;
             (target.node.clone(), target.addr(), r)
         }
     }));

@@ -644,6 +644,20 @@ impl Pool {
         *self.slot(node).lock().await = None;
     }
 
+    /// Closes the node's connection politely, when kiln is done with the
+    /// node: a fan-out over 10,000 nodes must not keep 10,000 sockets open.
+    pub async fn close(&self, node: &str) {
+        let session = self.slot(node).lock().await.take();
+        if let Some(s) = session {
+            let _ = s
+                .handle
+                .disconnect(russh::Disconnect::ByApplication, "", "en")
+                .await;
+        }
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.remove(node);
+    }
+
     /// Runs `cmd` on `target`. A connection that turns out dead before the
     /// command started is replaced once; a command the connection died
     /// under is reported, not rerun (it may not be safe to run twice).
