@@ -178,3 +178,30 @@ fn the_local_transport_runs_here() {
     assert!(out.contains(&format!("{}: here\n", host.trim())), "{out}");
     assert!(err.contains("(exit status 4)"), "{err}");
 }
+
+#[test]
+fn an_unreachable_node_fails_alone_with_its_address() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on 127.69.0.1; 127.69.0.2 is not routed anywhere
+    // either: both fail fast, each named with its address.
+    let inv = common::sshd::inventory(
+        dir.path(),
+        &[("r01-n01", "127.69.0.1"), ("r01-n02", "127.69.0.2")],
+        2222,
+        "",
+    );
+    let (code, out, err) =
+        run(kiln()
+            .arg("-i")
+            .arg(&inv)
+            .args(["exec", "--connect-timeout", "3s", "--", "true"]));
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains("failed on 2 of 2 node(s): r01-n[01-02]"),
+        "{err}"
+    );
+    assert!(
+        err.contains("r01-n01 (127.69.0.1:2222): cannot connect"),
+        "{err}"
+    );
+}
