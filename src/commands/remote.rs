@@ -193,25 +193,48 @@ pub fn exec(ctx: &Ctx, args: &ExecArgs) -> anyhow::Result<ExitStatus> {
         .sudo(args.sudo)
         .timeout(args.timeout);
     let (head, tail) = capture_budget(fleet.remotes.len());
+    let (cancel_tx, cancel) = tokio::sync::watch::channel(false);
     let opts = ExecOptions {
         sudo_password: sudo_password(),
         head,
         tail,
+        cancel: Some(cancel.clone()),
     };
     let stream = !ctx.printer.json;
     let printer = ctx.printer.clone();
     let start = Instant::now();
-    let results = runtime()?.block_on(fan_out(&fleet, |remote| {
+    let runtime = runtime()?;
+    let interrupts = printer.clone();
+    // Ctrl-C stops the remote commands (TERM to each command's process
+    // group, KILL 2 s later) instead of leaving them running; a second
+    // Ctrl-C quits at once.
+    runtime.spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            interrupts.info("interrupted: stopping the remote commands (Ctrl-C again to quit now)");
+            let _ = cancel_tx.send(true);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    let results = runtime.block_on(fan_out(&fleet, |remote| {
         let cmd = cmd.clone();
         let opts = opts.clone();
         let printer = stream.then(|| printer.clone());
+        let cancel = cancel.clone();
         async move {
             let mut sink = Prefixer {
                 node: remote.node().to_owned(),
                 printer,
                 partial: [Vec::new(), Vec::new()],
             };
-            let result = remote.run(&cmd, Input::None, &mut sink, &opts).await;
+            let result = if *cancel.borrow() {
+                Err(ExecError::Interrupted {
+                    node: remote.node().to_owned(),
+                })
+            } else {
+                remote.run(&cmd, Input::None, &mut sink, &opts).await
+            };
             remote.close().await;
             sink.finish();
             NodeResult {
@@ -283,6 +306,7 @@ fn record(r: &NodeResult) -> Value {
                 "exit_status": code,
                 "signal": signal,
                 "timed_out": out.timed_out,
+                "interrupted": out.interrupted,
                 "duration_s": out.duration.as_secs_f64(),
                 "stdout": stdout,
                 "stdout_bytes": sb,
@@ -300,6 +324,7 @@ fn record(r: &NodeResult) -> Value {
             "exit_status": Value::Null,
             "signal": Value::Null,
             "timed_out": false,
+            "interrupted": matches!(e, ExecError::Interrupted { .. }),
             "duration_s": Value::Null,
             "stdout": "",
             "stdout_bytes": 0,

@@ -400,6 +400,10 @@ impl Proc for SshProc {
         rx
     }
 
+    async fn terminate(&mut self) {
+        let _ = self.write.signal(russh::Sig::TERM).await;
+    }
+
     async fn kill(&mut self) {
         let _ = self.write.signal(russh::Sig::KILL).await;
         let _ = self.write.eof().await;
