@@ -378,14 +378,24 @@ impl Proc for SshProc {
                 }
                 Input::File(path) => match tokio::fs::File::open(&path).await {
                     Ok(mut file) => {
+                        use tokio::io::AsyncReadExt as _;
                         let mut w = write.make_writer();
-                        if let Err(e) = tokio::io::copy(&mut file, &mut w).await {
-                            // A write error means the channel is gone,
-                            // which the reader reports; a read error is ours.
-                            if e.kind() != std::io::ErrorKind::BrokenPipe {
-                                let _ = tx.send((path, e));
+                        let mut buf = vec![0u8; 64 << 10];
+                        loop {
+                            // A read error is the local file's; a write
+                            // error means the channel is gone, which the
+                            // reader side reports.
+                            let n = match file.read(&mut buf).await {
+                                Ok(0) => break,
+                                Ok(n) => n,
+                                Err(e) => {
+                                    let _ = tx.send((path, e));
+                                    break;
+                                }
+                            };
+                            if w.write_all(&buf[..n]).await.is_err() {
+                                return;
                             }
-                            return;
                         }
                         let _ = w.flush().await;
                     }
