@@ -336,6 +336,79 @@ fn timeouts_kill_the_remote_process() {
     );
 }
 
+#[test]
+fn ctrl_c_stops_the_remote_commands() {
+    if !sshd::available() {
+        return;
+    }
+    // OpenSSH delivers signals only to sessions under privilege
+    // separation, which it skips for root logins: log in as another user.
+    let Some(user) = test_user() else {
+        eprintln!("no test user (set KILN_TEST_SUDO_USER=1 as root): skipping");
+        return;
+    };
+    let (server, _, _) = setup(10, 1, "");
+    let dir = server.dir.path();
+    let inv = sshd::inventory_as(
+        dir,
+        &[("r01-n01", "127.60.10.1")],
+        PORT,
+        user,
+        &key_and_hosts(&server, &server.keys.ed25519),
+    );
+    let shared = dir.join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let pidfile = shared.join("child.pid");
+    let script = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .env("HOME", "/nonexistent-home")
+        .env("KILN_BMC_PASSWORD", "x")
+        .arg("-i")
+        .arg(&inv)
+        .args(["exec", "--", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !pidfile.exists() || std::fs::read_to_string(&pidfile).unwrap().trim().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the command never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let interrupted = Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        interrupted.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        interrupted.elapsed()
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("r01-n01 (interrupted)"), "{err}");
+    let pid = std::fs::read_to_string(&pidfile).unwrap();
+    let t = Instant::now();
+    while alive(&pid) && t.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = server.log();
+    let signals: Vec<&str> = log.lines().filter(|l| l.contains("signal")).collect();
+    assert!(
+        !alive(&pid),
+        "the remote command survived Ctrl-C; sshd: {signals:?}"
+    );
+}
+
 /// Peak resident memory of a process, polled until it exits.
 fn peak_rss_kib(child: &mut std::process::Child) -> u64 {
     let mut peak = 0;
@@ -391,8 +464,45 @@ fn a_100_mb_output_streams_in_bounded_memory() {
     assert_eq!(node["stdout_bytes"], 100_000_000u64);
     assert_eq!(node["stdout_truncated"], true);
     assert_eq!(node["stdout"].as_str().unwrap().len(), 1 << 20);
+    eprintln!("kiln exec streamed 100 MB with a peak RSS of {peak} KiB");
     // 100 MB went through; kiln kept about 1 MiB of it.
     assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
+}
+
+/// A user whose sudo asks for a password (`s3cret-pw`), made only where
+/// the test may change the machine: CI (`KILN_REQUIRE_INTEROP`) or
+/// `KILN_TEST_SUDO_USER=1`, running as root.
+fn test_user() -> Option<&'static str> {
+    if sshd::user() != "root"
+        || (std::env::var_os("KILN_REQUIRE_INTEROP").is_none()
+            && std::env::var_os("KILN_TEST_SUDO_USER").is_none())
+    {
+        return None;
+    }
+    let user = "kilnsudo";
+    let quiet = |c: &mut Command| {
+        c.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
+    if !quiet(Command::new("id").arg(user)) {
+        // Two tests may get here at once: losing that race is fine.
+        quiet(Command::new("useradd").args(["-m", "-s", "/bin/sh", user]));
+    }
+    let mut chpasswd = Command::new("chpasswd")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        chpasswd.stdin.as_mut().unwrap(),
+        format!("{user}:s3cret-pw\n").as_bytes(),
+    )
+    .unwrap();
+    assert!(chpasswd.wait().unwrap().success());
+    std::fs::write("/etc/sudoers.d/kilnsudo", format!("{user} ALL=(ALL) ALL\n")).unwrap();
+    Some(user)
 }
 
 #[test]
@@ -432,41 +542,9 @@ fn sudo() {
     assert_eq!(code, 0, "{err}\n{doc}");
     assert_eq!(doc["nodes"][0]["stdout"], "0\ncan-read\n");
 
-    // A user whose sudo asks for a password: only where the test may
-    // change the machine (CI, or KILN_TEST_SUDO_USER=1).
-    if std::env::var_os("KILN_REQUIRE_INTEROP").is_none()
-        && std::env::var_os("KILN_TEST_SUDO_USER").is_none()
-    {
+    let Some(user) = test_user() else {
         return;
-    }
-    let user = "kilnsudo";
-    if !Command::new("id")
-        .arg(user)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap()
-        .success()
-    {
-        assert!(
-            Command::new("useradd")
-                .args(["-m", "-s", "/bin/sh", user])
-                .status()
-                .unwrap()
-                .success()
-        );
-    }
-    let mut chpasswd = Command::new("chpasswd")
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(
-        chpasswd.stdin.as_mut().unwrap(),
-        format!("{user}:s3cret-pw\n").as_bytes(),
-    )
-    .unwrap();
-    assert!(chpasswd.wait().unwrap().success());
-    std::fs::write("/etc/sudoers.d/kilnsudo", format!("{user} ALL=(ALL) ALL\n")).unwrap();
+    };
     let inv = sshd::inventory_as(dir, &[("r01-n01", "127.60.8.1")], PORT, user, &ssh);
     let (code, doc, err) = exec_json(
         &inv,

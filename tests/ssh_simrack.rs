@@ -65,6 +65,12 @@ fn exec_fans_out_groups_and_sudo_works() {
         ..RackSpec::default()
     });
     let inv = inventory(&rack);
+    // The rack prints its endpoints before every listener is up.
+    let (code, _, err) = run(kiln()
+        .arg("-i")
+        .arg(&inv)
+        .args(["ssh", "wait", "--within", "20s"]));
+    assert_eq!(code, 0, "{err}");
     let (code, out, err) = run(kiln().arg("-i").arg(&inv).args([
         "exec",
         "--fanout",
@@ -103,6 +109,10 @@ fn a_dropped_connection_is_reported_then_replaced() {
         .unwrap();
     rt.block_on(async {
         let pool = pool();
+        // The rack prints its endpoints before every listener is up.
+        pool.wait_for_ssh(&t, Duration::from_secs(20))
+            .await
+            .unwrap();
         let opts = ExecOptions::default();
         let start = Instant::now();
         let long = RemoteCommand::shell("echo before; sleep 30");
@@ -168,4 +178,114 @@ fn wait_for_ssh_rides_out_a_reboot() {
     ]));
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("t-n01: up"), "{out}");
+}
+
+#[test]
+fn the_local_transport_runs_here() {
+    let (code, out, err) = run(kiln().args(["exec", "--local", "--", "echo here; exit 4"]));
+    assert_eq!(code, 1, "{out}\n{err}");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert!(out.contains(&format!("{}: here\n", host.trim())), "{out}");
+    assert!(err.contains("(exit status 4)"), "{err}");
+}
+
+#[test]
+fn an_unreachable_node_fails_alone_with_its_address() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on 127.69.0.1; 127.69.0.2 is not routed anywhere
+    // either: both fail fast, each named with its address.
+    let inv = common::sshd::inventory(
+        dir.path(),
+        &[("r01-n01", "127.69.0.1"), ("r01-n02", "127.69.0.2")],
+        2222,
+        "",
+    );
+    let (code, out, err) =
+        run(kiln()
+            .arg("-i")
+            .arg(&inv)
+            .args(["exec", "--connect-timeout", "3s", "--", "true"]));
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains("failed on 2 of 2 node(s): r01-n[01-02]"),
+        "{err}"
+    );
+    assert!(
+        err.contains("r01-n01 (127.69.0.1:2222): cannot connect"),
+        "{err}"
+    );
+}
+
+/// Collects stdout.
+struct Collect(Arc<std::sync::Mutex<String>>);
+
+impl kiln::ssh::Sink for Collect {
+    fn output(&mut self, stream: kiln::ssh::Stream, data: &[u8]) {
+        if stream == kiln::ssh::Stream::Stdout {
+            self.0
+                .lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(data));
+        }
+    }
+}
+
+#[test]
+fn an_interrupt_stops_the_command_on_the_node() {
+    let rack = Rack::start(RackSpec {
+        net: 64,
+        nodes: 1,
+        ..RackSpec::default()
+    });
+    let t = target(&rack, 0);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let pool = pool();
+        pool.wait_for_ssh(&t, Duration::from_secs(20))
+            .await
+            .unwrap();
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let opts = ExecOptions {
+            cancel: Some(rx),
+            ..ExecOptions::default()
+        };
+        let seen = Arc::new(std::sync::Mutex::new(String::new()));
+        let watch = Arc::clone(&seen);
+        tokio::spawn(async move {
+            // Interrupt once the command has printed its child's pid.
+            while !watch.lock().unwrap().ends_with('\n') {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let _ = tx.send(true);
+        });
+        let cmd = RemoteCommand::shell("sleep 300 & echo $!; wait");
+        let start = Instant::now();
+        let out = pool
+            .run(
+                &t,
+                &cmd,
+                Input::None,
+                &mut Collect(Arc::clone(&seen)),
+                &opts,
+            )
+            .await
+            .unwrap();
+        assert!(out.interrupted, "{out:?}");
+        // The TERM ended it: no need for the KILL 2 s later.
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+        let pid = seen.lock().unwrap().trim().to_owned();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
+        assert!(
+            !stat.is_ok_and(|s| !s.contains(") Z ")),
+            "the node's command survived"
+        );
+    });
 }

@@ -451,4 +451,21 @@ pub enum BenchCommand {
         #[arg(long)]
         concurrency: Option<usize>,
     },
+    /// Run `true` on many hosts with `kiln exec`, pdsh and clush, against
+    /// one local OpenSSH server on a loopback address per host.
+    Ssh {
+        /// Hosts (127.60.100.1 upwards).
+        #[arg(long, default_value_t = 200)]
+        hosts: u32,
+        /// Connections at once, for every tool.
+        #[arg(long, default_value_t = 64)]
+        fanout: u32,
+        /// Timed runs of each tool (interleaved); the median is reported.
+        #[arg(long, default_value_t = 5)]
+        runs: u32,
+        /// Log in as this user (default: the current one). A user whose
+        /// shell start-up is heavy (pyenv, conda) measures that, not the tools.
+        #[arg(long)]
+        user: Option<String>,
+    },
 }

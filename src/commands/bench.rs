@@ -27,6 +27,12 @@ pub fn run(ctx: &Ctx, cmd: BenchCommand) -> anyhow::Result<ExitStatus> {
             latency,
             concurrency,
         } => super::bench_bmc::run(ctx, nodes, latency, concurrency),
+        BenchCommand::Ssh {
+            hosts,
+            fanout,
+            runs,
+            user,
+        } => super::bench_ssh::run(ctx, hosts, fanout, runs, user),
     }
 }
 

@@ -192,24 +192,50 @@ pub fn exec(ctx: &Ctx, args: &ExecArgs) -> anyhow::Result<ExitStatus> {
     let cmd = RemoteCommand::shell(script.clone())
         .sudo(args.sudo)
         .timeout(args.timeout);
+    let (head, tail) = capture_budget(fleet.remotes.len());
+    let (cancel_tx, cancel) = tokio::sync::watch::channel(false);
     let opts = ExecOptions {
         sudo_password: sudo_password(),
-        ..ExecOptions::default()
+        head,
+        tail,
+        cancel: Some(cancel.clone()),
     };
     let stream = !ctx.printer.json;
     let printer = ctx.printer.clone();
     let start = Instant::now();
-    let results = runtime()?.block_on(fan_out(&fleet, |remote| {
+    let runtime = runtime()?;
+    let interrupts = printer.clone();
+    // Ctrl-C stops the remote commands (TERM to each command's process
+    // group, KILL 2 s later) instead of leaving them running; a second
+    // Ctrl-C quits at once.
+    runtime.spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            interrupts.info("interrupted: stopping the remote commands (Ctrl-C again to quit now)");
+            let _ = cancel_tx.send(true);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    let results = runtime.block_on(fan_out(&fleet, |remote| {
         let cmd = cmd.clone();
         let opts = opts.clone();
         let printer = stream.then(|| printer.clone());
+        let cancel = cancel.clone();
         async move {
             let mut sink = Prefixer {
                 node: remote.node().to_owned(),
                 printer,
                 partial: [Vec::new(), Vec::new()],
             };
-            let result = remote.run(&cmd, Input::None, &mut sink, &opts).await;
+            let result = if *cancel.borrow() {
+                Err(ExecError::Interrupted {
+                    node: remote.node().to_owned(),
+                })
+            } else {
+                remote.run(&cmd, Input::None, &mut sink, &opts).await
+            };
+            remote.close().await;
             sink.finish();
             NodeResult {
                 node: remote.node().to_owned(),
@@ -245,11 +271,22 @@ pub fn exec(ctx: &Ctx, args: &ExecArgs) -> anyhow::Result<ExitStatus> {
     })
 }
 
+/// How much of each stream to keep per node: 1 MiB of head and 64 KiB of
+/// tail, shrunk on large fleets so the whole run stays under about 768 MiB
+/// even if every node prints without end (12,500 nodes: 42 KiB + 10 KiB).
+fn capture_budget(nodes: usize) -> (usize, usize) {
+    let n = nodes.max(1);
+    let head = ((512usize << 20) / n).clamp(16 << 10, 1 << 20);
+    let tail = ((128usize << 20) / n).clamp(4 << 10, 64 << 10);
+    (head, tail)
+}
+
 fn captured_json(c: &Captured) -> (String, bool, u64) {
     (c.text(), c.truncated(), c.total)
 }
 
-/// One `--json` record. Output is kept up to 1 MiB per stream
+/// One `--json` record. Output is kept up to 1 MiB per stream (less on
+/// large fleets, see [`capture_budget`])
 /// (`stdout_truncated` says when more was printed; `stdout_bytes` is the
 /// full size).
 fn record(r: &NodeResult) -> Value {
@@ -269,6 +306,7 @@ fn record(r: &NodeResult) -> Value {
                 "exit_status": code,
                 "signal": signal,
                 "timed_out": out.timed_out,
+                "interrupted": out.interrupted,
                 "duration_s": out.duration.as_secs_f64(),
                 "stdout": stdout,
                 "stdout_bytes": sb,
@@ -286,6 +324,7 @@ fn record(r: &NodeResult) -> Value {
             "exit_status": Value::Null,
             "signal": Value::Null,
             "timed_out": false,
+            "interrupted": matches!(e, ExecError::Interrupted { .. }),
             "duration_s": Value::Null,
             "stdout": "",
             "stdout_bytes": 0,
@@ -353,7 +392,8 @@ fn grouped(results: &[NodeResult]) -> String {
 /// Folds node names into pdsh ranges: `r01-n01 r01-n02 r01-n03 r01-n05`
 /// becomes `r01-n[01-03,05]`, on the last number in each name.
 pub fn fold(names: &[String]) -> String {
-    let mut groups: BTreeMap<(String, String, usize), Vec<u64>> = BTreeMap::new();
+    // (prefix, digits, suffix) around the last number in each name.
+    let mut split = Vec::new();
     let mut plain = Vec::new();
     for name in names {
         let bytes = name.as_bytes();
@@ -365,18 +405,27 @@ pub fn fold(names: &[String]) -> String {
             .iter()
             .rposition(|b| !b.is_ascii_digit())
             .map_or(0, |i| i + 1);
-        let digits = &name[start..end];
-        let Ok(n) = digits.parse::<u64>() else {
-            plain.push(name.clone());
-            continue;
-        };
-        let width = if digits.starts_with('0') && digits.len() > 1 {
-            digits.len()
+        match name[start..end].parse::<u64>() {
+            Ok(n) => split.push((&name[..start], n, end - start, &name[end..])),
+            Err(_) => plain.push(name.clone()),
+        }
+    }
+    // Zero-padded numbers fix their group's width; an unpadded number of
+    // that many digits (n100 beside n001) belongs to the same group.
+    let padded: std::collections::BTreeSet<(&str, usize, &str)> = split
+        .iter()
+        .filter(|(_, n, len, _)| *len > 1 && n.to_string().len() < *len)
+        .map(|(p, _, len, s)| (*p, *len, *s))
+        .collect();
+    let mut groups: BTreeMap<(String, String, usize), Vec<u64>> = BTreeMap::new();
+    for (prefix, n, len, suffix) in split {
+        let width = if padded.contains(&(prefix, len, suffix)) {
+            len
         } else {
             0
         };
         groups
-            .entry((name[..start].to_owned(), name[end..].to_owned(), width))
+            .entry((prefix.to_owned(), suffix.to_owned(), width))
             .or_default()
             .push(n);
     }
@@ -458,6 +507,7 @@ pub fn copy(ctx: &Ctx, args: &CopyArgs) -> anyhow::Result<ExitStatus> {
             async move {
                 let r = crate::ssh::copy::download(&remote, &source, &local, sudo, timeout, &opts)
                     .await;
+                remote.close().await;
                 let r = match r {
                     Ok(out) => {
                         let size = std::fs::metadata(&local).map(|m| m.len()).unwrap_or(0);
@@ -482,6 +532,7 @@ pub fn copy(ctx: &Ctx, args: &CopyArgs) -> anyhow::Result<ExitStatus> {
             async move {
                 let r =
                     crate::ssh::copy::upload(&remote, &local, &dest, sudo, timeout, &opts).await;
+                remote.close().await;
                 let r = r.map(|out| (size, out)).map_err(|e| error_text(&e));
                 (remote.node().to_owned(), remote.addr(), r)
             }
@@ -576,6 +627,7 @@ pub fn ssh(ctx: &Ctx, cmd: SshCommand) -> anyhow::Result<ExitStatus> {
             let r = r
                 .map(|s| (s.host_key().clone(), t0.elapsed()))
                 .map_err(|e| error_text(&e));
+            pool.close(&target.node).await;
             (target.node.clone(), target.addr(), r)
         }
     }));
@@ -638,5 +690,7 @@ mod tests {
         .collect();
         assert_eq!(fold(&names), "bastion,r01-n[01-03,05],r02-n01");
         assert_eq!(fold(&["n9".into(), "n10".into()]), "n[9-10]");
+        let many: Vec<String> = (1..=200).map(|i| format!("n{i:03}")).collect();
+        assert_eq!(fold(&many), "n[001-200]");
     }
 }

@@ -92,6 +92,7 @@ pub fn serve(
                     epoch,
                     env: HashMap::new(),
                     stdin: HashMap::new(),
+                    pids: HashMap::new(),
                 };
                 let config = Arc::clone(&config);
                 let mut reach = node.watch_reach();
@@ -161,6 +162,8 @@ struct Conn {
     epoch: u64,
     env: HashMap<String, String>,
     stdin: HashMap<ChannelId, ChildStdin>,
+    /// Each channel's command (its process group), for signal requests.
+    pids: HashMap<ChannelId, u32>,
 }
 
 impl Conn {
@@ -212,9 +215,15 @@ impl Conn {
 
 /// Kills a command's whole process group (the shell and what it started).
 fn kill_group(pid: Option<u32>) {
+    signal_group(pid, "KILL");
+}
+
+/// Sends `sig` to a command's process group, as OpenSSH's sshd does for a
+/// `signal` channel request (`killpg`).
+fn signal_group(pid: Option<u32>, sig: &str) {
     if let Some(pid) = pid {
         let _ = std::process::Command::new("kill")
-            .args(["-KILL", "--", &format!("-{pid}")])
+            .args([&format!("-{sig}"), "--", &format!("-{pid}")])
             .stderr(Stdio::null())
             .status();
     }
@@ -309,6 +318,9 @@ impl russh::server::Handler for Conn {
         if let Some(stdin) = child.stdin.take() {
             self.stdin.insert(channel, stdin);
         }
+        if let Some(pid) = child.id() {
+            self.pids.insert(channel, pid);
+        }
         let handle = session.handle();
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
@@ -370,6 +382,34 @@ impl russh::server::Handler for Conn {
         {
             self.stdin.remove(&channel);
         }
+        Ok(())
+    }
+
+    async fn signal(
+        &mut self,
+        channel: ChannelId,
+        signal: russh::Sig,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let name = match signal {
+            russh::Sig::TERM => "TERM",
+            russh::Sig::KILL => "KILL",
+            russh::Sig::INT => "INT",
+            russh::Sig::HUP => "HUP",
+            _ => return Ok(()),
+        };
+        signal_group(self.pids.get(&channel).copied(), name);
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // The pid may be reused once the command is gone: never signal it.
+        self.pids.remove(&channel);
+        self.stdin.remove(&channel);
         Ok(())
     }
 

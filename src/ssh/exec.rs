@@ -68,10 +68,11 @@ impl RemoteCommand {
         self
     }
 
-    /// The command line sent to the node. A timeout runs the script under
-    /// coreutils `timeout`, which puts itself in a new process group and
-    /// signals the whole group, so children die too; sudo reads its
-    /// password from stdin with a prompt kiln recognises.
+    /// The command line sent to the node. The script always runs under
+    /// coreutils `timeout` (with no limit when none is asked for): it puts
+    /// itself in a new process group and passes its deadline, or a TERM
+    /// kiln sends on Ctrl-C, to the whole group, so children die too. sudo
+    /// reads its password from stdin after a prompt kiln recognises.
     pub fn wire(&self) -> String {
         let mut inner = String::new();
         if self.sudo {
@@ -81,20 +82,16 @@ impl RemoteCommand {
             inner.push_str("LC_ALL=C; export LC_ALL; ");
         }
         inner.push_str(&self.script);
-        if !self.sudo && self.timeout.is_none() {
-            return inner;
-        }
-        let mut wire = String::new();
+        // `exec`: the login shell becomes sudo or timeout, so a signal to
+        // the session (sshd's killpg) reaches the command's group.
+        let mut wire = String::from("exec ");
         if self.sudo {
             wire.push_str(&format!("sudo -S -p {} -- ", quote(SUDO_PROMPT)));
         }
-        if let Some(t) = self.timeout {
-            wire.push_str(&format!(
-                "timeout -k {} {:.3} ",
-                KILL_GRACE.as_secs(),
-                t.as_secs_f64()
-            ));
-        }
+        let limit = self
+            .timeout
+            .map_or_else(|| "0".to_owned(), |t| format!("{:.3}", t.as_secs_f64()));
+        wire.push_str(&format!("timeout -k {} {limit} ", KILL_GRACE.as_secs()));
         wire.push_str("sh -c ");
         wire.push_str(&quote(&inner));
         wire
@@ -144,6 +141,11 @@ pub struct ExecOptions {
     pub tail: usize,
     /// sudo's password, when it asks for one.
     pub sudo_password: Option<Secret>,
+    /// Set to true to stop the command (Ctrl-C): it gets a TERM, then a
+    /// KILL and its channel is closed 2 s later. OpenSSH delivers signals
+    /// only to sessions under privilege separation, which it skips for root
+    /// logins: there, a command without a timeout keeps running.
+    pub cancel: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Default for ExecOptions {
@@ -152,6 +154,7 @@ impl Default for ExecOptions {
             head: 1 << 20,
             tail: 64 << 10,
             sudo_password: None,
+            cancel: None,
         }
     }
 }
@@ -257,6 +260,8 @@ pub struct Output {
     pub exit: Exit,
     /// It ran past its timeout and was killed.
     pub timed_out: bool,
+    /// It was stopped by an interrupt (Ctrl-C).
+    pub interrupted: bool,
     /// stdout, bounded.
     pub stdout: Captured,
     /// stderr, bounded.
@@ -268,14 +273,17 @@ pub struct Output {
 impl Output {
     /// Exit status 0 and no timeout.
     pub fn success(&self) -> bool {
-        self.exit == Exit::Code(0) && !self.timed_out
+        self.exit == Exit::Code(0) && !self.timed_out && !self.interrupted
     }
 
     /// A short description of how it ended.
     pub fn outcome(&self) -> String {
-        match (&self.timed_out, self.duration) {
-            (true, _) => "timed out and was killed".into(),
-            _ => self.exit.to_string(),
+        if self.interrupted {
+            "interrupted".into()
+        } else if self.timed_out {
+            "timed out and was killed".into()
+        } else {
+            self.exit.to_string()
         }
     }
 
@@ -383,6 +391,12 @@ pub enum ExecError {
         #[source]
         source: std::io::Error,
     },
+    /// Not run: kiln was interrupted before it started.
+    #[error("{node}: not run (interrupted)")]
+    Interrupted {
+        /// Node.
+        node: String,
+    },
     /// A local command could not be started.
     #[error("cannot start a local shell")]
     Spawn(#[source] std::io::Error),
@@ -418,6 +432,8 @@ pub(crate) trait Proc: Send {
         &mut self,
         input: Input,
     ) -> tokio::sync::oneshot::Receiver<(PathBuf, std::io::Error)>;
+    /// Asks the command to stop (TERM, which `timeout` passes to its group).
+    fn terminate(&mut self) -> impl Future<Output = ()> + Send;
     /// Kills the command.
     fn kill(&mut self) -> impl Future<Output = ()> + Send;
 }
@@ -458,9 +474,11 @@ pub(crate) async fn drive<P: Proc>(
     if !cmd.sudo {
         input_error = input.take().map(|i| proc.start_input(i));
     }
-    let deadline = cmd.timeout.map(|t| start + t + KILL_GRACE);
+    let mut deadline = cmd.timeout.map(|t| start + t + KILL_GRACE);
     let mut exit = None;
     let mut timed_out = false;
+    let mut interrupted = false;
+    let mut cancel = opts.cancel.clone();
     let dropped = loop {
         let sleep = async {
             match deadline {
@@ -468,14 +486,30 @@ pub(crate) async fn drive<P: Proc>(
                 None => std::future::pending().await,
             }
         };
+        let armed = !interrupted;
+        let cancelled = async {
+            if let (Some(rx), true) = (&mut cancel, armed)
+                && rx.wait_for(|c| *c).await.is_ok()
+            {
+                return;
+            }
+            std::future::pending::<()>().await;
+        };
         let event = tokio::select! {
             e = proc.next() => e,
             () = sleep => {
-                // The remote `timeout` should have fired already; kill
-                // from this side too (a missing `timeout`, a hung sudo).
+                // The remote `timeout` should have fired already (or the
+                // TERM after an interrupt should have worked); kill from
+                // this side too (a missing `timeout`, a hung sudo).
                 proc.kill().await;
-                timed_out = true;
+                timed_out = !interrupted;
                 break false;
+            }
+            () = cancelled => {
+                proc.terminate().await;
+                interrupted = true;
+                deadline = Some(Instant::now() + Duration::from_secs(2));
+                continue;
             }
         };
         match event {
@@ -573,6 +607,7 @@ pub(crate) async fn drive<P: Proc>(
     Ok(Output {
         exit,
         timed_out,
+        interrupted,
         stdout,
         stderr,
         duration,
@@ -606,16 +641,19 @@ mod tests {
     #[test]
     fn wire_forms() {
         let plain = RemoteCommand::shell("uname -r");
-        assert_eq!(plain.wire(), "LC_ALL=C; export LC_ALL; uname -r");
+        assert_eq!(
+            plain.wire(),
+            "exec timeout -k 5 0 sh -c 'LC_ALL=C; export LC_ALL; uname -r'"
+        );
         let t = RemoteCommand::shell("sleep 9").timeout(Some(Duration::from_millis(1500)));
         assert_eq!(
             t.wire(),
-            "timeout -k 5 1.500 sh -c 'LC_ALL=C; export LC_ALL; sleep 9'"
+            "exec timeout -k 5 1.500 sh -c 'LC_ALL=C; export LC_ALL; sleep 9'"
         );
         let s = RemoteCommand::argv(&["cat", "/etc/it's"]).sudo(true);
         assert!(
             s.wire()
-                .starts_with("sudo -S -p '[kiln-sudo-prompt]' -- sh -c ")
+                .starts_with("exec sudo -S -p '[kiln-sudo-prompt]' -- timeout -k 5 0 sh -c ")
         );
     }
 }

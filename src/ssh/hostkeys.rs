@@ -15,9 +15,13 @@ use russh::keys::ssh_key::PublicKey;
 
 use super::known_hosts::{KnownHosts, fingerprint, host_name};
 
-/// Where kiln's own host-key records live, next to an inventory.
+/// Where kiln's own host-key records live: `$KILN_STATE_DIR` when set
+/// (as for the BMC trust records), else `.kiln/` next to the inventory.
 pub fn store_path(inventory_dir: &Path) -> PathBuf {
-    inventory_dir.join(".kiln").join("ssh_known_hosts")
+    match std::env::var_os("KILN_STATE_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("ssh_known_hosts"),
+        None => inventory_dir.join(".kiln").join("ssh_known_hosts"),
+    }
 }
 
 /// A host key kiln refuses.
@@ -291,6 +295,44 @@ pub fn append(path: &Path, name: &str, node: &str, key: &PublicKey) -> Result<()
         .map_err(io)
 }
 
+/// Records `keys` as the only keys of host `name` in kiln's store: the
+/// imaging stage calls this with the host keys it injects, so the first
+/// login after a reimage is verified and the old keys stop being trusted.
+/// The file is rewritten through a temporary file and a rename.
+pub fn replace(
+    path: &Path,
+    name: &str,
+    node: &str,
+    keys: &[PublicKey],
+) -> Result<(), HostKeyError> {
+    let io = |source| HostKeyError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let old = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(io(e)),
+    };
+    let mut text: String = old
+        .lines()
+        .filter(|l| l.split_whitespace().next() != Some(name))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    for key in keys {
+        let mut key = key.clone();
+        key.set_comment(node);
+        let line = key.to_openssh().map_err(|e| io(std::io::Error::other(e)))?;
+        text.push_str(&format!("{name} {line}\n"));
+    }
+    let tmp = path.with_extension("kiln-tmp");
+    std::fs::write(&tmp, text).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,5 +385,21 @@ mod tests {
                 && text.trim_end().ends_with(" r01-n01"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_reimage_replaces_the_recorded_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_path(dir.path());
+        append(&store, "[127.60.0.9]:22", "other", &key(9)).unwrap();
+        append(&store, "[127.60.0.1]:2222", "r01-n01", &key(1)).unwrap();
+        replace(&store, "[127.60.0.1]:2222", "r01-n01", &[key(2)]).unwrap();
+        let v = Verifier::new(vec![], Some(store.clone()), false);
+        assert!(matches!(v.check(&id(), &key(2)), Ok(Trust::Known(_))));
+        assert!(matches!(
+            v.check(&id(), &key(1)),
+            Err(HostKeyError::Changed { .. })
+        ));
+        assert!(std::fs::read_to_string(&store).unwrap().contains("other"));
     }
 }

@@ -130,6 +130,19 @@ struct LocalProc {
     pid: Option<u32>,
 }
 
+impl LocalProc {
+    /// Signals the command's whole process group.
+    async fn signal(&self, sig: &str) {
+        if let Some(pid) = self.pid {
+            let _ = tokio::process::Command::new("kill")
+                .args([sig, "--", &format!("-{pid}")])
+                .stderr(Stdio::null())
+                .status()
+                .await;
+        }
+    }
+}
+
 impl Proc for LocalProc {
     async fn next(&mut self) -> Option<Event> {
         self.rx.recv().await
@@ -170,14 +183,12 @@ impl Proc for LocalProc {
         rx
     }
 
+    async fn terminate(&mut self) {
+        self.signal("-TERM").await;
+    }
+
     async fn kill(&mut self) {
-        if let Some(pid) = self.pid {
-            let _ = tokio::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pid}")])
-                .stderr(Stdio::null())
-                .status()
-                .await;
-        }
+        self.signal("-KILL").await;
     }
 }
 
@@ -255,6 +266,39 @@ mod tests {
             let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()));
             let alive = stat.is_ok_and(|s| !s.contains(") Z "));
             assert!(!alive, "the background child survived the timeout");
+        });
+    }
+
+    #[test]
+    fn an_interrupt_stops_the_whole_group() {
+        rt().block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let pidfile = dir.path().join("pid");
+            let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+            let cmd = RemoteCommand::shell(script);
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            let opts = ExecOptions {
+                cancel: Some(rx),
+                ..ExecOptions::default()
+            };
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let _ = tx.send(true);
+            });
+            let start = Instant::now();
+            let out = run("here", &cmd, Input::None, &mut exec::Discard, &opts)
+                .await
+                .unwrap();
+            assert!(out.interrupted && !out.success(), "{out:?}");
+            assert_eq!(out.outcome(), "interrupted");
+            assert!(start.elapsed() < Duration::from_secs(2));
+            let pid = std::fs::read_to_string(&pidfile).unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()));
+            assert!(
+                !stat.is_ok_and(|s| !s.contains(") Z ")),
+                "the child survived"
+            );
         });
     }
 

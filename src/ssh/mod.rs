@@ -60,6 +60,13 @@ impl Remote {
         }
     }
 
+    /// Closes the node's SSH connection (nothing for the local transport).
+    pub async fn close(&self) {
+        if let Remote::Ssh { pool, target } = self {
+            pool.close(&target.node).await;
+        }
+    }
+
     /// Runs `cmd`, streaming its output to `sink`.
     pub async fn run(
         &self,

@@ -378,14 +378,24 @@ impl Proc for SshProc {
                 }
                 Input::File(path) => match tokio::fs::File::open(&path).await {
                     Ok(mut file) => {
+                        use tokio::io::AsyncReadExt as _;
                         let mut w = write.make_writer();
-                        if let Err(e) = tokio::io::copy(&mut file, &mut w).await {
-                            // A write error means the channel is gone,
-                            // which the reader reports; a read error is ours.
-                            if e.kind() != std::io::ErrorKind::BrokenPipe {
-                                let _ = tx.send((path, e));
+                        let mut buf = vec![0u8; 64 << 10];
+                        loop {
+                            // A read error is the local file's; a write
+                            // error means the channel is gone, which the
+                            // reader side reports.
+                            let n = match file.read(&mut buf).await {
+                                Ok(0) => break,
+                                Ok(n) => n,
+                                Err(e) => {
+                                    let _ = tx.send((path, e));
+                                    break;
+                                }
+                            };
+                            if w.write_all(&buf[..n]).await.is_err() {
+                                return;
                             }
-                            return;
                         }
                         let _ = w.flush().await;
                     }
@@ -398,6 +408,10 @@ impl Proc for SshProc {
             let _ = write.eof().await;
         });
         rx
+    }
+
+    async fn terminate(&mut self) {
+        let _ = self.write.signal(russh::Sig::TERM).await;
     }
 
     async fn kill(&mut self) {
@@ -642,6 +656,20 @@ impl Pool {
     /// Drops the node's connection (after a reboot was asked for).
     pub async fn forget(&self, node: &str) {
         *self.slot(node).lock().await = None;
+    }
+
+    /// Closes the node's connection politely, when kiln is done with the
+    /// node: a fan-out over 10,000 nodes must not keep 10,000 sockets open.
+    pub async fn close(&self, node: &str) {
+        let session = self.slot(node).lock().await.take();
+        if let Some(s) = session {
+            let _ = s
+                .handle
+                .disconnect(russh::Disconnect::ByApplication, "", "en")
+                .await;
+        }
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.remove(node);
     }
 
     /// Runs `cmd` on `target`. A connection that turns out dead before the

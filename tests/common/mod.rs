@@ -19,6 +19,7 @@ pub fn root() -> PathBuf {
 pub fn kiln() -> Command {
     let mut cmd = Command::cargo_bin("kiln").expect("kiln binary");
     cmd.env_remove("KILN_INVENTORY")
+        .env_remove("KILN_STATE_DIR")
         .env_remove("RUST_LOG")
         .env("NO_COLOR", "1")
         .env("HOME", "/nonexistent-home")
