@@ -152,15 +152,6 @@ fn power_boot_and_media_are_verified_on_a_lenovo_rack() {
 
     assert!(kiln(&rack, &inv, &["bmc", "trust"]).status.success());
 
-    let out = kiln(&rack, &inv, &["--json", "bmc", "power", "on"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let doc = json(&out);
-    assert_eq!(result(&doc, 0)["after"], "On");
-    for i in 0..2 {
-        let sys = system(&rack, i);
-        assert_eq!(sys["PowerState"], "On");
-    }
-
     let out = kiln(&rack, &inv, &["--json", "bmc", "media", "insert", &image]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let doc = json(&out);
@@ -175,11 +166,23 @@ fn power_boot_and_media_are_verified_on_a_lenovo_rack() {
     let out = kiln(&rack, &inv, &["--json", "bmc", "media", "insert", &image]);
     assert_eq!(result(&json(&out), 0)["unchanged"], true);
 
+    // Boot once is set while the nodes are off: a node that is posting
+    // would consume the override before it could be read back.
+    assert_eq!(system(&rack, 0)["PowerState"], "Off");
     let out = kiln(&rack, &inv, &["--json", "bmc", "boot", "cd", "--once"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let boot = &system(&rack, 0)["Boot"];
     assert_eq!(boot["BootSourceOverrideTarget"], "Cd");
     assert_eq!(boot["BootSourceOverrideEnabled"], "Once");
+
+    let out = kiln(&rack, &inv, &["--json", "bmc", "power", "on"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc = json(&out);
+    assert_eq!(result(&doc, 0)["after"], "On");
+    for i in 0..2 {
+        let sys = system(&rack, i);
+        assert_eq!(sys["PowerState"], "On");
+    }
 
     // A target the BMC does not offer is refused before anything is sent.
     let out = kiln(&rack, &inv, &["bmc", "boot", "http"]);
