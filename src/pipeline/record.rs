@@ -1,0 +1,149 @@
+//! What a run leaves behind: the shape the journal stores, `kiln runs show`
+//! prints and every report format renders. Plain data, serialisable, with
+//! no behaviour beyond small helpers, so reports can be tested without a run.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Milliseconds since the Unix epoch (UTC).
+pub type UnixMs = u64;
+
+/// The whole record of one run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The run itself.
+    pub run: RunInfo,
+    /// One entry per node the run selected, in inventory order.
+    pub nodes: Vec<NodeRecord>,
+}
+
+/// A run's identity and state.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// The run's id, e.g. `20261125-101500-3f9a`.
+    pub id: String,
+    /// The inventory's site name.
+    pub site: String,
+    /// The inventory file the run was started from.
+    pub inventory: String,
+    /// The stages the run was asked to go through, in order.
+    pub stages: Vec<String>,
+    /// When the run started.
+    pub started_ms: UnixMs,
+    /// When it ended (the last time, for a resumed run); `None` while running.
+    pub finished_ms: Option<UnixMs>,
+    /// Where it stands.
+    pub state: RunState,
+    /// The kiln version that ran it.
+    pub kiln_version: String,
+}
+
+/// Where a run stands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Running now, or killed without a chance to record it (resumable).
+    #[default]
+    Running,
+    /// Stopped by Ctrl-C after the safe steps finished (resumable).
+    Interrupted,
+    /// Every selected node reached a verdict.
+    Finished,
+}
+
+/// One node's record.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// The node's name.
+    pub name: String,
+    /// Its rack.
+    pub rack: String,
+    /// Its hardware profile's name.
+    pub hardware: String,
+    /// The verdict so far.
+    pub verdict: NodeVerdict,
+    /// The stage that failed it, if any.
+    pub failed_stage: Option<String>,
+    /// Why it is not accepted, one technician-readable sentence each.
+    pub reasons: Vec<String>,
+    /// Its steps, in the order they ran.
+    pub steps: Vec<StepRecord>,
+}
+
+/// A node's verdict.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeVerdict {
+    /// Not yet through all of its stages.
+    #[default]
+    Pending,
+    /// Passed every stage the run asked for.
+    Accepted,
+    /// A check failed; `reasons` say what.
+    Failed,
+    /// A check could not be completed (skipped diagnostics, no data), so the
+    /// node is not proven good; `reasons` say what.
+    Unverified,
+}
+
+impl NodeVerdict {
+    /// The lower-case word used in tables and reports.
+    pub fn word(self) -> &'static str {
+        match self {
+            NodeVerdict::Pending => "pending",
+            NodeVerdict::Accepted => "accepted",
+            NodeVerdict::Failed => "failed",
+            NodeVerdict::Unverified => "unverified",
+        }
+    }
+}
+
+/// One step of one node.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// The stage it belongs to (`preflight`, `image`, `burnin`, …).
+    pub stage: String,
+    /// The step's name within the stage (`power-off`, `insert-media`, …).
+    pub step: String,
+    /// How it ended.
+    pub status: StepStatus,
+    /// When it started.
+    pub started_ms: Option<UnixMs>,
+    /// How long it took.
+    pub duration_ms: Option<u64>,
+    /// One line on what it did or found (`ubuntu 24.04, kernel 6.8.0-45`).
+    pub detail: String,
+    /// Measurements, in the shapes described in [`metrics`].
+    pub metrics: Value,
+    /// Raw outputs kept for it, relative to the run folder.
+    pub artifacts: Vec<String>,
+}
+
+/// How a step ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Not started.
+    #[default]
+    Pending,
+    /// Started and not yet ended.
+    Running,
+    /// Did what it had to.
+    Done,
+    /// Found its work already done (resume, idempotence) or not needed.
+    Skipped,
+    /// Failed; the node stops here.
+    Failed,
+    /// Could not prove the result either way; the node stops here.
+    Unverified,
+}
+
+/// Conventions for [`StepRecord::metrics`] that reports plot.
+///
+/// - `burnin` steps: `{"telemetry": [{"t_s": 0.0, "gpu": 0, "temp_c": 41.0,
+///   "power_w": 650.0, "sm_mhz": 1980.0}, …], "gflops": [per-GPU numbers]}`.
+/// - `nccl` steps: the `nccl-tests` judge's metrics (`rows` of `size`,
+///   `busbw_out_of_place`, `busbw_in_place`; `busbw_floor`; `test`; `hosts`).
+/// - any step: `{"judgement": {kind, verdict, reasons}}` when it judged
+///   a tool's output.
+pub mod metrics {}
