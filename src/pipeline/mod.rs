@@ -3,7 +3,10 @@
 //!
 //! - [`gates`]: how many nodes run at once (site, rack) and how fast a
 //!   rack powers on.
+//! - [`step`]: named steps that the journal records, so a resumed run
+//!   skips what finished.
 //! - [`record`]: what a run leaves behind, for the journal and reports.
 
 pub mod gates;
 pub mod record;
+pub mod step;

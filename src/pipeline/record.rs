@@ -113,6 +113,8 @@ pub struct StepRecord {
     pub duration_ms: Option<u64>,
     /// One line on what it did or found (`ubuntu 24.04, kernel 6.8.0-45`).
     pub detail: String,
+    /// Why it failed or could not verify (empty otherwise).
+    pub reasons: Vec<String>,
     /// Measurements, in the shapes described in [`metrics`].
     pub metrics: Value,
     /// Raw outputs kept for it, relative to the run folder.
