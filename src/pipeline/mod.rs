@@ -5,8 +5,10 @@
 //!   rack powers on.
 //! - [`step`]: named steps that the journal records, so a resumed run
 //!   skips what finished.
+//! - [`journal`]: the SQLite journal runs resume from.
 //! - [`record`]: what a run leaves behind, for the journal and reports.
 
 pub mod gates;
+pub mod journal;
 pub mod record;
 pub mod step;
