@@ -76,6 +76,59 @@ pub enum Command {
     /// SSH helpers: record host keys, wait for nodes to answer.
     #[command(subcommand)]
     Ssh(SshCommand),
+    /// Take the selected nodes through the pipeline (preflight, image,
+    /// drivers, burnin, nccl, handoff), journaled so a killed run resumes.
+    Provision(ProvisionArgs),
+    /// List or show the runs recorded in the state folder's journal.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+}
+
+/// `kiln provision`
+#[derive(Debug, Args)]
+pub struct ProvisionArgs {
+    /// Which nodes: name globs and ranges (r01-n[01-08]), rack:NAME,
+    /// label=VALUE; `,` for either, `&` for both, `!` for not.
+    #[arg(short, long, value_name = "EXPR", conflicts_with = "resume")]
+    pub select: Option<String>,
+    /// The stages to run, comma-separated (run in pipeline order).
+    #[arg(long, value_name = "LIST", conflicts_with = "resume")]
+    pub stages: Option<String>,
+    /// Stop after this stage.
+    #[arg(long, value_name = "STAGE", conflicts_with = "resume")]
+    pub until: Option<String>,
+    /// Show the plan and check credentials and trust; touch nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Continue a run (the newest if none is named): finished steps are
+    /// not repeated, nodes with a verdict keep it.
+    #[arg(long, value_name = "RUN", num_args = 0..=1, default_missing_value = "")]
+    pub resume: Option<String>,
+    /// Stop starting new steps at the first node that fails.
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Allow destructive stages on nodes marked `in_service`.
+    #[arg(long)]
+    pub allow_in_service: bool,
+    /// Nodes worked on at once (default: the inventory's limits.concurrency).
+    #[arg(short = 'c', long, value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// Longest wait for one Redfish request.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub bmc_timeout: std::time::Duration,
+}
+
+/// `kiln runs …`
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// Every run, newest first, with its node counts.
+    List,
+    /// One run (the newest if none is named): each node's verdict and
+    /// reasons; with --json the whole record.
+    Show {
+        /// The run's id.
+        run: Option<String>,
+    },
 }
 
 /// How to reach the nodes: shared by `exec`, `copy` and `ssh`.

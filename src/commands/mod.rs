@@ -8,6 +8,7 @@ pub mod bmc;
 pub mod inventory;
 pub mod judge;
 pub mod profile;
+pub mod provision;
 pub mod remote;
 pub mod sim;
 
@@ -78,6 +79,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Exec(args) => remote::exec(&ctx, &args),
         Command::Copy(args) => remote::copy(&ctx, &args),
         Command::Ssh(cmd) => remote::ssh(&ctx, cmd),
+        Command::Provision(args) => provision::run(&ctx, &args),
+        Command::Runs(cmd) => provision::runs(&ctx, cmd),
     }
 }
 

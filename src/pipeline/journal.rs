@@ -72,6 +72,9 @@ CREATE TABLE IF NOT EXISTS events (
 );
 ";
 
+/// A run and how many of its nodes have each verdict.
+pub type RunListing = (RunInfo, Vec<(NodeVerdict, usize)>);
+
 /// An open journal.
 pub struct Journal {
     path: PathBuf,
@@ -209,15 +212,13 @@ impl Journal {
     }
 
     /// Every run, newest first, without nodes.
-    pub fn runs(&self) -> anyhow::Result<Vec<(RunInfo, Vec<(NodeVerdict, usize)>)>> {
+    pub fn runs(&self) -> anyhow::Result<Vec<RunListing>> {
         let db = self.db();
         let mut stmt = db.prepare(
             "SELECT id, site, inventory, stages, started_ms, finished_ms, state, kiln_version
              FROM runs ORDER BY started_ms DESC, id DESC",
         )?;
-        let infos: Vec<RunInfo> = stmt
-            .query_map([], run_info)?
-            .collect::<Result<_, _>>()?;
+        let infos: Vec<RunInfo> = stmt.query_map([], run_info)?.collect::<Result<_, _>>()?;
         let mut counts = db.prepare(
             "SELECT verdict, COUNT(*) FROM nodes WHERE run_id = ?1 GROUP BY verdict ORDER BY verdict",
         )?;
@@ -524,10 +525,7 @@ mod tests {
         drop(steps);
         drop(sink);
 
-        let (run, record) = Journal::open(dir.path())
-            .unwrap()
-            .resume_run("r1")
-            .unwrap();
+        let (run, record) = Journal::open(dir.path()).unwrap().resume_run("r1").unwrap();
         assert_eq!(record.nodes[0].steps.len(), 2);
         assert_eq!(record.nodes[0].steps[1].status, StepStatus::Running);
         let sink: Arc<dyn StepSink> = Arc::new(run);

@@ -8,7 +8,12 @@
 //! - [`journal`]: the SQLite journal runs resume from.
 //! - [`record`]: what a run leaves behind, for the journal and reports.
 
+pub mod engine;
 pub mod gates;
 pub mod journal;
+pub mod node;
+pub mod preflight;
+pub mod progress;
 pub mod record;
+pub mod stages;
 pub mod step;

@@ -100,7 +100,7 @@ pub enum Stop {
         /// The step.
         step: &'static str,
         /// What it reported.
-        outcome: Outcome,
+        outcome: Box<Outcome>,
     },
     /// Ctrl-C: no new step is started; the run is resumable.
     #[error("interrupted before {0}")]
@@ -227,7 +227,10 @@ fn check(step: &'static str, outcome: Outcome) -> Result<Outcome, Stop> {
     if outcome.passed() {
         Ok(outcome)
     } else {
-        Err(Stop::Failed { step, outcome })
+        Err(Stop::Failed {
+            step,
+            outcome: Box::new(outcome),
+        })
     }
 }
 

@@ -1,0 +1,535 @@
+//! `kiln provision` and `kiln runs`: plan a run (or reopen one to resume),
+//! build each node's context, run the engine with progress and Ctrl-C
+//! handling, and print the summary.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde_json::json;
+
+use crate::bmc::connect;
+use crate::bmc::transport::TransportOptions;
+use crate::bmc::trust::{TrustStore, state_dir};
+use crate::cli::{ProvisionArgs, RunsCommand};
+use crate::commands::Ctx;
+use crate::exit::{BadInput, ExitStatus};
+use crate::inventory::{Inventory, Node, Selection};
+use crate::output::table;
+use crate::pipeline::engine::{self, Setup};
+use crate::pipeline::gates::Gates;
+use crate::pipeline::journal::{Journal, RunJournal};
+use crate::pipeline::node::NodeCx;
+use crate::pipeline::progress::{Mode, Progress, rfc3339};
+use crate::pipeline::record::{NodeRecord, NodeVerdict, RunInfo, RunRecord, RunState};
+use crate::pipeline::stages::{self, Stage};
+use crate::pipeline::step::now_ms;
+
+/// What to run: the command's flags, independent of clap so `kiln demo`
+/// and the fleet benchmark can ask for runs too.
+#[derive(Clone, Debug, Default)]
+pub struct Request {
+    /// Node selection.
+    pub select: Option<String>,
+    /// `--stages`.
+    pub stages: Option<String>,
+    /// `--until`.
+    pub until: Option<String>,
+    /// `--resume [RUN]`: `Some("")` for the newest run.
+    pub resume: Option<String>,
+    /// `--dry-run`.
+    pub dry_run: bool,
+    /// `--fail-fast`.
+    pub fail_fast: bool,
+    /// `--allow-in-service`.
+    pub allow_in_service: bool,
+    /// `--concurrency`.
+    pub concurrency: Option<usize>,
+    /// Per-request Redfish timeout.
+    pub bmc_timeout: Option<Duration>,
+}
+
+impl From<&ProvisionArgs> for Request {
+    fn from(a: &ProvisionArgs) -> Request {
+        Request {
+            select: a.select.clone(),
+            stages: a.stages.clone(),
+            until: a.until.clone(),
+            resume: a.resume.clone(),
+            dry_run: a.dry_run,
+            fail_fast: a.fail_fast,
+            allow_in_service: a.allow_in_service,
+            concurrency: a.concurrency,
+            bmc_timeout: Some(a.bmc_timeout),
+        }
+    }
+}
+
+/// How a run ended, for the caller to print and exit with.
+pub struct Finished {
+    /// The record as the journal has it.
+    pub record: RunRecord,
+    /// Where the journal and run folders are.
+    pub state: PathBuf,
+}
+
+impl Finished {
+    /// 0 when every node was accepted, 1 otherwise (failed, unverified, or
+    /// left pending by a stop).
+    pub fn status(&self) -> ExitStatus {
+        if self.record.run.state == RunState::Finished
+            && self
+                .record
+                .nodes
+                .iter()
+                .all(|n| n.verdict == NodeVerdict::Accepted)
+        {
+            ExitStatus::Success
+        } else {
+            ExitStatus::NodeFailed
+        }
+    }
+}
+
+/// Runs `kiln provision`.
+pub fn run(ctx: &Ctx, args: &ProvisionArgs) -> anyhow::Result<ExitStatus> {
+    let inventory = ctx.load_inventory()?;
+    let path = ctx.inventory_path()?.to_path_buf();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let request = Request::from(args);
+    let mode = Progress::mode_for(ctx.printer.json, ctx.printer.quiet);
+    let Some(finished) = runtime.block_on(execute(
+        &inventory,
+        &path,
+        &state_dir(&path),
+        &request,
+        mode,
+        ctx,
+    ))?
+    else {
+        return Ok(ExitStatus::Success);
+    };
+    print_summary(ctx, &finished, mode);
+    Ok(finished.status())
+}
+
+/// Plans or reopens a run and takes it to its end. `None` for a dry run.
+pub async fn execute(
+    inventory: &Inventory,
+    inventory_path: &Path,
+    state: &Path,
+    request: &Request,
+    mode: Mode,
+    ctx: &Ctx,
+) -> anyhow::Result<Option<Finished>> {
+    let journal = Journal::open(state)?;
+    // The run's stages and nodes: new, or what is left of an earlier run.
+    let (stages, nodes, resumed) = match &request.resume {
+        Some(id) => {
+            let id = if id.is_empty() {
+                journal.latest()?.ok_or_else(|| {
+                    BadInput(format!("no run to resume in {}", journal.path().display()))
+                })?
+            } else {
+                id.clone()
+            };
+            let record = journal.load(&id)?;
+            let stages = record
+                .run
+                .stages
+                .iter()
+                .map(|s| s.parse::<Stage>())
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut nodes = Vec::new();
+            for n in record
+                .nodes
+                .iter()
+                .filter(|n| n.verdict == NodeVerdict::Pending)
+            {
+                nodes.push(inventory.node(&n.name).ok_or_else(|| {
+                    BadInput(format!(
+                        "run {id} includes node {} that is no longer in the inventory",
+                        n.name
+                    ))
+                })?);
+            }
+            (stages, nodes, Some(id))
+        }
+        None => {
+            let stages = stages::plan(request.stages.as_deref(), request.until.as_deref())?;
+            let selection = match &request.select {
+                Some(expr) => expr.parse()?,
+                None => Selection::all(),
+            };
+            let nodes = inventory.select(&selection)?;
+            (stages, nodes, None)
+        }
+    };
+    guard_in_service(&nodes, &stages, request.allow_in_service)?;
+
+    // Everything that would fail every node alike fails here, before any
+    // request: passwords, trust, profiles.
+    let store = TrustStore::load(&TrustStore::path_in(state))?;
+    let options = TransportOptions {
+        request_timeout: request.bmc_timeout.unwrap_or(Duration::from_secs(60)),
+        max_in_flight: inventory.limits.per_bmc.max(1),
+        ..TransportOptions::default()
+    };
+    let clients = connect::clients(&nodes, &store, &options)?;
+    let mut profiles = HashMap::new();
+    for node in &nodes {
+        if !profiles.contains_key(&node.hardware) {
+            let entry = inventory
+                .catalog
+                .hardware
+                .get(&node.hardware)
+                .ok_or_else(|| {
+                    BadInput(format!(
+                        "{}: hardware profile `{}` is not known",
+                        node.name, node.hardware
+                    ))
+                })?;
+            profiles.insert(node.hardware.clone(), Arc::new(entry.profile.clone()));
+        }
+    }
+
+    if request.dry_run {
+        print_plan(ctx, &nodes, &stages, inventory);
+        return Ok(None);
+    }
+
+    let (run, id) = match resumed {
+        Some(id) => {
+            let (run, _) = journal.resume_run(&id)?;
+            (run, id)
+        }
+        None => {
+            let id = new_run_id();
+            let info = RunInfo {
+                id: id.clone(),
+                site: inventory.site.clone(),
+                inventory: inventory_path.display().to_string(),
+                stages: stages.iter().map(|s| s.name().to_owned()).collect(),
+                started_ms: now_ms(),
+                finished_ms: None,
+                state: RunState::Running,
+                kiln_version: env!("CARGO_PKG_VERSION").to_owned(),
+            };
+            let records: Vec<NodeRecord> = nodes
+                .iter()
+                .map(|n| NodeRecord {
+                    name: n.name.clone(),
+                    rack: n.rack.clone(),
+                    hardware: n.hardware.clone(),
+                    ..NodeRecord::default()
+                })
+                .collect();
+            (journal.create_run(&info, &records)?, id)
+        }
+    };
+    let run: Arc<RunJournal> = Arc::new(run);
+    let run_dir = state.join("runs").join(&id);
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("cannot create the run folder {}", run_dir.display()))?;
+
+    let mut limits = inventory.limits.clone();
+    if let Some(c) = request.concurrency {
+        limits.concurrency = c.max(1);
+    }
+    let gates = Arc::new(Gates::new(&limits));
+    let contexts: Vec<Arc<NodeCx>> = nodes
+        .iter()
+        .zip(&clients)
+        .map(|(node, client)| {
+            Arc::new(NodeCx::new(
+                (*node).clone(),
+                Arc::clone(&profiles[&node.hardware]),
+                run_dir.clone(),
+                Arc::clone(&gates),
+                Arc::clone(client),
+            ))
+        })
+        .collect();
+    let progress = Arc::new(Progress::new(
+        mode,
+        &nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.rack.clone()))
+            .collect::<Vec<_>>(),
+    ));
+    progress.json_line(&json!({
+        "event": "run_started", "at": now_ms(), "run": id, "nodes": nodes.len(),
+        "stages": stages.iter().map(|s| s.name()).collect::<Vec<_>>(),
+        "resumed": request.resume.is_some(),
+    }));
+    if mode != Mode::Json && !ctx.printer.quiet {
+        let verb = if request.resume.is_some() {
+            "resuming"
+        } else {
+            "starting"
+        };
+        progress.note(&format!(
+            "{verb} run {id}: {} node(s), stages {}",
+            nodes.len(),
+            stages
+                .iter()
+                .map(|s| s.name())
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
+    }
+
+    let stopping = Arc::new(AtomicBool::new(false));
+    let watcher = tokio::spawn(watch_ctrl_c(
+        Arc::clone(&stopping),
+        Arc::clone(&gates),
+        Arc::clone(&progress),
+        Arc::clone(&run),
+    ));
+    let record = engine::run(Setup {
+        nodes: contexts,
+        stages,
+        journal: Arc::clone(&run),
+        run_dir,
+        gates,
+        progress: Arc::clone(&progress),
+        fail_fast: request.fail_fast,
+        stopping,
+    })
+    .await;
+    watcher.abort();
+    // Sessions are closed even when the run failed.
+    for client in &clients {
+        client.logout().await;
+    }
+    let record = record?;
+    progress.json_line(&json!({
+        "event": "run_finished", "at": now_ms(), "run": record.run.id,
+        "state": record.run.state, "counts": counts(&record),
+    }));
+    Ok(Some(Finished {
+        record,
+        state: state.to_path_buf(),
+    }))
+}
+
+/// Ctrl-C once: finish running steps, start nothing new. Twice: record
+/// the run as interrupted and leave at once.
+async fn watch_ctrl_c(
+    stopping: Arc<AtomicBool>,
+    gates: Arc<Gates>,
+    progress: Arc<Progress>,
+    run: Arc<RunJournal>,
+) {
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    stopping.store(true, Ordering::SeqCst);
+    gates.close();
+    run.event(None, "interrupt", "Ctrl-C: finishing running steps");
+    progress
+        .note("stopping: running steps finish, nothing new starts (Ctrl-C again to abort at once)");
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    run.event(None, "abort", "second Ctrl-C: aborted");
+    run.finish(RunState::Interrupted);
+    progress.finish();
+    eprintln!(
+        "aborted; resume with `kiln provision --resume {}`",
+        run.run_id()
+    );
+    std::process::exit(i32::from(ExitStatus::NodeFailed.code()));
+}
+
+/// Refuses destructive stages on nodes in service without the opt-in.
+fn guard_in_service(nodes: &[&Node], stages: &[Stage], allowed: bool) -> Result<(), BadInput> {
+    if allowed || !stages.iter().any(|s| s.destructive()) {
+        return Ok(());
+    }
+    let in_service: Vec<&str> = nodes
+        .iter()
+        .filter(|n| n.in_service)
+        .map(|n| n.name.as_str())
+        .collect();
+    if in_service.is_empty() {
+        return Ok(());
+    }
+    Err(BadInput(format!(
+        "{} node(s) are marked in service ({}); stages {} would disrupt them. \
+         Leave them out with --select, or pass --allow-in-service",
+        in_service.len(),
+        crate::diag::clip(&in_service.join(", "), 200),
+        stages
+            .iter()
+            .filter(|s| s.destructive())
+            .map(|s| s.name())
+            .collect::<Vec<_>>()
+            .join(",")
+    )))
+}
+
+fn new_run_id() -> String {
+    let stamp = rfc3339(now_ms());
+    // 2026-11-25T10:15:00Z → 20261125-101500
+    let digits: String = stamp.chars().filter(char::is_ascii_digit).collect();
+    let mut tail = [0u8; 2];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut tail);
+    format!(
+        "{}-{}-{:02x}{:02x}",
+        &digits[..8],
+        &digits[8..14],
+        tail[0],
+        tail[1]
+    )
+}
+
+fn counts(record: &RunRecord) -> serde_json::Value {
+    let mut c: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for n in &record.nodes {
+        *c.entry(n.verdict.word()).or_default() += 1;
+    }
+    json!(c)
+}
+
+fn print_plan(ctx: &Ctx, nodes: &[&Node], stages: &[Stage], inventory: &Inventory) {
+    let names: Vec<&str> = stages.iter().map(|s| s.name()).collect();
+    if ctx.printer.json {
+        let _ = ctx.printer.json_data(&json!({
+            "stages": names,
+            "nodes": nodes.iter().map(|n| json!({"node": n.name, "rack": n.rack, "hardware": n.hardware, "image": n.image})).collect::<Vec<_>>(),
+            "limits": {"concurrency": inventory.limits.concurrency, "per_rack": inventory.limits.per_rack, "per_bmc": inventory.limits.per_bmc},
+        }));
+        return;
+    }
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            vec![
+                n.name.clone(),
+                n.rack.clone(),
+                n.hardware.clone(),
+                n.image.clone(),
+            ]
+        })
+        .collect();
+    ctx.printer
+        .data(&table(&["NODE", "RACK", "HARDWARE", "IMAGE"], &rows));
+    ctx.printer.info(&format!(
+        "dry run: {} node(s) would go through {}; credentials and BMC trust are in order",
+        nodes.len(),
+        names.join(" → ")
+    ));
+}
+
+/// The final table: node, verdict, failing stage, reason.
+fn print_summary(ctx: &Ctx, finished: &Finished, mode: Mode) {
+    let record = &finished.record;
+    if mode != Mode::Json {
+        let rows: Vec<Vec<String>> = record
+            .nodes
+            .iter()
+            .map(|n| {
+                vec![
+                    n.name.clone(),
+                    n.rack.clone(),
+                    n.verdict.word().to_owned(),
+                    n.failed_stage.clone().unwrap_or_default(),
+                    crate::diag::clip(&n.reasons.join("; "), 160),
+                ]
+            })
+            .collect();
+        ctx.printer.data(&table(
+            &["NODE", "RACK", "VERDICT", "STAGE", "REASON"],
+            &rows,
+        ));
+    }
+    let accepted = record
+        .nodes
+        .iter()
+        .filter(|n| n.verdict == NodeVerdict::Accepted)
+        .count();
+    let id = &record.run.id;
+    ctx.printer.info(&format!(
+        "run {id}: {accepted} of {} node(s) accepted; raw outputs in {}",
+        record.nodes.len(),
+        finished.state.join("runs").join(id).display()
+    ));
+    if record.run.state != RunState::Finished {
+        ctx.printer.info(&format!(
+            "the run was stopped; continue it with `kiln provision --resume {id}`"
+        ));
+    }
+}
+
+/// Runs `kiln runs …`.
+pub fn runs(ctx: &Ctx, cmd: RunsCommand) -> anyhow::Result<ExitStatus> {
+    let path = ctx.inventory_path()?;
+    let journal = Journal::open(&state_dir(path))?;
+    match cmd {
+        RunsCommand::List => {
+            let runs = journal.runs()?;
+            if ctx.printer.json {
+                let list: Vec<_> = runs
+                    .iter()
+                    .map(|(info, counts)| {
+                        let c: serde_json::Map<String, serde_json::Value> = counts
+                            .iter()
+                            .map(|(v, n)| (v.word().to_owned(), json!(n)))
+                            .collect();
+                        json!({"run": info, "counts": c})
+                    })
+                    .collect();
+                ctx.printer.json_data(&json!({ "runs": list }))?;
+            } else {
+                let rows: Vec<Vec<String>> = runs
+                    .iter()
+                    .map(|(info, counts)| {
+                        vec![
+                            info.id.clone(),
+                            info.site.clone(),
+                            format!("{:?}", info.state).to_lowercase(),
+                            rfc3339(info.started_ms),
+                            info.stages.join(","),
+                            counts
+                                .iter()
+                                .map(|(v, n)| format!("{n} {}", v.word()))
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        ]
+                    })
+                    .collect();
+                ctx.printer.data(&table(
+                    &["RUN", "SITE", "STATE", "STARTED", "STAGES", "NODES"],
+                    &rows,
+                ));
+            }
+            Ok(ExitStatus::Success)
+        }
+        RunsCommand::Show { run } => {
+            let id = match run {
+                Some(id) => id,
+                None => journal
+                    .latest()?
+                    .ok_or_else(|| BadInput(format!("no runs in {}", journal.path().display())))?,
+            };
+            let record = journal.load(&id)?;
+            if ctx.printer.json {
+                ctx.printer.json_data(&record)?;
+            } else {
+                let finished = Finished {
+                    record,
+                    state: state_dir(path),
+                };
+                print_summary(ctx, &finished, Mode::Lines);
+            }
+            Ok(ExitStatus::Success)
+        }
+    }
+}

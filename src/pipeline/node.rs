@@ -1,0 +1,83 @@
+//! What every stage of one node works with: the node, its hardware
+//! profile, its BMC client (the layout discovered once and shared by every
+//! stage), the run folder for raw outputs, and the site's gates.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::OnceCell;
+
+use crate::bmc::client::BmcClient;
+use crate::bmc::discover::{Layout, discover};
+use crate::inventory::Node;
+use crate::pipeline::gates::Gates;
+use crate::profiles::hardware::HardwareProfile;
+
+/// One node's working context during a run.
+pub struct NodeCx {
+    /// The node, as the inventory resolved it.
+    pub node: Node,
+    /// Its hardware profile.
+    pub hardware: Arc<HardwareProfile>,
+    /// Its folder for raw outputs, inside the run folder.
+    pub dir: PathBuf,
+    /// The run folder, that artifact paths are relative to.
+    pub run_dir: PathBuf,
+    /// The site's gates (power-on waves).
+    pub gates: Arc<Gates>,
+    bmc: Arc<BmcClient>,
+    layout: OnceCell<Arc<Layout>>,
+}
+
+impl NodeCx {
+    /// A context for `node`.
+    pub fn new(
+        node: Node,
+        hardware: Arc<HardwareProfile>,
+        run_dir: PathBuf,
+        gates: Arc<Gates>,
+        bmc: Arc<BmcClient>,
+    ) -> NodeCx {
+        let dir = run_dir.join(&node.name);
+        NodeCx {
+            node,
+            hardware,
+            dir,
+            run_dir,
+            gates,
+            bmc,
+            layout: OnceCell::new(),
+        }
+    }
+
+    /// The node's BMC client.
+    pub fn bmc(&self) -> &Arc<BmcClient> {
+        &self.bmc
+    }
+
+    /// The BMC's layout, discovered on first use (a resumed run that skips
+    /// the preflight steps discovers it again when a later stage asks).
+    pub async fn layout(&self) -> anyhow::Result<Arc<Layout>> {
+        let layout = self
+            .layout
+            .get_or_try_init(|| async {
+                discover(&self.bmc, self.node.bmc.system.as_deref())
+                    .await
+                    .map(Arc::new)
+            })
+            .await?;
+        Ok(Arc::clone(layout))
+    }
+
+    /// Writes a raw output into the node's folder and returns its path
+    /// relative to the run folder, for [`crate::pipeline::step::Outcome::with_artifact`].
+    pub fn keep(&self, name: &str, contents: &[u8]) -> anyhow::Result<String> {
+        use anyhow::Context as _;
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("cannot create {}", self.dir.display()))?;
+        let path = self.dir.join(name);
+        std::fs::write(&path, contents)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(format!("{}/{name}", self.node.name))
+    }
+}
