@@ -82,6 +82,27 @@ pub enum Command {
     /// List or show the runs recorded in the state folder's journal.
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// The whole pipeline on a virtual rack of 16 simulated HGX nodes, with
+    /// a few injected faults: no hardware, no root, no network needed.
+    Demo(DemoArgs),
+}
+
+/// `kiln demo`
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The folder for the demo's inventory, journal, raw outputs and report
+    /// (default: kiln-demo in the temporary folder; cleared first).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Simulated seconds per real second (installs, reboots, burn-in).
+    #[arg(long, value_name = "X", default_value_t = 60.0)]
+    pub time_scale: f64,
+    /// Inject these faults instead of the demo's own.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_faults")]
+    pub faults: Option<PathBuf>,
+    /// Inject no faults: every node should be accepted.
+    #[arg(long)]
+    pub no_faults: bool,
 }
 
 /// `kiln provision`

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod bench_bmc;
 pub mod bench_ssh;
 pub mod bmc;
+pub mod demo;
 pub mod inventory;
 pub mod judge;
 pub mod profile;
@@ -81,6 +82,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Ssh(cmd) => remote::ssh(&ctx, cmd),
         Command::Provision(args) => provision::run(&ctx, &args),
         Command::Runs(cmd) => provision::runs(&ctx, cmd),
+        Command::Demo(args) => demo::run(&ctx, &args),
     }
 }
 

@@ -429,7 +429,7 @@ fn print_plan(ctx: &Ctx, nodes: &[&Node], stages: &[Stage], inventory: &Inventor
 }
 
 /// The final table: node, verdict, failing stage, reason.
-fn print_summary(ctx: &Ctx, finished: &Finished, mode: Mode) {
+pub fn print_summary(ctx: &Ctx, finished: &Finished, mode: Mode) {
     let record = &finished.record;
     if mode != Mode::Json {
         let rows: Vec<Vec<String>> = record

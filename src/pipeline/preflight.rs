@@ -68,18 +68,17 @@ pub async fn run(cx: &NodeCx, steps: &mut Steps) -> Result<(), Stop> {
                 .with_metrics(metrics));
             }
             if gpus.len() != want {
-                let seen: Vec<String> = gpus
-                    .iter()
-                    .map(|g| match &g.serial {
-                        Some(s) => format!("{} (serial {s})", g.id),
-                        None => g.id.clone(),
-                    })
-                    .collect();
+                let ids: Vec<&str> = gpus.iter().map(|g| g.id.as_str()).collect();
+                let which = match missing_ids(&ids, want) {
+                    Some(missing) if !missing.is_empty() => {
+                        format!("missing: {}", missing.join(", "))
+                    }
+                    _ => format!("seen: {}", crate::diag::clip(&ids.join(", "), 200)),
+                };
                 return Ok(Outcome::failed(format!(
-                    "the BMC sees {} of {want} GPUs ({} expects {want}): {}",
+                    "the BMC sees {} of {want} GPUs that {} expects ({which})",
                     gpus.len(),
                     cx.hardware.name,
-                    crate::diag::clip(&seen.join(", "), 300)
                 ))
                 .with_metrics(metrics));
             }
@@ -96,4 +95,52 @@ pub async fn run(cx: &NodeCx, steps: &mut Steps) -> Result<(), Stop> {
         })
         .await?;
     Ok(())
+}
+
+/// The GPU ids a BMC leaves out, when its ids are numbered (`GPU_SXM_1`,
+/// `GPU3`): the numbers run from 0 or 1 to `want`, so the gaps are the
+/// missing ones. `None` when the ids are not numbered that way.
+fn missing_ids(ids: &[&str], want: usize) -> Option<Vec<String>> {
+    let mut prefix = None;
+    let mut numbers = Vec::new();
+    for id in ids {
+        let digits = id.len() - id.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        if digits == 0 {
+            return None;
+        }
+        let (head, tail) = id.split_at(id.len() - digits);
+        match prefix {
+            None => prefix = Some(head),
+            Some(p) if p != head => return None,
+            Some(_) => {}
+        }
+        numbers.push(tail.parse::<usize>().ok()?);
+    }
+    let prefix = prefix?;
+    let first = usize::from(!numbers.contains(&0));
+    Some(
+        (first..first + want)
+            .filter(|n| !numbers.contains(n))
+            .map(|n| format!("{prefix}{n}"))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::missing_ids;
+
+    #[test]
+    fn missing_gpus_are_named_from_the_gaps() {
+        assert_eq!(
+            missing_ids(&["GPU1", "GPU2", "GPU4"], 4),
+            Some(vec!["GPU3".to_owned()])
+        );
+        assert_eq!(
+            missing_ids(&["GPU_SXM_0", "GPU_SXM_2"], 3),
+            Some(vec!["GPU_SXM_1".to_owned()])
+        );
+        assert_eq!(missing_ids(&["GPU1", "Accel2"], 3), None);
+        assert_eq!(missing_ids(&["A", "B"], 3), None);
+    }
 }

@@ -204,7 +204,7 @@ impl Steps {
         let clock = Instant::now();
         let outcome = match tokio::time::timeout(deadline, work()).await {
             Ok(Ok(outcome)) => outcome,
-            Ok(Err(e)) => Outcome::failed(format!("{e:#}")),
+            Ok(Err(e)) => Outcome::failed(error_text(&e)),
             Err(_) => Outcome::failed(format!("{step} did not finish within {deadline:?}")),
         };
         let record = StepRecord {
@@ -221,6 +221,23 @@ impl Steps {
         self.sink.ended(&self.node, &record);
         check(step, outcome)
     }
+}
+
+/// An error and its causes as one line, leaving out a cause whose text the
+/// line already holds (many errors repeat their source in their message).
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 fn check(step: &'static str, outcome: Outcome) -> Result<Outcome, Stop> {

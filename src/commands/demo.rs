@@ -1,0 +1,198 @@
+//! `kiln demo`: the whole pipeline on a virtual rack, in-process, with a
+//! few injected faults. It writes a real inventory, a password file and
+//! the faults into a demo folder, starts the simulator on loopback
+//! addresses, records each BMC's certificate (as `kiln bmc trust` would),
+//! runs `kiln provision` and prints the summary. Everything it leaves is
+//! in the demo folder, so `kiln -i DIR/site.yaml runs show` works after.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::bmc::trust::{TrustStore, fetch_fingerprint, state_dir};
+use crate::cli::DemoArgs;
+use crate::commands::Ctx;
+use crate::commands::provision::{self, Request};
+use crate::exit::{BadInput, ExitStatus};
+use crate::inventory::Selection;
+use crate::pipeline::progress::Progress;
+use crate::sim::SimOptions;
+use crate::sim::faults::FaultPlan;
+
+/// The demo's inventory, compiled in so the demo needs no checkout.
+const INVENTORY: &str = include_str!("../../inventories/demo.yaml");
+/// The demo's default faults.
+const FAULTS: &str = include_str!("../../inventories/demo-faults.yaml");
+/// Marks a folder as the demo's own, so a re-run may clear it.
+const MARKER: &str = ".kiln-demo";
+
+/// Runs `kiln demo`.
+pub fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<ExitStatus> {
+    if !(args.time_scale.is_finite() && args.time_scale >= 1.0) {
+        return Err(BadInput(format!(
+            "--time-scale must be 1 or more, not {}",
+            args.time_scale
+        ))
+        .into());
+    }
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("kiln-demo"));
+    prepare(&dir)?;
+    let faults_text = match &args.faults {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| BadInput(format!("cannot read {}: {e}", path.display())))?,
+        None if args.no_faults => "faults: []\n".to_owned(),
+        None => FAULTS.to_owned(),
+    };
+    let site = write_files(&dir, &faults_text)?;
+    let faults = FaultPlan::parse(&dir.join("faults.yaml").display().to_string(), &faults_text)
+        .map_err(|e| BadInput(e.to_string()))?;
+
+    let checked = crate::inventory::load_file(&site)?;
+    for d in &checked.diagnostics {
+        ctx.printer.diagnostic(d);
+    }
+    let inventory = checked
+        .inventory
+        .ok_or_else(|| anyhow::anyhow!("the demo inventory does not load (a bug in kiln)"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let mode = Progress::mode_for(ctx.printer.json, ctx.printer.quiet);
+    let finished = runtime.block_on(async {
+        let nodes = inventory.select(&Selection::all())?;
+        let options = SimOptions {
+            time_scale: args.time_scale,
+            faults,
+            flavour: None,
+            imaged: None,
+            ssh: true,
+            tool_exe: None,
+            root: Some(dir.join("sim")),
+        };
+        let rack = crate::sim::start(&inventory, &nodes, options).await?;
+        ctx.printer.info(&format!(
+            "kiln demo: a virtual rack of {} nodes is up on loopback (BMCs on 127.10.x.x, SSH on 127.20.x.x); working in {}",
+            rack.nodes.len(),
+            dir.display()
+        ));
+        trust_all(&inventory, &site).await?;
+        let request = Request {
+            bmc_timeout: Some(Duration::from_secs(5)),
+            ..Request::default()
+        };
+        let state = state_dir(&site);
+        let finished =
+            provision::execute(&inventory, &site, &state, &request, mode, ctx).await?;
+        drop(rack);
+        Ok::<_, anyhow::Error>(finished)
+    })?;
+    let Some(finished) = finished else {
+        return Ok(ExitStatus::Success);
+    };
+    provision::print_summary(ctx, &finished, mode);
+    ctx.printer.info(&format!(
+        "explore it: kiln -i {} runs show {}",
+        site.display(),
+        finished.record.run.id
+    ));
+    Ok(finished.status())
+}
+
+/// Empties the demo folder, refusing one that kiln did not make.
+fn prepare(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        let empty = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .next()
+            .is_none();
+        if !empty && !dir.join(MARKER).exists() {
+            return Err(BadInput(format!(
+                "{} exists and is not a kiln demo folder; pass --dir with a new or empty folder",
+                dir.display()
+            ))
+            .into());
+        }
+        std::fs::remove_dir_all(dir)
+            .with_context(|| format!("cannot clear the demo folder {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::write(dir.join(MARKER), "made by kiln demo\n")?;
+    Ok(())
+}
+
+/// Writes the inventory (its password read from a file beside it), a
+/// fresh random password and the faults; returns the inventory's path.
+fn write_files(dir: &Path, faults: &str) -> anyhow::Result<PathBuf> {
+    let site = dir.join("site.yaml");
+    let text = INVENTORY.replace(
+        "password: {env: KILN_DEMO_BMC_PASSWORD}   # set by `kiln demo` / `kiln sim up`",
+        "password: {file: bmc-password}   # written by `kiln demo`",
+    );
+    std::fs::write(&site, text).with_context(|| format!("cannot write {}", site.display()))?;
+    let mut bytes = [0u8; 12];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| anyhow::anyhow!("no randomness for the demo's BMC password"))?;
+    let password: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    write_private(&dir.join("bmc-password"), &format!("{password}\n"))?;
+    std::fs::write(dir.join("faults.yaml"), faults)?;
+    Ok(site)
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// Records every BMC's certificate on first contact, as `kiln bmc trust`.
+async fn trust_all(inventory: &crate::inventory::Inventory, site: &Path) -> anyhow::Result<()> {
+    let path = TrustStore::path_in(&state_dir(site));
+    let store = Arc::new(std::sync::Mutex::new(TrustStore::load(&path)?));
+    let items: Vec<_> = inventory
+        .nodes
+        .iter()
+        .map(|n| {
+            (
+                n.name.clone(),
+                n.bmc.endpoint.to_string(),
+                n.bmc.endpoint.host.to_string(),
+                n.bmc.endpoint.port,
+            )
+        })
+        .collect();
+    let shared = Arc::clone(&store);
+    crate::bmc::connect::each(
+        items,
+        64,
+        move |(node, address, host, port)| {
+            let store = Arc::clone(&shared);
+            async move {
+                // A BMC that does not answer is left untrusted here and
+                // fails its preflight with the reason.
+                if let Ok(fp) = fetch_fingerprint(&host, port, Duration::from_secs(3)).await {
+                    store
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .set(&node, &address, &fp);
+                }
+            }
+        },
+        |_, _| {},
+    )
+    .await;
+    store.lock().unwrap_or_else(|e| e.into_inner()).save()
+}
