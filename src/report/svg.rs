@@ -23,11 +23,7 @@ pub struct Ticks {
 impl Ticks {
     /// A tick value as a label, with as many decimals as the step needs.
     pub fn label(&self, value: f64) -> String {
-        let exp = self.step.log10().floor() as i32;
-        let mut decimals = (-exp).max(0) as usize;
-        if exp <= 0 && is_fractional_mantissa(self.step) {
-            decimals += 1;
-        }
+        let decimals = decimals(self.step);
         let text = format!("{value:.decimals$}");
         // "-0" and "-0.0" read as a bug on an axis.
         if text.trim_start_matches('-').chars().all(|c| c == '0' || c == '.') {
@@ -36,6 +32,17 @@ impl Ticks {
             text
         }
     }
+}
+
+/// Decimals a tick step needs: none for 1, 2, 5, 10…; one for 0.5 and
+/// 2.5; two for 0.25…
+fn decimals(step: f64) -> usize {
+    let exp = step.log10().floor() as i32;
+    let mut decimals = (-exp).max(0) as usize;
+    if exp <= 0 && is_fractional_mantissa(step) {
+        decimals += 1;
+    }
+    decimals
 }
 
 /// Whether `step` is 2.5 × 10^k (which needs one more decimal than 10^k).
@@ -71,9 +78,9 @@ pub fn nice_ticks(min: f64, max: f64, max_ticks: usize) -> Ticks {
     let count = ((hi - lo) / step).round() as usize;
     let values = (0..=count)
         .map(|i| {
-            let v = lo + i as f64 * step;
-            // Undo float drift (0.30000000000000004).
-            (v / step).round() * step
+            // Rounded past the step's decimals: no 0.30000000000000004.
+            let scale = 10f64.powi(decimals(step) as i32 + 2);
+            ((lo + i as f64 * step) * scale).round() / scale
         })
         .collect();
     Ticks {
@@ -213,7 +220,7 @@ impl LineChart {
         if self.y_from_zero {
             y_min = y_min.min(0.0);
         }
-        let y_ticks = nice_ticks(y_min, y_max, 6);
+        let y_ticks = nice_ticks(y_min, y_max, 7);
         let (x_ticks, (x_lo, x_hi)): (Vec<(f64, String)>, (f64, f64)) = match self.x_scale {
             XScale::Linear => {
                 let t = nice_ticks(x_min, x_max, 8);
@@ -548,9 +555,11 @@ mod tests {
 
     #[test]
     fn ticks_land_on_round_numbers() {
-        let t = nice_ticks(38.0, 92.3, 6);
+        let t = nice_ticks(38.0, 92.3, 7);
         assert_eq!((t.lo, t.hi, t.step), (30.0, 100.0, 10.0));
         assert_eq!(t.values.len(), 8);
+        let t = nice_ticks(38.0, 92.3, 5);
+        assert_eq!((t.lo, t.hi, t.step), (20.0, 100.0, 20.0));
         let t = nice_ticks(0.0, 482.0, 6);
         assert_eq!((t.lo, t.hi, t.step), (0.0, 500.0, 100.0));
         assert_eq!(t.label(300.0), "300");
