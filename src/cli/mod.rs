@@ -76,6 +76,25 @@ pub enum Command {
     /// SSH helpers: record host keys, wait for nodes to answer.
     #[command(subcommand)]
     Ssh(SshCommand),
+    /// Render a run's report: JSON, JUnit XML, Markdown, or one HTML file
+    /// with plots.
+    Report(ReportArgs),
+}
+
+/// `kiln report`
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Read the run record from this JSON file (as `--format json` or the
+    /// journal writes it).
+    #[arg(long, value_name = "FILE")]
+    pub record: PathBuf,
+    /// The report's format (default: md, or json with --json).
+    #[arg(short, long, value_enum, value_name = "FORMAT")]
+    pub format: Option<crate::report::Format>,
+    /// Write the report to this file instead of stdout (replaced if it
+    /// exists).
+    #[arg(short, long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 /// How to reach the nodes: shared by `exec`, `copy` and `ssh`.

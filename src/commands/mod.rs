@@ -9,6 +9,7 @@ pub mod inventory;
 pub mod judge;
 pub mod profile;
 pub mod remote;
+pub mod report;
 pub mod sim;
 
 use std::path::{Path, PathBuf};
@@ -78,6 +79,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Exec(args) => remote::exec(&ctx, &args),
         Command::Copy(args) => remote::copy(&ctx, &args),
         Command::Ssh(cmd) => remote::ssh(&ctx, cmd),
+        Command::Report(args) => report::run(&ctx, &args),
     }
 }
 
