@@ -42,8 +42,7 @@ pub fn run(ctx: &Ctx, args: &ReportArgs) -> anyhow::Result<ExitStatus> {
 /// Reads a record; a file that is not one is bad input (exit 2) with
 /// serde's line and column.
 pub fn read_record(path: &Path) -> anyhow::Result<RunRecord> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let len = file
         .metadata()
         .with_context(|| format!("reading {}", path.display()))?

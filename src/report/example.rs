@@ -81,13 +81,43 @@ impl Steps {
     /// preflight, image and drivers, all done.
     fn through_drivers(&mut self) {
         use StepStatus::Done;
-        self.add("preflight", "bmc-reach", Done, 1.4, "Dell iDRAC 9, firmware 7.10.50.00");
-        self.add("preflight", "power-off", Done, 12.0, "was on; off after 11 s");
-        self.add("image", "insert-media", Done, 6.2, "ubuntu-24.04 on virtual CD");
+        self.add(
+            "preflight",
+            "bmc-reach",
+            Done,
+            1.4,
+            "Dell iDRAC 9, firmware 7.10.50.00",
+        );
+        self.add(
+            "preflight",
+            "power-off",
+            Done,
+            12.0,
+            "was on; off after 11 s",
+        );
+        self.add(
+            "image",
+            "insert-media",
+            Done,
+            6.2,
+            "ubuntu-24.04 on virtual CD",
+        );
         self.add("image", "boot-once", Done, 2.1, "boot once from Cd (UEFI)");
-        self.add("image", "install", Done, 612.0, "ubuntu 24.04, kernel 6.8.0-45");
+        self.add(
+            "image",
+            "install",
+            Done,
+            612.0,
+            "ubuntu 24.04, kernel 6.8.0-45",
+        );
         self.add("image", "eject-media", Done, 3.3, "slot empty");
-        self.add("drivers", "install", Done, 402.5, "driver 570.133.20, CUDA 12.8");
+        self.add(
+            "drivers",
+            "install",
+            Done,
+            402.5,
+            "driver 570.133.20, CUDA 12.8",
+        );
         self.add("drivers", "verify", Done, 8.9, "8 × NVIDIA H100 80GB HBM3");
     }
 }
@@ -111,9 +141,17 @@ fn telemetry(hot: Option<u64>) -> Value {
     for i in 0..=20u32 {
         let t = f64::from(i) * 30.0;
         for gpu in 0..8u64 {
-            let rise = if Some(gpu) == hot { 52.0 } else { 28.0 + gpu as f64 };
+            let rise = if Some(gpu) == hot {
+                55.0
+            } else {
+                28.0 + gpu as f64
+            };
             let temp = 38.0 + rise * (1.0 - (-t / 140.0).exp());
-            let power = if t == 0.0 { 95.0 } else { 640.0 + gpu as f64 * 3.0 };
+            let power = if t == 0.0 {
+                95.0
+            } else {
+                640.0 + gpu as f64 * 3.0
+            };
             samples.push(json!({
                 "t_s": t,
                 "gpu": gpu,
@@ -124,7 +162,13 @@ fn telemetry(hot: Option<u64>) -> Value {
         }
     }
     let gflops: Vec<f64> = (0..8u64)
-        .map(|g| if Some(g) == hot { 41_200.0 } else { 49_800.0 + g as f64 * 37.0 })
+        .map(|g| {
+            if Some(g) == hot {
+                41_200.0
+            } else {
+                49_800.0 + g as f64 * 37.0
+            }
+        })
         .collect();
     json!({ "telemetry": samples, "gflops": gflops })
 }
@@ -158,10 +202,28 @@ fn nccl_metrics(host: &str, peak: f64) -> Value {
 }
 
 fn burnin_and_nccl(steps: &mut Steps, name: &str) {
-    steps.add("burnin", "gpu-burn", StepStatus::Done, 600.0, "8 GPUs, 0 errors");
+    steps.add(
+        "burnin",
+        "gpu-burn",
+        StepStatus::Done,
+        600.0,
+        "8 GPUs, 0 errors",
+    );
     steps.last().metrics = telemetry(None);
-    steps.add("burnin", "dcgm-diag", StepStatus::Done, 910.0, "dcgmi diag -r 3: all pass");
-    steps.add("nccl", "all-reduce-node", StepStatus::Done, 95.0, "busbw 474.0 GB/s at 8 GiB");
+    steps.add(
+        "burnin",
+        "dcgm-diag",
+        StepStatus::Done,
+        910.0,
+        "dcgmi diag -r 3: all pass",
+    );
+    steps.add(
+        "nccl",
+        "all-reduce-node",
+        StepStatus::Done,
+        95.0,
+        "busbw 474.0 GB/s at 8 GiB",
+    );
     steps.last().metrics = nccl_metrics(name, 482.0);
 }
 
@@ -176,7 +238,13 @@ fn failed_burnin(name: &str, rack: &str, offset_ms: u64) -> NodeRecord {
     let mut steps = Steps::new(offset_ms);
     steps.through_drivers();
     let reason = "GPU 3 (serial 1654923001234) reached 92 °C under load, above the 87 °C limit";
-    steps.add("burnin", "gpu-burn", StepStatus::Failed, 600.0, "8 GPUs; GPU 3 throttled");
+    steps.add(
+        "burnin",
+        "gpu-burn",
+        StepStatus::Failed,
+        600.0,
+        "8 GPUs; GPU 3 throttled",
+    );
     steps.last().metrics = telemetry(Some(3));
     steps.last().reasons = vec![reason.into()];
     steps.last().artifacts = vec![format!("{name}/burnin/gpu-burn.log")];
@@ -191,13 +259,31 @@ fn failed_burnin(name: &str, rack: &str, offset_ms: u64) -> NodeRecord {
 fn failed_nccl(name: &str, rack: &str, offset_ms: u64) -> NodeRecord {
     let mut steps = Steps::new(offset_ms);
     steps.through_drivers();
-    steps.add("burnin", "gpu-burn", StepStatus::Done, 600.0, "8 GPUs, 0 errors");
+    steps.add(
+        "burnin",
+        "gpu-burn",
+        StepStatus::Done,
+        600.0,
+        "8 GPUs, 0 errors",
+    );
     steps.last().metrics = telemetry(None);
-    steps.add("burnin", "dcgm-diag", StepStatus::Done, 905.0, "dcgmi diag -r 3: all pass");
+    steps.add(
+        "burnin",
+        "dcgm-diag",
+        StepStatus::Done,
+        905.0,
+        "dcgmi diag -r 3: all pass",
+    );
     // A reason quoting tool output: a table separator and a line break.
     let reason = "busbw 305.6 GB/s at 8 GiB is below the 360 GB/s floor \
                   (all_reduce_perf | 8 GPUs)\nlast row: 8589934592 2147483648 float sum -1";
-    steps.add("nccl", "all-reduce-node", StepStatus::Failed, 97.0, "busbw 305.6 GB/s at 8 GiB");
+    steps.add(
+        "nccl",
+        "all-reduce-node",
+        StepStatus::Failed,
+        97.0,
+        "busbw 305.6 GB/s at 8 GiB",
+    );
     steps.last().metrics = nccl_metrics(name, 311.0);
     steps.last().reasons = vec![reason.into()];
     let judgement = json!({"kind": "nccl-tests", "verdict": "fail", "reasons": [reason]});
@@ -214,10 +300,22 @@ fn failed_nccl(name: &str, rack: &str, offset_ms: u64) -> NodeRecord {
 fn unverified(name: &str, rack: &str, offset_ms: u64) -> NodeRecord {
     let mut steps = Steps::new(offset_ms);
     steps.through_drivers();
-    steps.add("burnin", "gpu-burn", StepStatus::Done, 600.0, "8 GPUs, 0 errors");
+    steps.add(
+        "burnin",
+        "gpu-burn",
+        StepStatus::Done,
+        600.0,
+        "8 GPUs, 0 errors",
+    );
     steps.last().metrics = telemetry(None);
     let reason = "dcgmi diag skipped the memory test: \"nv-hostengine is not running\"";
-    steps.add("burnin", "dcgm-diag", StepStatus::Unverified, 41.0, "level 3, 1 test skipped");
+    steps.add(
+        "burnin",
+        "dcgm-diag",
+        StepStatus::Unverified,
+        41.0,
+        "level 3, 1 test skipped",
+    );
     steps.last().reasons = vec![reason.into()];
     steps.add("nccl", "all-reduce-node", StepStatus::Pending, 0.0, "");
     let mut n = node(name, rack, NodeVerdict::Unverified, steps);
@@ -227,9 +325,27 @@ fn unverified(name: &str, rack: &str, offset_ms: u64) -> NodeRecord {
 
 fn pending(name: &str, rack: &str, offset_ms: u64) -> NodeRecord {
     let mut steps = Steps::new(offset_ms);
-    steps.add("preflight", "bmc-reach", StepStatus::Done, 1.1, "Dell iDRAC 9, firmware 7.10.50.00");
-    steps.add("preflight", "power-off", StepStatus::Skipped, 0.3, "already off");
-    steps.add("image", "insert-media", StepStatus::Done, 5.8, "ubuntu-24.04 on virtual CD");
+    steps.add(
+        "preflight",
+        "bmc-reach",
+        StepStatus::Done,
+        1.1,
+        "Dell iDRAC 9, firmware 7.10.50.00",
+    );
+    steps.add(
+        "preflight",
+        "power-off",
+        StepStatus::Skipped,
+        0.3,
+        "already off",
+    );
+    steps.add(
+        "image",
+        "insert-media",
+        StepStatus::Done,
+        5.8,
+        "ubuntu-24.04 on virtual CD",
+    );
     steps.add("image", "boot-once", StepStatus::Running, 0.0, "");
     node(name, rack, NodeVerdict::Pending, steps)
 }

@@ -11,7 +11,9 @@ use super::markdown::status_word;
 use super::svg::{self, Bar, HLine, LineChart, RackCell, Series, XScale};
 use super::text::{human_duration_ms, one_line, rfc3339_utc, xml_attr as esc};
 use super::{Summary, VERDICTS, first_reason, node_span_ms, nodes_by_rack};
-use crate::pipeline::record::{NodeRecord, NodeVerdict, RunRecord, RunState, StepRecord, StepStatus};
+use crate::pipeline::record::{
+    NodeRecord, NodeVerdict, RunRecord, RunState, StepRecord, StepStatus,
+};
 
 /// Above this many nodes, only nodes that are not accepted get a detailed
 /// section (a 12,500-node site would otherwise make a file of gigabytes).
@@ -52,7 +54,7 @@ const CSS: &str = "
 :root{color-scheme:light;--fg:#1b1f24;--muted:#5b6570;--line:#d8dde3;--bg:#ffffff;--alt:#f5f7f9}
 *{box-sizing:border-box}
 body{margin:0 auto;max-width:1320px;padding:24px 32px;font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,'Helvetica Neue',Arial,sans-serif;color:var(--fg);background:var(--bg)}
-h1{font-size:24px;margin:0 0 8px}h2{font-size:19px;margin:32px 0 10px;padding-bottom:4px;border-bottom:2px solid var(--line)}
+h1{font-size:24px;margin:0 0 8px}h1 code{font-size:22px}h2{font-size:19px;margin:32px 0 10px;padding-bottom:4px;border-bottom:2px solid var(--line)}
 h3{font-size:16px;margin:0 0 6px}h4{font-size:14px;margin:14px 0 6px;color:var(--muted)}
 code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:13px}
 dl.meta{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;margin:0}
@@ -63,7 +65,7 @@ dl.meta dt{color:var(--muted)}dl.meta dd{margin:0}
 .badge{display:inline-block;border-radius:4px;padding:0 7px;font-size:12px;font-weight:600;color:#1b1f24;border:1px solid rgba(0,0,0,.25)}
 table{border-collapse:collapse;width:100%;margin:6px 0 10px}
 th,td{border-bottom:1px solid var(--line);padding:4px 8px;text-align:left;vertical-align:top}
-th{background:var(--alt);font-weight:600}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:var(--alt);font-weight:600}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}.nowrap{white-space:nowrap}
 tr.v-failed td:first-child{border-left:4px solid #e86b6b}tr.v-unverified td:first-child{border-left:4px solid #ffbf4d}
 tr.v-accepted td:first-child{border-left:4px solid #7cc47f}tr.v-pending td:first-child{border-left:4px solid #cfd6dc}
 .legend{display:flex;flex-wrap:wrap;gap:14px;margin:4px 0 8px}
@@ -135,7 +137,10 @@ fn header(h: &mut String, record: &RunRecord) {
     row("Site", esc(&run.site));
     row("Inventory", format!("<code>{}</code>", esc(&run.inventory)));
     row("Stages", esc(&run.stages.join(" → ")));
-    row("Started", format!("<time>{}</time>", rfc3339_utc(run.started_ms)));
+    row(
+        "Started",
+        format!("<time>{}</time>", rfc3339_utc(run.started_ms)),
+    );
     row(
         "Finished",
         match run.finished_ms {
@@ -267,14 +272,20 @@ fn node_table(h: &mut String, record: &RunRecord) {
          <th class=\"num\">Time</th></tr></thead>\n<tbody>\n",
     );
     for v in VERDICTS {
-        for (i, node) in record.nodes.iter().enumerate().filter(|(_, n)| n.verdict == v) {
+        for (i, node) in record
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.verdict == v)
+        {
             let time = node_span_ms(node)
                 .map(|(a, b)| human_duration_ms(b - a))
                 .unwrap_or_default();
             let _ = writeln!(
                 h,
-                "<tr class=\"v-{}\"><td><a href=\"#node-{i}\">{}</a></td><td>{}</td><td>{}</td>\
-                 <td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td></tr>",
+                "<tr class=\"v-{}\"><td class=\"nowrap\"><a href=\"#node-{i}\">{}</a></td>\
+                 <td class=\"nowrap\">{}</td><td class=\"nowrap\">{}</td><td>{}</td><td>{}</td>\
+                 <td>{}</td><td class=\"num nowrap\">{}</td></tr>",
                 v.word(),
                 esc(&node.name),
                 esc(&node.rack),
@@ -373,7 +384,9 @@ fn timeline(h: &mut String, node: &NodeRecord) {
                     "{}: {}, {}",
                     super::step_name(s),
                     status_word(s.status),
-                    s.duration_ms.map(human_duration_ms).unwrap_or("running".into())
+                    s.duration_ms
+                        .map(human_duration_ms)
+                        .unwrap_or("running".into())
                 ),
             })
         })
@@ -402,7 +415,11 @@ fn step_table(h: &mut String, node: &NodeRecord) {
             detail.push_str("</ul>");
         }
         for a in &s.artifacts {
-            let _ = write!(detail, "<div class=\"note\">kept: <code>{}</code></div>", esc(a));
+            let _ = write!(
+                detail,
+                "<div class=\"note\">kept: <code>{}</code></div>",
+                esc(a)
+            );
         }
         let _ = writeln!(
             h,
@@ -468,7 +485,11 @@ fn temperature_chart(step: &StepRecord) -> Option<LineChart> {
         .iter()
         .flat_map(|(_, p)| p.iter().map(|(t, _)| *t))
         .fold(0.0, f64::max);
-    let (unit, div) = if t_max > 1200.0 { ("min", 60.0) } else { ("s", 1.0) };
+    let (unit, div) = if t_max > 1200.0 {
+        ("min", 60.0)
+    } else {
+        ("s", 1.0)
+    };
     let series = gpus
         .into_iter()
         .enumerate()

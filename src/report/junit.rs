@@ -31,7 +31,10 @@ pub(super) fn render(record: &RunRecord) -> String {
     let mut suites = String::new();
     let (mut tests, mut failures, mut skipped, mut total_ms) = (0, 0, 0, 0u64);
     for (i, (rack, nodes)) in nodes_by_rack(record).into_iter().enumerate() {
-        let cases: Vec<Case> = nodes.iter().flat_map(|(_, n)| node_cases(record, n)).collect();
+        let cases: Vec<Case> = nodes
+            .iter()
+            .flat_map(|(_, n)| node_cases(record, n))
+            .collect();
         let fails = cases
             .iter()
             .filter(|c| matches!(c.outcome, Outcome::Failure { .. }))
@@ -169,7 +172,11 @@ fn message(reasons: &[String], otherwise: &str) -> String {
     if reasons.is_empty() {
         otherwise.into()
     } else {
-        reasons.iter().map(|r| one_line(r)).collect::<Vec<_>>().join("; ")
+        reasons
+            .iter()
+            .map(|r| one_line(r))
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 }
 

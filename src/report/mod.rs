@@ -88,7 +88,9 @@ impl FromStr for Format {
             "junit" | "xml" => Ok(Format::Junit),
             "html" => Ok(Format::Html),
             "md" | "markdown" => Ok(Format::Md),
-            _ => Err(UnknownFormat { given: s.to_owned() }),
+            _ => Err(UnknownFormat {
+                given: s.to_owned(),
+            }),
         }
     }
 }

@@ -26,7 +26,11 @@ impl Ticks {
         let decimals = decimals(self.step);
         let text = format!("{value:.decimals$}");
         // "-0" and "-0.0" read as a bug on an axis.
-        if text.trim_start_matches('-').chars().all(|c| c == '0' || c == '.') {
+        if text
+            .trim_start_matches('-')
+            .chars()
+            .all(|c| c == '0' || c == '.')
+        {
             text.trim_start_matches('-').to_owned()
         } else {
             text
@@ -61,7 +65,11 @@ pub fn nice_ticks(min: f64, max: f64, max_ticks: usize) -> Ticks {
         (0.0, 1.0)
     };
     if max - min < 1e-9 {
-        let pad = if min.abs() < 1e-9 { 1.0 } else { min.abs() * 0.1 };
+        let pad = if min.abs() < 1e-9 {
+            1.0
+        } else {
+            min.abs() * 0.1
+        };
         min -= pad;
         max += pad;
     }
@@ -96,8 +104,16 @@ pub fn nice_ticks(min: f64, max: f64, max_ticks: usize) -> Ticks {
 /// powers so labels fall on 1 KiB, 1 MiB, 1 GiB where they can. Returns
 /// (exponent, label) pairs and the axis range in exponents.
 pub fn log2_byte_ticks(min: f64, max: f64, max_ticks: usize) -> (Vec<(f64, String)>, (f64, f64)) {
-    let min = if min.is_finite() && min >= 1.0 { min } else { 1.0 };
-    let max = if max.is_finite() && max > min { max } else { min * 2.0 };
+    let min = if min.is_finite() && min >= 1.0 {
+        min
+    } else {
+        1.0
+    };
+    let max = if max.is_finite() && max > min {
+        max
+    } else {
+        min * 2.0
+    };
     let lo = min.log2().floor();
     let hi = max.log2().ceil();
     let span = (hi - lo) as usize + 1;
@@ -180,10 +196,10 @@ pub struct LineChart {
 }
 
 /// Chart geometry, in SVG user units (pixels at 100 %).
-const W: f64 = 660.0;
+const W: f64 = 590.0;
 const H: f64 = 300.0;
 const LEFT: f64 = 62.0;
-const RIGHT: f64 = 150.0;
+const RIGHT: f64 = 140.0;
 const TOP: f64 = 30.0;
 const BOTTOM: f64 = 46.0;
 
@@ -200,13 +216,15 @@ impl LineChart {
                 .iter()
                 .flat_map(|s| s.points.iter().copied())
                 .filter(|(x, y)| {
-                    x.is_finite()
-                        && y.is_finite()
-                        && (self.x_scale == XScale::Linear || *x > 0.0)
+                    x.is_finite() && y.is_finite() && (self.x_scale == XScale::Linear || *x > 0.0)
                 })
         };
-        let (mut x_min, mut x_max, mut y_min, mut y_max) =
-            (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
+        let (mut x_min, mut x_max, mut y_min, mut y_max) = (
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        );
         for (x, y) in points() {
             x_min = x_min.min(x);
             x_max = x_max.max(x);
@@ -590,10 +608,19 @@ mod tests {
 
     #[test]
     fn every_range_is_covered_with_few_ticks() {
-        for (a, b) in [(0.0, 1.0), (1e-3, 7e-3), (12.0, 13.0), (0.0, 1e9), (-50.0, 75.0)] {
+        for (a, b) in [
+            (0.0, 1.0),
+            (1e-3, 7e-3),
+            (12.0, 13.0),
+            (0.0, 1e9),
+            (-50.0, 75.0),
+        ] {
             let t = nice_ticks(a, b, 6);
             assert!(t.lo <= a && t.hi >= b, "{a}..{b}: {t:?}");
-            assert!(t.values.len() <= 7 && t.values.len() >= 2, "{a}..{b}: {t:?}");
+            assert!(
+                t.values.len() <= 7 && t.values.len() >= 2,
+                "{a}..{b}: {t:?}"
+            );
         }
     }
 
@@ -638,7 +665,9 @@ mod tests {
         assert!(svg.contains("stroke-dasharray"));
         assert!(!svg.contains("NaN") && !svg.contains("inf"));
         // Two good points: one M and one L.
-        let path = svg.lines().find(|l| l.starts_with("<path d=\"M") && l.contains("stroke=\"#000000\""));
+        let path = svg
+            .lines()
+            .find(|l| l.starts_with("<path d=\"M") && l.contains("stroke=\"#000000\""));
         assert_eq!(path.map(|p| p.matches('L').count()), Some(1), "{svg}");
     }
 }

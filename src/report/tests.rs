@@ -92,11 +92,11 @@ fn markdown_cells_cannot_break_the_table() {
     let md = render(&fixture(), Format::Md);
     // The nccl reason holds `|` and a line break: escaped, the row has the
     // table's five columns.
-    let row = md
-        .lines()
-        .find(|l| l.starts_with("| r02-n01 |"))
-        .unwrap();
-    assert!(row.contains("all_reduce_perf \\| 8 GPUs)<br>last row"), "{row}");
+    let row = md.lines().find(|l| l.starts_with("| r02-n01 |")).unwrap();
+    assert!(
+        row.contains("all_reduce_perf \\| 8 GPUs)<br>last row"),
+        "{row}"
+    );
     let unescaped_pipes = row.replace("\\|", "").matches('|').count();
     assert_eq!(unescaped_pipes, 6, "{row}");
     let mut record = fixture();
@@ -310,14 +310,32 @@ fn check_junit(xml: &str, record: &RunRecord) -> El {
     let (mut tests, mut failures, mut skipped) = (0.0, 0.0, 0.0);
     for suite in &root.children {
         assert_eq!(suite.name, "testsuite");
-        for key in ["name", "tests", "failures", "errors", "skipped", "time", "timestamp"] {
+        for key in [
+            "name",
+            "tests",
+            "failures",
+            "errors",
+            "skipped",
+            "time",
+            "timestamp",
+        ] {
             assert!(suite.attr(key).is_some(), "testsuite lacks {key}");
         }
         let cases: Vec<&El> = suite.kids("testcase").collect();
-        assert_eq!(cases.len(), suite.children.len(), "only testcases in a suite");
+        assert_eq!(
+            cases.len(),
+            suite.children.len(),
+            "only testcases in a suite"
+        );
         assert_eq!(suite.num("tests") as usize, cases.len());
-        let fails = cases.iter().filter(|c| c.kids("failure").count() > 0).count();
-        let skips = cases.iter().filter(|c| c.kids("skipped").count() > 0).count();
+        let fails = cases
+            .iter()
+            .filter(|c| c.kids("failure").count() > 0)
+            .count();
+        let skips = cases
+            .iter()
+            .filter(|c| c.kids("skipped").count() > 0)
+            .count();
         assert_eq!(suite.num("failures") as usize, fails);
         assert_eq!(suite.num("skipped") as usize, skips);
         assert_eq!(suite.num("errors"), 0.0);
@@ -354,7 +372,11 @@ fn check_junit(xml: &str, record: &RunRecord) -> El {
 fn junit_follows_the_conventions_ci_reads() {
     let record = fixture();
     let root = check_junit(&render(&record, Format::Junit), &record);
-    let suites: Vec<&str> = root.children.iter().filter_map(|s| s.attr("name")).collect();
+    let suites: Vec<&str> = root
+        .children
+        .iter()
+        .filter_map(|s| s.attr("name"))
+        .collect();
     assert_eq!(suites, ["fra-2 rack r01", "fra-2 rack r02"]);
     let case = |class: &str, name: &str| -> &El {
         root.children
@@ -368,15 +390,32 @@ fn junit_follows_the_conventions_ci_reads() {
     assert!(failure.attr("message").unwrap().contains("GPU 3"));
     assert_eq!(burn.num("time"), 600.0);
     // The reason's line break survives in the body, not in the message.
-    let nccl = case("fra-2.r02.r01-n01".replace("r01-n01", "r02-n01").as_str(), "nccl/all-reduce-node");
+    let nccl = case(
+        "fra-2.r02.r01-n01".replace("r01-n01", "r02-n01").as_str(),
+        "nccl/all-reduce-node",
+    );
     let failure = nccl.kids("failure").next().unwrap();
     assert!(!failure.attr("message").unwrap().contains('\n'));
     assert!(failure.text.contains("GPUs)\nlast row"));
     let unverified = case("fra-2.r02.r02-n02", "verdict");
     let skip = unverified.kids("skipped").next().unwrap();
-    assert!(skip.attr("message").unwrap().starts_with("unverified: dcgmi diag skipped"));
-    assert!(case("fra-2.r02.r02-n03", "image/boot-once").kids("skipped").count() == 1);
-    assert!(case("fra-2.r01.r01-n01", "verdict").children.iter().all(|c| c.name == "system-out"));
+    assert!(
+        skip.attr("message")
+            .unwrap()
+            .starts_with("unverified: dcgmi diag skipped")
+    );
+    assert!(
+        case("fra-2.r02.r02-n03", "image/boot-once")
+            .kids("skipped")
+            .count()
+            == 1
+    );
+    assert!(
+        case("fra-2.r01.r01-n01", "verdict")
+            .children
+            .iter()
+            .all(|c| c.name == "system-out")
+    );
 }
 
 #[test]
@@ -393,13 +432,20 @@ fn junit_escapes_names_reasons_and_bytes_xml_cannot_hold() {
     let xml = render(&record, Format::Junit);
     assert!(!xml.contains("<script>"));
     let root = check_junit(&xml, &record);
-    let names: Vec<&str> = root.children.iter().filter_map(|s| s.attr("hostname")).collect();
+    let names: Vec<&str> = root
+        .children
+        .iter()
+        .filter_map(|s| s.attr("hostname"))
+        .collect();
     assert!(names.contains(&hostile), "{names:?}");
     let verdict = root
         .children
         .iter()
         .flat_map(|s| s.kids("testcase"))
-        .find(|c| c.attr("classname").is_some_and(|n| n.ends_with(hostile)) && c.attr("name") == Some("verdict"))
+        .find(|c| {
+            c.attr("classname").is_some_and(|n| n.ends_with(hostile))
+                && c.attr("name") == Some("verdict")
+        })
         .unwrap();
     let body = &verdict.kids("failure").next().unwrap().text;
     assert!(body.contains("\u{fffd}[31mred"), "{body:?}");
@@ -415,19 +461,35 @@ fn html_is_one_self_contained_page() {
     assert!(html.trim_end().ends_with("</html>"));
     // Offline: nothing fetched, nothing run.
     let lower = html.to_ascii_lowercase();
-    for bad in ["<script", "<link", "<img", "<iframe", "src=", "@import", "url(", "javascript:"] {
+    for bad in [
+        "<script",
+        "<link",
+        "<img",
+        "<iframe",
+        "src=",
+        "@import",
+        "url(",
+        "javascript:",
+    ] {
         assert!(!lower.contains(bad), "found {bad}");
     }
     let external = lower.matches("http://").count() + lower.matches("https://").count();
-    let svg_ns = lower.matches("xmlns=\"http://www.w3.org/2000/svg\"").count();
+    let svg_ns = lower
+        .matches("xmlns=\"http://www.w3.org/2000/svg\"")
+        .count();
     assert_eq!(external, svg_ns, "the only URLs are SVG namespace names");
     // The run header, in UTC.
     assert!(html.contains("<time>2026-11-25T10:15:00Z</time>"));
     assert!(html.contains("<time>2026-11-25T13:40:00Z</time> (3h 25m)"));
     // Balanced structure.
     for tag in ["section", "article", "table", "svg", "ul", "dl", "a"] {
-        let open = html.matches(&format!("<{tag}>")).count() + html.matches(&format!("<{tag} ")).count();
-        assert_eq!(open, html.matches(&format!("</{tag}>")).count(), "<{tag}> balance");
+        let open =
+            html.matches(&format!("<{tag}>")).count() + html.matches(&format!("<{tag} ")).count();
+        assert_eq!(
+            open,
+            html.matches(&format!("</{tag}>")).count(),
+            "<{tag}> balance"
+        );
     }
 }
 
@@ -438,7 +500,12 @@ fn html_has_the_rack_map_tables_and_plots() {
     // A rack map with both racks, each node with its verdict as a word.
     let map = &html[html.find("id=\"rack-map\"").unwrap()..html.find("id=\"nodes\"").unwrap()];
     assert!(map.contains("rack r01") && map.contains("rack r02"));
-    for (node, tag) in [("r01-n01", "OK"), ("r01-n02", "FAIL"), ("r02-n02", "UNVERIFIED"), ("r02-n03", "PENDING")] {
+    for (node, tag) in [
+        ("r01-n01", "OK"),
+        ("r01-n02", "FAIL"),
+        ("r02-n02", "UNVERIFIED"),
+        ("r02-n03", "PENDING"),
+    ] {
         assert!(map.contains(&format!(">{node}</text>")), "{node}");
         assert!(map.contains(&format!(">{tag}</text>")), "{tag}");
     }
@@ -454,7 +521,13 @@ fn html_has_the_rack_map_tables_and_plots() {
     assert!(html.contains(">GPU 7</text>") && html.contains("temperature (°C)"));
     // NCCL plots with the log2 size axis and the dashed floor.
     assert!(html.contains("NCCL bus bandwidth: all_reduce_perf"));
-    for label in [">1 KiB</text>", ">1 MiB</text>", ">1 GiB</text>", "floor 360 GB/s", "bus bandwidth (GB/s)"] {
+    for label in [
+        ">1 KiB</text>",
+        ">1 MiB</text>",
+        ">1 GiB</text>",
+        "floor 360 GB/s",
+        "bus bandwidth (GB/s)",
+    ] {
         assert!(html.contains(label), "{label}");
     }
     assert!(html.contains("stroke-dasharray=\"6 4\""));
@@ -506,7 +579,8 @@ fn html_without_metrics_or_steps_still_renders() {
     let mut record = fixture();
     record.nodes[0].steps[8].metrics =
         serde_json::json!({"telemetry": "garbage", "rows": [{"size": "x"}]});
-    record.nodes[0].steps[10].metrics = serde_json::json!({"rows": [{"size": 0, "busbw_in_place": 1.0}]});
+    record.nodes[0].steps[10].metrics =
+        serde_json::json!({"rows": [{"size": 0, "busbw_in_place": 1.0}]});
     record.nodes[0].steps[10].status = StepStatus::Running;
     record.nodes[0].steps[10].duration_ms = None;
     let html = render(&record, Format::Html);
