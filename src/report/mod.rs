@@ -15,7 +15,7 @@ mod markdown;
 pub mod svg;
 mod text;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
 
@@ -168,20 +168,18 @@ impl Summary {
     /// Counts `record`'s nodes.
     pub fn of(record: &RunRecord) -> Summary {
         let mut summary = Summary::default();
+        // Rack name to its index in `racks`: a site has hundreds of racks.
+        let mut index: HashMap<&str, usize> = HashMap::new();
         for node in &record.nodes {
             summary.counts.add(node.verdict);
-            let rack = match summary.racks.iter_mut().position(|r| r.rack == node.rack) {
-                Some(i) => &mut summary.racks[i],
-                None => {
-                    summary.racks.push(RackSummary {
-                        rack: node.rack.clone(),
-                        counts: VerdictCounts::default(),
-                    });
-                    let last = summary.racks.len() - 1;
-                    &mut summary.racks[last]
-                }
-            };
-            rack.counts.add(node.verdict);
+            let i = *index.entry(&node.rack).or_insert_with(|| {
+                summary.racks.push(RackSummary {
+                    rack: node.rack.clone(),
+                    counts: VerdictCounts::default(),
+                });
+                summary.racks.len() - 1
+            });
+            summary.racks[i].counts.add(node.verdict);
             if node.verdict == NodeVerdict::Failed {
                 let stage = node.failed_stage.clone().unwrap_or_else(|| "-".into());
                 *summary.failed_by_stage.entry(stage).or_default() += 1;
@@ -203,11 +201,13 @@ pub const VERDICTS: [NodeVerdict; 4] = [
 /// indexes in `record.nodes`) in record order.
 pub fn nodes_by_rack(record: &RunRecord) -> Vec<(&str, Vec<(usize, &NodeRecord)>)> {
     let mut racks: Vec<(&str, Vec<(usize, &NodeRecord)>)> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
     for (i, node) in record.nodes.iter().enumerate() {
-        match racks.iter_mut().find(|(r, _)| *r == node.rack) {
-            Some((_, nodes)) => nodes.push((i, node)),
-            None => racks.push((&node.rack, vec![(i, node)])),
-        }
+        let r = *index.entry(&node.rack).or_insert_with(|| {
+            racks.push((&node.rack, Vec::new()));
+            racks.len() - 1
+        });
+        racks[r].1.push((i, node));
     }
     racks
 }
