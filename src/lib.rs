@@ -16,6 +16,7 @@ pub mod judge;
 pub mod output;
 pub mod pipeline;
 pub mod profiles;
+pub mod report;
 pub mod secret;
 pub mod sim;
 pub mod ssh;

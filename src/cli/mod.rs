@@ -85,6 +85,9 @@ pub enum Command {
     /// The whole pipeline on a virtual rack of 16 simulated HGX nodes, with
     /// a few injected faults: no hardware, no root, no network needed.
     Demo(DemoArgs),
+    /// Render a run's report: JSON, JUnit XML, Markdown, or one HTML file
+    /// with plots.
+    Report(ReportArgs),
 }
 
 /// `kiln demo`
@@ -150,6 +153,25 @@ pub enum RunsCommand {
         /// The run's id.
         run: Option<String>,
     },
+}
+
+/// `kiln report`
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The run (default: the newest in the inventory's journal).
+    #[arg(value_name = "RUN", conflicts_with = "record")]
+    pub run: Option<String>,
+    /// Read the run record from this JSON file (as `--format json` or
+    /// `kiln runs show --json` writes it) instead of the journal.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    /// The report's format (default: md, or json with --json).
+    #[arg(short, long, value_enum, value_name = "FORMAT")]
+    pub format: Option<crate::report::Format>,
+    /// Write the report to this file instead of stdout (replaced if it
+    /// exists).
+    #[arg(short, long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 /// How to reach the nodes: shared by `exec`, `copy` and `ssh`.

@@ -96,8 +96,15 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<ExitStatus> {
         return Ok(ExitStatus::Success);
     };
     provision::print_summary(ctx, &finished, mode);
+    let report = dir.join("report.html");
+    std::fs::write(
+        &report,
+        crate::report::render(&finished.record, crate::report::Format::Html),
+    )
+    .with_context(|| format!("cannot write {}", report.display()))?;
     ctx.printer.info(&format!(
-        "explore it: kiln -i {} runs show {}",
+        "report: {} (open it in a browser)\nexplore the run: kiln -i {} runs show {}",
+        report.display(),
         site.display(),
         finished.record.run.id
     ));

@@ -11,6 +11,7 @@ pub mod judge;
 pub mod profile;
 pub mod provision;
 pub mod remote;
+pub mod report;
 pub mod sim;
 
 use std::path::{Path, PathBuf};
@@ -83,6 +84,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Provision(args) => provision::run(&ctx, &args),
         Command::Runs(cmd) => provision::runs(&ctx, cmd),
         Command::Demo(args) => demo::run(&ctx, &args),
+        Command::Report(args) => report::run(&ctx, &args),
     }
 }
 
