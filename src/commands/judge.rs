@@ -11,8 +11,9 @@ use crate::diag::did_you_mean;
 use crate::exit::{BadInput, ExitStatus};
 use crate::judge::{
     DEFAULT_FATAL_XIDS, DEFAULT_MAX_SPREAD_PCT, Judgement, NvbandwidthFloors, NvidiaSmiLimits,
-    Verdict, judge_dcgm, judge_dmesg, judge_gpu_burn, judge_gpu_fryer, judge_ib_write_bw,
-    judge_nccl, judge_nvbandwidth, judge_nvidia_smi,
+    NvlinkLimits, TopoLimits, Verdict, judge_aznhc, judge_dcgm, judge_dmesg, judge_gpu_burn,
+    judge_gpu_fryer, judge_ib_write_bw, judge_nccl, judge_nvbandwidth, judge_nvidia_smi,
+    judge_nvlink, judge_topo,
 };
 use crate::profiles::HardwareProfile;
 
@@ -56,6 +57,9 @@ pub fn run(ctx: &Ctx, args: &JudgeArgs) -> anyhow::Result<ExitStatus> {
         JudgeKind::IbWriteBw => {
             judge_ib_write_bw(&text, profile.as_ref().map(|p| p.ib_write_bw.min_gbps))
         }
+        JudgeKind::Nvlink => judge_nvlink(&text, &nvlink_limits(profile.as_ref())),
+        JudgeKind::Topo => judge_topo(&text, &topo_limits(profile.as_ref())),
+        JudgeKind::Aznhc => judge_aznhc(&text),
     };
     let judgement = match judged {
         Ok(j) => j,
@@ -141,8 +145,29 @@ fn nvidia_smi_limits(profile: Option<&HardwareProfile>) -> NvidiaSmiLimits {
             pcie_gen: Some(p.gpu.pcie.generation),
             pcie_width: Some(p.gpu.pcie.width),
             under_load: false,
+            // A capture is not known to be under load: temperature is
+            // judged by the burn-in, which samples while it runs.
+            max_temp_c: None,
         },
     }
+}
+
+/// The profile's links per GPU and per-link speed.
+fn nvlink_limits(profile: Option<&HardwareProfile>) -> NvlinkLimits {
+    profile.map_or_else(NvlinkLimits::default, |p| NvlinkLimits {
+        links_per_gpu: Some(p.gpu.nvlink.links_per_gpu),
+        link_gbps: Some(p.gpu.nvlink.link_gbps),
+    })
+}
+
+/// The profile's GPU count, NVLinks per pair (NVSwitch boards only) and
+/// compute NICs.
+fn topo_limits(profile: Option<&HardwareProfile>) -> TopoLimits {
+    profile.map_or_else(TopoLimits::default, |p| TopoLimits {
+        gpu_count: Some(p.gpu.count),
+        nvlinks_per_pair: p.nvswitch.then_some(p.gpu.nvlink.links_per_gpu),
+        compute_nics: Some(p.infiniband.nics),
+    })
 }
 
 fn render(j: &Judgement) -> String {
