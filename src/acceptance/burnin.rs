@@ -95,7 +95,7 @@ pub async fn burnin(
             let c = capture(
                 ctx,
                 &rel,
-                "nvidia-smi -q -x".into(),
+                "nvidia-smi --query --xml-format".into(),
                 false,
                 opts.short_deadline,
             )
@@ -233,7 +233,7 @@ async fn burn(
             capture(
                 ctx,
                 &rel,
-                "nvidia-smi -q -x".into(),
+                "nvidia-smi --query --xml-format".into(),
                 false,
                 opts.short_deadline,
             )
@@ -277,7 +277,9 @@ async fn burn(
     if judged.is_ok() && !tool.output.success() && failures.is_empty() {
         failures.push(format!("the burn tool {}", tool.output.outcome()));
     }
-    failures.extend(node_spread(&gflops, profile.burnin.max_spread_pct));
+    // A slow GPU is often the effect of heat or power named below; it
+    // comes last so the first reason is the cause.
+    let spread = node_spread(&gflops, profile.burnin.max_spread_pct);
 
     // Telemetry: the hottest reading of each GPU against the limit.
     let (telemetry, samples_rel) = match samples {
@@ -332,6 +334,7 @@ async fn burn(
         None => {}
     }
 
+    failures.extend(spread);
     metrics["telemetry"] = Value::Array(telemetry);
     metrics["gflops"] = json!(gflops.iter().map(|(_, g)| *g).collect::<Vec<_>>());
     metrics["gflops_by_gpu"] = json!(
