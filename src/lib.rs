@@ -6,6 +6,7 @@
 //! The binary is a thin shell over this library (see `src/main.rs`); the
 //! README's code tour says what lives where.
 
+pub mod acceptance;
 pub mod bmc;
 pub mod cli;
 pub mod commands;

@@ -7,8 +7,9 @@ use std::path::Path;
 
 use kiln::judge::{
     DEFAULT_FATAL_XIDS, DEFAULT_MAX_SPREAD_PCT, Judgement, NvbandwidthFloors, NvidiaSmiLimits,
-    ParseError, Verdict, judge_dcgm, judge_dmesg, judge_gpu_burn, judge_gpu_fryer,
-    judge_ib_write_bw, judge_nccl, judge_nvbandwidth, judge_nvidia_smi,
+    NvlinkLimits, ParseError, TopoLimits, Verdict, judge_aznhc, judge_dcgm, judge_dmesg,
+    judge_gpu_burn, judge_gpu_fryer, judge_ib_write_bw, judge_nccl, judge_nvbandwidth,
+    judge_nvidia_smi, judge_nvlink, judge_topo,
 };
 
 const ROOT: &str = "tests/fixtures/judge";
@@ -200,6 +201,58 @@ const EXPECTED: &[(&str, &str, Verdict, &str)] = &[
         Verdict::Pass,
         "",
     ),
+    (
+        "nvidia-smi",
+        "nvidia-smi_default_8xH100-80GB-HBM3_560.35.03.txt",
+        Verdict::Pass,
+        "",
+    ),
+    ("nvlink", "nvlink-s_1xH100_18links.txt", Verdict::Pass, ""),
+    (
+        "nvlink",
+        "dcgmi-nvlink-s_8gpu_12links_all-up.txt",
+        Verdict::Pass,
+        "",
+    ),
+    (
+        "topo",
+        "topo-m_1xH100_vm_ansi-escapes.txt",
+        Verdict::Pass,
+        "",
+    ),
+    ("topo", "topo-m_8xB200_8nic_gke-a4.txt", Verdict::Pass, ""),
+    (
+        "topo",
+        "topo-m_8xHopper-NV18_8ib-5eth-nics_mlx5_ibN-naming.txt",
+        Verdict::Pass,
+        "",
+    ),
+    (
+        // NV1/NV2/SYS mix of a V100 hybrid cube mesh: whole, so it passes
+        // without a profile (an HGX H100 profile would fail it).
+        "topo",
+        "topo-m_8xV100-SXM2_hybrid-cube-mesh_old-format_issue37.txt",
+        Verdict::Pass,
+        "",
+    ),
+    (
+        "aznhc",
+        "aznhc_run_nd96isr_h100_v5_all-pass.txt",
+        Verdict::Pass,
+        "",
+    ),
+    (
+        "aznhc",
+        "aznhc_fail_check_gpu_bw_p2p-below-threshold.txt",
+        Verdict::Fail,
+        "NHC check_gpu_bw: P2P test on GPU 1 to GPU 0 failed. Bandwidth 162.45 is less than 335 (FaultCode NHC2020)",
+    ),
+    (
+        "aznhc",
+        "aznhc_fail_nccl_allreduce_rc3.txt",
+        Verdict::Fail,
+        "NHC collect_nccl_allreduce_data: nccl_allreduce returned error code 3 (FaultCode NHCNA)",
+    ),
 ];
 
 /// Fixtures that are fragments of an output: each must be refused (exit 2),
@@ -219,16 +272,19 @@ const FRAGMENTS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// The tool directories under tests/fixtures/judge.
-const DIRS: &[&str] = &[
-    "nccl-tests",
-    "gpu-burn",
-    "dcgmi-diag",
-    "nvidia-smi",
-    "dmesg",
-    "gpu-fryer",
-    "nvbandwidth",
-    "ib_write_bw",
+/// The judge kind (`Judgement::kind`) for each fixture directory.
+const KINDS: &[(&str, &str)] = &[
+    ("nccl-tests", "nccl-tests"),
+    ("gpu-burn", "gpu-burn"),
+    ("dcgmi-diag", "dcgm"),
+    ("nvidia-smi", "nvidia-smi"),
+    ("dmesg", "dmesg"),
+    ("gpu-fryer", "gpu-fryer"),
+    ("nvbandwidth", "nvbandwidth"),
+    ("ib_write_bw", "ib-write-bw"),
+    ("nvlink", "nvlink"),
+    ("topo", "topo"),
+    ("aznhc", "aznhc"),
 ];
 
 fn read(dir: &str, file: &str) -> String {
@@ -246,6 +302,9 @@ fn judge_as(dir: &str, text: &str) -> Result<Judgement, ParseError> {
         "gpu-fryer" => judge_gpu_fryer(text, DEFAULT_MAX_SPREAD_PCT),
         "nvbandwidth" => judge_nvbandwidth(text, &NvbandwidthFloors::default()),
         "ib_write_bw" => judge_ib_write_bw(text, None),
+        "nvlink" => judge_nvlink(text, &NvlinkLimits::default()),
+        "topo" => judge_topo(text, &TopoLimits::default()),
+        "aznhc" => judge_aznhc(text),
         other => panic!("no judge for {other}"),
     }
 }
@@ -261,12 +320,23 @@ fn judge(dir: &str, file: &str, floor: Option<f64>) -> Judgement {
 
 #[test]
 fn every_fixture_has_an_expectation() {
+    // Every file under every folder, so a new folder without a judge fails
+    // here too.
     let mut on_disk = BTreeSet::new();
-    for dir in DIRS {
-        for entry in std::fs::read_dir(Path::new(ROOT).join(dir)).unwrap() {
+    for dir in std::fs::read_dir(ROOT).unwrap() {
+        let dir = dir.unwrap();
+        if !dir.file_type().unwrap().is_dir() {
+            continue;
+        }
+        let dir_name = dir.file_name().into_string().unwrap();
+        assert!(
+            KINDS.iter().any(|(d, _)| *d == dir_name),
+            "no judge kind listed for fixture folder {dir_name}"
+        );
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
             let name = entry.unwrap().file_name().into_string().unwrap();
             if name != "SOURCES.md" {
-                on_disk.insert(((*dir).to_owned(), name));
+                on_disk.insert((dir_name.clone(), name));
             }
         }
     }
@@ -286,6 +356,8 @@ fn every_fixture_has_an_expectation() {
 fn every_fixture_gets_its_verdict() {
     for (dir, file, verdict, reason) in EXPECTED {
         let j = judge(dir, file, None);
+        let kind = KINDS.iter().find(|(d, _)| d == dir).map(|(_, k)| *k);
+        assert_eq!(Some(j.kind), kind, "{dir}/{file}");
         assert_eq!(j.verdict, *verdict, "{dir}/{file}: {:?}", j.reasons);
         if *verdict == Verdict::Pass {
             assert!(j.reasons.is_empty(), "{dir}/{file}: {:?}", j.reasons);
@@ -613,5 +685,125 @@ fn ib_write_bw_floor_and_units() {
     assert_eq!(
         j.reasons,
         ["ib_write_bw failed: Couldn't connect to 10.6.145.32:18515"]
+    );
+}
+
+#[test]
+fn nvlink_against_an_h100_profile() {
+    let h100 = NvlinkLimits {
+        links_per_gpu: Some(18),
+        link_gbps: Some(26.562),
+    };
+    let smi = read("nvlink", "nvlink-s_1xH100_18links.txt");
+    let j = judge_nvlink(&smi, &h100).unwrap();
+    assert_eq!(j.verdict, Verdict::Pass, "{:?}", j.reasons);
+    assert_eq!(j.metrics["per_gpu"][0]["up"], 18);
+    // A link dropped to <inactive> names the GPU and the link.
+    let down = smi.replace("Link 7: 26.562 GB/s", "Link 7: <inactive>");
+    let j = judge_nvlink(&down, &h100).unwrap();
+    assert_eq!(j.verdict, Verdict::Fail);
+    assert!(
+        j.reasons[0].starts_with("GPU 0 (NVIDIA H100 80GB HBM3): NVLink 7 is down"),
+        "{:?}",
+        j.reasons
+    );
+    // An A100-class board (12 links) is not an H100 board.
+    let dcgmi = read("nvlink", "dcgmi-nvlink-s_8gpu_12links_all-up.txt");
+    let j = judge_nvlink(&dcgmi, &h100).unwrap();
+    assert_eq!(j.verdict, Verdict::Fail);
+    assert_eq!(j.reasons[0], "GPU 0: 12 NVLinks up, expected 18");
+    assert_eq!(j.metrics["format"], "dcgmi");
+}
+
+#[test]
+fn topo_against_an_hgx_profile() {
+    let hgx = TopoLimits {
+        gpu_count: Some(8),
+        nvlinks_per_pair: Some(18),
+        compute_nics: Some(8),
+    };
+    for file in [
+        "topo-m_8xB200_8nic_gke-a4.txt",
+        "topo-m_8xHopper-NV18_8ib-5eth-nics_mlx5_ibN-naming.txt",
+    ] {
+        let j = judge_topo(&read("topo", file), &hgx).unwrap();
+        assert_eq!(j.verdict, Verdict::Pass, "{file}: {:?}", j.reasons);
+        assert_eq!(j.metrics["gpus"], 8);
+    }
+    let v100 = read(
+        "topo",
+        "topo-m_8xV100-SXM2_hybrid-cube-mesh_old-format_issue37.txt",
+    );
+    let j = judge_topo(&v100, &hgx).unwrap();
+    assert_eq!(j.verdict, Verdict::Fail);
+    assert!(
+        j.reasons[0].starts_with("GPU0: expected NV18 to every GPU, found GPU1 NV1"),
+        "{:?}",
+        j.reasons
+    );
+    let vm = read("topo", "topo-m_1xH100_vm_ansi-escapes.txt");
+    let j = judge_topo(&vm, &hgx).unwrap();
+    assert!(j.reasons[0].starts_with("topo -m shows 1 GPUs, expected 8"));
+    // A cut matrix (the last GPU row half gone) is not a pass.
+    let b200 = read("topo", "topo-m_8xB200_8nic_gke-a4.txt");
+    let cut: String = b200
+        .lines()
+        .take(8)
+        .chain(["GPU7    NV18    NV18"])
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let j = judge_topo(&cut, &TopoLimits::default()).unwrap();
+    assert_eq!(j.verdict, Verdict::Unknown, "{:?}", j.reasons);
+}
+
+#[test]
+fn nvidia_smi_table_reads_each_gpu() {
+    let text = read(
+        "nvidia-smi",
+        "nvidia-smi_default_8xH100-80GB-HBM3_560.35.03.txt",
+    );
+    let limits = NvidiaSmiLimits {
+        gpu_count: Some(8),
+        model: Some("NVIDIA H100 80GB HBM3".to_owned()),
+        max_temp_c: Some(85),
+        ..NvidiaSmiLimits::default()
+    };
+    let j = judge_nvidia_smi(&text, &limits).unwrap();
+    assert_eq!(j.verdict, Verdict::Pass, "{:?}", j.reasons);
+    assert_eq!(j.metrics["format"], "table");
+    assert_eq!(j.metrics["driver"], "560.35.03");
+    assert_eq!(j.metrics["per_gpu"][7]["bus_id"], "00000000:DB:00.0");
+    assert_eq!(j.metrics["per_gpu"][0]["temp_c"], 38.0);
+    let hot = judge_nvidia_smi(
+        &text,
+        &NvidiaSmiLimits {
+            max_temp_c: Some(37),
+            ..NvidiaSmiLimits::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(hot.reasons.len(), 2, "{:?}", hot.reasons);
+    assert!(hot.reasons[0].starts_with("GPU 0 (00000000:19:00.0): 38 C, above the 37 C limit"));
+    let ecc = text.replacen(
+        "00000000:19:00.0 Off |                    0",
+        "00000000:19:00.0 Off |                    3",
+        1,
+    );
+    let j = judge_nvidia_smi(&ecc, &NvidiaSmiLimits::default()).unwrap();
+    assert_eq!(j.verdict, Verdict::Fail);
+    assert!(j.reasons[0].contains("3 uncorrectable ECC errors (volatile)"));
+}
+
+#[test]
+fn aznhc_metrics() {
+    let j = judge_aznhc(&read("aznhc", "aznhc_run_nd96isr_h100_v5_all-pass.txt")).unwrap();
+    assert_eq!(j.metrics["nccl_allreduce_gbps"], 480.318);
+    assert_eq!(j.metrics["ib_write_bw_gbps"]["mlx5_ib0"], 392.82);
+    assert_eq!(j.metrics["exit_code"], 0);
+    assert!(
+        j.metrics["passed"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("check_gpu_xid"))
     );
 }

@@ -416,7 +416,7 @@ pub enum JudgeKind {
     GpuBurn,
     /// `dcgmi diag` (table or `-j` JSON).
     Dcgm,
-    /// `nvidia-smi -q`, `-q -x` or `--query-gpu=… --format=csv`.
+    /// `nvidia-smi` (default table), `-q`, `-q -x` or `--query-gpu=… --format=csv`.
     NvidiaSmi,
     /// A kernel log (`dmesg`, `journalctl -k`): Xid and SXid lines.
     Dmesg,
@@ -426,6 +426,12 @@ pub enum JudgeKind {
     Nvbandwidth,
     /// perftest's ib_write_bw.
     IbWriteBw,
+    /// `nvidia-smi nvlink -s` or `dcgmi nvlink -s`.
+    Nvlink,
+    /// `nvidia-smi topo -m`.
+    Topo,
+    /// Azure HPC node health checks (azurehpc-health-checks) log.
+    Aznhc,
 }
 
 /// `kiln judge`

@@ -6,13 +6,14 @@ use std::io::Read;
 use anyhow::Context as _;
 
 use super::Ctx;
+use crate::acceptance::limits;
 use crate::cli::{JudgeArgs, JudgeKind};
 use crate::diag::did_you_mean;
 use crate::exit::{BadInput, ExitStatus};
 use crate::judge::{
-    DEFAULT_FATAL_XIDS, DEFAULT_MAX_SPREAD_PCT, Judgement, NvbandwidthFloors, NvidiaSmiLimits,
-    Verdict, judge_dcgm, judge_dmesg, judge_gpu_burn, judge_gpu_fryer, judge_ib_write_bw,
-    judge_nccl, judge_nvbandwidth, judge_nvidia_smi,
+    DEFAULT_FATAL_XIDS, DEFAULT_MAX_SPREAD_PCT, Judgement, Verdict, judge_aznhc, judge_dcgm,
+    judge_dmesg, judge_gpu_burn, judge_gpu_fryer, judge_ib_write_bw, judge_nccl, judge_nvbandwidth,
+    judge_nvidia_smi, judge_nvlink, judge_topo,
 };
 use crate::profiles::HardwareProfile;
 
@@ -32,7 +33,12 @@ pub fn run(ctx: &Ctx, args: &JudgeArgs) -> anyhow::Result<ExitStatus> {
         // The profile's DCGM level decides which tests run, not how a
         // result reads: a Fail is a Fail at any level.
         JudgeKind::Dcgm => judge_dcgm(&text),
-        JudgeKind::NvidiaSmi => judge_nvidia_smi(&text, &nvidia_smi_limits(profile.as_ref())),
+        JudgeKind::NvidiaSmi => judge_nvidia_smi(
+            &text,
+            // A capture is not known to be under load: a slow PCIe link is
+            // a warning and temperature is left to the burn-in.
+            &limits::nvidia_smi(profile.as_ref(), false),
+        ),
         JudgeKind::Dmesg => match &profile {
             Some(p) => judge_dmesg(&text, &p.xid.fail),
             None => judge_dmesg(&text, DEFAULT_FATAL_XIDS),
@@ -43,19 +49,13 @@ pub fn run(ctx: &Ctx, args: &JudgeArgs) -> anyhow::Result<ExitStatus> {
                 .as_ref()
                 .map_or(DEFAULT_MAX_SPREAD_PCT, |p| p.burnin.max_spread_pct),
         ),
-        JudgeKind::Nvbandwidth => judge_nvbandwidth(
-            &text,
-            &profile
-                .as_ref()
-                .map_or(NvbandwidthFloors::default(), |p| NvbandwidthFloors {
-                    h2d_gbps: Some(p.nvbandwidth.h2d_gbps),
-                    d2h_gbps: Some(p.nvbandwidth.d2h_gbps),
-                    d2d_read_gbps: Some(p.nvbandwidth.d2d_gbps),
-                }),
-        ),
+        JudgeKind::Nvbandwidth => judge_nvbandwidth(&text, &limits::nvbandwidth(profile.as_ref())),
         JudgeKind::IbWriteBw => {
             judge_ib_write_bw(&text, profile.as_ref().map(|p| p.ib_write_bw.min_gbps))
         }
+        JudgeKind::Nvlink => judge_nvlink(&text, &limits::nvlink(profile.as_ref())),
+        JudgeKind::Topo => judge_topo(&text, &limits::topo(profile.as_ref())),
+        JudgeKind::Aznhc => judge_aznhc(&text),
     };
     let judgement = match judged {
         Ok(j) => j,
@@ -122,27 +122,7 @@ fn judge_nccl_with(
     };
     let first = judge_nccl(text, None)?;
     let gpus = first.metrics["gpus"].as_u64().unwrap_or(0);
-    let floor = if gpus > u64::from(profile.gpu.count) {
-        profile.nccl.cross_node_busbw_gbps
-    } else {
-        profile.nccl.in_node_busbw_gbps
-    };
-    judge_nccl(text, Some(floor))
-}
-
-/// The profile's GPU count, model and PCIe link. A capture judged here
-/// is not known to be under load, so a slow link is a warning.
-fn nvidia_smi_limits(profile: Option<&HardwareProfile>) -> NvidiaSmiLimits {
-    match profile {
-        None => NvidiaSmiLimits::default(),
-        Some(p) => NvidiaSmiLimits {
-            gpu_count: Some(p.gpu.count),
-            model: Some(p.gpu.model.clone()),
-            pcie_gen: Some(p.gpu.pcie.generation),
-            pcie_width: Some(p.gpu.pcie.width),
-            under_load: false,
-        },
-    }
+    judge_nccl(text, Some(limits::nccl_floor(profile, gpus)))
 }
 
 fn render(j: &Judgement) -> String {

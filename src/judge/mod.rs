@@ -10,6 +10,7 @@
 //! [`ParseError`], never a pass: an acceptance gate must not wave through
 //! output it did not understand.
 
+mod aznhc;
 mod dcgm;
 mod dmesg;
 mod gpu_burn;
@@ -18,8 +19,11 @@ mod ib_write_bw;
 mod nccl;
 mod nvbandwidth;
 mod nvidia_smi;
+mod nvlink;
+mod topo;
 mod xml;
 
+pub use aznhc::judge_aznhc;
 pub use dcgm::judge_dcgm;
 pub use dmesg::{DEFAULT_FATAL_XIDS, judge_dmesg};
 pub use gpu_burn::judge_gpu_burn;
@@ -28,6 +32,8 @@ pub use ib_write_bw::judge_ib_write_bw;
 pub use nccl::judge_nccl;
 pub use nvbandwidth::{NvbandwidthFloors, judge_nvbandwidth};
 pub use nvidia_smi::{NvidiaSmiLimits, judge_nvidia_smi};
+pub use nvlink::{NvlinkLimits, judge_nvlink};
+pub use topo::{TopoLimits, judge_topo};
 
 use serde::Serialize;
 

@@ -32,6 +32,9 @@ pub struct NvidiaSmiLimits {
     /// below its maximum only fails a node under load; otherwise it is a
     /// warning. The caller knows when it captured; the output does not say.
     pub under_load: bool,
+    /// GPU temperature that fails the node, °C (the profile's burn-in
+    /// limit); only meaningful for a capture taken under load.
+    pub max_temp_c: Option<u32>,
 }
 
 /// One GPU's fields.
@@ -194,6 +197,106 @@ fn parse_xml(text: &str) -> Option<Parsed> {
     Some(p)
 }
 
+/// The default `nvidia-smi` table: per GPU a row `| IDX NAME PERSIST | BUS
+/// DISP | ECC |` and a row `| FAN TEMP PERF PWR/CAP | MEM | UTIL MODE |`.
+/// Only what the table shows is read: name, bus id, volatile uncorrectable
+/// ECC, temperature, power, and `ERR!` cells.
+fn parse_table(text: &str) -> Option<Parsed> {
+    if !text.contains("NVIDIA-SMI") || !text.contains("Driver Version") {
+        return None;
+    }
+    let mut p = Parsed {
+        format: "table",
+        ..Parsed::default()
+    };
+    let mut in_gpus = false;
+    let mut second_row = false;
+    for line in split_lines(text) {
+        let t = line.trim();
+        if let Some((_, rest)) = t.split_once("Driver Version:") {
+            p.driver = rest.split_whitespace().next().map(str::to_owned);
+            continue;
+        }
+        if t.starts_with("|=") {
+            // The first `|===` line opens the GPU rows; the Processes
+            // table has its own.
+            in_gpus = p.gpus.is_empty() && !in_gpus;
+            continue;
+        }
+        if t.starts_with("+-") && t.ends_with('+') && !p.gpus.is_empty() {
+            second_row = false;
+            continue;
+        }
+        if t.is_empty() || t.starts_with("| Processes") {
+            if !p.gpus.is_empty() {
+                in_gpus = false;
+            }
+            continue;
+        }
+        if !in_gpus || !t.starts_with('|') {
+            continue;
+        }
+        let cells: Vec<&str> = t.trim_matches('|').split('|').map(str::trim).collect();
+        if cells.len() < 3 {
+            continue;
+        }
+        let first: Vec<&str> = cells[0].split_whitespace().collect();
+        let index = first.first().and_then(|i| i.parse::<u32>().ok());
+        let bus = cells[1].split_whitespace().next().filter(|b| is_bus_id(b));
+        match (index, bus) {
+            (Some(index), Some(bus)) if first.len() >= 2 => {
+                let name = first[1..first.len() - 1].join(" ");
+                let mut fields = vec![
+                    ("index".to_owned(), index.to_string()),
+                    ("name".to_owned(), name),
+                    (
+                        "persistence_mode".to_owned(),
+                        first[first.len() - 1].to_owned(),
+                    ),
+                    (
+                        "ecc_errors/volatile/uncorrectable".to_owned(),
+                        cells[2].to_owned(),
+                    ),
+                ];
+                if cells.iter().any(|c| c.contains("ERR!")) {
+                    fields.push(("table_error".to_owned(), "ERR!".to_owned()));
+                }
+                p.gpus.push(Gpu {
+                    bus_id: Some(bus.to_owned()),
+                    fields,
+                });
+                second_row = true;
+            }
+            _ if second_row => {
+                let Some(gpu) = p.gpus.last_mut() else {
+                    continue;
+                };
+                let words: Vec<&str> = cells[0].split_whitespace().collect();
+                if let Some(temp) = words
+                    .iter()
+                    .find(|w| w.ends_with('C') && w[..w.len() - 1].parse::<u32>().is_ok())
+                {
+                    gpu.fields.push((
+                        "temperature/gpu_current_temp".to_owned(),
+                        format!("{} C", &temp[..temp.len() - 1]),
+                    ));
+                }
+                if let Some(power) = words.iter().find(|w| w.ends_with('W')) {
+                    gpu.fields
+                        .push(("power_readings/power_draw".to_owned(), (*power).to_owned()));
+                }
+                if cells.iter().any(|c| c.contains("ERR!")) {
+                    gpu.fields
+                        .push(("table_error".to_owned(), "ERR!".to_owned()));
+                }
+                second_row = false;
+            }
+            _ => {}
+        }
+    }
+    Some(p)
+}
+
 /// `--query-gpu=... --format=csv`: a header of field names (with ` [unit]`
 /// suffixes) and one row per GPU.
 fn parse_csv(text: &str) -> Option<Parsed> {
@@ -275,7 +378,8 @@ fn number(v: &str) -> Option<u32> {
     v.trim().trim_end_matches('x').parse().ok()
 }
 
-/// Judges nvidia-smi output (`-q`, `-q -x` or `--query-gpu` CSV).
+/// Judges nvidia-smi output (`-q`, `-q -x`, `--query-gpu` CSV or the
+/// default table).
 ///
 /// Integrity (man page, nvidia-smi(1)): uncorrectable ECC errors, volatile
 /// or aggregate, above 0; a row remapping pending (needs a GPU reset) or a
@@ -288,11 +392,12 @@ fn number(v: &str) -> Option<u32> {
 /// With `limits`: the GPU count and model, and each GPU's PCIe generation
 /// and width (see [`NvidiaSmiLimits::under_load`]).
 ///
-/// Metrics: `format` (`q`, `xml`, `csv`), `driver`, `attached`, `gpus`,
+/// Metrics: `format` (`q`, `xml`, `csv`, `table`), `driver`, `attached`, `gpus`,
 /// `per_gpu` (`gpu`, `bus_id`, `serial`, `name`, `ecc_uncorrectable_volatile`,
 /// `ecc_uncorrectable_aggregate`, `pcie_gen`, `pcie_width`), `warnings`.
 pub fn judge_nvidia_smi(text: &str, limits: &NvidiaSmiLimits) -> Result<Judgement, ParseError> {
     let p = parse_xml(text)
+        .or_else(|| parse_table(text))
         .or_else(|| parse_text(text))
         .or_else(|| parse_csv(text))
         .filter(|p| !p.gpus.is_empty() || p.attached.is_some())
@@ -379,6 +484,15 @@ pub fn judge_nvidia_smi(text: &str, limits: &NvidiaSmiLimits) -> Result<Judgemen
                 leaf(p)
             ));
         }
+        // The table prints ERR! where NVML could not read a value (nvidia-smi
+        // man page: a field it cannot query is shown as an error, not 0);
+        // on a new node that is a GPU in trouble (NVIDIA "GPU Debug
+        // Guidelines": check dmesg for an Xid and run nvidia-bug-report).
+        if gpu.fields.iter().any(|(p, _)| p == "table_error") {
+            failures.push(format!(
+                "{who}: nvidia-smi shows ERR!: check dmesg for Xid errors"
+            ));
+        }
         if gpu
             .fields
             .iter()
@@ -414,6 +528,24 @@ pub fn judge_nvidia_smi(text: &str, limits: &NvidiaSmiLimits) -> Result<Judgemen
             ));
         }
 
+        let temp = gpu
+            .fields
+            .iter()
+            .find(|(p, _)| {
+                p.starts_with("temperature/")
+                    && ["gpu_current_temp", "gpu_temp", "gpu"].contains(&leaf(p))
+            })
+            .and_then(|(_, v)| v.split_whitespace().next()?.parse::<f64>().ok());
+        // Above the profile's limit the GPU is at or near its slowdown
+        // temperature (nvidia-smi -q "GPU Max Operating Temp"): cooling or
+        // airflow is not keeping up.
+        if let (Some(max), Some(t)) = (limits.max_temp_c, temp)
+            && t > f64::from(max)
+        {
+            failures.push(format!(
+                "{who}: {t} C, above the {max} C limit: check cooling and airflow"
+            ));
+        }
         let name = gpu.name();
         if let (Some(want), Some(got)) = (&limits.model, name)
             && want != got
@@ -466,6 +598,7 @@ pub fn judge_nvidia_smi(text: &str, limits: &NvidiaSmiLimits) -> Result<Judgemen
             "ecc_uncorrectable_aggregate": aggregate,
             "pcie_gen": gen_now,
             "pcie_width": width_now,
+            "temp_c": temp,
         }));
     }
 
