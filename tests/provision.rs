@@ -138,7 +138,7 @@ fn preflight_fails_exactly_the_faulty_node_and_the_journal_keeps_the_run() {
         .iter()
         .map(|s| s["step"].as_str().unwrap())
         .collect();
-    assert_eq!(steps, ["bmc", "host", "gpus", "firmware"]);
+    assert_eq!(steps, ["bmc", "host", "gpus", "firmware", "power-on"]);
     assert!(
         n1["steps"][0]["detail"]
             .as_str()
@@ -232,7 +232,7 @@ fn a_run_killed_mid_way_resumes_without_repeating_finished_steps() {
     let before = newest(&rack);
     assert_eq!(before["run"]["state"], "running", "{before}");
     let done_before = ended_steps(&before);
-    let total_steps = 6 * 4 - 1; // t-n04 stops at its gpus step
+    let total_steps = 6 * 5 - 2; // t-n04 stops at its gpus step
     assert!(
         done_before.len() < total_steps,
         "the run ended before it was killed"

@@ -367,7 +367,8 @@ pub async fn nccl_rack(
         })
         .await;
     match outcome {
-        Ok(o) | Err(Stop::Failed { outcome: o, .. }) => Ok(RackNccl::from_outcome(o)),
+        Ok(o) => Ok(RackNccl::from_outcome(o)),
+        Err(Stop::Failed { outcome, .. }) => Ok(RackNccl::from_outcome(*outcome)),
         Err(e @ Stop::Interrupted(_)) => Err(e),
     }
 }
@@ -503,7 +504,8 @@ pub async fn nccl_pairs(
         })
         .await;
     match outcome {
-        Ok(o) | Err(Stop::Failed { outcome: o, .. }) => Ok(RackNccl::from_outcome(o)),
+        Ok(o) => Ok(RackNccl::from_outcome(o)),
+        Err(Stop::Failed { outcome, .. }) => Ok(RackNccl::from_outcome(*outcome)),
         Err(e @ Stop::Interrupted(_)) => Err(e),
     }
 }

@@ -518,6 +518,17 @@ pub enum ProfileCommand {
 /// `kiln bench …`
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// A whole simulated site (racks of 8) through `kiln provision
+    /// --stages preflight`, power-on waves included, against one node
+    /// alone plus its rack's wave waits; reports the ratio and peak memory.
+    Fleet {
+        /// Nodes in the site.
+        #[arg(long, default_value_t = 12_500)]
+        nodes: u32,
+        /// Latency each simulated BMC adds to every response.
+        #[arg(long, value_name = "D", default_value = "200ms", value_parser = parse_duration)]
+        latency: std::time::Duration,
+    },
     /// Time checking a generated site against parsing the same YAML alone.
     Inventory {
         /// Nodes in the generated site (racks of 20).

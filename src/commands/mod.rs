@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod bench_bmc;
+pub mod bench_fleet;
 pub mod bench_ssh;
 pub mod bmc;
 pub mod demo;

@@ -27,6 +27,9 @@ use crate::pipeline::progress::{Mode, Progress, rfc3339};
 use crate::pipeline::record::{NodeRecord, NodeVerdict, RunInfo, RunRecord, RunState};
 use crate::pipeline::stages::{self, Stage};
 use crate::pipeline::step::now_ms;
+use crate::ssh::auth::Credentials;
+use crate::ssh::hostkeys::{Verifier, store_path};
+use crate::ssh::{Client, ClientOptions, Pool, Remote, Target};
 
 /// What to run: the command's flags, independent of clap so `kiln demo`
 /// and the fleet benchmark can ask for runs too.
@@ -243,6 +246,7 @@ pub async fn execute(
         limits.concurrency = c.max(1);
     }
     let gates = Arc::new(Gates::new(&limits));
+    let pool = ssh_pool(inventory_path);
     let contexts: Vec<Arc<NodeCx>> = nodes
         .iter()
         .zip(&clients)
@@ -253,6 +257,10 @@ pub async fn execute(
                 run_dir.clone(),
                 Arc::clone(&gates),
                 Arc::clone(client),
+                Remote::Ssh {
+                    pool: Arc::clone(&pool),
+                    target: Target::from_node(node),
+                },
             ))
         })
         .collect();
@@ -304,10 +312,14 @@ pub async fn execute(
     })
     .await;
     watcher.abort();
-    // Sessions are closed even when the run failed.
+    // Sessions are closed even when the run failed, all at once: one by
+    // one, a site's slow BMCs would add minutes.
+    let mut logouts = tokio::task::JoinSet::new();
     for client in &clients {
-        client.logout().await;
+        let client = Arc::clone(client);
+        logouts.spawn(async move { client.logout().await });
     }
+    while logouts.join_next().await.is_some() {}
     let record = record?;
     progress.json_line(&json!({
         "event": "run_finished", "at": now_ms(), "run": record.run.id,
@@ -317,6 +329,21 @@ pub async fn execute(
         record,
         state: state.to_path_buf(),
     }))
+}
+
+/// One SSH pool for the run: host keys verified against kiln's records
+/// (and each node's own known_hosts file); never trust on first use.
+fn ssh_pool(inventory_path: &Path) -> Arc<Pool> {
+    let dir = inventory_path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let verifier = Verifier::new(Verifier::default_files(), Some(store_path(&dir)), false);
+    Arc::new(Pool::new(Client::new(
+        Arc::new(verifier),
+        Arc::new(Credentials::new()),
+        ClientOptions::default(),
+    )))
 }
 
 /// Ctrl-C once: finish running steps, start nothing new. Twice: record

@@ -12,9 +12,13 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use tokio::task::JoinSet;
 
+use crate::acceptance;
+use crate::acceptance::burnin::BurninOptions;
+use crate::acceptance::nccl::{NcclOptions, RackNccl};
 use crate::pipeline::gates::Gates;
 use crate::pipeline::journal::RunJournal;
 use crate::pipeline::node::NodeCx;
@@ -22,6 +26,7 @@ use crate::pipeline::preflight;
 use crate::pipeline::progress::Progress;
 use crate::pipeline::record::{NodeVerdict, RunRecord, RunState, StepRecord, StepStatus, UnixMs};
 use crate::pipeline::stages::{Scope, Stage};
+use crate::pipeline::step::Outcome;
 use crate::pipeline::step::{StepSink, Steps, Stop};
 
 /// Everything a run needs, built by the command.
@@ -192,8 +197,12 @@ async fn run_rack(setup: Arc<Setup>, sink: Arc<dyn StepSink>, nodes: Vec<Arc<Nod
                 alive = next;
             }
             Scope::Rack => {
-                // No rack-scoped stage is built yet; `Stage::scope` says
-                // Node for all of them until the cross-node NCCL stage lands.
+                for &stage in &stages {
+                    let (survivors, stopped) =
+                        rack_stage(&setup, &sink, stage, std::mem::take(&mut alive)).await;
+                    interrupted |= stopped;
+                    alive = survivors;
+                }
             }
         }
     }
@@ -238,9 +247,25 @@ async fn run_node(
         );
         let result = match stage {
             Stage::Preflight => preflight::run(cx, &mut steps).await,
+            Stage::Burnin => acceptance::burnin(
+                &cx.acceptance(),
+                &mut steps,
+                &cx.hardware,
+                &BurninOptions::for_profile(&cx.hardware),
+            )
+            .await
+            .map(drop),
+            Stage::Nccl => acceptance::nccl_node(
+                &cx.acceptance(),
+                &mut steps,
+                &cx.hardware,
+                &NcclOptions::for_profile(&cx.hardware),
+            )
+            .await
+            .map(drop),
             other => Err(Stop::Failed {
                 step: "start",
-                outcome: Box::new(crate::pipeline::step::Outcome::failed(format!(
+                outcome: Box::new(Outcome::failed(format!(
                     "stage {other} is not built into this kiln"
                 ))),
             }),
@@ -249,38 +274,230 @@ async fn run_node(
             Ok(()) => {}
             Err(Stop::Interrupted(_)) => return NodeEnd::Interrupted,
             Err(Stop::Failed { step, outcome }) => {
-                let verdict = if outcome.status == StepStatus::Unverified {
-                    NodeVerdict::Unverified
-                } else {
-                    NodeVerdict::Failed
-                };
-                let reasons = if outcome.reasons.is_empty() {
-                    vec![outcome.detail.clone()]
-                } else {
-                    outcome.reasons.clone()
-                };
-                setup
-                    .journal
-                    .set_verdict(&cx.node.name, verdict, Some(stage.name()), &reasons);
-                setup.journal.event(
-                    Some(&cx.node.name),
-                    verdict.word(),
-                    &format!("{stage}/{step}: {}", reasons.join("; ")),
-                );
-                setup.progress.node_finished(
-                    &cx.node.name,
-                    &cx.node.rack,
-                    verdict,
-                    Some(stage.name()),
-                    &reasons,
-                );
-                if setup.fail_fast {
-                    setup.stopping.store(true, Ordering::SeqCst);
-                    setup.gates.close();
-                }
+                fail_node(setup, cx, stage, step, &outcome);
                 return NodeEnd::Stopped;
             }
         }
     }
     NodeEnd::Passed
+}
+
+/// Records a node's failure: verdict, event, progress; with fail-fast,
+/// stops the run.
+fn fail_node(setup: &Setup, cx: &NodeCx, stage: Stage, step: &str, outcome: &Outcome) {
+    let verdict = if outcome.status == StepStatus::Unverified {
+        NodeVerdict::Unverified
+    } else {
+        NodeVerdict::Failed
+    };
+    let reasons = if outcome.reasons.is_empty() {
+        vec![outcome.detail.clone()]
+    } else {
+        outcome.reasons.clone()
+    };
+    setup
+        .journal
+        .set_verdict(&cx.node.name, verdict, Some(stage.name()), &reasons);
+    setup.journal.event(
+        Some(&cx.node.name),
+        verdict.word(),
+        &format!("{stage}/{step}: {}", reasons.join("; ")),
+    );
+    setup.progress.node_finished(
+        &cx.node.name,
+        &cx.node.rack,
+        verdict,
+        Some(stage.name()),
+        &reasons,
+    );
+    if setup.fail_fast {
+        setup.stopping.store(true, Ordering::SeqCst);
+        setup.gates.close();
+    }
+}
+
+/// A rack-scoped stage: each node's own part (as a node stage), then the
+/// rack's part over the nodes that passed theirs. Returns the survivors
+/// and whether a stop left some node pending.
+async fn rack_stage(
+    setup: &Arc<Setup>,
+    sink: &Arc<dyn StepSink>,
+    stage: Stage,
+    nodes: Vec<Arc<NodeCx>>,
+) -> (Vec<Arc<NodeCx>>, bool) {
+    let mut interrupted = false;
+    let mut tasks = JoinSet::new();
+    for (i, cx) in nodes.iter().enumerate() {
+        let (setup, sink, cx) = (Arc::clone(setup), Arc::clone(sink), Arc::clone(cx));
+        tasks.spawn(async move {
+            let end = run_node(&setup, &sink, &cx, &[stage]).await;
+            (i, end)
+        });
+    }
+    let mut passed = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok((i, NodeEnd::Passed)) => passed.push(i),
+            Ok((_, NodeEnd::Stopped)) => {}
+            Ok((_, NodeEnd::Interrupted)) | Err(_) => interrupted = true,
+        }
+    }
+    passed.sort_unstable();
+    let survivors: Vec<Arc<NodeCx>> = passed.into_iter().map(|i| Arc::clone(&nodes[i])).collect();
+    if survivors.is_empty() || setup.stopping.load(Ordering::SeqCst) {
+        let pending = !survivors.is_empty();
+        return (survivors, interrupted || pending);
+    }
+    // Nodes of one rack normally share a profile; compare like with like.
+    let mut groups: Vec<(String, Vec<Arc<NodeCx>>)> = Vec::new();
+    for cx in survivors {
+        match groups.iter_mut().find(|(hw, _)| *hw == cx.node.hardware) {
+            Some((_, g)) => g.push(cx),
+            None => groups.push((cx.node.hardware.clone(), vec![cx])),
+        }
+    }
+    let mut out = Vec::new();
+    for (_, group) in groups {
+        let verdicts = match stage {
+            Stage::Burnin => burnin_rack(setup, sink, &group).await,
+            Stage::Nccl => nccl_rack(setup, sink, &group).await,
+            _ => Ok(HashMap::new()),
+        };
+        let verdicts = match verdicts {
+            Ok(v) => v,
+            Err(()) => {
+                interrupted = true;
+                continue;
+            }
+        };
+        for cx in group {
+            let outcome = verdicts
+                .get(&cx.node.name)
+                .cloned()
+                .unwrap_or_else(|| Outcome::done("passed the rack's checks"));
+            let mut steps = Steps::new(
+                cx.node.name.clone(),
+                stage.name(),
+                Arc::clone(sink),
+                Arc::clone(&setup.stopping),
+            );
+            let step = match stage {
+                Stage::Burnin => "rack-median",
+                _ => "rack",
+            };
+            match steps
+                .run(step, Duration::from_secs(5), || async { Ok(outcome) })
+                .await
+            {
+                Ok(_) => out.push(cx),
+                Err(Stop::Interrupted(_)) => interrupted = true,
+                Err(Stop::Failed { step, outcome }) => fail_node(setup, &cx, stage, step, &outcome),
+            }
+        }
+    }
+    (out, interrupted)
+}
+
+/// Burn-in's rack part: each GPU's throughput against the rack's median.
+/// The per-node numbers come from the journal, so a resumed run compares
+/// the same measurements.
+async fn burnin_rack(
+    setup: &Setup,
+    _sink: &Arc<dyn StepSink>,
+    group: &[Arc<NodeCx>],
+) -> Result<HashMap<String, Outcome>, ()> {
+    let record = setup.journal.load().map_err(|e| {
+        tracing::error!("cannot read the journal for the rack comparison: {e:#}");
+    })?;
+    let mut rack = Vec::new();
+    for cx in group {
+        let gflops: Vec<(u32, f64)> = record
+            .nodes
+            .iter()
+            .find(|n| n.name == cx.node.name)
+            .and_then(|n| {
+                n.steps
+                    .iter()
+                    .rev()
+                    .find(|s| s.stage == "burnin" && s.metrics.get("gflops_by_gpu").is_some())
+            })
+            .and_then(|s| s.metrics.get("gflops_by_gpu"))
+            .and_then(|g| g.as_array())
+            .map(|a| {
+                a.iter()
+                    .enumerate()
+                    .filter_map(|(i, v)| {
+                        let gpu = v.get("gpu").and_then(|g| g.as_u64()).unwrap_or(i as u64) as u32;
+                        let value = v
+                            .get("gflops")
+                            .and_then(|g| g.as_f64())
+                            .or_else(|| v.as_f64())?;
+                        Some((gpu, value))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !gflops.is_empty() {
+            rack.push((cx.node.name.clone(), gflops));
+        }
+    }
+    let spread = group[0].hardware.burnin.max_spread_pct;
+    Ok(acceptance::stragglers(&rack, spread)
+        .into_iter()
+        .map(|(node, reasons)| {
+            let mut o = Outcome::failed(reasons.join("; "));
+            o.reasons = reasons;
+            (node, o)
+        })
+        .collect())
+}
+
+/// NCCL's rack part: the rack's nodes together (with bisection when the
+/// rack misses its floor), journaled under the rack's own name.
+async fn nccl_rack(
+    setup: &Setup,
+    sink: &Arc<dyn StepSink>,
+    group: &[Arc<NodeCx>],
+) -> Result<HashMap<String, Outcome>, ()> {
+    if group.len() < 2 {
+        return Ok(HashMap::new());
+    }
+    let rack = format!("rack:{}", group[0].node.rack);
+    let mut steps = Steps::new(
+        rack,
+        Stage::Nccl.name(),
+        Arc::clone(sink),
+        Arc::clone(&setup.stopping),
+    );
+    let nodes: Vec<_> = group.iter().map(|cx| cx.acceptance()).collect();
+    let profile = &group[0].hardware;
+    // The bisection's async closures defeat the compiler's proof that the
+    // future is Send (rust-lang/rust#110338), so it runs to its end on this
+    // worker thread, which hands its other tasks to the rest meanwhile.
+    let result: RackNccl = tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(acceptance::nccl_rack(
+            &nodes,
+            &mut steps,
+            profile,
+            &NcclOptions::for_profile(profile),
+        ))
+    })
+    .map_err(drop)?;
+    let mut out = HashMap::new();
+    for (node, why) in result.bad {
+        out.insert(node, Outcome::failed(why));
+    }
+    if !result.between.is_empty() {
+        // A fault between nodes (a link or switch), not in one node: every
+        // node of the rack is unverified until the fabric is fixed.
+        for cx in group {
+            out.entry(cx.node.name.clone()).or_insert_with(|| {
+                Outcome::unverified(format!(
+                    "rack NCCL failed between nodes: {}",
+                    result.between.join("; ")
+                ))
+            });
+        }
+    }
+    Ok(out)
 }

@@ -12,6 +12,7 @@ use crate::bmc::discover::{Layout, discover};
 use crate::inventory::Node;
 use crate::pipeline::gates::Gates;
 use crate::profiles::hardware::HardwareProfile;
+use crate::ssh::Remote;
 
 /// One node's working context during a run.
 pub struct NodeCx {
@@ -25,6 +26,8 @@ pub struct NodeCx {
     pub run_dir: PathBuf,
     /// The site's gates (power-on waves).
     pub gates: Arc<Gates>,
+    /// How to run commands on the node (SSH through the run's pool).
+    pub remote: Remote,
     bmc: Arc<BmcClient>,
     layout: OnceCell<Arc<Layout>>,
 }
@@ -37,6 +40,7 @@ impl NodeCx {
         run_dir: PathBuf,
         gates: Arc<Gates>,
         bmc: Arc<BmcClient>,
+        remote: Remote,
     ) -> NodeCx {
         let dir = run_dir.join(&node.name);
         NodeCx {
@@ -45,9 +49,15 @@ impl NodeCx {
             dir,
             run_dir,
             gates,
+            remote,
             bmc,
             layout: OnceCell::new(),
         }
+    }
+
+    /// The acceptance stages' view of the node: its remote and run folder.
+    pub fn acceptance(&self) -> crate::acceptance::NodeCtx {
+        crate::acceptance::NodeCtx::new(self.remote.clone(), self.run_dir.clone())
     }
 
     /// The node's BMC client.

@@ -1,12 +1,14 @@
 //! The `preflight` stage: before anything is touched, each node's BMC must
 //! answer (over its pinned TLS), be identified, report a healthy host, and
-//! see the GPUs its hardware profile promises. Nothing here changes the
-//! node.
+//! see the GPUs its hardware profile promises. Its last step powers on a
+//! node that is off, in the rack's power-on waves, so the stages after it
+//! find the node running; it never powers anything off.
 
 use std::time::Duration;
 
 use serde_json::json;
 
+use crate::bmc::ops::{self, PowerOp, Waits};
 use crate::bmc::{discover, facts};
 use crate::pipeline::node::NodeCx;
 use crate::pipeline::step::{Outcome, Steps, Stop};
@@ -92,6 +94,25 @@ pub async fn run(cx: &NodeCx, steps: &mut Steps) -> Result<(), Stop> {
                 Outcome::done(format!("{} firmware components listed", firmware.len()))
                     .with_metrics(json!({ "firmware": firmware })),
             )
+        })
+        .await?;
+    steps
+        .run("power-on", DEADLINE, || async {
+            let layout = cx.layout().await?;
+            let state = ops::power_state(cx.bmc(), &layout).await?;
+            if state == "On" {
+                return Ok(Outcome::skipped("already on"));
+            }
+            // A rack powering on at once draws an inrush that trips its
+            // breakers: wait for this rack's next wave.
+            cx.gates.power_on(&cx.node.rack).await;
+            let done = ops::power(cx.bmc(), &layout, PowerOp::On, &Waits::default()).await?;
+            Ok(Outcome::done(format!(
+                "powered on ({} → {}, sent {})",
+                done.before,
+                done.after,
+                done.sent.join(", ")
+            )))
         })
         .await?;
     Ok(())

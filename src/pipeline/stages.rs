@@ -58,7 +58,12 @@ impl Stage {
 
     /// How the stage is scheduled.
     pub fn scope(self) -> Scope {
-        Scope::Node
+        match self {
+            // Burn-in compares each GPU with the rack's median; NCCL runs
+            // across the rack's nodes after each node's own run.
+            Stage::Burnin | Stage::Nccl => Scope::Rack,
+            _ => Scope::Node,
+        }
     }
 
     /// Whether the stage changes the node (power, disks): such stages need
@@ -72,7 +77,7 @@ impl Stage {
 
     /// Whether this build can run the stage.
     pub fn available(self) -> bool {
-        matches!(self, Stage::Preflight)
+        matches!(self, Stage::Preflight | Stage::Burnin | Stage::Nccl)
     }
 }
 

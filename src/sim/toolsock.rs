@@ -97,7 +97,7 @@ impl ToolServer {
             .with_context(|| format!("cannot create {}", bin.display()))?;
         for name in tools::SIMULATED {
             let script = format!(
-                "#!/bin/sh\n# kiln virtual rack: simulated {name}\nexec {} sim tool {} \"$@\"\n",
+                "#!/bin/sh\n# kiln virtual rack: simulated {name}\nexec {} sim tool {} -- \"$@\"\n",
                 sh_quote(&exe.to_string_lossy()),
                 sh_quote(name)
             );

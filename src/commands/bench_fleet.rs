@@ -1,0 +1,302 @@
+//! `kiln bench fleet`: a whole simulated site through `kiln provision
+//! --stages preflight` (every BMC reached, identified, its GPUs and
+//! firmware read, and powered on in rack waves), against the critical path
+//! measured in the same run: one node alone through the same stage, plus
+//! the waits its rack's power-on waves impose. Reports the ratio and this
+//! process's peak memory. The simulator runs as a child process (`kiln sim
+//! up`), so the memory is kiln's own.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+
+use crate::bmc::trust::TrustStore;
+use crate::commands::Ctx;
+use crate::commands::provision::{Request, execute};
+use crate::exit::{BadInput, ExitStatus};
+use crate::inventory::generate::{SiteSpec, generate};
+use crate::pipeline::progress::Mode;
+use crate::pipeline::record::NodeVerdict;
+
+/// Nodes per rack in the generated site (8-GPU HGX nodes draw ~10 kW; a
+/// 40 kW rack holds four to eight).
+const PER_RACK: u32 = 8;
+/// Power-on waves: nodes per wave and rack, and the interval.
+const WAVE: usize = 4;
+const WAVE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Kills the simulator when the bench ends, however it ends.
+struct SimChild(Child);
+
+impl Drop for SimChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A scratch folder removed at the end.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs the benchmark.
+pub fn run(ctx: &Ctx, nodes: u32, latency: Duration) -> anyhow::Result<ExitStatus> {
+    if nodes == 0 {
+        return Err(BadInput("--nodes must be at least 1".into()).into());
+    }
+    let dir =
+        Scratch(std::env::temp_dir().join(format!("kiln-bench-fleet-{}", std::process::id())));
+    std::fs::create_dir_all(dir.path()).context("cannot create a scratch folder")?;
+    let site = write_site(dir.path(), nodes, latency)?;
+    let started = Instant::now();
+    let (sim, endpoints) = start_sim(dir.path(), &site)?;
+    let sim_start = started.elapsed();
+    let state = dir.path().join("state");
+    let checked = crate::inventory::load_file(&site)?;
+    let inventory = checked
+        .inventory
+        .ok_or_else(|| anyhow::anyhow!("the generated inventory has errors"))?;
+    pin(&state, &inventory, &endpoints)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let quiet = Ctx {
+        global: crate::cli::GlobalArgs {
+            verbose: 0,
+            quiet: true,
+            json: false,
+            color: crate::output::ColorChoice::Never,
+            inventory: Some(site.clone()),
+        },
+        printer: crate::output::Printer::new(false, true, crate::output::ColorChoice::Never),
+    };
+    let request = |select: Option<&str>| Request {
+        select: select.map(str::to_owned),
+        stages: Some("preflight".into()),
+        concurrency: Some(nodes as usize),
+        bmc_timeout: Some(Duration::from_secs(120)),
+        ..Request::default()
+    };
+    // The bound: one node alone, then the rack's waves on top.
+    let first = inventory
+        .nodes
+        .first()
+        .map(|n| n.name.clone())
+        .unwrap_or_default();
+    let t = Instant::now();
+    let one = runtime
+        .block_on(execute(
+            &inventory,
+            &site,
+            &state,
+            &request(Some(&first)),
+            Mode::Quiet,
+            &quiet,
+        ))?
+        .ok_or_else(|| anyhow::anyhow!("no run"))?;
+    let one_node = t.elapsed();
+    // That node stays on: in the site run its power-on step finds it on,
+    // which leaves its rack's wave count unchanged.
+    let per_rack = nodes.min(PER_RACK) as usize;
+    let waves = per_rack.div_ceil(WAVE).saturating_sub(1) as u32;
+    let bound = one_node + WAVE_INTERVAL * waves;
+
+    let t = Instant::now();
+    let all = runtime
+        .block_on(execute(
+            &inventory,
+            &site,
+            &state,
+            &request(None),
+            Mode::Quiet,
+            &quiet,
+        ))?
+        .ok_or_else(|| anyhow::anyhow!("no run"))?;
+    let wall = t.elapsed();
+    let accepted = all
+        .record
+        .nodes
+        .iter()
+        .filter(|n| n.verdict == NodeVerdict::Accepted)
+        .count();
+    let failures: Vec<String> = all
+        .record
+        .nodes
+        .iter()
+        .filter(|n| n.verdict != NodeVerdict::Accepted)
+        .take(3)
+        .map(|n| format!("{}: {}", n.name, n.reasons.join("; ")))
+        .collect();
+    let peak = super::bench::peak_rss_bytes();
+    let journal = std::fs::metadata(state.join(crate::pipeline::journal::FILE))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    drop(sim);
+    let ratio = wall.as_secs_f64() / bound.as_secs_f64();
+    let report = json!({
+        "nodes": nodes,
+        "racks": nodes.div_ceil(PER_RACK),
+        "bmc_latency_ms": latency.as_millis() as u64,
+        "power_on_waves": {"per_rack": WAVE, "interval_s": WAVE_INTERVAL.as_secs_f64()},
+        "sim_start_s": sim_start.as_secs_f64(),
+        "one_node_s": one_node.as_secs_f64(),
+        "one_node_verdict": one.record.nodes.first().map(|n| n.verdict.word()),
+        "critical_path_s": bound.as_secs_f64(),
+        "wall_s": wall.as_secs_f64(),
+        "ratio": ratio,
+        "goal_ratio": 1.10,
+        "accepted": accepted,
+        "failures": failures,
+        "peak_rss_mib": peak.map(|b| b as f64 / 1048576.0),
+        "goal_rss_mib": 1024,
+        "journal_mib": journal as f64 / 1048576.0,
+    });
+    if ctx.printer.json {
+        ctx.printer.json_data(&report)?;
+    } else {
+        ctx.printer.data(&format!(
+            "fleet of {nodes} nodes ({} racks), BMC latency {} ms\n\
+             one node through preflight + power-on: {:.2} s; critical path with {waves} wave wait(s): {:.2} s\n\
+             whole site: {:.2} s  →  ratio {ratio:.3} (goal ≤ 1.10)\n\
+             accepted {accepted} of {nodes}; peak memory {:.0} MiB (goal ≤ 1024); journal {:.1} MiB; simulator start {:.1} s",
+            nodes.div_ceil(PER_RACK),
+            latency.as_millis(),
+            one_node.as_secs_f64(),
+            bound.as_secs_f64(),
+            wall.as_secs_f64(),
+            report["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
+            report["journal_mib"].as_f64().unwrap_or(0.0),
+            sim_start.as_secs_f64(),
+        ));
+        for f in &failures {
+            ctx.printer.info(&format!("not accepted: {f}"));
+        }
+    }
+    Ok(if accepted == nodes as usize {
+        ExitStatus::Success
+    } else {
+        ExitStatus::NodeFailed
+    })
+}
+
+/// A generated site on loopback (BMCs from 127.32.0.1), its password in a
+/// file, power-on waves as the bench assumes, and the latency fault.
+fn write_site(dir: &Path, nodes: u32, latency: Duration) -> anyhow::Result<std::path::PathBuf> {
+    let per_rack = nodes.min(PER_RACK);
+    let spec = SiteSpec {
+        site: "bench-fleet".into(),
+        racks: nodes.div_ceil(per_rack),
+        nodes_per_rack: per_rack,
+        base_bmc: std::net::Ipv4Addr::new(127, 32, 0, 1),
+        bmc_port: Some(8443),
+        base_ssh: std::net::Ipv4Addr::new(127, 42, 0, 1),
+        ssh_port: Some(2222),
+        ..SiteSpec::default()
+    };
+    let text = generate(&spec)?;
+    let password_line = format!("password: {{env: {}}}", spec.password_env);
+    let text = text
+        .replace(&password_line, "password: {file: bmc-password}")
+        .replacen(
+            "racks:\n",
+            &format!(
+                "limits:\n  power_on:\n    per_rack: {WAVE}\n    interval: {}s\nracks:\n",
+                WAVE_INTERVAL.as_secs()
+            ),
+            1,
+        );
+    let site = dir.join("site.yaml");
+    std::fs::write(&site, text)?;
+    std::fs::write(dir.join("bmc-password"), "bench-password\n")?;
+    std::fs::write(
+        dir.join("faults.yaml"),
+        format!(
+            "faults:\n  - nodes: \"*\"\n    bmc_latency: {}ms\n",
+            latency.as_millis()
+        ),
+    )?;
+    Ok(site)
+}
+
+/// Starts `kiln sim up` for the site and reads its endpoints.
+fn start_sim(dir: &Path, site: &Path) -> anyhow::Result<(SimChild, Vec<Value>)> {
+    let exe = std::env::current_exe().context("cannot find the kiln executable")?;
+    let mut child = Command::new(exe)
+        .args([
+            "sim",
+            "up",
+            "--json",
+            "--no-ssh",
+            "--flavour",
+            "generic",
+            "-i",
+        ])
+        .arg(site)
+        .arg("--faults")
+        .arg(dir.join("faults.yaml"))
+        .args(["--time-scale", "1000"])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start the simulator")?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no simulator output"))?;
+    let sim = SimChild(child);
+    let mut text = String::new();
+    let mut lines = BufReader::new(stdout).lines();
+    let doc: Value = loop {
+        let Some(line) = lines.next() else {
+            anyhow::bail!("the simulator stopped before listing its endpoints");
+        };
+        text.push_str(&line?);
+        text.push('\n');
+        if let Ok(v) = serde_json::from_str(&text) {
+            break v;
+        }
+    };
+    let endpoints = doc["nodes"].as_array().cloned().unwrap_or_default();
+    Ok((sim, endpoints))
+}
+
+/// Pins each BMC's certificate as `kiln bmc trust` would have.
+fn pin(
+    state: &Path,
+    inventory: &crate::inventory::Inventory,
+    endpoints: &[Value],
+) -> anyhow::Result<()> {
+    let mut store = TrustStore::load(&TrustStore::path_in(state))?;
+    for e in endpoints {
+        let name = e["name"].as_str().unwrap_or_default();
+        let Some(node) = inventory.node(name) else {
+            continue;
+        };
+        let fp = e["bmc_fingerprint"]
+            .as_str()
+            .unwrap_or_default()
+            .replace(':', "")
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!(e))?;
+        store.set(name, &node.bmc.endpoint.to_string(), &fp);
+    }
+    store.save()
+}
