@@ -82,7 +82,11 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<ExitStatus> {
             dir.display()
         ));
         trust_all(&inventory, &site).await?;
+        // The demo's nodes arrive bare: until the image and drivers stages
+        // run inside `kiln provision`, the SSH stages have nothing to log
+        // in to, so the demo stops after preflight.
         let request = Request {
+            stages: Some("preflight".into()),
             bmc_timeout: Some(Duration::from_secs(5)),
             ..Request::default()
         };

@@ -1,0 +1,51 @@
+//! `kiln demo` end to end: the virtual rack comes up in-process, the
+//! injected faults fail exactly their nodes with the right reasons, the
+//! exit code says some nodes failed, and the HTML report is written.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+#[test]
+fn the_demo_fails_exactly_the_faulty_nodes_and_writes_a_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .args(["demo", "--time-scale", "600", "--dir"])
+        .arg(&demo)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let rows: Vec<&str> = stdout.lines().filter(|l| l.contains(" r0")).collect();
+    assert_eq!(rows.len(), 16, "{stdout}");
+    for row in &rows {
+        let failed = row.contains("failed");
+        match &row[..7] {
+            "r01-n03" => assert!(failed && row.contains("missing: GPU6"), "{row}"),
+            "r02-n05" => assert!(failed && row.contains("no answer"), "{row}"),
+            _ => assert!(row.contains("accepted"), "{row}"),
+        }
+    }
+    let report = std::fs::read_to_string(demo.join("report.html")).unwrap();
+    assert!(report.contains("r01-n03") && report.contains("<svg"));
+    // The password is in a private file, never in the inventory or output.
+    let password = std::fs::read_to_string(demo.join("bmc-password")).unwrap();
+    let site = std::fs::read_to_string(demo.join("site.yaml")).unwrap();
+    assert!(!site.contains(password.trim()));
+    assert!(!stdout.contains(password.trim()) && !stderr.contains(password.trim()));
+
+    // A folder kiln did not make is refused, not cleared.
+    let other = dir.path().join("mine");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("keep.txt"), "x").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["demo", "--dir"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(other.join("keep.txt").exists());
+}
