@@ -1300,6 +1300,7 @@ pub(crate) mod tests {
             family: OsFamily::Ubuntu,
             version: "24.04".into(),
             includes_driver_stack: true,
+            ..ImageProfile::default()
         };
         let mut sw = SoftwareState::for_image(&image);
         sw.boot(0);
