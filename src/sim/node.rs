@@ -413,6 +413,7 @@ async fn boot(node: Arc<SimNode>, clock: Clock, epoch: u64) {
                     // The installer reboots into the new system.
                     clock.sleep(timing::POST).await;
                     boot_os(&node, &clock, epoch).await;
+                    phone_home(&node, epoch).await;
                 }
                 Err(why) => set_phase(&node, epoch, Phase::Stuck(format!("installer: {why}"))),
             }
@@ -438,6 +439,37 @@ async fn boot_os(node: &Arc<SimNode>, clock: &Clock, epoch: u64) {
         }
     }
     set_phase(node, epoch, Phase::Running);
+}
+
+/// cloud-init's phone_home on the installed system's first boot: POST the
+/// form to the seed's URL, retrying like cloud-init (`tries`, a pause
+/// between). A failure only leaves a line in `last_event`.
+async fn phone_home(node: &Arc<SimNode>, epoch: u64) {
+    let (os, running) = {
+        let st = node.lock();
+        (st.os.clone(), st.epoch == epoch && st.phase == Phase::Running)
+    };
+    let Some(os) = os.filter(|_| running) else {
+        return;
+    };
+    let Some(ph) = os.phone_home.clone() else {
+        return;
+    };
+    let url = ph.url.replace("$INSTANCE_ID", &os.instance_id);
+    let body = os.phone_home_body(&ph.post);
+    for attempt in 1..=ph.tries {
+        match crate::sim::fetch::post_form(&url, body.clone()).await {
+            Ok(()) => return,
+            Err(e) => {
+                let mut st = node.lock();
+                if st.epoch != epoch {
+                    return;
+                }
+                st.last_event = format!("phone_home attempt {attempt}: {e}");
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 fn set_phase(node: &SimNode, epoch: u64, phase: Phase) {

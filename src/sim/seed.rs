@@ -16,6 +16,55 @@ pub struct InstalledOs {
     pub host_keys: Vec<String>,
     /// The seed URL it was installed from.
     pub seed_url: String,
+    /// `instance-id` from `meta-data`.
+    pub instance_id: String,
+    /// Public host keys from `ssh_keys` (`ed25519` -> key line).
+    pub host_public_keys: Vec<(String, String)>,
+    /// cloud-init's `phone_home`: POSTed once the installed OS first boots.
+    pub phone_home: Option<PhoneHome>,
+}
+
+/// cloud-init's `phone_home` module settings.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PhoneHome {
+    /// Where to POST (`$INSTANCE_ID` is replaced).
+    pub url: String,
+    /// Which fields to post (`all` or names like `pub_key_ed25519`).
+    pub post: Vec<String>,
+    /// Attempts.
+    pub tries: u32,
+}
+
+impl InstalledOs {
+    /// The form body cloud-init's phone_home posts.
+    pub fn phone_home_body(&self, post: &[String]) -> String {
+        let all = post.iter().any(|p| p == "all");
+        let mut fields: Vec<(String, String)> = Vec::new();
+        for (kind, key) in &self.host_public_keys {
+            fields.push((format!("pub_key_{kind}"), key.clone()));
+        }
+        fields.push(("instance_id".into(), self.instance_id.clone()));
+        fields.push(("hostname".into(), self.hostname.clone()));
+        fields.push(("fqdn".into(), self.hostname.clone()));
+        fields
+            .into_iter()
+            .filter(|(k, _)| all || post.iter().any(|p| p == k))
+            .map(|(k, v)| format!("{}={}", form_escape(&k), form_escape(&v)))
+            .collect::<Vec<_>>()
+            .join("&")
+    }
+}
+
+fn form_escape(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(b as char),
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 /// Why a seed was refused; the installer stops there.
@@ -60,13 +109,27 @@ pub fn parse(meta_data: &str, user_data: &str, seed_url: &str) -> Result<Install
             }
         }
     }
+    os.instance_id = meta_value(meta_data, "instance-id").unwrap_or_default();
     if let Some(Value::Map(entries)) = get(config, "ssh_keys").map(|n| &n.value) {
         for (k, v) in entries {
-            if let (Value::Str(k), Some(v)) = (&k.value, str_of(v))
-                && k.ends_with("_private")
-            {
-                os.host_keys.push(v);
+            if let (Value::Str(k), Some(v)) = (&k.value, str_of(v)) {
+                if k.ends_with("_private") {
+                    os.host_keys.push(v);
+                } else if let Some(kind) = k.strip_suffix("_public") {
+                    os.host_public_keys.push((kind.to_owned(), v));
+                }
             }
+        }
+    }
+    if let Some(ph) = get(config, "phone_home") {
+        let url = get(ph, "url").and_then(str_of).unwrap_or_default();
+        let post = get(ph, "post").map(strings).unwrap_or_else(|| vec!["all".into()]);
+        let tries = match get(ph, "tries").map(|n| &n.value) {
+            Some(Value::Int(n)) => (*n).clamp(1, 100) as u32,
+            _ => 10,
+        };
+        if !url.is_empty() {
+            os.phone_home = Some(PhoneHome { url, post, tries });
         }
     }
     if os.authorized_keys.is_empty() {
@@ -127,6 +190,18 @@ mod tests {
         let user = "#cloud-config\nautoinstall:\n  version: 1\n  user-data:\n    users:\n      - name: kiln\n        ssh_authorized_keys: [ssh-ed25519 CCCC]\n";
         let os = parse("", user, "u").unwrap();
         assert_eq!(os.authorized_keys, ["ssh-ed25519 CCCC"]);
+    }
+
+    #[test]
+    fn phone_home_is_read_and_posted_as_a_form() {
+        let user = "#cloud-config\nssh_authorized_keys: [ssh-ed25519 AAAA]\nssh_keys:\n  ed25519_public: \"ssh-ed25519 BBBB n1\"\nphone_home:\n  url: \"http://s/done/t\"\n  post: [pub_key_ed25519, instance_id]\n  tries: 3\n";
+        let os = parse("instance-id: i-1\nlocal-hostname: n1\n", user, "u").unwrap();
+        let ph = os.phone_home.clone().unwrap();
+        assert_eq!((ph.url.as_str(), ph.tries), ("http://s/done/t", 3));
+        assert_eq!(
+            os.phone_home_body(&ph.post),
+            "pub_key_ed25519=ssh-ed25519+BBBB+n1&instance_id=i-1"
+        );
     }
 
     #[test]
