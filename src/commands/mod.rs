@@ -3,12 +3,16 @@
 
 pub mod bench;
 pub mod bench_bmc;
+pub mod bench_bootserver;
 pub mod bench_ssh;
 pub mod bmc;
+pub mod image;
 pub mod inventory;
 pub mod judge;
 pub mod profile;
 pub mod remote;
+pub mod render;
+pub mod serve;
 pub mod sim;
 
 use std::path::{Path, PathBuf};
@@ -78,6 +82,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Exec(args) => remote::exec(&ctx, &args),
         Command::Copy(args) => remote::copy(&ctx, &args),
         Command::Ssh(cmd) => remote::ssh(&ctx, cmd),
+        Command::Image(cmd) => image::run(&ctx, cmd),
+        Command::Serve(args) => serve::run(&ctx, &args),
+        Command::Render(args) => render::run(&ctx, &args),
     }
 }
 
