@@ -77,7 +77,7 @@ async fn serve(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<ExitStatus> {
             };
             let key = hostkeys::load_or_create(&state, &node.name)?;
             let target = crate::ssh::Target::from_node(node);
-            crate::ssh::hostkeys::replace(
+            crate::imaging::hostkeys::record(
                 &crate::ssh::hostkeys::store_path(&inv_dir),
                 &crate::ssh::known_hosts::host_name(&target.host, target.port),
                 &node.name,

@@ -358,7 +358,7 @@ async fn prepare(cx: &ImageCx) -> anyhow::Result<Prepared> {
     // Record the key before the node can offer it: the first login after
     // the install is then verified, never trusted on first use.
     let target = Target::from_node(&cx.node);
-    crate::ssh::hostkeys::replace(
+    crate::imaging::hostkeys::record(
         &cx.known_hosts,
         &crate::ssh::known_hosts::host_name(&target.host, target.port),
         node,

@@ -77,6 +77,21 @@ fn of(key: PrivateKey, path: &Path) -> Result<HostKey, HostKeyError> {
     })
 }
 
+/// Records `keys` as host `name`'s only keys in kiln's store
+/// ([`crate::ssh::hostkeys::replace`]), one writer at a time: `replace`
+/// rewrites the whole file through one temporary name, so two nodes
+/// recorded at once would race on it and lose one update.
+pub fn record(
+    store: &Path,
+    name: &str,
+    node: &str,
+    keys: &[PublicKey],
+) -> Result<(), crate::ssh::hostkeys::HostKeyError> {
+    static STORE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = STORE.lock().unwrap_or_else(|e| e.into_inner());
+    crate::ssh::hostkeys::replace(store, name, node, keys)
+}
+
 /// Where node `node`'s key is kept under the state folder.
 pub fn path(state_dir: &Path, node: &str) -> PathBuf {
     state_dir.join("host-keys").join(format!("{node}.ed25519"))

@@ -398,7 +398,14 @@ async fn boot(node: Arc<SimNode>, clock: Clock, epoch: u64) {
                 },
                 None => seed,
             };
-            match read_seed(&seed).await {
+            let read = match read_seed(&seed).await {
+                Ok(_) if node.faults.host.broken_seed => Err(
+                    "user-data does not parse: mapping values are not allowed here (line 7)"
+                        .to_owned(),
+                ),
+                other => other,
+            };
+            match read {
                 Ok(os) => {
                     clock.sleep(timing::INSTALL).await;
                     {
