@@ -187,7 +187,7 @@ pub async fn deploy(cx: &ImageCx, steps: &mut Steps) -> Result<Deployed, Stop> {
     let iso_url = p.reg.iso_url.clone();
     steps
         .run("eject-stale", d.bmc, || async {
-            let slots = ops::media_status(c, layout).await?;
+            let slots = ops::media_status(c, layout).await.map_err(clean)?;
             let stale: Vec<String> = slots
                 .iter()
                 .filter(|s| s.state.inserted && (p.http_boot || s.state.image.as_deref() != Some(&iso_url)))
@@ -196,7 +196,7 @@ pub async fn deploy(cx: &ImageCx, steps: &mut Steps) -> Result<Deployed, Stop> {
             if stale.is_empty() {
                 return Ok(Outcome::skipped("no stale media"));
             }
-            ops::eject_media(c, layout, waits).await?;
+            ops::eject_media(c, layout, waits).await.map_err(clean)?;
             Ok(Outcome::done(format!("ejected {}", redact_tokens(&stale.join(", ")))))
         })
         .await?;
@@ -206,7 +206,8 @@ pub async fn deploy(cx: &ImageCx, steps: &mut Steps) -> Result<Deployed, Stop> {
             .run("insert-installer", d.bmc, || async {
                 let out = ops::insert_media(c, layout, &iso_url, waits)
                     .await
-                    .with_context(|| format!("inserting the installer on {node} (BMC {})", cx.node.bmc.endpoint))?;
+                    .with_context(|| format!("inserting the installer on {node} (BMC {})", cx.node.bmc.endpoint))
+                    .map_err(clean)?;
                 Ok(if out.unchanged {
                     Outcome::skipped("installer already inserted")
                 } else {
@@ -219,7 +220,9 @@ pub async fn deploy(cx: &ImageCx, steps: &mut Steps) -> Result<Deployed, Stop> {
     steps
         .run("boot-once", d.bmc, || async {
             let out = if p.http_boot {
-                ops::set_boot(c, layout, BootDevice::Http, false, Some(&iso_url)).await?
+                ops::set_boot(c, layout, BootDevice::Http, false, Some(&iso_url))
+                    .await
+                    .map_err(clean)?
             } else {
                 ops::set_boot(c, layout, BootDevice::Cd, false, None).await?
             };
@@ -267,7 +270,7 @@ pub async fn deploy(cx: &ImageCx, steps: &mut Steps) -> Result<Deployed, Stop> {
             if p.http_boot {
                 return Ok(Outcome::skipped("nothing inserted (UEFI HTTP boot)"));
             }
-            let out = ops::eject_media(c, layout, waits).await?;
+            let out = ops::eject_media(c, layout, waits).await.map_err(clean)?;
             Ok(if out.is_empty() {
                 Outcome::skipped("nothing inserted")
             } else {
@@ -322,21 +325,34 @@ fn first_line(e: &anyhow::Error) -> String {
     text.lines().next().unwrap_or_default().to_owned()
 }
 
-/// Tokens are secrets: anything shown from a URL of the boot server has
-/// its token cut.
-fn redact_tokens(s: &str) -> String {
-    let mut out = String::new();
-    for part in s.split('/') {
-        if !out.is_empty() {
-            out.push('/');
-        }
-        if part.len() == 32 && part.bytes().all(|b| b.is_ascii_hexdigit()) {
-            out.push_str("…");
+/// Tokens are secrets: any text shown (a BMC's error echoes the image
+/// URL) has every 32-hex-digit run, a boot-server token, cut.
+pub fn redact_tokens(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < b.len() {
+        let run = b[i..].iter().take_while(|c| c.is_ascii_hexdigit()).count();
+        let before_ok = i == 0 || !b[i - 1].is_ascii_alphanumeric();
+        let after_ok = b.get(i + run).is_none_or(|c| !c.is_ascii_alphanumeric());
+        if run == 32 && before_ok && after_ok {
+            out.push_str("[token]");
+            i += run;
+        } else if run > 0 {
+            out.push_str(&s[i..i + run]);
+            i += run;
         } else {
-            out.push_str(part);
+            let ch = s[i..].chars().next().unwrap_or(' ');
+            out.push(ch);
+            i += ch.len_utf8();
         }
     }
     out
+}
+
+/// An error with boot-server tokens cut from its text.
+fn clean(e: impl Into<anyhow::Error>) -> anyhow::Error {
+    anyhow::anyhow!(redact_tokens(&format!("{:#}", e.into())))
 }
 
 async fn prepare(cx: &ImageCx) -> anyhow::Result<Prepared> {
@@ -603,8 +619,8 @@ mod tests {
         let r = no_callback_reason("n1", &seen, Duration::from_secs(1800));
         assert!(r.contains("fetched user-data") && r.contains("30 min"), "{r}");
         assert_eq!(
-            redact_tokens("http://h/node/0123456789abcdef0123456789abcdef/installer.iso"),
-            "http://h/node/…/installer.iso"
+            redact_tokens("mount http://h/node/0123456789abcdef0123456789abcdef/installer.iso: no"),
+            "mount http://h/node/[token]/installer.iso: no"
         );
     }
 }

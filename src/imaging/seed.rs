@@ -59,6 +59,15 @@ pub enum RenderError {
     /// A value cannot be put into a seed safely.
     #[error("{0}")]
     Unsafe(String),
+    /// A rendered seed file is not what the installer will accept; kiln
+    /// refuses to serve it rather than leave a node stuck in its installer.
+    #[error("the rendered {file} is broken: {why}")]
+    Broken {
+        /// The seed file.
+        file: String,
+        /// What is wrong.
+        why: String,
+    },
 }
 
 /// The names of the built-in templates.
@@ -211,10 +220,29 @@ pub fn render_seed(
     let mut out = BTreeMap::new();
     for file in profile.seed_files() {
         if let Some(t) = template_for(profile, file) {
-            out.insert((*file).to_owned(), render(t, cx)?);
+            let text = render(t, cx)?;
+            check_rendered(file, &text)?;
+            out.insert((*file).to_owned(), text);
         }
     }
     Ok(out)
+}
+
+/// Parses what cloud-init will parse: YAML files must load, user-data and
+/// vendor-data must be `#cloud-config` documents.
+pub fn check_rendered(file: &str, text: &str) -> Result<(), RenderError> {
+    let broken = |why: String| RenderError::Broken {
+        file: file.to_owned(),
+        why,
+    };
+    if file == "ks.cfg" {
+        return Ok(());
+    }
+    if matches!(file, "user-data" | "vendor-data") && !text.starts_with("#cloud-config\n") {
+        return Err(broken("it does not start with #cloud-config".into()));
+    }
+    crate::yaml::parse(text).map_err(|e| broken(e.to_string()))?;
+    Ok(())
 }
 
 /// Refuses values that no quoting makes right (a key line with a newline
