@@ -40,7 +40,11 @@ fn list_and_show() {
     assert_eq!(v["installer"]["grub_cfg"], "/EFI/BOOT/grub.cfg");
     let o = kiln(&["image", "show", "ubuntu-24.4"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(err(&o).contains("did you mean `ubuntu-24.04`"), "{}", err(&o));
+    assert!(
+        err(&o).contains("did you mean `ubuntu-24.04`"),
+        "{}",
+        err(&o)
+    );
 }
 
 #[test]
@@ -48,7 +52,14 @@ fn verify_checks_the_digest() {
     let dir = tempfile::tempdir().unwrap();
     let iso = dir.path().join("x.iso");
     std::fs::write(&iso, b"not the installer").unwrap();
-    let o = kiln(&["--json", "image", "verify", "ubuntu-24.04", "--iso", iso.to_str().unwrap()]);
+    let o = kiln(&[
+        "--json",
+        "image",
+        "verify",
+        "ubuntu-24.04",
+        "--iso",
+        iso.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(1), "{}", err(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["ok"], false);
@@ -56,9 +67,19 @@ fn verify_checks_the_digest() {
     let o = kiln(&["image", "verify", "ubuntu-24.04"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(err(&o).contains("--iso"), "{}", err(&o));
-    let o = kiln(&["image", "verify", "ubuntu-24.04", "--iso-dir", dir.path().to_str().unwrap()]);
+    let o = kiln(&[
+        "image",
+        "verify",
+        "ubuntu-24.04",
+        "--iso-dir",
+        dir.path().to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(err(&o).contains("ubuntu-24.04.3-live-server-amd64.iso"), "{}", err(&o));
+    assert!(
+        err(&o).contains("ubuntu-24.04.3-live-server-amd64.iso"),
+        "{}",
+        err(&o)
+    );
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -88,11 +109,17 @@ fn render_previews_a_nodes_template() {
     assert!(text.starts_with("#cloud-config\nautoinstall:"), "{text}");
     assert!(text.contains("hostname: \"r01-n02\""), "{text}");
     assert!(text.contains("macaddress: \"04:3f:72:01:00:02\""), "{text}");
-    let o = kiln(&["-i", inv, "render", "--node", "r01-n02", "--image", "rocky-9", "ks.cfg"]);
+    let o = kiln(&[
+        "-i", inv, "render", "--node", "r01-n02", "--image", "rocky-9", "ks.cfg",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     assert!(out(&o).contains("--hostname=r01-n02"), "{}", out(&o));
     let o = kiln(&["-i", inv, "render", "--node", "r01-n02", "grub.cfg"]);
-    assert!(out(&o).contains("autoinstall ds=nocloud\\;s="), "{}", out(&o));
+    assert!(
+        out(&o).contains("autoinstall ds=nocloud\\;s="),
+        "{}",
+        out(&o)
+    );
     let o = kiln(&["-i", inv, "render", "--node", "r01-n02", "user-dat"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(err(&o).contains("did you mean `user-data`"), "{}", err(&o));
@@ -102,7 +129,17 @@ fn render_previews_a_nodes_template() {
 
 #[test]
 fn bench_bootserver_smoke() {
-    let o = kiln(&["--json", "bench", "bootserver", "--size", "1MiB", "--clients", "4", "--runs", "1"]);
+    let o = kiln(&[
+        "--json",
+        "bench",
+        "bootserver",
+        "--size",
+        "1MiB",
+        "--clients",
+        "4",
+        "--runs",
+        "1",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(v["kiln"]["gbit_s"].as_f64().unwrap() > 0.0, "{v}");

@@ -85,7 +85,10 @@ fn deploy(rack: &Rack, iso: &Path, net: u8, install: &str, extra: &[&str]) -> Ou
 /// The node's ComputerSystem, as curl sees it.
 fn system(rack: &Rack, i: usize) -> serde_json::Value {
     let systems = rack.get(i, "/redfish/v1/Systems");
-    let path = systems["Members"][0]["@odata.id"].as_str().unwrap().to_owned();
+    let path = systems["Members"][0]["@odata.id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     rack.get(i, &path)
 }
 
@@ -125,7 +128,12 @@ fn deploy_images_blank_nodes_and_the_first_login_is_verified() {
     let out = deploy(&rack, &iso, 70, "40s", &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(stdout.matches("already imaged").count(), 2, "{}", text(&out));
+    assert_eq!(
+        stdout.matches("already imaged").count(),
+        2,
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -142,7 +150,10 @@ fn each_imaging_fault_ends_only_its_node_with_a_reason() {
             .to_owned()
     };
     let n1 = line("t-n01");
-    assert!(n1.contains("insert-installer") && n1.contains("BMC"), "{n1}");
+    assert!(
+        n1.contains("insert-installer") && n1.contains("BMC"),
+        "{n1}"
+    );
     let n2 = line("t-n02");
     assert!(
         n2.contains("wait-installed") && n2.contains("never called back"),
@@ -172,7 +183,14 @@ fn deploy_refuses_bad_input_before_touching_a_bmc() {
     // Listening everywhere without saying where nodes reach it.
     let out = kiln(
         &rack,
-        &["image", "deploy", "--iso", iso.to_str().unwrap(), "--bind", "0.0.0.0:0"],
+        &[
+            "image",
+            "deploy",
+            "--iso",
+            iso.to_str().unwrap(),
+            "--bind",
+            "0.0.0.0:0",
+        ],
     );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("--advertise"), "{}", text(&out));

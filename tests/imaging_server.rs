@@ -27,7 +27,10 @@ fn curl(args: &[&str]) -> (u16, Vec<u8>, String) {
         .args(args)
         .output()
         .unwrap();
-    let code = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+    let code = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
     (
         code,
         std::fs::read(&body).unwrap_or_default(),
@@ -79,7 +82,10 @@ async fn images_seeds_tokens_and_call_backs() {
     let (code, _, headers) = blocking(move || curl(&["-I", &url])).await;
     assert_eq!(code, 200);
     let lower = headers.to_ascii_lowercase();
-    assert!(lower.contains(&format!("content-length: {}", original.len())), "{headers}");
+    assert!(
+        lower.contains(&format!("content-length: {}", original.len())),
+        "{headers}"
+    );
     assert!(lower.contains("accept-ranges: bytes"), "{headers}");
 
     // The whole image: the vendor's bytes except grub.cfg, which names
@@ -88,15 +94,25 @@ async fn images_seeds_tokens_and_call_backs() {
     let (code, whole, _) = blocking(move || curl(&[&url])).await;
     assert_eq!(code, 200);
     assert_eq!(whole.len(), original.len());
-    let found = iso::find(std::io::Cursor::new(&whole), "patched", "/boot/grub/grub.cfg").unwrap();
-    let grub = String::from_utf8_lossy(
-        &whole[found.offset as usize..(found.offset + found.len) as usize],
+    let found = iso::find(
+        std::io::Cursor::new(&whole),
+        "patched",
+        "/boot/grub/grub.cfg",
     )
-    .into_owned();
-    assert!(grub.contains(&format!("ds=nocloud\\;s={}", a.seed_url)), "{grub}");
+    .unwrap();
+    let grub =
+        String::from_utf8_lossy(&whole[found.offset as usize..(found.offset + found.len) as usize])
+            .into_owned();
+    assert!(
+        grub.contains(&format!("ds=nocloud\\;s={}", a.seed_url)),
+        "{grub}"
+    );
     assert!(!grub.contains(&b.seed_url));
     let differing = whole.iter().zip(&original).filter(|(x, y)| x != y).count();
-    assert!(differing > 0 && differing < 2048, "{differing} bytes differ");
+    assert!(
+        differing > 0 && differing < 2048,
+        "{differing} bytes differ"
+    );
     // The plain image is untouched.
     let (code, untouched, _) = blocking(move || curl(&[&plain])).await;
     assert_eq!((code, untouched == original), (200, true));
@@ -105,9 +121,21 @@ async fn images_seeds_tokens_and_call_backs() {
     // an open end; past the end is 416.
     let from = found.offset - 100;
     for (range, start, end) in [
-        (format!("{from}-{}", found.offset + 50), from, found.offset + 51),
-        ("-1000".to_owned(), whole.len() as u64 - 1000, whole.len() as u64),
-        (format!("{}-", found.offset), found.offset, whole.len() as u64),
+        (
+            format!("{from}-{}", found.offset + 50),
+            from,
+            found.offset + 51,
+        ),
+        (
+            "-1000".to_owned(),
+            whole.len() as u64 - 1000,
+            whole.len() as u64,
+        ),
+        (
+            format!("{}-", found.offset),
+            found.offset,
+            whole.len() as u64,
+        ),
     ] {
         let url = a.iso_url.clone();
         let r = range.clone();
@@ -127,7 +155,11 @@ async fn images_seeds_tokens_and_call_backs() {
     let past = format!("{}-", whole.len());
     let (code, _, headers) = blocking(move || curl(&["-r", &past, &url])).await;
     assert_eq!(code, 416);
-    assert!(headers.to_ascii_lowercase().contains(&format!("content-range: bytes */{}", whole.len())));
+    assert!(
+        headers
+            .to_ascii_lowercase()
+            .contains(&format!("content-range: bytes */{}", whole.len()))
+    );
 
     // Many clients at once all get the same bytes.
     let mut tasks = Vec::new();
@@ -144,7 +176,10 @@ async fn images_seeds_tokens_and_call_backs() {
     // Seeds: each token reads its own node's; a made-up token reads none.
     let url = format!("{}user-data", a.seed_url);
     let (code, body, _) = blocking(move || curl(&[&url])).await;
-    assert_eq!((code, String::from_utf8(body).unwrap()), (200, "#cloud-config\nhostname: n1\n".to_owned()));
+    assert_eq!(
+        (code, String::from_utf8(body).unwrap()),
+        (200, "#cloud-config\nhostname: n1\n".to_owned())
+    );
     let url = format!("{}user-data", b.seed_url);
     let (_, body, _) = blocking(move || curl(&[&url])).await;
     assert!(String::from_utf8(body).unwrap().contains("n2"));
@@ -156,7 +191,13 @@ async fn images_seeds_tokens_and_call_backs() {
     // The call-back, as cloud-init's phone_home posts it.
     let url = a.done_url.clone();
     let (code, _, _) = blocking(move || {
-        curl(&["-X", "POST", "--data", "instance_id=i-1&hostname=n1&pub_key_ed25519=ssh-ed25519+AAAA", &url])
+        curl(&[
+            "-X",
+            "POST",
+            "--data",
+            "instance_id=i-1&hostname=n1&pub_key_ed25519=ssh-ed25519+AAAA",
+            &url,
+        ])
     })
     .await;
     assert_eq!(code, 200);
@@ -184,8 +225,16 @@ fn interop() -> bool {
 }
 
 fn xorriso(args: &[&str], cwd: &Path) {
-    let out = Command::new("xorriso").args(args).current_dir(cwd).output().unwrap();
-    assert!(out.status.success(), "xorriso {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("xorriso")
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "xorriso {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,7 +256,17 @@ async fn a_real_iso_made_by_xorriso_reads_back_patched() {
     std::fs::write(tree.join("casper/vmlinuz"), vec![7u8; 1 << 20]).unwrap();
     std::fs::write(tree.join("casper/initrd"), vec![9u8; 1 << 20]).unwrap();
     xorriso(
-        &["-as", "mkisofs", "-r", "-J", "-V", "KILN_TEST", "-o", "in.iso", "tree"],
+        &[
+            "-as",
+            "mkisofs",
+            "-r",
+            "-J",
+            "-V",
+            "KILN_TEST",
+            "-o",
+            "in.iso",
+            "tree",
+        ],
         dir.path(),
     );
     let image = dir.path().join("in.iso");
@@ -217,7 +276,11 @@ async fn a_real_iso_made_by_xorriso_reads_back_patched() {
         "/boot/grub/grub.cfg",
     )
     .unwrap();
-    assert_eq!(found.records.len(), 2, "primary and Joliet records: {found:?}");
+    assert_eq!(
+        found.records.len(),
+        2,
+        "primary and Joliet records: {found:?}"
+    );
 
     let server = BootServer::start("127.73.0.2:0".parse().unwrap(), None)
         .await
@@ -228,15 +291,34 @@ async fn a_real_iso_made_by_xorriso_reads_back_patched() {
     assert_eq!(code, 200);
     std::fs::write(dir.path().join("patched.iso"), &body).unwrap();
     xorriso(
-        &["-osirrox", "on", "-indev", "patched.iso", "-extract", "/boot/grub/grub.cfg", "out.cfg"],
+        &[
+            "-osirrox",
+            "on",
+            "-indev",
+            "patched.iso",
+            "-extract",
+            "/boot/grub/grub.cfg",
+            "out.cfg",
+        ],
         dir.path(),
     );
     let out = std::fs::read_to_string(dir.path().join("out.cfg")).unwrap();
     assert!(out.starts_with("set timeout=1\n"), "{out}");
-    assert!(out.contains(&format!("ds=nocloud\\;s={}", reg.seed_url)), "{out}");
-    assert!(out.ends_with("}\n"), "the length was patched exactly: {out:?}");
+    assert!(
+        out.contains(&format!("ds=nocloud\\;s={}", reg.seed_url)),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("}\n"),
+        "the length was patched exactly: {out:?}"
+    );
     // Both trees now give the new length.
-    let again = iso::find(std::io::Cursor::new(&body), "patched", "/boot/grub/grub.cfg").unwrap();
+    let again = iso::find(
+        std::io::Cursor::new(&body),
+        "patched",
+        "/boot/grub/grub.cfg",
+    )
+    .unwrap();
     assert_eq!(again.len as usize, out.len());
     for rec in again.records {
         let at = rec as usize + 10;
@@ -246,8 +328,19 @@ async fn a_real_iso_made_by_xorriso_reads_back_patched() {
     }
     // And the kernel is byte for byte the original.
     xorriso(
-        &["-osirrox", "on", "-indev", "patched.iso", "-extract", "/casper/vmlinuz", "k"],
+        &[
+            "-osirrox",
+            "on",
+            "-indev",
+            "patched.iso",
+            "-extract",
+            "/casper/vmlinuz",
+            "k",
+        ],
         dir.path(),
     );
-    assert_eq!(std::fs::read(dir.path().join("k")).unwrap(), vec![7u8; 1 << 20]);
+    assert_eq!(
+        std::fs::read(dir.path().join("k")).unwrap(),
+        vec![7u8; 1 << 20]
+    );
 }

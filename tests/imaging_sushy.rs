@@ -124,12 +124,18 @@ fn sushy_mounts_kilns_installer_boots_it_once_and_powers_on() {
     let error = doc["nodes"][0]["error"].as_str().unwrap();
     // Insert, boot override and power-on passed; sushy fetched the image.
     assert!(error.starts_with("wait-installed:"), "{text}");
-    assert!(error.contains("the BMC did fetch the installer image"), "{text}");
+    assert!(
+        error.contains("the BMC did fetch the installer image"),
+        "{text}"
+    );
 
     let sys = curl(&sushy, &system);
     assert_eq!(sys["PowerState"], "On", "{sys}");
     assert_eq!(sys["Boot"]["BootSourceOverrideTarget"], "Cd", "{sys}");
-    let media = curl(&sushy, &format!("{}/VirtualMedia", sys["@odata.id"].as_str().unwrap()));
+    let media = curl(
+        &sushy,
+        &format!("{}/VirtualMedia", sys["@odata.id"].as_str().unwrap()),
+    );
     let mut inserted = Vec::new();
     for m in media["Members"].as_array().unwrap() {
         let slot = curl(&sushy, m["@odata.id"].as_str().unwrap());

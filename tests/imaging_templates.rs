@@ -52,9 +52,8 @@ fn every_template_of_every_profile() {
 
 fn hostile(p: &ImageProfile) -> SeedContext {
     let mut cx = seed::sample_context(p, "r01-n02");
-    cx.authorized_keys = vec![
-        "ssh-ed25519 AAAA comment\": {x: 1} # ' $(reboot) `id` \\\\ &anchor *alias".into(),
-    ];
+    cx.authorized_keys =
+        vec!["ssh-ed25519 AAAA comment\": {x: 1} # ' $(reboot) `id` \\\\ &anchor *alias".into()];
     cx.user = "o'brien".into();
     cx.sudoers_line = "o'brien ALL=(ALL) NOPASSWD:ALL".into();
     cx
@@ -139,9 +138,18 @@ fn grub_keeps_the_images_own_arguments_and_escapes_the_seed() {
         "http://10.0.0.1:8080/seed/T/ks.cfg",
     )
     .unwrap();
-    let linux = grub.lines().find(|l| l.trim_start().starts_with("linuxefi")).unwrap();
-    assert!(linux.contains("inst.stage2=hd:LABEL=Rocky-9-6-x86_64-dvd"), "{linux}");
-    assert!(linux.contains("inst.ks=http://10.0.0.1:8080/seed/T/ks.cfg"), "{linux}");
+    let linux = grub
+        .lines()
+        .find(|l| l.trim_start().starts_with("linuxefi"))
+        .unwrap();
+    assert!(
+        linux.contains("inst.stage2=hd:LABEL=Rocky-9-6-x86_64-dvd"),
+        "{linux}"
+    );
+    assert!(
+        linux.contains("inst.ks=http://10.0.0.1:8080/seed/T/ks.cfg"),
+        "{linux}"
+    );
     let p = profile("ubuntu-24.04");
     let grub = seed::grub_cfg(
         &p,
@@ -151,7 +159,10 @@ fn grub_keeps_the_images_own_arguments_and_escapes_the_seed() {
         "",
     )
     .unwrap();
-    assert!(grub.contains("autoinstall ds=nocloud\\;s=http://10.0.0.1:8080/seed/T/"), "{grub}");
+    assert!(
+        grub.contains("autoinstall ds=nocloud\\;s=http://10.0.0.1:8080/seed/T/"),
+        "{grub}"
+    );
     // The installed system keeps the console settings (after `---`).
     assert!(grub.contains("--- console=tty0"), "{grub}");
 }

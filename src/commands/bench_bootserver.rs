@@ -106,7 +106,14 @@ fn round(url: &str, clients: u32, size: u64) -> anyhow::Result<Duration> {
     for _ in 0..clients {
         children.push(
             Command::new("curl")
-                .args(["-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", url])
+                .args([
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code} %{size_download}",
+                    url,
+                ])
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
@@ -134,7 +141,9 @@ fn write_file(path: &Path, size: u64) -> anyhow::Result<()> {
     use std::io::Write as _;
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
     // Not zeros: nothing on the way may take a short cut for them.
-    let block: Vec<u8> = (0..1u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let block: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let mut left = size;
     while left > 0 {
         let n = left.min(block.len() as u64) as usize;
@@ -183,7 +192,10 @@ pub fn run(ctx: &Ctx, size: u64, clients: u32, runs: u32) -> anyhow::Result<Exit
     let nginx = match nginx_path() {
         Some(bin) => {
             let port = free_port(NGINX_HOST)?;
-            Some((start_nginx(bin, &dir, port)?, format!("http://{NGINX_HOST}:{port}/bench.iso")))
+            Some((
+                start_nginx(bin, &dir, port)?,
+                format!("http://{NGINX_HOST}:{port}/bench.iso"),
+            ))
         }
         None => {
             ctx.printer.info(

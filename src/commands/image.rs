@@ -51,7 +51,15 @@ pub fn run(ctx: &Ctx, cmd: ImageCommand) -> anyhow::Result<ExitStatus> {
                 })
                 .collect();
             ctx.printer.data(&table(
-                &["NAME", "FAMILY", "VERSION", "BOOT", "SEED", "DRIVERS", "INSTALLER"],
+                &[
+                    "NAME",
+                    "FAMILY",
+                    "VERSION",
+                    "BOOT",
+                    "SEED",
+                    "DRIVERS",
+                    "INSTALLER",
+                ],
                 &rows,
             ));
             Ok(ExitStatus::Success)
@@ -89,7 +97,10 @@ fn find<'a>(catalog: &'a Catalog, name: &str) -> anyhow::Result<&'a ImageProfile
             let hint = did_you_mean(name, catalog.images.keys().map(String::as_str))
                 .map(|h| format!(" (did you mean `{h}`?)"))
                 .unwrap_or_default();
-            Err(BadInput(format!("no image profile `{name}`{hint}; see `kiln image list`")).into())
+            Err(BadInput(format!(
+                "no image profile `{name}`{hint}; see `kiln image list`"
+            ))
+            .into())
         }
     }
 }
@@ -160,8 +171,11 @@ fn verify(ctx: &Ctx, profile: &ImageProfile, path: &Path) -> anyhow::Result<Exit
             "sha256": digest, "expected": profile.installer.sha256, "ok": ok,
         }))?;
     } else if ok {
-        ctx.printer
-            .data(&format!("{}: OK ({} bytes, sha256 {digest})", path.display(), len));
+        ctx.printer.data(&format!(
+            "{}: OK ({} bytes, sha256 {digest})",
+            path.display(),
+            len
+        ));
     } else {
         ctx.printer.data(&format!(
             "{}: MISMATCH\n  expected {}\n  actual   {digest}",
@@ -210,10 +224,7 @@ async fn deploy_cmd(ctx: &Ctx, catalog: &Catalog, args: &DeployArgs) -> anyhow::
     let inventory: Inventory = ctx.load_inventory()?;
     let inv_path = ctx.inventory_path()?;
     let state = state_dir(inv_path);
-    let inv_dir = inv_path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let inv_dir = inv_path.parent().map(Path::to_path_buf).unwrap_or_default();
     let selection = match &args.select {
         Some(expr) => expr.parse()?,
         None => Selection::all(),
@@ -246,10 +257,14 @@ async fn deploy_cmd(ctx: &Ctx, catalog: &Catalog, args: &DeployArgs) -> anyhow::
     let mut plans = Vec::new();
     for node in &nodes {
         let Some(profile) = catalog.images.get(&node.image).map(|e| e.profile.clone()) else {
-            problems.push(format!("{}: unknown image profile {}", node.name, node.image));
+            problems.push(format!(
+                "{}: unknown image profile {}",
+                node.name, node.image
+            ));
             continue;
         };
-        let installer = match installer_path(&profile, args.iso.as_deref(), args.iso_dir.as_deref()) {
+        let installer = match installer_path(&profile, args.iso.as_deref(), args.iso_dir.as_deref())
+        {
             Ok(p) => p,
             Err(e) => {
                 problems.push(format!("{e:#}"));
@@ -350,7 +365,12 @@ async fn deploy_cmd(ctx: &Ctx, catalog: &Catalog, args: &DeployArgs) -> anyhow::
             .map(|r| match (&r.result, &r.error) {
                 (Some(d), _) => vec![
                     r.node.clone(),
-                    if d.already { "already imaged" } else { "imaged" }.into(),
+                    if d.already {
+                        "already imaged"
+                    } else {
+                        "imaged"
+                    }
+                    .into(),
                     d.os.clone(),
                     d.kernel.clone(),
                 ],
@@ -362,8 +382,10 @@ async fn deploy_cmd(ctx: &Ctx, catalog: &Catalog, args: &DeployArgs) -> anyhow::
                 ],
             })
             .collect();
-        ctx.printer
-            .data(&table(&["NODE", "RESULT", "OS", "KERNEL / REASON"], &table_rows));
+        ctx.printer.data(&table(
+            &["NODE", "RESULT", "OS", "KERNEL / REASON"],
+            &table_rows,
+        ));
     }
     let failed: Vec<&Row> = rows.iter().filter(|r| r.error.is_some()).collect();
     if failed.is_empty() {

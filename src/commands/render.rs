@@ -44,7 +44,11 @@ pub fn run(ctx: &Ctx, args: &RenderArgs) -> anyhow::Result<ExitStatus> {
     } else {
         let name = seed::template_for(profile, &args.template)
             .map(str::to_owned)
-            .or_else(|| seed::names().contains(&args.template.as_str()).then(|| args.template.clone()));
+            .or_else(|| {
+                seed::names()
+                    .contains(&args.template.as_str())
+                    .then(|| args.template.clone())
+            });
         let Some(name) = name else {
             let mut known: Vec<&str> = profile.seed_files().to_vec();
             known.extend(seed::names());

@@ -70,8 +70,14 @@ async fn serve(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<ExitStatus> {
             let installer = super::image::installer_path(&profile, args.iso.as_deref(), None)?;
             let keys = match &node.ssh.key {
                 Some(p) => {
-                    let k = creds.key(p).map_err(|e| BadInput(format!("{}: {e}", node.name)))?;
-                    vec![k.public_key().to_openssh().map_err(|e| BadInput(e.to_string()))?]
+                    let k = creds
+                        .key(p)
+                        .map_err(|e| BadInput(format!("{}: {e}", node.name)))?;
+                    vec![
+                        k.public_key()
+                            .to_openssh()
+                            .map_err(|e| BadInput(e.to_string()))?,
+                    ]
                 }
                 None => Vec::new(),
             };
@@ -100,13 +106,21 @@ async fn serve(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<ExitStatus> {
                 );
                 let files = seed::render_seed(&profile, &cx)?;
                 let grub = seed::grub_cfg(&profile, &node.name, &original, seed_url, &cx.ks_url)?;
-                let overlay =
-                    iso::plan_replace(&installer, &profile.installer.grub_cfg, &found, grub.as_bytes())?;
+                let overlay = iso::plan_replace(
+                    &installer,
+                    &profile.installer.grub_cfg,
+                    &found,
+                    grub.as_bytes(),
+                )?;
                 let mut served = ServedFile::plain(&installer)?;
                 served.overlay = Arc::new(overlay);
                 Ok::<_, anyhow::Error>((files, Some(served)))
             })?;
-            rows.push(vec![node.name.clone(), "installer".into(), reg.iso_url.clone()]);
+            rows.push(vec![
+                node.name.clone(),
+                "installer".into(),
+                reg.iso_url.clone(),
+            ]);
             rows.push(vec![node.name.clone(), "seed".into(), reg.seed_url.clone()]);
         }
     }
@@ -115,11 +129,15 @@ async fn serve(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<ExitStatus> {
             .iter()
             .map(|r| json!({"name": r[0], "kind": r[1], "url": r[2]}))
             .collect();
-        ctx.printer
-            .json_data(&json!({"listening": server.addr(), "base_url": server.base_url(), "urls": list}))?;
+        ctx.printer.json_data(
+            &json!({"listening": server.addr(), "base_url": server.base_url(), "urls": list}),
+        )?;
     } else {
-        ctx.printer
-            .info(&format!("boot server listening on {} (reached at {})", server.addr(), server.base_url()));
+        ctx.printer.info(&format!(
+            "boot server listening on {} (reached at {})",
+            server.addr(),
+            server.base_url()
+        ));
         if !rows.is_empty() {
             ctx.printer.data(&table(&["NAME", "KIND", "URL"], &rows));
         }

@@ -158,7 +158,11 @@ pub async fn deploy(cx: &ImageCx, steps: &mut Steps) -> Result<Deployed, Stop> {
             "{:?} ({}), seed at the boot server, {}",
             p.layout.identity.vendor,
             p.layout.identity.model,
-            if p.http_boot { "UEFI HTTP boot" } else { "virtual CD" }
+            if p.http_boot {
+                "UEFI HTTP boot"
+            } else {
+                "virtual CD"
+            }
         )),
         Err(e) => Err(format!("{e:#}")),
     };
@@ -190,14 +194,19 @@ pub async fn deploy(cx: &ImageCx, steps: &mut Steps) -> Result<Deployed, Stop> {
             let slots = ops::media_status(c, layout).await.map_err(clean)?;
             let stale: Vec<String> = slots
                 .iter()
-                .filter(|s| s.state.inserted && (p.http_boot || s.state.image.as_deref() != Some(&iso_url)))
+                .filter(|s| {
+                    s.state.inserted && (p.http_boot || s.state.image.as_deref() != Some(&iso_url))
+                })
                 .map(|s| s.state.image.clone().unwrap_or_else(|| s.id.clone()))
                 .collect();
             if stale.is_empty() {
                 return Ok(Outcome::skipped("no stale media"));
             }
             ops::eject_media(c, layout, waits).await.map_err(clean)?;
-            Ok(Outcome::done(format!("ejected {}", redact_tokens(&stale.join(", ")))))
+            Ok(Outcome::done(format!(
+                "ejected {}",
+                redact_tokens(&stale.join(", "))
+            )))
         })
         .await?;
 
@@ -206,12 +215,20 @@ pub async fn deploy(cx: &ImageCx, steps: &mut Steps) -> Result<Deployed, Stop> {
             .run("insert-installer", d.bmc, || async {
                 let out = ops::insert_media(c, layout, &iso_url, waits)
                     .await
-                    .with_context(|| format!("inserting the installer on {node} (BMC {})", cx.node.bmc.endpoint))
+                    .with_context(|| {
+                        format!(
+                            "inserting the installer on {node} (BMC {})",
+                            cx.node.bmc.endpoint
+                        )
+                    })
                     .map_err(clean)?;
                 Ok(if out.unchanged {
                     Outcome::skipped("installer already inserted")
                 } else {
-                    Outcome::done(format!("installer inserted in {} via {}", out.slot, out.via))
+                    Outcome::done(format!(
+                        "installer inserted in {} via {}",
+                        out.slot, out.via
+                    ))
                 })
             })
             .await?;
@@ -226,7 +243,10 @@ pub async fn deploy(cx: &ImageCx, steps: &mut Steps) -> Result<Deployed, Stop> {
             } else {
                 ops::set_boot(c, layout, BootDevice::Cd, false, None).await?
             };
-            let mut detail = format!("next boot: {} ({}, via {})", out.target, out.enabled, out.via);
+            let mut detail = format!(
+                "next boot: {} ({}, via {})",
+                out.target, out.enabled, out.via
+            );
             if !out.notes.is_empty() {
                 detail.push_str(&format!("; {}", out.notes.join("; ")));
             }
@@ -261,7 +281,9 @@ pub async fn deploy(cx: &ImageCx, steps: &mut Steps) -> Result<Deployed, Stop> {
             let session = pool.wait_for_ssh(&target, d.ssh).await?;
             let trust = session.host_key().0.clone();
             pool.close(&node).await;
-            Ok(Outcome::done(format!("SSH verified with kiln's host key {trust}")))
+            Ok(Outcome::done(format!(
+                "SSH verified with kiln's host key {trust}"
+            )))
         })
         .await?;
 
@@ -289,7 +311,10 @@ pub async fn deploy(cx: &ImageCx, steps: &mut Steps) -> Result<Deployed, Stop> {
             let persistent = layout.boot_enabled.is_empty()
                 || layout.boot_enabled.iter().any(|e| e == "Continuous");
             let out = ops::set_boot(c, layout, BootDevice::Disk, persistent, None).await?;
-            Ok(Outcome::done(format!("boot: {} ({})", out.target, out.enabled)))
+            Ok(Outcome::done(format!(
+                "boot: {} ({})",
+                out.target, out.enabled
+            )))
         })
         .await?;
 
@@ -298,10 +323,11 @@ pub async fn deploy(cx: &ImageCx, steps: &mut Steps) -> Result<Deployed, Stop> {
             let (os, kernel) = os_over_ssh(cx, d.connect).await?;
             match matches_profile(&cx.profile, &os) {
                 Ok(()) => {
-                    let o = Outcome::done(format!("runs {os}, kernel {kernel}")).with_metrics(json!({
-                        "os": os, "kernel": kernel,
-                        "install_s": started.elapsed().as_secs_f64(),
-                    }));
+                    let o =
+                        Outcome::done(format!("runs {os}, kernel {kernel}")).with_metrics(json!({
+                            "os": os, "kernel": kernel,
+                            "install_s": started.elapsed().as_secs_f64(),
+                        }));
                     verified = Some((os, kernel));
                     Ok(o)
                 }
@@ -316,7 +342,11 @@ pub async fn deploy(cx: &ImageCx, steps: &mut Steps) -> Result<Deployed, Stop> {
         already: false,
         os,
         kernel,
-        booted_via: Some(if p.http_boot { "uefi-http" } else { "virtual-media" }),
+        booted_via: Some(if p.http_boot {
+            "uefi-http"
+        } else {
+            "virtual-media"
+        }),
     })
 }
 
@@ -399,7 +429,12 @@ async fn prepare(cx: &ImageCx) -> anyhow::Result<Prepared> {
         );
         let files = seed::render_seed(&cx.profile, &scx)?;
         let grub = seed::grub_cfg(&cx.profile, node, &original, seed_url, &scx.ks_url)?;
-        let overlay = iso::plan_replace(&cx.installer, &cx.profile.installer.grub_cfg, &found, grub.as_bytes())?;
+        let overlay = iso::plan_replace(
+            &cx.installer,
+            &cx.profile.installer.grub_cfg,
+            &found,
+            grub.as_bytes(),
+        )?;
         let mut served = ServedFile::plain(&cx.installer)?;
         served.overlay = Arc::new(overlay);
         Ok::<_, anyhow::Error>((files, Some(served)))
@@ -421,7 +456,8 @@ async fn power_off(
     if before == "Off" {
         return Ok(Outcome::skipped("already off"));
     }
-    let offers = |t: &str| layout.reset_types.is_empty() || layout.reset_types.iter().any(|r| r == t);
+    let offers =
+        |t: &str| layout.reset_types.is_empty() || layout.reset_types.iter().any(|r| r == t);
     if offers("GracefulShutdown") {
         c.action(
             &layout.reset_target,
@@ -442,7 +478,10 @@ async fn power_off(
     }
     ops::power(c, layout, PowerOp::Off, waits).await?;
     Ok(Outcome::done(if offers("GracefulShutdown") {
-        format!("forced off after a graceful shutdown did not finish in {} s", graceful.as_secs())
+        format!(
+            "forced off after a graceful shutdown did not finish in {} s",
+            graceful.as_secs()
+        )
     } else {
         "forced off (the BMC offers no graceful shutdown)".to_owned()
     }))
@@ -465,7 +504,11 @@ async fn wait_installed(
             return Ok(Outcome::done(format!(
                 "install finished after {:.0} s (call-back from {})",
                 start.elapsed().as_secs_f64(),
-                if host.is_empty() { cx.node.name.clone() } else { host }
+                if host.is_empty() {
+                    cx.node.name.clone()
+                } else {
+                    host
+                }
             )));
         }
         if Instant::now() >= next_probe {
@@ -473,7 +516,9 @@ async fn wait_installed(
             if let Ok((os, _)) = os_over_ssh(cx, cx.deadlines.connect).await
                 && matches_profile(&cx.profile, &os).is_ok()
             {
-                return Ok(Outcome::done(format!("{os} answers SSH with kiln's host key")));
+                return Ok(Outcome::done(format!(
+                    "{os} answers SSH with kiln's host key"
+                )));
             }
         }
         let wake = deadline.min(tokio::time::Instant::now() + Duration::from_secs(5));
@@ -483,7 +528,11 @@ async fn wait_installed(
         }
         if tokio::time::Instant::now() >= deadline {
             let seen = progress.borrow().clone();
-            return Ok(Outcome::failed(no_callback_reason(&cx.node.name, &seen, within)));
+            return Ok(Outcome::failed(no_callback_reason(
+                &cx.node.name,
+                &seen,
+                within,
+            )));
         }
     }
 }
@@ -504,7 +553,11 @@ pub fn no_callback_reason(node: &str, seen: &Progress, within: Duration) -> Stri
     } else {
         format!(
             "{node}: no install-finished call-back within {after}; the installer fetched {} but the installed system never called back (install failed, the seed was refused, or the OS hung while booting)",
-            seen.seed_files.iter().cloned().collect::<Vec<_>>().join(", ")
+            seen.seed_files
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     }
 }
@@ -532,13 +585,25 @@ async fn os_over_ssh(cx: &ImageCx, within: Duration) -> anyhow::Result<(String, 
     let mut sink = Discard;
     let out = tokio::time::timeout(
         within * 2,
-        pool.run(&target, &cmd, Input::None, &mut sink, &ExecOptions::default()),
+        pool.run(
+            &target,
+            &cmd,
+            Input::None,
+            &mut sink,
+            &ExecOptions::default(),
+        ),
     )
     .await
-    .map_err(|_| anyhow::anyhow!("{}: no answer over SSH within {} s", cx.node.name, (within * 2).as_secs()))??;
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "{}: no answer over SSH within {} s",
+            cx.node.name,
+            (within * 2).as_secs()
+        )
+    })??;
     pool.close(&cx.node.name).await;
     let out = out.check(&cx.node.name, &cmd)?;
-    let text = String::from_utf8_lossy(&out.stdout.bytes()).into_owned();
+    let text = String::from_utf8_lossy(out.stdout.bytes()).into_owned();
     parse_hostnamectl(&text).ok_or_else(|| {
         anyhow::anyhow!(
             "{}: hostnamectl printed no `Operating System` line",
@@ -574,7 +639,8 @@ pub fn matches_profile(profile: &ImageProfile, os: &str) -> Result<(), String> {
         .split_whitespace()
         .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))
         .unwrap_or("");
-    let version_ok = version == profile.version || version.starts_with(&format!("{}.", profile.version));
+    let version_ok =
+        version == profile.version || version.starts_with(&format!("{}.", profile.version));
     if family_ok && version_ok {
         Ok(())
     } else {
@@ -613,11 +679,17 @@ mod tests {
     fn reasons_say_how_far_the_node_got() {
         let mut seen = Progress::default();
         let r = no_callback_reason("n1", &seen, Duration::from_secs(1800));
-        assert!(r.contains("never fetched its seed") && r.contains("did not fetch"), "{r}");
+        assert!(
+            r.contains("never fetched its seed") && r.contains("did not fetch"),
+            "{r}"
+        );
         seen.iso_requests = 1;
         seen.seed_files.insert("user-data".into());
         let r = no_callback_reason("n1", &seen, Duration::from_secs(1800));
-        assert!(r.contains("fetched user-data") && r.contains("30 min"), "{r}");
+        assert!(
+            r.contains("fetched user-data") && r.contains("30 min"),
+            "{r}"
+        );
         assert_eq!(
             redact_tokens("mount http://h/node/0123456789abcdef0123456789abcdef/installer.iso: no"),
             "mount http://h/node/[token]/installer.iso: no"

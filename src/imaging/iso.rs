@@ -117,6 +117,10 @@ fn put_both16(b: &mut [u8], v: u16) {
     b[2..4].copy_from_slice(&v.to_be_bytes());
 }
 
+/// One directory record: (its byte offset, name, extent LBA, data length,
+/// is a directory).
+type Entry = (u64, String, u32, u32, bool);
+
 struct Reader<'a, R> {
     file: R,
     path: &'a str,
@@ -143,12 +147,7 @@ impl<R: Read + Seek> Reader<'_, R> {
 
     /// The directory records of one directory: (record offset, name, extent
     /// LBA, length, is_dir).
-    fn list(
-        &mut self,
-        lba: u32,
-        len: u32,
-        joliet: bool,
-    ) -> Result<Vec<(u64, String, u32, u32, bool)>, IsoError> {
+    fn list(&mut self, lba: u32, len: u32, joliet: bool) -> Result<Vec<Entry>, IsoError> {
         // Directories of installer images are a few sectors; a huge one
         // means a damaged or hostile image.
         if len > 16 << 20 {
@@ -289,7 +288,10 @@ pub fn read_file(path: &Path, file: &str) -> Result<(Found, Vec<u8>), IsoError> 
             why: format!("{file} is larger than 1 MiB"),
         });
     }
-    let mut rd = Reader { file: r, path: &name };
+    let mut rd = Reader {
+        file: r,
+        path: &name,
+    };
     let bytes = rd.read_at(found.offset, found.len as usize)?;
     Ok((found, bytes))
 }
@@ -299,7 +301,12 @@ pub fn read_file(path: &Path, file: &str) -> Result<(Found, Vec<u8>), IsoError> 
 /// to the old length (grub ignores blank lines), so no record changes;
 /// longer content that still fits the file's sectors gets every record's
 /// length field patched.
-pub fn plan_replace(path: &Path, file: &str, found: &Found, content: &[u8]) -> Result<Overlay, IsoError> {
+pub fn plan_replace(
+    path: &Path,
+    file: &str,
+    found: &Found,
+    content: &[u8],
+) -> Result<Overlay, IsoError> {
     let room = found.len.div_ceil(SECTOR).max(1) * SECTOR;
     if content.len() as u64 > room {
         return Err(IsoError::TooBig {
@@ -424,7 +431,12 @@ pub fn write(files: &[(&str, &[u8])]) -> Vec<u8> {
         let mut data = record(d.lba, SECTOR as u32, true, &[0]);
         data.extend(record(dirs[d.parent].lba, SECTOR as u32, true, &[1]));
         for &s in &d.subdirs {
-            data.extend(record(dirs[s].lba, SECTOR as u32, true, dirs[s].name.as_bytes()));
+            data.extend(record(
+                dirs[s].lba,
+                SECTOR as u32,
+                true,
+                dirs[s].name.as_bytes(),
+            ));
         }
         for &f in &d.files {
             let (_, name, lba, bytes) = &placed[f];

@@ -256,8 +256,14 @@ fn check_context(cx: &SeedContext) -> Result<(), RenderError> {
             )));
         }
     }
-    if cx.host_key_private.lines().any(|l| l.trim() == "KILN_HOST_KEY") {
-        return Err(RenderError::Unsafe("host key holds the here-doc marker".into()));
+    if cx
+        .host_key_private
+        .lines()
+        .any(|l| l.trim() == "KILN_HOST_KEY")
+    {
+        return Err(RenderError::Unsafe(
+            "host key holds the here-doc marker".into(),
+        ));
     }
     Ok(())
 }
@@ -266,10 +272,7 @@ fn check_context(cx: &SeedContext) -> Result<(), RenderError> {
 /// grub-escaped (`;` as `\;`), then the profile's own.
 pub fn installer_args(profile: &ImageProfile, seed_url: &str, ks_url: &str) -> String {
     let mut args: Vec<String> = match profile.seed {
-        SeedKind::Autoinstall => vec![
-            "autoinstall".into(),
-            format!("ds=nocloud\\;s={seed_url}"),
-        ],
+        SeedKind::Autoinstall => vec!["autoinstall".into(), format!("ds=nocloud\\;s={seed_url}")],
         SeedKind::Nocloud => vec![format!("ds=nocloud\\;s={seed_url}")],
         SeedKind::Kickstart => vec![format!("inst.ks={ks_url}")],
     };
@@ -308,7 +311,8 @@ pub fn grub_cfg(
                         !w.starts_with("ds=")
                             && !w.starts_with("inst.ks=")
                             && *w != "autoinstall"
-                            && w.bytes().all(|b| b.is_ascii_graphic() && b != b'\'' && b != b'"')
+                            && w.bytes()
+                                .all(|b| b.is_ascii_graphic() && b != b'\'' && b != b'"')
                     })
                     .map(str::to_owned)
                     .collect();
@@ -340,7 +344,10 @@ pub fn grub_cfg(
         None if !kept.is_empty() => args = format!("{} {args}", kept.join(" ")),
         None => {}
     }
-    let safe_path = |p: &str| p.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b));
+    let safe_path = |p: &str| {
+        p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b))
+    };
     if !safe_path(&kernel) || !safe_path(&initrd) {
         return Err(RenderError::Unsafe(format!(
             "the image's grub.cfg names a kernel or initrd path kiln will not copy: {kernel} {initrd}"
@@ -364,7 +371,7 @@ pub fn grub_cfg(
 /// A context with fixed sample values, for `kiln render` without a node's
 /// keys and for the snapshot tests.
 pub fn sample_context(profile: &ImageProfile, hostname: &str) -> SeedContext {
-    let base = format!("http://192.0.2.10:8080/seed/TOKEN/");
+    let base = "http://192.0.2.10:8080/seed/TOKEN/";
     context_with(
         profile,
         hostname,
@@ -372,7 +379,7 @@ pub fn sample_context(profile: &ImageProfile, hostname: &str) -> SeedContext {
         vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleKeyOnlyForPreview operator@laptop".into()],
         "-----BEGIN OPENSSH PRIVATE KEY-----\n(private host key, generated per node)\n-----END OPENSSH PRIVATE KEY-----".into(),
         format!("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleHostKey {hostname}"),
-        &base,
+        base,
         "http://192.0.2.10:8080/done/TOKEN",
         Some("04:3f:72:00:00:01".into()),
         "kiln-sample",

@@ -144,7 +144,10 @@ impl BootServer {
     /// Starts listening on `bind`. Nodes reach it at `advertise`
     /// (`http://HOST:PORT`), by default the bound address (use it when
     /// binding `0.0.0.0`).
-    pub async fn start(bind: SocketAddr, advertise: Option<&str>) -> Result<BootServer, ServerError> {
+    pub async fn start(
+        bind: SocketAddr,
+        advertise: Option<&str>,
+    ) -> Result<BootServer, ServerError> {
         let listener = tokio::net::TcpListener::bind(bind)
             .await
             .map_err(|source| ServerError::Bind { addr: bind, source })?;
@@ -210,7 +213,11 @@ impl BootServer {
     pub fn register<E>(
         &self,
         node: &str,
-        build: impl FnOnce(&str, &str, &str) -> Result<(BTreeMap<String, String>, Option<ServedFile>), E>,
+        build: impl FnOnce(
+            &str,
+            &str,
+            &str,
+        ) -> Result<(BTreeMap<String, String>, Option<ServedFile>), E>,
     ) -> Result<Registration, E>
     where
         E: From<ServerError>,
@@ -291,7 +298,11 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response<Payload> {
     resp
 }
 
-async fn handle(state: &RwLock<State>, peer: SocketAddr, req: Request<Incoming>) -> Response<Payload> {
+async fn handle(
+    state: &RwLock<State>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Payload> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let parts: Vec<&str> = path.split('/').skip(1).collect();
@@ -342,8 +353,10 @@ async fn handle(state: &RwLock<State>, peer: SocketAddr, req: Request<Incoming>)
                         let mut r = text(StatusCode::OK, body.clone());
                         if method == Method::HEAD {
                             *r.body_mut() = Payload::Full(None);
-                            r.headers_mut()
-                                .insert(header::CONTENT_LENGTH, header::HeaderValue::from(body.len()));
+                            r.headers_mut().insert(
+                                header::CONTENT_LENGTH,
+                                header::HeaderValue::from(body.len()),
+                            );
                         }
                         r
                     }
@@ -403,7 +416,10 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' => match s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            b'%' => match s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
                 Some(b) => {
                     out.push(b);
                     i += 2;
@@ -417,10 +433,14 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A `Range` that no byte of the file satisfies (answered with 416).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Unsatisfiable;
+
 /// One `bytes=` range, resolved against `len`: `Ok(None)` for none (or
 /// one kiln does not honour, like several ranges: RFC 9110 lets a server
-/// ignore Range), `Err(())` when unsatisfiable.
-pub fn parse_range(value: Option<&str>, len: u64) -> Result<Option<(u64, u64)>, ()> {
+/// ignore Range), `Err` when unsatisfiable.
+pub fn parse_range(value: Option<&str>, len: u64) -> Result<Option<(u64, u64)>, Unsatisfiable> {
     let Some(spec) = value.and_then(|v| v.trim().strip_prefix("bytes=")) else {
         return Ok(None);
     };
@@ -436,7 +456,7 @@ pub fn parse_range(value: Option<&str>, len: u64) -> Result<Option<(u64, u64)>, 
             return Ok(None);
         };
         if n == 0 || len == 0 {
-            return Err(());
+            return Err(Unsatisfiable);
         }
         (len.saturating_sub(n), len - 1)
     } else {
@@ -452,7 +472,7 @@ pub fn parse_range(value: Option<&str>, len: u64) -> Result<Option<(u64, u64)>, 
             }
         };
         if start >= len {
-            return Err(());
+            return Err(Unsatisfiable);
         }
         (start, end)
     };
@@ -469,7 +489,7 @@ async fn serve_file(file: &ServedFile, req: &Request<Incoming>) -> Response<Payl
     let (status, start, end) = match range {
         Ok(None) => (StatusCode::OK, 0, file.len),
         Ok(Some((a, b))) => (StatusCode::PARTIAL_CONTENT, a, b + 1),
-        Err(()) => {
+        Err(Unsatisfiable) => {
             let mut r = text(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable\n");
             if let Ok(v) = header::HeaderValue::from_str(&format!("bytes */{}", file.len)) {
                 r.headers_mut().insert(header::CONTENT_RANGE, v);
@@ -496,8 +516,14 @@ async fn serve_file(file: &ServedFile, req: &Request<Incoming>) -> Response<Payl
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/octet-stream"),
     );
-    h.insert(header::ACCEPT_RANGES, header::HeaderValue::from_static("bytes"));
-    h.insert(header::CONTENT_LENGTH, header::HeaderValue::from(end - start));
+    h.insert(
+        header::ACCEPT_RANGES,
+        header::HeaderValue::from_static("bytes"),
+    );
+    h.insert(
+        header::CONTENT_LENGTH,
+        header::HeaderValue::from(end - start),
+    );
     if status == StatusCode::PARTIAL_CONTENT
         && let Ok(v) =
             header::HeaderValue::from_str(&format!("bytes {start}-{}/{}", end - 1, file.len))
@@ -507,7 +533,13 @@ async fn serve_file(file: &ServedFile, req: &Request<Incoming>) -> Response<Payl
     resp
 }
 
-fn pump(path: &Path, overlay: &Overlay, start: u64, end: u64, tx: &mpsc::Sender<std::io::Result<Bytes>>) {
+fn pump(
+    path: &Path,
+    overlay: &Overlay,
+    start: u64,
+    end: u64,
+    tx: &mpsc::Sender<std::io::Result<Bytes>>,
+) {
     use std::os::unix::fs::FileExt as _;
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
@@ -557,7 +589,7 @@ mod tests {
         assert_eq!(parse_range(Some("bytes=5-"), 10), Ok(Some((5, 9))));
         assert_eq!(parse_range(Some("bytes=-3"), 10), Ok(Some((7, 9))));
         assert_eq!(parse_range(Some("bytes=8-100"), 10), Ok(Some((8, 9))));
-        assert_eq!(parse_range(Some("bytes=10-"), 10), Err(()));
+        assert_eq!(parse_range(Some("bytes=10-"), 10), Err(Unsatisfiable));
         assert_eq!(parse_range(Some("bytes=0-1,4-5"), 10), Ok(None));
         assert_eq!(parse_range(Some("bytes=5-2"), 10), Ok(None));
     }

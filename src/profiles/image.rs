@@ -101,10 +101,18 @@ impl ImageProfile {
     /// installer asks the boot server for.
     pub fn seed_files(&self) -> &'static [&'static str] {
         match self.seed {
-            SeedKind::Autoinstall | SeedKind::Nocloud => &["user-data", "meta-data", "network-config", "vendor-data"],
+            SeedKind::Autoinstall | SeedKind::Nocloud => {
+                &["user-data", "meta-data", "network-config", "vendor-data"]
+            }
             // Anaconda reads the kickstart; the installed system's
             // cloud-init reads the NoCloud files on first boot.
-            SeedKind::Kickstart => &["ks.cfg", "user-data", "meta-data", "network-config", "vendor-data"],
+            SeedKind::Kickstart => &[
+                "ks.cfg",
+                "user-data",
+                "meta-data",
+                "network-config",
+                "vendor-data",
+            ],
         }
     }
 }
@@ -164,14 +172,17 @@ fn image_path(cx: &mut Cx, node: &Node, value: Option<String>, default: &str) ->
     match value {
         Some(p)
             if p.starts_with('/')
-                && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b)) =>
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b)) =>
         {
             p
         }
         Some(p) => {
             cx.error(
                 node.pos,
-                format!("`{p}` is not an absolute path of letters, digits, `/._-` inside the image"),
+                format!(
+                    "`{p}` is not an absolute path of letters, digits, `/._-` inside the image"
+                ),
             );
             default.to_owned()
         }
@@ -234,7 +245,9 @@ impl FromNode for ImageProfile {
             // Arguments land on a grub `linux` line: no spaces, quotes or
             // grub metacharacters that could end or extend it.
             if arg.is_empty()
-                || !arg.bytes().all(|b| b.is_ascii_graphic() && !b"\"'`\\;${}#".contains(&b))
+                || !arg
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"\"'`\\;${}#".contains(&b))
             {
                 cx.error(
                     node.pos,

@@ -454,7 +454,10 @@ async fn boot_os(node: &Arc<SimNode>, clock: &Clock, epoch: u64) {
 async fn phone_home(node: &Arc<SimNode>, epoch: u64) {
     let (os, running) = {
         let st = node.lock();
-        (st.os.clone(), st.epoch == epoch && st.phase == Phase::Running)
+        (
+            st.os.clone(),
+            st.epoch == epoch && st.phase == Phase::Running,
+        )
     };
     let Some(os) = os.filter(|_| running) else {
         return;

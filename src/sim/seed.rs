@@ -59,7 +59,9 @@ fn form_escape(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(b as char)
+            }
             b' ' => out.push('+'),
             _ => out.push_str(&format!("%{b:02X}")),
         }
@@ -123,7 +125,9 @@ pub fn parse(meta_data: &str, user_data: &str, seed_url: &str) -> Result<Install
     }
     if let Some(ph) = get(config, "phone_home") {
         let url = get(ph, "url").and_then(str_of).unwrap_or_default();
-        let post = get(ph, "post").map(strings).unwrap_or_else(|| vec!["all".into()]);
+        let post = get(ph, "post")
+            .map(strings)
+            .unwrap_or_else(|| vec!["all".into()]);
         let tries = match get(ph, "tries").map(|n| &n.value) {
             Some(Value::Int(n)) => (*n).clamp(1, 100) as u32,
             _ => 10,
