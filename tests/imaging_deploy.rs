@@ -154,14 +154,21 @@ fn each_imaging_fault_ends_only_its_node_with_a_reason() {
         n1.contains("insert-installer") && n1.contains("BMC"),
         "{n1}"
     );
+    assert!(
+        n1.contains("/node/[token]/installer.iso"),
+        "tokens are cut: {n1}"
+    );
     let n2 = line("t-n02");
     assert!(
-        n2.contains("wait-installed") && n2.contains("never called back"),
+        n2.contains("wait-installed") && n2.contains("did not complete its first boot"),
         "{n2}"
     );
     let n3 = line("t-n03");
     assert!(
-        n3.contains("wait-installed") && n3.contains("fetched"),
+        n3.contains("wait-installed")
+            && n3.contains(
+                "the installer failed (subiquity/Install: autoinstall config did not validate"
+            ),
         "{n3}"
     );
     // The healthy node is imaged and answers with kiln's key.

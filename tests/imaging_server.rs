@@ -43,7 +43,8 @@ fn curl(args: &[&str]) -> (u16, Vec<u8>, String) {
 fn register(server: &BootServer, node: &str, image: &Path, grub_path: &str) -> Registration {
     let (found, _) = iso::read_file(image, grub_path).unwrap();
     server
-        .register(node, |seed_url, _iso, _done| {
+        .register(node, |urls| {
+            let seed_url = &urls.seed;
             let grub = format!(
                 "set timeout=1\nmenuentry 'Install' {{\n\tlinux\t/casper/vmlinuz autoinstall ds=nocloud\\;s={seed_url} console=tty0 console=ttyS0,115200n8 ---\n\tinitrd\t/casper/initrd\n}}\n"
             );

@@ -91,7 +91,8 @@ async fn serve(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<ExitStatus> {
             )?;
             let (found, original) = iso::read_file(&installer, &profile.installer.grub_cfg)?;
             let original = String::from_utf8_lossy(&original).into_owned();
-            let reg = server.register(&node.name, |seed_url, _iso, done| {
+            let reg = server.register(&node.name, |urls| {
+                let (seed_url, done) = (urls.seed.as_str(), urls.done.as_str());
                 let cx = seed::context_with(
                     &profile,
                     &node.name,
@@ -101,6 +102,7 @@ async fn serve(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<ExitStatus> {
                     key.public_line.clone(),
                     seed_url,
                     done,
+                    &urls.report,
                     node.mac.as_ref().map(|m| m.to_string()),
                     &format!("kiln-{}-{}", node.name, crate::pipeline::step::now_ms()),
                 );

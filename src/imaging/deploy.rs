@@ -414,7 +414,8 @@ async fn prepare(cx: &ImageCx) -> anyhow::Result<Prepared> {
         .with_context(|| format!("reading the installer {}", cx.installer.display()))?;
     let original = String::from_utf8_lossy(&original).into_owned();
     let instance_id = format!("kiln-{node}-{}", crate::pipeline::step::now_ms());
-    let reg = cx.server.register(node, |seed_url, _iso_url, done_url| {
+    let reg = cx.server.register(node, |urls| {
+        let (seed_url, done_url) = (urls.seed.as_str(), urls.done.as_str());
         let scx = seed::context_with(
             &cx.profile,
             node,
@@ -424,6 +425,7 @@ async fn prepare(cx: &ImageCx) -> anyhow::Result<Prepared> {
             key.public_line.clone(),
             seed_url,
             done_url,
+            &urls.report,
             cx.node.mac.as_ref().map(|m| m.to_string()),
             &instance_id,
         );
@@ -511,6 +513,12 @@ async fn wait_installed(
                 }
             )));
         }
+        if let Some(error) = progress.borrow().installer_error.clone() {
+            return Ok(Outcome::failed(format!(
+                "{}: the installer failed ({error})",
+                cx.node.name
+            )));
+        }
         if Instant::now() >= next_probe {
             next_probe = Instant::now() + Duration::from_secs(60);
             if let Ok((os, _)) = os_over_ssh(cx, cx.deadlines.connect).await
@@ -550,9 +558,15 @@ pub fn no_callback_reason(node: &str, seen: &Progress, within: Duration) -> Stri
             "{node}: no install-finished call-back within {after}; the installer never fetched its seed from the boot server (the BMC did {}fetch the installer image; did the node boot from it?)",
             if seen.iso_requests == 0 { "not " } else { "" }
         )
+    } else if let Some(error) = &seen.installer_error {
+        format!("{node}: the installer failed ({error}); it had fetched its seed")
+    } else if seen.installer_done {
+        format!(
+            "{node}: the installer finished, but the installed system did not call back within {after}: it did not complete its first boot (hung, or no network)"
+        )
     } else {
         format!(
-            "{node}: no install-finished call-back within {after}; the installer fetched {} but the installed system never called back (install failed, the seed was refused, or the OS hung while booting)",
+            "{node}: no install-finished call-back within {after}; the installer fetched {} but never reported finishing (it refused the seed, or the install is stuck)",
             seen.seed_files
                 .iter()
                 .cloned()

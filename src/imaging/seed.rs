@@ -92,6 +92,8 @@ pub struct SeedContext {
     pub host_key_public: String,
     /// Where the installed system posts "install finished".
     pub phone_home_url: String,
+    /// Where the installer posts progress events.
+    pub report_url: String,
     /// The NoCloud seed URL (ends in `/`).
     pub seed_url: String,
     /// The kickstart URL.
@@ -381,6 +383,7 @@ pub fn sample_context(profile: &ImageProfile, hostname: &str) -> SeedContext {
         format!("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleHostKey {hostname}"),
         base,
         "http://192.0.2.10:8080/done/TOKEN",
+        "http://192.0.2.10:8080/report/TOKEN",
         Some("04:3f:72:00:00:01".into()),
         "kiln-sample",
     )
@@ -397,6 +400,7 @@ pub fn context_with(
     host_key_public: String,
     seed_url: &str,
     phone_home_url: &str,
+    report_url: &str,
     mac: Option<String>,
     instance_id: &str,
 ) -> SeedContext {
@@ -413,6 +417,7 @@ pub fn context_with(
         host_key_private,
         host_key_public,
         phone_home_url: phone_home_url.to_owned(),
+        report_url: report_url.to_owned(),
         seed_url: seed_url.to_owned(),
         ks_url: format!("{seed_url}ks.cfg"),
         mac,

@@ -8,7 +8,10 @@
 //! - `GET /seed/TOKEN/FILE` — the node's `user-data`, `meta-data`,
 //!   `network-config`, `vendor-data`, `ks.cfg`;
 //! - `POST /done/TOKEN` — the installed system's "install finished"
-//!   call-back (cloud-init `phone_home`).
+//!   call-back (cloud-init `phone_home`);
+//! - `POST /report/TOKEN` — the installer's progress events (subiquity's
+//!   webhook reporter, kickstart's `%post`/`%onerror`), which tell a node
+//!   whose installer failed from one whose installed OS never came up.
 //!
 //! Tokens are 128 random bits per node and registration: a node that knows
 //! its own token cannot guess another's, so it cannot read another node's
@@ -73,6 +76,38 @@ pub struct Progress {
     pub seed_files: BTreeSet<String>,
     /// The call-back's form fields, once it came.
     pub done: Option<BTreeMap<String, String>>,
+    /// Installer progress events received (autoinstall's webhook
+    /// reporter, kickstart's `%post`/`%onerror`).
+    pub installer_events: u32,
+    /// The installer reported that it finished installing.
+    pub installer_done: bool,
+    /// The first failure the installer reported (`name: description`).
+    pub installer_error: Option<String>,
+}
+
+impl Progress {
+    /// Takes in one installer event (a JSON object as subiquity's webhook
+    /// reporter posts it: `event_type`, `name`, `result`, `description`).
+    pub fn installer_event(&mut self, event: &serde_json::Value) {
+        self.installer_events += 1;
+        let field = |k: &str| event[k].as_str().unwrap_or_default();
+        if field("event_type") != "finish" {
+            return;
+        }
+        match field("result") {
+            "FAIL" if self.installer_error.is_none() => {
+                self.installer_error = Some(format!("{}: {}", field("name"), field("description")));
+            }
+            // subiquity's top-level install, curtin's, or kickstart's %post.
+            "SUCCESS"
+                if field("name").ends_with("/Install")
+                    || matches!(field("name"), "cmd-install" | "kiln/install") =>
+            {
+                self.installer_done = true;
+            }
+            _ => {}
+        }
+    }
 }
 
 struct NodeEntry {
@@ -88,6 +123,19 @@ struct State {
     isos: BTreeMap<String, ServedFile>,
 }
 
+/// A node's URLs on the boot server (each carries its token).
+#[derive(Clone, Debug)]
+pub struct Urls {
+    /// The NoCloud seed URL (ends in `/`).
+    pub seed: String,
+    /// The node's own installer image (rewritten grub.cfg).
+    pub iso: String,
+    /// The install-finished call-back.
+    pub done: String,
+    /// Where the installer posts progress events.
+    pub report: String,
+}
+
 /// A node's registration: its URLs and what the server sees it do.
 #[derive(Clone, Debug)]
 pub struct Registration {
@@ -97,6 +145,8 @@ pub struct Registration {
     pub iso_url: String,
     /// The call-back URL.
     pub done_url: String,
+    /// The installer's progress-event URL.
+    pub report_url: String,
     /// What the server sees the node fetch and post.
     pub progress: watch::Receiver<Progress>,
 }
@@ -213,20 +263,19 @@ impl BootServer {
     pub fn register<E>(
         &self,
         node: &str,
-        build: impl FnOnce(
-            &str,
-            &str,
-            &str,
-        ) -> Result<(BTreeMap<String, String>, Option<ServedFile>), E>,
+        build: impl FnOnce(&Urls) -> Result<(BTreeMap<String, String>, Option<ServedFile>), E>,
     ) -> Result<Registration, E>
     where
         E: From<ServerError>,
     {
         let token = new_token()?;
-        let seed_url = format!("{}/seed/{token}/", self.base);
-        let done_url = format!("{}/done/{token}", self.base);
-        let iso_url = format!("{}/node/{token}/installer.iso", self.base);
-        let (files, iso) = build(&seed_url, &iso_url, &done_url)?;
+        let urls = Urls {
+            seed: format!("{}/seed/{token}/", self.base),
+            iso: format!("{}/node/{token}/installer.iso", self.base),
+            done: format!("{}/done/{token}", self.base),
+            report: format!("{}/report/{token}", self.base),
+        };
+        let (files, iso) = build(&urls)?;
         let (tx, rx) = watch::channel(Progress::default());
         let entry = Arc::new(NodeEntry {
             node: node.to_owned(),
@@ -238,9 +287,10 @@ impl BootServer {
         st.by_token.retain(|_, e| e.node != node);
         st.by_token.insert(token, entry);
         Ok(Registration {
-            seed_url,
-            iso_url,
-            done_url,
+            seed_url: urls.seed,
+            iso_url: urls.iso,
+            done_url: urls.done,
+            report_url: urls.report,
             progress: rx,
         })
     }
@@ -384,7 +434,28 @@ async fn handle(
             }
             None => text(StatusCode::NOT_FOUND, "unknown token\n"),
         },
-        (_, ["iso" | "node" | "seed" | "done", ..]) => {
+        (Method::POST, ["report", token]) => match lookup(token) {
+            Some(e) => {
+                shown = format!("/report/<{}>", e.node);
+                let body = http_body_util::Limited::new(req.into_body(), CALLBACK_LIMIT)
+                    .collect()
+                    .await
+                    .map(|c| c.to_bytes());
+                match body
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                {
+                    Some(event) => {
+                        tracing::debug!(target: "kiln::bootserver", node = %e.node, "installer event {event}");
+                        e.progress.send_modify(|p| p.installer_event(&event));
+                        text(StatusCode::OK, "ok\n")
+                    }
+                    None => text(StatusCode::BAD_REQUEST, "an event is one JSON object\n"),
+                }
+            }
+            None => text(StatusCode::NOT_FOUND, "unknown token\n"),
+        },
+        (_, ["iso" | "node" | "seed" | "done" | "report", ..]) => {
             shown = "/…".into();
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }

@@ -119,6 +119,11 @@ pub async fn stream(
 
 /// POSTs a small form (cloud-init's phone_home); the status must be 2xx.
 pub async fn post_form(url: &str, body: String) -> Result<(), FetchError> {
+    post(url, "application/x-www-form-urlencoded", body).await
+}
+
+/// POSTs a small body; the status must be 2xx.
+pub async fn post(url: &str, content_type: &str, body: String) -> Result<(), FetchError> {
     let io = |reason: String| FetchError::Io {
         url: url.to_owned(),
         reason,
@@ -151,10 +156,7 @@ pub async fn post_form(url: &str, body: String) -> Result<(), FetchError> {
         let req = hyper::Request::post(path)
             .header(hyper::header::HOST, authority)
             .header(hyper::header::USER_AGENT, "Cloud-Init/24.1 (kiln-sim)")
-            .header(
-                hyper::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
+            .header(hyper::header::CONTENT_TYPE, content_type)
             .body(http_body_util::Full::new(Bytes::from(body)))
             .map_err(|e| io(e.to_string()))?;
         let resp = sender

@@ -399,15 +399,17 @@ async fn boot(node: Arc<SimNode>, clock: Clock, epoch: u64) {
                 None => seed,
             };
             let read = match read_seed(&seed).await {
-                Ok(_) if node.faults.host.broken_seed => Err(
-                    "user-data does not parse: mapping values are not allowed here (line 7)"
-                        .to_owned(),
-                ),
+                Ok(os) if node.faults.host.broken_seed => {
+                    let why = "autoinstall config did not validate against schema";
+                    report(&os, "FAIL", why).await;
+                    Err(why.to_owned())
+                }
                 other => other,
             };
             match read {
                 Ok(os) => {
                     clock.sleep(timing::INSTALL).await;
+                    report(&os, "SUCCESS", "installation finished").await;
                     {
                         let mut st = node.lock();
                         if st.epoch != epoch {
@@ -446,6 +448,20 @@ async fn boot_os(node: &Arc<SimNode>, clock: &Clock, epoch: u64) {
         }
     }
     set_phase(node, epoch, Phase::Running);
+}
+
+/// One event to the installer's webhook reporter, as subiquity posts it;
+/// a failure to post is only noted.
+async fn report(os: &InstalledOs, result: &str, description: &str) {
+    if let Some(url) = &os.report_url {
+        let event = serde_json::json!({
+            "event_type": "finish", "name": "subiquity/Install", "origin": "curtin",
+            "result": result, "description": description,
+        });
+        // A real installer carries on when its reporter cannot reach the
+        // server; so does this one (the URL holds a token: not logged).
+        let _ = crate::sim::fetch::post(url, "application/json", event.to_string()).await;
+    }
 }
 
 /// cloud-init's phone_home on the installed system's first boot: POST the

@@ -22,6 +22,9 @@ pub struct InstalledOs {
     pub host_public_keys: Vec<(String, String)>,
     /// cloud-init's `phone_home`: POSTed once the installed OS first boots.
     pub phone_home: Option<PhoneHome>,
+    /// autoinstall's webhook reporter endpoint (`autoinstall.reporting.*`
+    /// with `type: webhook`): the installer posts its progress there.
+    pub report_url: Option<String>,
 }
 
 /// cloud-init's `phone_home` module settings.
@@ -112,6 +115,16 @@ pub fn parse(meta_data: &str, user_data: &str, seed_url: &str) -> Result<Install
         }
     }
     os.instance_id = meta_value(meta_data, "instance-id").unwrap_or_default();
+    if let Some(Value::Map(reporters)) = get(&root, "autoinstall")
+        .and_then(|a| get(a, "reporting"))
+        .map(|n| &n.value)
+    {
+        os.report_url = reporters.iter().find_map(|(_, r)| {
+            (get(r, "type").and_then(str_of).as_deref() == Some("webhook"))
+                .then(|| get(r, "endpoint").and_then(str_of))
+                .flatten()
+        });
+    }
     if let Some(Value::Map(entries)) = get(config, "ssh_keys").map(|n| &n.value) {
         for (k, v) in entries {
             if let (Value::Str(k), Some(v)) = (&k.value, str_of(v)) {
