@@ -204,3 +204,34 @@ fn deploy_refuses_bad_input_before_touching_a_bmc() {
     // Nothing was powered on.
     assert_eq!(system(&rack, 0)["PowerState"], "Off");
 }
+
+#[test]
+fn every_vendor_flavour_is_imaged() {
+    // Each vendor's quirks on the way: Dell's refused insert parameters,
+    // HPE's BootOnNextServerReset, Supermicro's If-Match and tasks,
+    // Lenovo's PATCH mount and its ForceRestart that hangs.
+    for flavour in ["dell", "hpe", "supermicro", "lenovo"] {
+        let rack = Rack::start(RackSpec {
+            net: 74,
+            nodes: 1,
+            flavour,
+            imaged: false,
+            time_scale: 600,
+            ..RackSpec::default()
+        });
+        let site = rack.dir.path().join("site.yaml");
+        let inv = std::fs::read_to_string(&site).unwrap().replace(
+            "    user: kiln\n",
+            &format!("    user: kiln\n    key: {}\n", rack.key().display()),
+        );
+        std::fs::write(&site, inv).unwrap();
+        let out = kiln(&rack, &["bmc", "trust"]);
+        assert_eq!(out.status.code(), Some(0), "{flavour}: {}", text(&out));
+        let iso = rack.dir.path().join("installer.iso");
+        std::fs::write(&iso, kiln::imaging::iso::demo_installer(64 << 10)).unwrap();
+        let out = deploy(&rack, &iso, 74, "40s", &["--json"]);
+        assert_eq!(out.status.code(), Some(0), "{flavour}: {}", text(&out));
+        let (code, stdout, stderr) = ssh_verified(&rack, 0, "hostnamectl");
+        assert_eq!(code, 0, "{flavour}: {stdout}{stderr}");
+    }
+}
