@@ -145,3 +145,86 @@ fn bench_bootserver_smoke() {
     assert!(v["kiln"]["gbit_s"].as_f64().unwrap() > 0.0, "{v}");
     assert_eq!(v["clients"], 4);
 }
+
+#[test]
+fn serve_gives_images_and_registered_nodes_their_urls() {
+    use std::io::{BufRead as _, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let isos = dir.path().join("isos");
+    std::fs::create_dir_all(&isos).unwrap();
+    let image = kiln::imaging::iso::demo_installer(4096);
+    std::fs::write(isos.join("demo.iso"), &image).unwrap();
+    let key = dir.path().join("id_ed25519");
+    assert!(
+        std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let site = dir.path().join("site.yaml");
+    std::fs::write(
+        &site,
+        format!(
+            "site: s\ndefaults:\n  hardware: hgx-h100-80gb-8x\n  image: ubuntu-24.04\n  bmc:\n    username: admin\n    password: {{env: KILN_NOT_NEEDED}}\n  ssh:\n    user: ops\n    key: {}\nracks:\n  - name: r01\n    nodes:\n      - {{name: n1, bmc: 10.0.0.1, ssh: 10.0.1.1}}\n",
+            key.display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .env("NO_COLOR", "1")
+        .env("KILN_STATE_DIR", dir.path().join("state"))
+        .env_remove("RUST_LOG")
+        .arg("-i")
+        .arg(&site)
+        .args(["--json", "serve", "--bind", "127.72.0.20:0", "--dir"])
+        .arg(&isos)
+        .args(["--select", "n1", "--iso"])
+        .arg(isos.join("demo.iso"))
+        .args(["--duration", "20s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut text = String::new();
+    let doc: serde_json::Value = loop {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "serve ended: {text}");
+        text.push_str(&line);
+        if let Ok(v) = serde_json::from_str(&text) {
+            break v;
+        }
+    };
+    let url = |kind: &str| {
+        doc["urls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["kind"] == kind)
+            .unwrap()["url"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let get = |u: &str| {
+        std::process::Command::new("curl")
+            .args(["-s", "--max-time", "10", u])
+            .output()
+            .unwrap()
+            .stdout
+    };
+    assert_eq!(get(&url("image")), image);
+    let user_data = String::from_utf8(get(&format!("{}user-data", url("seed")))).unwrap();
+    assert!(user_data.contains("hostname: \"n1\""), "{user_data}");
+    let patched = get(&url("installer"));
+    assert_eq!(patched.len(), image.len());
+    assert!(patched != image, "grub.cfg is rewritten");
+    // The host key kiln put in the seed is the one it recorded.
+    let store = std::fs::read_to_string(dir.path().join("state/ssh_known_hosts")).unwrap();
+    let recorded = store.split_whitespace().nth(2).unwrap();
+    assert!(user_data.contains(recorded), "{store}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
