@@ -191,7 +191,10 @@ fn serve_gives_images_and_registered_nodes_their_urls() {
     let mut text = String::new();
     let doc: serde_json::Value = loop {
         let mut line = String::new();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "serve ended: {text}");
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "serve ended: {text}"
+        );
         text.push_str(&line);
         if let Ok(v) = serde_json::from_str(&text) {
             break v;

@@ -120,11 +120,14 @@ pub async fn deploy(cx: &ImageCx, steps: &mut Steps) -> Result<Deployed, Stop> {
 
     let mut found: Option<(String, String)> = None;
     let check = steps
-        .run("check-installed", d.connect * 3, || async {
+        .run("check-installed", d.connect * 6, || async {
             if cx.reimage {
                 return Ok(Outcome::done("reimage asked for"));
             }
-            match os_over_ssh(cx, d.connect).await {
+            let probe = tokio::time::timeout(d.connect * 4, os_over_ssh(cx, d.connect))
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer over SSH")));
+            match probe {
                 Ok((os, kernel)) => match matches_profile(&cx.profile, &os) {
                     Ok(()) => {
                         found = Some((os.clone(), kernel.clone()));
@@ -319,7 +322,7 @@ pub async fn deploy(cx: &ImageCx, steps: &mut Steps) -> Result<Deployed, Stop> {
         .await?;
 
     steps
-        .run("verify-os", d.connect * 3, || async {
+        .run("verify-os", d.connect * 5, || async {
             let (os, kernel) = os_over_ssh(cx, d.connect).await?;
             match matches_profile(&cx.profile, &os) {
                 Ok(()) => {
@@ -593,8 +596,31 @@ fn pool(cx: &ImageCx) -> Pool {
 /// The node's OS and kernel as `hostnamectl` reports them, over an SSH
 /// login verified against kiln's store.
 async fn os_over_ssh(cx: &ImageCx, within: Duration) -> anyhow::Result<(String, String)> {
+    // kiln's own key, not merely a trusted one: a key recorded by `kiln
+    // ssh trust` for the vendor's preinstalled OS does not count.
+    let Some(ours) = hostkeys::load(&cx.state_dir, &cx.node.name)? else {
+        anyhow::bail!("{}: kiln has not given it a host key yet", cx.node.name);
+    };
+    let ours = crate::ssh::known_hosts::fingerprint(&ours.public);
     let pool = pool(cx);
     let target = Target::from_node(&cx.node);
+    let session = tokio::time::timeout(within * 2, pool.session(&target))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "{}: no SSH login within {} s",
+                cx.node.name,
+                (within * 2).as_secs()
+            )
+        })??;
+    let offered = session.host_key().0.clone();
+    if offered != ours {
+        pool.close(&cx.node.name).await;
+        anyhow::bail!(
+            "{}: answers with host key {offered}, not kiln's {ours}",
+            cx.node.name
+        );
+    }
     let cmd = RemoteCommand::shell("hostnamectl").timeout(Some(within));
     let mut sink = Discard;
     let out = tokio::time::timeout(

@@ -97,6 +97,22 @@ pub fn path(state_dir: &Path, node: &str) -> PathBuf {
     state_dir.join("host-keys").join(format!("{node}.ed25519"))
 }
 
+/// The node's kept key, if kiln made one.
+pub fn load(state_dir: &Path, node: &str) -> Result<Option<HostKey>, HostKeyError> {
+    let file = path(state_dir, node);
+    match std::fs::read_to_string(&file) {
+        Ok(text) => {
+            let key = PrivateKey::from_openssh(text.trim()).map_err(|e| HostKeyError::Bad {
+                path: file.clone(),
+                why: e.to_string(),
+            })?;
+            of(key, &file).map(Some)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(HostKeyError::Io { path: file, source }),
+    }
+}
+
 /// The node's kept key, or a new one written there (0600).
 pub fn load_or_create(state_dir: &Path, node: &str) -> Result<HostKey, HostKeyError> {
     let file = path(state_dir, node);
@@ -104,15 +120,9 @@ pub fn load_or_create(state_dir: &Path, node: &str) -> Result<HostKey, HostKeyEr
         path: file.clone(),
         source,
     };
-    match std::fs::read_to_string(&file) {
-        Ok(text) => {
-            let key = PrivateKey::from_openssh(text.trim()).map_err(|e| HostKeyError::Bad {
-                path: file.clone(),
-                why: e.to_string(),
-            })?;
-            of(key, &file)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    match load(state_dir, node) {
+        Ok(Some(key)) => Ok(key),
+        Ok(None) => {
             let key = generate(node)?;
             if let Some(dir) = file.parent() {
                 std::fs::create_dir_all(dir).map_err(io)?;
@@ -122,7 +132,7 @@ pub fn load_or_create(state_dir: &Path, node: &str) -> Result<HostKey, HostKeyEr
             std::fs::rename(&tmp, &file).map_err(io)?;
             Ok(key)
         }
-        Err(e) => Err(io(e)),
+        Err(e) => Err(e),
     }
 }
 
