@@ -1,6 +1,6 @@
 //! `kiln image list|show|verify|deploy`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +18,8 @@ use crate::diag::did_you_mean;
 use crate::exit::{BadInput, ExitStatus};
 use crate::imaging::deploy::{Deadlines, Deployed, ImageCx, deploy};
 use crate::imaging::server::BootServer;
-use crate::inventory::{Inventory, Node, Selection};
+use crate::imaging::{authorized_keys, installer_path};
+use crate::inventory::{Inventory, Selection};
 use crate::output::table;
 use crate::pipeline::step::Steps;
 use crate::profiles::{Catalog, ImageProfile};
@@ -105,43 +106,6 @@ fn find<'a>(catalog: &'a Catalog, name: &str) -> anyhow::Result<&'a ImageProfile
     }
 }
 
-/// Where the installer image of `profile` is on this machine: `--iso`,
-/// the profile's `path`, or the URL's file name in `--iso-dir`.
-pub fn installer_path(
-    profile: &ImageProfile,
-    iso: Option<&Path>,
-    iso_dir: Option<&Path>,
-) -> anyhow::Result<PathBuf> {
-    let path = match (iso, &profile.installer.path, iso_dir) {
-        (Some(p), _, _) => p.to_owned(),
-        (None, Some(p), _) => PathBuf::from(p),
-        (None, None, Some(dir)) => dir.join(profile.installer.file_name().unwrap_or_default()),
-        (None, None, None) => {
-            return Err(BadInput(format!(
-                "no local copy of the {} installer: download {} and pass --iso FILE or --iso-dir DIR (or KILN_ISO_DIR)",
-                profile.name,
-                profile.installer.url.as_deref().unwrap_or("it")
-            ))
-            .into());
-        }
-    };
-    if !path.is_file() {
-        return Err(BadInput(format!(
-            "installer image {} of {} does not exist{}",
-            path.display(),
-            profile.name,
-            profile
-                .installer
-                .url
-                .as_deref()
-                .map(|u| format!(" (download {u})"))
-                .unwrap_or_default()
-        ))
-        .into());
-    }
-    Ok(path)
-}
-
 fn verify(ctx: &Ctx, profile: &ImageProfile, path: &Path) -> anyhow::Result<ExitStatus> {
     use std::io::IsTerminal as _;
     let len = std::fs::metadata(path)
@@ -198,26 +162,6 @@ struct Row {
     result: Option<Deployed>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
-}
-
-/// The public-key lines the seed authorizes: the inventory's `ssh.key`
-/// (its public half), per distinct key file.
-fn authorized_keys(creds: &Credentials, node: &Node) -> anyhow::Result<Vec<String>> {
-    let Some(path) = &node.ssh.key else {
-        return Err(BadInput(format!(
-            "{}: imaging needs ssh.key in the inventory (its public half goes into the seed so kiln can log in afterwards)",
-            node.name
-        ))
-        .into());
-    };
-    let key = creds
-        .key(path)
-        .map_err(|e| BadInput(format!("{}: {e}", node.name)))?;
-    let line = key
-        .public_key()
-        .to_openssh()
-        .map_err(|e| BadInput(format!("{}: {e}", node.name)))?;
-    Ok(vec![format!("{line} kiln")])
 }
 
 async fn deploy_cmd(ctx: &Ctx, catalog: &Catalog, args: &DeployArgs) -> anyhow::Result<ExitStatus> {

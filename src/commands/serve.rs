@@ -67,7 +67,7 @@ async fn serve(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<ExitStatus> {
                 .get(&node.image)
                 .map(|e| e.profile.clone())
                 .ok_or_else(|| BadInput(format!("{}: unknown image {}", node.name, node.image)))?;
-            let installer = super::image::installer_path(&profile, args.iso.as_deref(), None)?;
+            let installer = crate::imaging::installer_path(&profile, args.iso.as_deref(), None)?;
             let keys = match &node.ssh.key {
                 Some(p) => {
                     let k = creds
