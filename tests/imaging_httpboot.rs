@@ -103,6 +103,7 @@ async fn uefi_http_boot_where_the_bmc_takes_a_uri() {
             ..Waits::default()
         },
         reimage: false,
+        gates: None,
     };
     let mut steps = Steps::unjournaled("t-n01", "image");
     let done = deploy(&cx, &mut steps).await.unwrap();

@@ -21,6 +21,7 @@ use crate::imaging::server::BootServer;
 use crate::imaging::{authorized_keys, installer_path};
 use crate::inventory::{Inventory, Selection};
 use crate::output::table;
+use crate::pipeline::gates::Gates;
 use crate::pipeline::step::Steps;
 use crate::profiles::{Catalog, ImageProfile};
 use crate::ssh::auth::Credentials;
@@ -250,6 +251,7 @@ async fn deploy_cmd(ctx: &Ctx, catalog: &Catalog, args: &DeployArgs) -> anyhow::
         poll: args.poll,
         ..Waits::default()
     };
+    let gates = Arc::new(Gates::new(&inventory.limits));
     let items: Vec<ImageCx> = plans
         .into_iter()
         .zip(clients)
@@ -266,6 +268,7 @@ async fn deploy_cmd(ctx: &Ctx, catalog: &Catalog, args: &DeployArgs) -> anyhow::
             deadlines,
             waits,
             reimage: args.reimage,
+            gates: Some(Arc::clone(&gates)),
         })
         .collect();
     let concurrency = args
@@ -276,6 +279,11 @@ async fn deploy_cmd(ctx: &Ctx, catalog: &Catalog, args: &DeployArgs) -> anyhow::
         items,
         concurrency,
         |cx: ImageCx| async move {
+            // The rack's and site's limits (limits.per_rack, concurrency).
+            let _permit = match &cx.gates {
+                Some(g) => g.node(&cx.node.rack).await,
+                None => None,
+            };
             let mut steps = Steps::unjournaled(cx.node.name.clone(), "image");
             let outcome = deploy(&cx, &mut steps).await;
             cx.bmc.logout().await;

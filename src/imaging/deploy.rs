@@ -87,6 +87,9 @@ pub struct ImageCx {
     pub waits: Waits,
     /// Reimage even if the node already runs the profile's OS.
     pub reimage: bool,
+    /// The site's power-on waves (`limits.power_on`): a rack powering on
+    /// at once trips its breakers. `None`: no limit.
+    pub gates: Option<Arc<crate::pipeline::gates::Gates>>,
 }
 
 /// What imaging ended with.
@@ -258,7 +261,12 @@ pub async fn deploy(cx: &ImageCx, steps: &mut Steps) -> Result<Deployed, Stop> {
         .await?;
 
     steps
-        .run("power-on", d.bmc, || async {
+        .run("power-on", d.bmc * 2, || async {
+            if ops::power_state(c, layout).await? == "Off"
+                && let Some(gates) = &cx.gates
+            {
+                gates.power_on(&cx.node.rack).await;
+            }
             let out = ops::power(c, layout, PowerOp::On, waits).await?;
             Ok(if out.sent.is_empty() {
                 Outcome::skipped(format!("already {}", out.after))
