@@ -252,6 +252,20 @@ async fn deploy_cmd(ctx: &Ctx, catalog: &Catalog, args: &DeployArgs) -> anyhow::
         ..Waits::default()
     };
     let gates = Arc::new(Gates::new(&inventory.limits));
+    // Ctrl-C: no new step or node starts; steps under way finish (a node
+    // is never left half-way through a power change).
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let stopping = Arc::clone(&stopping);
+        let gates = Arc::clone(&gates);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                tracing::warn!("interrupted: finishing the steps under way, starting no new one");
+                stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+                gates.close();
+            }
+        });
+    }
     let items: Vec<ImageCx> = plans
         .into_iter()
         .zip(clients)
@@ -278,13 +292,20 @@ async fn deploy_cmd(ctx: &Ctx, catalog: &Catalog, args: &DeployArgs) -> anyhow::
     let rows = connect::each(
         items,
         concurrency,
-        |cx: ImageCx| async move {
+        move |cx: ImageCx| {
+            let stopping = Arc::clone(&stopping);
+            async move {
             // The rack's and site's limits (limits.per_rack, concurrency).
             let _permit = match &cx.gates {
                 Some(g) => g.node(&cx.node.rack).await,
                 None => None,
             };
-            let mut steps = Steps::unjournaled(cx.node.name.clone(), "image");
+            let mut steps = Steps::new(
+                cx.node.name.clone(),
+                "image",
+                Arc::new(crate::pipeline::step::NoJournal),
+                stopping,
+            );
             let outcome = deploy(&cx, &mut steps).await;
             cx.bmc.logout().await;
             match outcome {
@@ -304,6 +325,7 @@ async fn deploy_cmd(ctx: &Ctx, catalog: &Catalog, args: &DeployArgs) -> anyhow::
                         error: Some(format!("{stop} (BMC {})", cx.node.bmc.endpoint)),
                     }
                 }
+            }
             }
         },
         |_, _| {},
