@@ -223,6 +223,17 @@ impl SeedScanner {
 }
 
 fn find_seed(hay: &[u8]) -> Option<String> {
+    // Anaconda's kickstart: `inst.ks=http://…` (reported as `ks:URL`).
+    if let Some(at) = find(hay, b"inst.ks=") {
+        let rest = &hay[at + b"inst.ks=".len()..];
+        let end = rest
+            .iter()
+            .position(|b| b.is_ascii_whitespace() || *b == b'"' || *b == b'\'' || *b == 0)?;
+        let url = String::from_utf8_lossy(&rest[..end]).into_owned();
+        if url.starts_with("http://") || url.starts_with("https://") {
+            return Some(format!("ks:{url}"));
+        }
+    }
     for needle in NEEDLES {
         let mut from = 0;
         while let Some(at) = find(&hay[from..], needle) {

@@ -398,7 +398,12 @@ async fn boot(node: Arc<SimNode>, clock: Clock, epoch: u64) {
                 },
                 None => seed,
             };
-            let read = match read_seed(&seed).await {
+            // Anaconda (`inst.ks=`) or subiquity/cloud-init (`ds=nocloud`).
+            let read = match seed.strip_prefix("ks:") {
+                Some(ks) => read_kickstart(ks).await,
+                None => read_seed(&seed).await,
+            };
+            let read = match read {
                 Ok(os) if node.faults.host.broken_seed => {
                     let why = "autoinstall config did not validate against schema";
                     report(&os, "FAIL", why).await;
@@ -422,6 +427,7 @@ async fn boot(node: Arc<SimNode>, clock: Clock, epoch: u64) {
                     // The installer reboots into the new system.
                     clock.sleep(timing::POST).await;
                     boot_os(&node, &clock, epoch).await;
+                    first_boot_cloud_init(&node, epoch).await;
                     phone_home(&node, epoch).await;
                 }
                 Err(why) => set_phase(&node, epoch, Phase::Stuck(format!("installer: {why}"))),
@@ -537,6 +543,40 @@ async fn read_seed(seed: &str) -> Result<InstalledOs, String> {
         .await
         .map_err(|e| format!("cannot read seed: {e}"))?;
     crate::sim::seed::parse(&meta, &user, seed).map_err(|e| e.to_string())
+}
+
+/// Reads an Anaconda kickstart the way the installer applies it (see
+/// [`crate::sim::seed::parse_kickstart`]).
+async fn read_kickstart(url: &str) -> Result<InstalledOs, String> {
+    let text = crate::sim::fetch::text(url, SEED_LIMIT)
+        .await
+        .map_err(|e| format!("cannot read kickstart: {e}"))?;
+    crate::sim::seed::parse_kickstart(&text, url).map_err(|e| e.to_string())
+}
+
+/// On a kickstart-installed system whose kernel command line carries a
+/// NoCloud seed (`bootloader --append`), cloud-init reads it on the first
+/// boot: its `phone_home` and instance id join what the installer left.
+async fn first_boot_cloud_init(node: &Arc<SimNode>, epoch: u64) {
+    let Some(os) = node.lock().os.clone() else {
+        return;
+    };
+    let Some(seed) = os.cloud_init_seed.clone() else {
+        return;
+    };
+    if let Ok(found) = read_seed(&seed).await {
+        let mut st = node.lock();
+        if st.epoch != epoch {
+            return;
+        }
+        let mut merged = (*os).clone();
+        merged.phone_home = found.phone_home;
+        merged.instance_id = found.instance_id;
+        if merged.host_public_keys.is_empty() {
+            merged.host_public_keys = found.host_public_keys;
+        }
+        st.os = Some(Arc::new(merged));
+    }
 }
 
 /// Marks a node as already installed and running (for racks started with

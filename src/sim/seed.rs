@@ -25,6 +25,9 @@ pub struct InstalledOs {
     /// autoinstall's webhook reporter endpoint (`autoinstall.reporting.*`
     /// with `type: webhook`): the installer posts its progress there.
     pub report_url: Option<String>,
+    /// A NoCloud seed on the installed system's kernel command line
+    /// (kickstart's `bootloader --append`), read by cloud-init on first boot.
+    pub cloud_init_seed: Option<String>,
 }
 
 /// cloud-init's `phone_home` module settings.
@@ -155,6 +158,153 @@ pub fn parse(meta_data: &str, user_data: &str, seed_url: &str) -> Result<Install
     Ok(os)
 }
 
+/// Reads a kickstart as Anaconda would apply it, keeping what the
+/// installed system ends up with: `network --hostname`, `sshkey` lines,
+/// host keys written by here-documents in `%post` to
+/// `/etc/ssh/ssh_host_*_key`, the `bootloader --append` NoCloud seed, and
+/// the URL its `%post` reports success to.
+pub fn parse_kickstart(ks: &str, url: &str) -> Result<InstalledOs, SeedError> {
+    let mut os = InstalledOs {
+        seed_url: url.to_owned(),
+        ..InstalledOs::default()
+    };
+    let mut section = String::new();
+    let mut heredoc: Option<(String, bool, String)> = None; // (marker, host key?, text)
+    for line in ks.lines() {
+        if let Some((marker, keep, text)) = &mut heredoc {
+            if line.trim() == marker {
+                if *keep {
+                    os.host_keys.push(text.trim_end().to_owned());
+                }
+                heredoc = None;
+            } else {
+                text.push_str(line);
+                text.push('\n');
+            }
+            continue;
+        }
+        let words = shell_words(line).map_err(|e| SeedError::Yaml(format!("kickstart: {e}")))?;
+        let Some(first) = words.first() else {
+            continue;
+        };
+        if first.starts_with('%') {
+            section = if first == "%end" {
+                String::new()
+            } else {
+                first.clone()
+            };
+            continue;
+        }
+        let option = |name: &str| {
+            words
+                .iter()
+                .find_map(|w| w.strip_prefix(&format!("--{name}=")).map(str::to_owned))
+        };
+        match (section.as_str(), first.as_str()) {
+            ("", "network") => {
+                if let Some(h) = option("hostname") {
+                    os.hostname = h;
+                }
+            }
+            ("", "sshkey") => {
+                if let Some(key) = words.iter().skip(1).find(|w| !w.starts_with("--")) {
+                    os.authorized_keys.push(key.clone());
+                }
+            }
+            ("", "bootloader") => {
+                if let Some(append) = option("append") {
+                    os.cloud_init_seed = append.split_whitespace().find_map(|a| {
+                        let a = a.replace("\\;", ";");
+                        let rest = a.strip_prefix("ds=nocloud;")?;
+                        rest.split(';')
+                            .find_map(|p| p.strip_prefix("s="))
+                            .map(str::to_owned)
+                    });
+                }
+            }
+            ("%post", "cat") => {
+                // `cat > FILE <<'MARK'`
+                let target = words
+                    .iter()
+                    .position(|w| w == ">")
+                    .and_then(|i| words.get(i + 1));
+                let marker = words.iter().find_map(|w| w.strip_prefix("<<"));
+                if let Some(marker) = marker {
+                    let keep = target.is_some_and(|t| {
+                        t.starts_with("/etc/ssh/ssh_host_") && t.ends_with("_key")
+                    });
+                    heredoc = Some((
+                        marker.trim_matches(['\'', '"']).to_owned(),
+                        keep,
+                        String::new(),
+                    ));
+                }
+            }
+            ("%post", "curl") if line.contains("SUCCESS") => {
+                let end = words.iter().position(|w| w == "||").unwrap_or(words.len());
+                os.report_url = words[..end].last().cloned();
+            }
+            _ => {}
+        }
+    }
+    if os.authorized_keys.is_empty() {
+        return Err(SeedError::NoKeys);
+    }
+    Ok(os)
+}
+
+/// POSIX shell words of one line (quotes and backslashes; no expansion).
+fn shell_words(line: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => cur.push(c),
+                        None => return Err("unterminated single quote".into()),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => cur.extend(chars.next()),
+                        Some(c) => cur.push(c),
+                        None => return Err("unterminated double quote".into()),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                cur.extend(chars.next());
+            }
+            '#' if !in_word => break,
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(cur);
+    }
+    Ok(words)
+}
+
 fn get<'a>(node: &'a Node, key: &str) -> Option<&'a Node> {
     match &node.value {
         Value::Map(entries) => entries
@@ -219,6 +369,19 @@ mod tests {
             os.phone_home_body(&ph.post),
             "pub_key_ed25519=ssh-ed25519+BBBB+n1&instance_id=i-1"
         );
+    }
+
+    #[test]
+    fn kickstart_keys_host_key_and_seed() {
+        let ks = "text\nnetwork --bootproto=dhcp --hostname='r1-n1'\nsshkey --username='ops' 'ssh-ed25519 AAAA o'\\''b'\nbootloader --append='console=tty0 ds=nocloud;s=http://s/seed/t/'\n%post --erroronfail\ncat > /etc/ssh/ssh_host_ed25519_key <<'KILN_HOST_KEY'\n-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\nKILN_HOST_KEY\ncurl -fsS -d '{\"result\": \"SUCCESS\"}' 'http://s/report/t' || true\n%end\n";
+        let os = parse_kickstart(ks, "http://s/ks.cfg").unwrap();
+        assert_eq!(os.hostname, "r1-n1");
+        assert_eq!(os.authorized_keys, ["ssh-ed25519 AAAA o'b"]);
+        assert_eq!(os.host_keys.len(), 1);
+        assert!(os.host_keys[0].ends_with("-----END OPENSSH PRIVATE KEY-----"));
+        assert_eq!(os.cloud_init_seed.as_deref(), Some("http://s/seed/t/"));
+        assert_eq!(os.report_url.as_deref(), Some("http://s/report/t"));
+        assert_eq!(parse_kickstart("text\n", "u"), Err(SeedError::NoKeys));
     }
 
     #[test]
