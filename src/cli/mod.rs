@@ -85,6 +85,15 @@ pub enum Command {
     /// The whole pipeline on a virtual rack of 16 simulated HGX nodes, with
     /// a few injected faults: no hardware, no root, no network needed.
     Demo(DemoArgs),
+    /// Image profiles and imaging: list, show, verify an installer,
+    /// deploy an OS onto nodes through their BMCs.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Run the boot server alone: installer images, and the seeds of the
+    /// selected nodes behind their tokens.
+    Serve(ServeArgs),
+    /// Preview one installer template rendered for a node.
+    Render(RenderArgs),
     /// Render a run's report: JSON, JUnit XML, Markdown, or one HTML file
     /// with plots.
     Report(ReportArgs),
@@ -172,6 +181,121 @@ pub struct ReportArgs {
     /// exists).
     #[arg(short, long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+}
+
+/// `kiln image …`
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// List the image profiles.
+    List,
+    /// Show one image profile, as written.
+    Show {
+        /// The profile's name.
+        name: String,
+    },
+    /// Stream an installer image and check its SHA-256 against the profile.
+    Verify {
+        /// The profile's name.
+        name: String,
+        /// Where the image is (default: the profile's path, or its URL's
+        /// file name in --iso-dir).
+        #[arg(long, value_name = "FILE")]
+        iso: Option<PathBuf>,
+        /// Folder holding downloaded installer images.
+        #[arg(long, value_name = "DIR", env = "KILN_ISO_DIR")]
+        iso_dir: Option<PathBuf>,
+    },
+    /// Image the selected nodes: power off, insert the installer, boot it
+    /// once, wait for the install to call back and SSH to answer with the
+    /// host key kiln gave the node, boot from disk, verify the OS.
+    Deploy(DeployArgs),
+}
+
+/// `kiln image deploy`
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Which nodes: name globs and ranges (r01-n[01-08]), rack:NAME,
+    /// label=VALUE; `,` for either, `&` for both, `!` for not.
+    #[arg(short, long, value_name = "EXPR")]
+    pub select: Option<String>,
+    /// The installer image to serve for every selected node (default: each
+    /// node's profile's path, or its URL's file name in --iso-dir).
+    #[arg(long, value_name = "FILE")]
+    pub iso: Option<PathBuf>,
+    /// Folder holding downloaded installer images.
+    #[arg(long, value_name = "DIR", env = "KILN_ISO_DIR")]
+    pub iso_dir: Option<PathBuf>,
+    /// The boot server's address and port (port 0: any free one).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:8080")]
+    pub bind: std::net::SocketAddr,
+    /// The URL nodes and BMCs reach the boot server at (default: the bound
+    /// address; needed when binding 0.0.0.0).
+    #[arg(long, value_name = "URL")]
+    pub advertise: Option<String>,
+    /// Nodes imaged at once (default: the inventory's limits.concurrency).
+    #[arg(short = 'c', long, value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// Longest wait for one Redfish request.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Longest wait from power-on to the install-finished call-back.
+    #[arg(long, value_name = "DURATION", default_value = "60m", value_parser = parse_duration)]
+    pub install_timeout: std::time::Duration,
+    /// Longest wait from the call-back to a verified SSH login.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub ssh_timeout: std::time::Duration,
+    /// Longest wait for a graceful shutdown before power is forced off.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub graceful_timeout: std::time::Duration,
+    /// Poll interval for BMC read-backs.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub poll: std::time::Duration,
+    /// Reimage nodes that already run their profile's OS.
+    #[arg(long)]
+    pub reimage: bool,
+    /// Allow imaging nodes marked in service (destroys what they run).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `kiln serve`
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:8080")]
+    pub bind: std::net::SocketAddr,
+    /// The URL nodes reach the server at (default: the bound address).
+    #[arg(long, value_name = "URL")]
+    pub advertise: Option<String>,
+    /// Serve every `*.iso` in this folder at /iso/NAME.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Also register these inventory nodes (seed and per-node installer
+    /// image behind a token; their URLs are printed).
+    #[arg(short, long, value_name = "EXPR")]
+    pub select: Option<String>,
+    /// The installer image for the registered nodes (default: each node's
+    /// profile's).
+    #[arg(long, value_name = "FILE")]
+    pub iso: Option<PathBuf>,
+    /// Stop after this long (default: until Ctrl-C).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<std::time::Duration>,
+}
+
+/// `kiln render`
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// The node to render for (its name, user, MAC and image profile).
+    #[arg(long, value_name = "NAME")]
+    pub node: String,
+    /// The template: user-data, meta-data, network-config, vendor-data,
+    /// ks.cfg, or a template name (nocloud/user-data, ubuntu/autoinstall,
+    /// rhel/kickstart, grub.cfg).
+    pub template: String,
+    /// Render for this image profile instead of the node's.
+    #[arg(long, value_name = "PROFILE")]
+    pub image: Option<String>,
 }
 
 /// How to reach the nodes: shared by `exec`, `copy` and `ssh`.
@@ -267,6 +391,27 @@ pub struct BmcTarget {
     /// Longest wait for one Redfish request (e.g. 30s).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub timeout: std::time::Duration,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (num, mult) = [
+        ("GiB", 1u64 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("G", 1 << 30),
+        ("M", 1 << 20),
+        ("K", 1 << 10),
+        ("B", 1),
+    ]
+    .iter()
+    .find_map(|(suffix, m)| t.strip_suffix(suffix).map(|n| (n.trim(), *m)))
+    .unwrap_or((t, 1));
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("`{text}` is not a size like 1GiB, 64MiB or 4096"))
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -563,6 +708,19 @@ pub enum BenchCommand {
         /// BMCs worked on at once (default: all).
         #[arg(long)]
         concurrency: Option<usize>,
+    },
+    /// Serve one file to many concurrent clients with kiln's boot server
+    /// and with nginx (if installed), in the same run; report the ratio.
+    Bootserver {
+        /// File size (e.g. 1GiB).
+        #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+        size: u64,
+        /// Concurrent clients, each fetching the whole file.
+        #[arg(long, default_value_t = 32)]
+        clients: u32,
+        /// Timed rounds per server (interleaved); the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
     },
     /// Run `true` on many hosts with `kiln exec`, pdsh and clush, against
     /// one local OpenSSH server on a loopback address per host.

@@ -28,6 +28,11 @@ pub fn run(ctx: &Ctx, cmd: BenchCommand) -> anyhow::Result<ExitStatus> {
             latency,
             concurrency,
         } => super::bench_bmc::run(ctx, nodes, latency, concurrency),
+        BenchCommand::Bootserver {
+            size,
+            clients,
+            runs,
+        } => super::bench_bootserver::run(ctx, size, clients, runs),
         BenchCommand::Ssh {
             hosts,
             fanout,

@@ -3,16 +3,20 @@
 
 pub mod bench;
 pub mod bench_bmc;
+pub mod bench_bootserver;
 pub mod bench_fleet;
 pub mod bench_ssh;
 pub mod bmc;
 pub mod demo;
+pub mod image;
 pub mod inventory;
 pub mod judge;
 pub mod profile;
 pub mod provision;
 pub mod remote;
+pub mod render;
 pub mod report;
+pub mod serve;
 pub mod sim;
 
 use std::path::{Path, PathBuf};
@@ -86,6 +90,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Runs(cmd) => provision::runs(&ctx, cmd),
         Command::Demo(args) => demo::run(&ctx, &args),
         Command::Report(args) => report::run(&ctx, &args),
+        Command::Image(cmd) => image::run(&ctx, cmd),
+        Command::Serve(args) => serve::run(&ctx, &args),
+        Command::Render(args) => render::run(&ctx, &args),
     }
 }
 

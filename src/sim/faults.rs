@@ -45,6 +45,9 @@ pub struct BmcFaults {
 pub struct HostFaults {
     /// The node hangs while booting: it never answers SSH.
     pub boot_hang: bool,
+    /// The installer cannot use the seed it fetched (as if its user-data
+    /// were mangled on the way): it stops with `installer: …`.
+    pub broken_seed: bool,
     /// SSH connections are dropped this long into a command.
     pub ssh_drop_after: Option<Duration>,
     /// The next N package installs fail.
@@ -185,6 +188,7 @@ impl FaultPlan {
             o.media_insert_failures = b.media_insert_failures.unwrap_or(o.media_insert_failures);
             let h = &rule.host;
             out.host.boot_hang |= h.boot_hang;
+            out.host.broken_seed |= h.broken_seed;
             if h.ssh_drop_after.is_some() {
                 out.host.ssh_drop_after = h.ssh_drop_after;
             }
@@ -231,6 +235,7 @@ fn rule(cx: &mut Cx, node: &YamlNode) -> Option<Rule> {
     };
     let mut host = HostFaults {
         boot_hang: m.opt(cx, "boot_hang").unwrap_or(false),
+        broken_seed: m.opt(cx, "broken_seed").unwrap_or(false),
         ssh_drop_after: duration(cx, &mut m, "ssh_drop_after"),
         package_install_failures: m.opt(cx, "package_install_failures").unwrap_or(0),
         hardware: Vec::new(),

@@ -117,6 +117,65 @@ pub async fn stream(
         .map_err(|_| io("timed out".into()))?
 }
 
+/// POSTs a small form (cloud-init's phone_home); the status must be 2xx.
+pub async fn post_form(url: &str, body: String) -> Result<(), FetchError> {
+    post(url, "application/x-www-form-urlencoded", body).await
+}
+
+/// POSTs a small body; the status must be 2xx.
+pub async fn post(url: &str, content_type: &str, body: String) -> Result<(), FetchError> {
+    let io = |reason: String| FetchError::Io {
+        url: url.to_owned(),
+        reason,
+    };
+    let uri: Uri = url
+        .parse()
+        .map_err(|_| FetchError::BadUrl(url.to_owned()))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(FetchError::BadUrl(url.to_owned()));
+    }
+    let host = uri
+        .host()
+        .ok_or_else(|| FetchError::BadUrl(url.to_owned()))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(80);
+    let work = async {
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| io(e.to_string()))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| io(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        let authority = uri.authority().map_or(host.clone(), |a| a.to_string());
+        let req = hyper::Request::post(path)
+            .header(hyper::header::HOST, authority)
+            .header(hyper::header::USER_AGENT, "Cloud-Init/24.1 (kiln-sim)")
+            .header(hyper::header::CONTENT_TYPE, content_type)
+            .body(http_body_util::Full::new(Bytes::from(body)))
+            .map_err(|e| io(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| io(e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(FetchError::Status {
+                url: url.to_owned(),
+                status: resp.status().as_u16(),
+            });
+        }
+        Ok(())
+    };
+    tokio::time::timeout(TIMEOUT, work)
+        .await
+        .map_err(|_| io("timed out".into()))?
+}
+
 /// Fetches a small document whole.
 pub async fn text(url: &str, limit: u64) -> Result<String, FetchError> {
     let mut buf = Vec::new();
@@ -164,6 +223,17 @@ impl SeedScanner {
 }
 
 fn find_seed(hay: &[u8]) -> Option<String> {
+    // Anaconda's kickstart: `inst.ks=http://…` (reported as `ks:URL`).
+    if let Some(at) = find(hay, b"inst.ks=") {
+        let rest = &hay[at + b"inst.ks=".len()..];
+        let end = rest
+            .iter()
+            .position(|b| b.is_ascii_whitespace() || *b == b'"' || *b == b'\'' || *b == 0)?;
+        let url = String::from_utf8_lossy(&rest[..end]).into_owned();
+        if url.starts_with("http://") || url.starts_with("https://") {
+            return Some(format!("ks:{url}"));
+        }
+    }
     for needle in NEEDLES {
         let mut from = 0;
         while let Some(at) = find(&hay[from..], needle) {

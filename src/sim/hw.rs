@@ -833,6 +833,21 @@ pub struct SoftwareState {
     pub persistence_mode: bool,
     /// When the node last booted, seconds since the Unix epoch.
     pub booted_at_unix: u64,
+    /// The OS as `hostnamectl` names it (`Ubuntu 24.04 LTS`).
+    pub os_name: String,
+    /// The running kernel release (`uname -r`).
+    pub kernel: String,
+}
+
+/// The kernel an image's installer puts down (the GA kernel of the
+/// release).
+fn kernel_of(family: OsFamily, version: &str) -> String {
+    match (family, version) {
+        (OsFamily::Ubuntu, "22.04") => "5.15.0-126-generic",
+        (OsFamily::Ubuntu, _) => "6.8.0-49-generic",
+        (OsFamily::Rhel, _) => "5.14.0-503.14.1.el9_5.x86_64",
+    }
+    .to_owned()
 }
 
 /// Units every image has.
@@ -887,6 +902,11 @@ impl SoftwareState {
             services,
             persistence_mode: false,
             booted_at_unix: 0,
+            os_name: match family {
+                OsFamily::Ubuntu => "Ubuntu 24.04 LTS".into(),
+                OsFamily::Rhel => "Rocky Linux 9".into(),
+            },
+            kernel: kernel_of(family, ""),
         }
     }
 
@@ -895,6 +915,11 @@ impl SoftwareState {
     /// and enabled (effective from the first boot).
     pub fn for_image(image: &ImageProfile) -> Self {
         let mut sw = Self::new(image.family);
+        sw.os_name = match image.family {
+            OsFamily::Ubuntu => format!("Ubuntu {} LTS", image.version),
+            OsFamily::Rhel => format!("Rocky Linux {}", image.version),
+        };
+        sw.kernel = kernel_of(image.family, &image.version);
         if image.includes_driver_stack {
             let (driver, fm, dcgm) = match image.family {
                 OsFamily::Ubuntu => (
@@ -1300,6 +1325,7 @@ pub(crate) mod tests {
             family: OsFamily::Ubuntu,
             version: "24.04".into(),
             includes_driver_stack: true,
+            ..ImageProfile::default()
         };
         let mut sw = SoftwareState::for_image(&image);
         sw.boot(0);

@@ -347,7 +347,7 @@ pub async fn start(
                     hostname: inv_node.name.clone(),
                     authorized_keys: keys.clone(),
                     host_keys: vec![ssh::private_pem(&key)?],
-                    seed_url: String::new(),
+                    ..seed::InstalledOs::default()
                 },
             );
             host_keys.push(key);

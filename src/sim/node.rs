@@ -398,9 +398,23 @@ async fn boot(node: Arc<SimNode>, clock: Clock, epoch: u64) {
                 },
                 None => seed,
             };
-            match read_seed(&seed).await {
+            // Anaconda (`inst.ks=`) or subiquity/cloud-init (`ds=nocloud`).
+            let read = match seed.strip_prefix("ks:") {
+                Some(ks) => read_kickstart(ks).await,
+                None => read_seed(&seed).await,
+            };
+            let read = match read {
+                Ok(os) if node.faults.host.broken_seed => {
+                    let why = "autoinstall config did not validate against schema";
+                    report(&os, "FAIL", why).await;
+                    Err(why.to_owned())
+                }
+                other => other,
+            };
+            match read {
                 Ok(os) => {
                     clock.sleep(timing::INSTALL).await;
+                    report(&os, "SUCCESS", "installation finished").await;
                     {
                         let mut st = node.lock();
                         if st.epoch != epoch {
@@ -413,6 +427,8 @@ async fn boot(node: Arc<SimNode>, clock: Clock, epoch: u64) {
                     // The installer reboots into the new system.
                     clock.sleep(timing::POST).await;
                     boot_os(&node, &clock, epoch).await;
+                    first_boot_cloud_init(&node, epoch).await;
+                    phone_home(&node, epoch).await;
                 }
                 Err(why) => set_phase(&node, epoch, Phase::Stuck(format!("installer: {why}"))),
             }
@@ -438,6 +454,54 @@ async fn boot_os(node: &Arc<SimNode>, clock: &Clock, epoch: u64) {
         }
     }
     set_phase(node, epoch, Phase::Running);
+}
+
+/// One event to the installer's webhook reporter, as subiquity posts it;
+/// a failure to post is only noted.
+async fn report(os: &InstalledOs, result: &str, description: &str) {
+    if let Some(url) = &os.report_url {
+        let event = serde_json::json!({
+            "event_type": "finish", "name": "subiquity/Install", "origin": "curtin",
+            "result": result, "description": description,
+        });
+        // A real installer carries on when its reporter cannot reach the
+        // server; so does this one (the URL holds a token: not logged).
+        let _ = crate::sim::fetch::post(url, "application/json", event.to_string()).await;
+    }
+}
+
+/// cloud-init's phone_home on the installed system's first boot: POST the
+/// form to the seed's URL, retrying like cloud-init (`tries`, a pause
+/// between). A failure only leaves a line in `last_event`.
+async fn phone_home(node: &Arc<SimNode>, epoch: u64) {
+    let (os, running) = {
+        let st = node.lock();
+        (
+            st.os.clone(),
+            st.epoch == epoch && st.phase == Phase::Running,
+        )
+    };
+    let Some(os) = os.filter(|_| running) else {
+        return;
+    };
+    let Some(ph) = os.phone_home.clone() else {
+        return;
+    };
+    let url = ph.url.replace("$INSTANCE_ID", &os.instance_id);
+    let body = os.phone_home_body(&ph.post);
+    for attempt in 1..=ph.tries {
+        match crate::sim::fetch::post_form(&url, body.clone()).await {
+            Ok(()) => return,
+            Err(e) => {
+                let mut st = node.lock();
+                if st.epoch != epoch {
+                    return;
+                }
+                st.last_event = format!("phone_home attempt {attempt}: {e}");
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 fn set_phase(node: &SimNode, epoch: u64, phase: Phase) {
@@ -479,6 +543,40 @@ async fn read_seed(seed: &str) -> Result<InstalledOs, String> {
         .await
         .map_err(|e| format!("cannot read seed: {e}"))?;
     crate::sim::seed::parse(&meta, &user, seed).map_err(|e| e.to_string())
+}
+
+/// Reads an Anaconda kickstart the way the installer applies it (see
+/// [`crate::sim::seed::parse_kickstart`]).
+async fn read_kickstart(url: &str) -> Result<InstalledOs, String> {
+    let text = crate::sim::fetch::text(url, SEED_LIMIT)
+        .await
+        .map_err(|e| format!("cannot read kickstart: {e}"))?;
+    crate::sim::seed::parse_kickstart(&text, url).map_err(|e| e.to_string())
+}
+
+/// On a kickstart-installed system whose kernel command line carries a
+/// NoCloud seed (`bootloader --append`), cloud-init reads it on the first
+/// boot: its `phone_home` and instance id join what the installer left.
+async fn first_boot_cloud_init(node: &Arc<SimNode>, epoch: u64) {
+    let Some(os) = node.lock().os.clone() else {
+        return;
+    };
+    let Some(seed) = os.cloud_init_seed.clone() else {
+        return;
+    };
+    if let Ok(found) = read_seed(&seed).await {
+        let mut st = node.lock();
+        if st.epoch != epoch {
+            return;
+        }
+        let mut merged = (*os).clone();
+        merged.phone_home = found.phone_home;
+        merged.instance_id = found.instance_id;
+        if merged.host_public_keys.is_empty() {
+            merged.host_public_keys = found.host_public_keys;
+        }
+        st.os = Some(Arc::new(merged));
+    }
 }
 
 /// Marks a node as already installed and running (for racks started with

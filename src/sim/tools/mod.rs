@@ -198,6 +198,7 @@ pub const SIMULATED: &[&str] = &[
     "rpm",
     "systemctl",
     "modprobe",
+    "hostnamectl",
     "reboot",
     "shutdown",
     "poweroff",
@@ -251,6 +252,7 @@ pub fn run(ctx: &mut ToolCtx, argv: &[String]) -> ToolRun {
         "rpm" => packages::rpm(ctx, &args),
         "systemctl" => system::systemctl(ctx, &args),
         "modprobe" => system::modprobe(ctx, &args),
+        "hostnamectl" => system::hostnamectl(ctx),
         "reboot" | "shutdown" | "poweroff" | "halt" => system::power(name, &args),
         _ => ToolRun::not_found(name),
     }

@@ -211,6 +211,17 @@ pub(super) fn systemctl(ctx: &mut ToolCtx, args: &[&str]) -> ToolRun {
     ToolRun::done(code, out, err)
 }
 
+/// `hostnamectl` (status): the lines kiln's imaging reads, in systemd's
+/// layout.
+pub(super) fn hostnamectl(ctx: &mut ToolCtx) -> ToolRun {
+    ToolRun::ok(format!(
+        " Static hostname: {host}\n       Icon name: computer-server\n         Chassis: server\nOperating System: {os}\n          Kernel: Linux {kernel}\n    Architecture: x86-64\n",
+        host = ctx.hw.node,
+        os = ctx.sw.os_name,
+        kernel = ctx.sw.kernel,
+    ))
+}
+
 pub(super) fn modprobe(ctx: &mut ToolCtx, args: &[&str]) -> ToolRun {
     let remove = args.iter().any(|a| *a == "-r" || *a == "--remove");
     let modules: Vec<&str> = args

@@ -1,0 +1,746 @@
+//! The imaging stage of one node, as named steps (see
+//! [`crate::pipeline::step`]): each step first checks whether its work is
+//! already true and reports `skipped` if so, so a resumed run never powers
+//! a node off twice or reinserts media it already has.
+//!
+//! Steps, in order: `check-installed` (the node already runs the profile's
+//! OS and answers SSH with kiln's host key: everything else is skipped),
+//! `prepare` (BMC discovery, host key, seed and per-node installer image
+//! registered with the boot server; redone on every attempt since the boot
+//! server lives in this process), `power-off` (graceful, then forced),
+//! `eject-stale`, `insert-installer`, `boot-once` (virtual CD in UEFI mode,
+//! or UEFI HTTP boot with `HttpBootUri` where the profile asks and the BMC
+//! can), `power-on`, `wait-installed` (the call-back), `wait-ssh`, `eject`,
+//! `boot-disk`, `verify-os` (OS release and kernel over SSH).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::bmc::client::BmcClient;
+use crate::bmc::discover::{Layout, discover};
+use crate::bmc::ops::{self, BootDevice, PowerOp, Waits};
+use crate::imaging::server::{BootServer, Progress, Registration, ServedFile};
+use crate::imaging::{hostkeys, iso, seed};
+use crate::inventory::Node;
+use crate::pipeline::step::{Outcome, Steps, Stop};
+use crate::profiles::image::{BootMethod, ImageProfile, OsFamily};
+use crate::ssh::auth::Credentials;
+use crate::ssh::exec::{Discard, ExecOptions, Input, RemoteCommand};
+use crate::ssh::hostkeys::Verifier;
+use crate::ssh::{Client, ClientOptions, Pool, Target};
+
+/// How long each part of imaging may take.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadlines {
+    /// A graceful shutdown, before power is forced off.
+    pub graceful: Duration,
+    /// Each BMC step (power, media, boot override).
+    pub bmc: Duration,
+    /// From power-on to the install-finished call-back.
+    pub install: Duration,
+    /// From the call-back to a verified SSH login.
+    pub ssh: Duration,
+    /// One SSH connection attempt (the `check-installed` probe, commands).
+    pub connect: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Deadlines {
+        Deadlines {
+            graceful: Duration::from_secs(60),
+            bmc: Duration::from_secs(300),
+            install: Duration::from_secs(60 * 60),
+            ssh: Duration::from_secs(10 * 60),
+            connect: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Everything the imaging stage of one node needs.
+pub struct ImageCx {
+    /// The node, from the inventory.
+    pub node: Node,
+    /// Its image profile.
+    pub profile: ImageProfile,
+    /// Its BMC.
+    pub bmc: Arc<BmcClient>,
+    /// The boot server the node fetches from.
+    pub server: Arc<BootServer>,
+    /// The installer image on this machine.
+    pub installer: PathBuf,
+    /// Public-key lines that may log in afterwards (the inventory's key).
+    pub authorized_keys: Vec<String>,
+    /// Loaded SSH keys, shared across nodes.
+    pub credentials: Arc<Credentials>,
+    /// Where host keys are kept (`host-keys/NODE.ed25519`).
+    pub state_dir: PathBuf,
+    /// kiln's known-hosts store (`ssh::hostkeys::store_path`).
+    pub known_hosts: PathBuf,
+    /// Step deadlines.
+    pub deadlines: Deadlines,
+    /// BMC read-back waits.
+    pub waits: Waits,
+    /// Reimage even if the node already runs the profile's OS.
+    pub reimage: bool,
+    /// The site's power-on waves (`limits.power_on`): a rack powering on
+    /// at once trips its breakers. `None`: no limit.
+    pub gates: Option<Arc<crate::pipeline::gates::Gates>>,
+}
+
+/// What imaging ended with.
+#[derive(Clone, Debug, Serialize)]
+pub struct Deployed {
+    /// The node.
+    pub node: String,
+    /// It already ran the profile's OS with kiln's host key; nothing done.
+    pub already: bool,
+    /// The OS as the node reports it (`Ubuntu 24.04.1 LTS`).
+    pub os: String,
+    /// The running kernel.
+    pub kernel: String,
+    /// How the installer was booted (`virtual-media`, `uefi-http`), if it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub booted_via: Option<&'static str>,
+}
+
+/// What `prepare` made.
+struct Prepared {
+    layout: Layout,
+    reg: Registration,
+    http_boot: bool,
+}
+
+/// Images one node. `steps` records each step; `Steps::unjournaled(node,
+/// "image")` for a one-off command.
+pub async fn deploy(cx: &ImageCx, steps: &mut Steps) -> Result<Deployed, Stop> {
+    let d = cx.deadlines;
+    let node = cx.node.name.clone();
+
+    let mut found: Option<(String, String)> = None;
+    let check = steps
+        .run("check-installed", d.connect * 6, || async {
+            if cx.reimage {
+                return Ok(Outcome::done("reimage asked for"));
+            }
+            let probe = tokio::time::timeout(d.connect * 4, os_over_ssh(cx, d.connect))
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer over SSH")));
+            match probe {
+                Ok((os, kernel)) => match matches_profile(&cx.profile, &os) {
+                    Ok(()) => {
+                        found = Some((os.clone(), kernel.clone()));
+                        Ok(Outcome::skipped(format!(
+                            "already runs {os} (kernel {kernel}) with kiln's host key"
+                        )))
+                    }
+                    Err(why) => Ok(Outcome::done(format!("needs imaging: {why}"))),
+                },
+                Err(e) => Ok(Outcome::done(format!("needs imaging: {}", first_line(&e)))),
+            }
+        })
+        .await?;
+    if check.status == crate::pipeline::record::StepStatus::Skipped {
+        let (os, kernel) = found.unwrap_or_default();
+        return Ok(Deployed {
+            node,
+            already: true,
+            os,
+            kernel,
+            booted_via: None,
+        });
+    }
+
+    // Not a resumable step: the boot server's registrations live in this
+    // process, so every attempt registers the node again (same host key,
+    // new token). Its outcome is still recorded.
+    let prepared = prepare(cx).await;
+    let summary = match &prepared {
+        Ok(p) => Ok(format!(
+            "{:?} ({}), seed at the boot server, {}",
+            p.layout.identity.vendor,
+            p.layout.identity.model,
+            if p.http_boot {
+                "UEFI HTTP boot"
+            } else {
+                "virtual CD"
+            }
+        )),
+        Err(e) => Err(format!("{e:#}")),
+    };
+    steps
+        .run("prepare", d.bmc, || async move {
+            Ok(match summary {
+                Ok(s) => Outcome::done(s),
+                Err(e) => Outcome::failed(e),
+            })
+        })
+        .await?;
+    let p = prepared.map_err(|e| Stop::Failed {
+        step: "prepare",
+        outcome: Box::new(Outcome::failed(format!("{e:#}"))),
+    })?;
+    let layout = &p.layout;
+    let c = &cx.bmc;
+    let waits = &cx.waits;
+
+    steps
+        .run("power-off", d.bmc + d.graceful, || async {
+            power_off(c, layout, waits, d.graceful).await
+        })
+        .await?;
+
+    let iso_url = p.reg.iso_url.clone();
+    steps
+        .run("eject-stale", d.bmc, || async {
+            let slots = ops::media_status(c, layout).await.map_err(clean)?;
+            let stale: Vec<String> = slots
+                .iter()
+                .filter(|s| {
+                    s.state.inserted && (p.http_boot || s.state.image.as_deref() != Some(&iso_url))
+                })
+                .map(|s| s.state.image.clone().unwrap_or_else(|| s.id.clone()))
+                .collect();
+            if stale.is_empty() {
+                return Ok(Outcome::skipped("no stale media"));
+            }
+            ops::eject_media(c, layout, waits).await.map_err(clean)?;
+            Ok(Outcome::done(format!(
+                "ejected {}",
+                redact_tokens(&stale.join(", "))
+            )))
+        })
+        .await?;
+
+    if !p.http_boot {
+        steps
+            .run("insert-installer", d.bmc, || async {
+                let out = ops::insert_media(c, layout, &iso_url, waits)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "inserting the installer on {node} (BMC {})",
+                            cx.node.bmc.endpoint
+                        )
+                    })
+                    .map_err(clean)?;
+                Ok(if out.unchanged {
+                    Outcome::skipped("installer already inserted")
+                } else {
+                    Outcome::done(format!(
+                        "installer inserted in {} via {}",
+                        out.slot, out.via
+                    ))
+                })
+            })
+            .await?;
+    }
+
+    steps
+        .run("boot-once", d.bmc, || async {
+            let out = if p.http_boot {
+                ops::set_boot(c, layout, BootDevice::Http, false, Some(&iso_url))
+                    .await
+                    .map_err(clean)?
+            } else {
+                ops::set_boot(c, layout, BootDevice::Cd, false, None).await?
+            };
+            let mut detail = format!(
+                "next boot: {} ({}, via {})",
+                out.target, out.enabled, out.via
+            );
+            if !out.notes.is_empty() {
+                detail.push_str(&format!("; {}", out.notes.join("; ")));
+            }
+            Ok(Outcome::done(detail))
+        })
+        .await?;
+
+    steps
+        .run("power-on", d.bmc * 2, || async {
+            if ops::power_state(c, layout).await? == "Off"
+                && let Some(gates) = &cx.gates
+            {
+                gates.power_on(&cx.node.rack).await;
+            }
+            let out = ops::power(c, layout, PowerOp::On, waits).await?;
+            Ok(if out.sent.is_empty() {
+                Outcome::skipped(format!("already {}", out.after))
+            } else {
+                Outcome::done(format!("powered on ({})", out.sent.join(", ")))
+            })
+        })
+        .await?;
+
+    let started = Instant::now();
+    let mut progress = p.reg.progress.clone();
+    steps
+        .run("wait-installed", d.install + d.connect * 2, || async {
+            wait_installed(cx, &mut progress, d.install).await
+        })
+        .await?;
+
+    let mut verified: Option<(String, String)> = None;
+    steps
+        .run("wait-ssh", d.ssh + d.connect, || async {
+            let pool = pool(cx);
+            let target = Target::from_node(&cx.node);
+            let session = pool.wait_for_ssh(&target, d.ssh).await?;
+            let trust = session.host_key().0.clone();
+            pool.close(&node).await;
+            Ok(Outcome::done(format!(
+                "SSH verified with kiln's host key {trust}"
+            )))
+        })
+        .await?;
+
+    steps
+        .run("eject", d.bmc, || async {
+            if p.http_boot {
+                return Ok(Outcome::skipped("nothing inserted (UEFI HTTP boot)"));
+            }
+            let out = ops::eject_media(c, layout, waits).await.map_err(clean)?;
+            Ok(if out.is_empty() {
+                Outcome::skipped("nothing inserted")
+            } else {
+                Outcome::done("installer ejected")
+            })
+        })
+        .await?;
+
+    steps
+        .run("boot-disk", d.bmc, || async {
+            if !layout.boot_targets.is_empty() && !layout.boot_targets.iter().any(|t| t == "Hdd") {
+                return Ok(Outcome::skipped(
+                    "the BMC offers no Hdd boot target; the one-time override has lapsed",
+                ));
+            }
+            let persistent = layout.boot_enabled.is_empty()
+                || layout.boot_enabled.iter().any(|e| e == "Continuous");
+            let out = ops::set_boot(c, layout, BootDevice::Disk, persistent, None).await?;
+            Ok(Outcome::done(format!(
+                "boot: {} ({})",
+                out.target, out.enabled
+            )))
+        })
+        .await?;
+
+    steps
+        .run("verify-os", d.connect * 5, || async {
+            let (os, kernel) = os_over_ssh(cx, d.connect).await?;
+            match matches_profile(&cx.profile, &os) {
+                Ok(()) => {
+                    let o =
+                        Outcome::done(format!("runs {os}, kernel {kernel}")).with_metrics(json!({
+                            "os": os, "kernel": kernel,
+                            "install_s": started.elapsed().as_secs_f64(),
+                        }));
+                    verified = Some((os, kernel));
+                    Ok(o)
+                }
+                Err(why) => Ok(Outcome::failed(why)),
+            }
+        })
+        .await?;
+    let (os, kernel) = verified.unwrap_or_default();
+    cx.server.unregister(&node);
+    Ok(Deployed {
+        node,
+        already: false,
+        os,
+        kernel,
+        booted_via: Some(if p.http_boot {
+            "uefi-http"
+        } else {
+            "virtual-media"
+        }),
+    })
+}
+
+fn first_line(e: &anyhow::Error) -> String {
+    let text = format!("{e:#}");
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+/// Tokens are secrets: any text shown (a BMC's error echoes the image
+/// URL) has every 32-hex-digit run, a boot-server token, cut.
+pub fn redact_tokens(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < b.len() {
+        let run = b[i..].iter().take_while(|c| c.is_ascii_hexdigit()).count();
+        let before_ok = i == 0 || !b[i - 1].is_ascii_alphanumeric();
+        let after_ok = b.get(i + run).is_none_or(|c| !c.is_ascii_alphanumeric());
+        if run == 32 && before_ok && after_ok {
+            out.push_str("[token]");
+            i += run;
+        } else if run > 0 {
+            out.push_str(&s[i..i + run]);
+            i += run;
+        } else {
+            let ch = s[i..].chars().next().unwrap_or(' ');
+            out.push(ch);
+            i += ch.len_utf8();
+        }
+    }
+    out
+}
+
+/// An error with boot-server tokens cut from its text.
+fn clean(e: impl Into<anyhow::Error>) -> anyhow::Error {
+    anyhow::anyhow!(redact_tokens(&format!("{:#}", e.into())))
+}
+
+async fn prepare(cx: &ImageCx) -> anyhow::Result<Prepared> {
+    let node = &cx.node.name;
+    let bmc = &cx.node.bmc.endpoint;
+    let layout = discover(&cx.bmc, cx.node.bmc.system.as_deref())
+        .await
+        .with_context(|| format!("discovering BMC {bmc} of {node}"))?;
+    let http_boot = cx.profile.boot == BootMethod::UefiHttp
+        && layout.http_boot_uri
+        && layout.boot_targets.iter().any(|t| t == "UefiHttp");
+    if cx.profile.boot == BootMethod::UefiHttp && !http_boot {
+        tracing::info!(node = %node, bmc = %bmc, "BMC cannot take an HttpBootUri; using the virtual CD");
+    }
+    if !http_boot && layout.cd_slot().is_none() && layout.media_enable.is_none() {
+        anyhow::bail!("BMC {bmc} of {node} has no virtual CD slot");
+    }
+    let key = hostkeys::load_or_create(&cx.state_dir, node)?;
+    // Record the key before the node can offer it: the first login after
+    // the install is then verified, never trusted on first use.
+    let target = Target::from_node(&cx.node);
+    crate::imaging::hostkeys::record(
+        &cx.known_hosts,
+        &crate::ssh::known_hosts::host_name(&target.host, target.port),
+        node,
+        std::slice::from_ref(&key.public),
+    )?;
+    let (found, original) = iso::read_file(&cx.installer, &cx.profile.installer.grub_cfg)
+        .with_context(|| format!("reading the installer {}", cx.installer.display()))?;
+    let original = String::from_utf8_lossy(&original).into_owned();
+    let instance_id = format!("kiln-{node}-{}", crate::pipeline::step::now_ms());
+    let reg = cx.server.register(node, |urls| {
+        let (seed_url, done_url) = (urls.seed.as_str(), urls.done.as_str());
+        let scx = seed::context_with(
+            &cx.profile,
+            node,
+            &cx.node.ssh.user,
+            cx.authorized_keys.clone(),
+            key.private_pem.expose().to_owned(),
+            key.public_line.clone(),
+            seed_url,
+            done_url,
+            &urls.report,
+            cx.node.mac.as_ref().map(|m| m.to_string()),
+            &instance_id,
+        );
+        let files = seed::render_seed(&cx.profile, &scx)?;
+        let grub = seed::grub_cfg(&cx.profile, node, &original, seed_url, &scx.ks_url)?;
+        let overlay = iso::plan_replace(
+            &cx.installer,
+            &cx.profile.installer.grub_cfg,
+            &found,
+            grub.as_bytes(),
+        )?;
+        let mut served = ServedFile::plain(&cx.installer)?;
+        served.overlay = Arc::new(overlay);
+        Ok::<_, anyhow::Error>((files, Some(served)))
+    })?;
+    Ok(Prepared {
+        layout,
+        reg,
+        http_boot,
+    })
+}
+
+async fn power_off(
+    c: &BmcClient,
+    layout: &Layout,
+    waits: &Waits,
+    graceful: Duration,
+) -> anyhow::Result<Outcome> {
+    let before = ops::power_state(c, layout).await?;
+    if before == "Off" {
+        return Ok(Outcome::skipped("already off"));
+    }
+    let offers =
+        |t: &str| layout.reset_types.is_empty() || layout.reset_types.iter().any(|r| r == t);
+    if offers("GracefulShutdown") {
+        c.action(
+            &layout.reset_target,
+            &json!({"ResetType": "GracefulShutdown"}),
+            Duration::from_secs(120),
+        )
+        .await?;
+        let start = Instant::now();
+        while start.elapsed() < graceful {
+            tokio::time::sleep(waits.poll).await;
+            if ops::power_state(c, layout).await? == "Off" {
+                return Ok(Outcome::done(format!(
+                    "shut down gracefully in {:.0} s",
+                    start.elapsed().as_secs_f64()
+                )));
+            }
+        }
+    }
+    ops::power(c, layout, PowerOp::Off, waits).await?;
+    Ok(Outcome::done(if offers("GracefulShutdown") {
+        format!(
+            "forced off after a graceful shutdown did not finish in {} s",
+            graceful.as_secs()
+        )
+    } else {
+        "forced off (the BMC offers no graceful shutdown)".to_owned()
+    }))
+}
+
+async fn wait_installed(
+    cx: &ImageCx,
+    progress: &mut tokio::sync::watch::Receiver<Progress>,
+    within: Duration,
+) -> anyhow::Result<Outcome> {
+    let start = Instant::now();
+    let deadline = tokio::time::Instant::now() + within;
+    // A run resumed after kiln restarted registered a new token: the node
+    // installing under the old one calls back to nobody. So also accept
+    // a verified login now and then.
+    let mut next_probe = start + Duration::from_secs(60);
+    loop {
+        if let Some(fields) = progress.borrow().done.clone() {
+            let host = fields.get("hostname").cloned().unwrap_or_default();
+            return Ok(Outcome::done(format!(
+                "install finished after {:.0} s (call-back from {})",
+                start.elapsed().as_secs_f64(),
+                if host.is_empty() {
+                    cx.node.name.clone()
+                } else {
+                    host
+                }
+            )));
+        }
+        if let Some(error) = progress.borrow().installer_error.clone() {
+            return Ok(Outcome::failed(format!(
+                "{}: the installer failed ({error})",
+                cx.node.name
+            )));
+        }
+        if Instant::now() >= next_probe {
+            next_probe = Instant::now() + Duration::from_secs(60);
+            if let Ok((os, _)) = os_over_ssh(cx, cx.deadlines.connect).await
+                && matches_profile(&cx.profile, &os).is_ok()
+            {
+                return Ok(Outcome::done(format!(
+                    "{os} answers SSH with kiln's host key"
+                )));
+            }
+        }
+        let wake = deadline.min(tokio::time::Instant::now() + Duration::from_secs(5));
+        match tokio::time::timeout_at(wake, progress.changed()).await {
+            Ok(Ok(())) | Err(_) => {}
+            Ok(Err(_)) => anyhow::bail!("the boot server stopped"),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let seen = progress.borrow().clone();
+            return Ok(Outcome::failed(no_callback_reason(
+                &cx.node.name,
+                &seen,
+                within,
+            )));
+        }
+    }
+}
+
+/// Says how far the node got, from what the boot server saw.
+pub fn no_callback_reason(node: &str, seen: &Progress, within: Duration) -> String {
+    let mins = within.as_secs_f64() / 60.0;
+    let after = if mins >= 1.0 {
+        format!("{mins:.0} min")
+    } else {
+        format!("{} s", within.as_secs())
+    };
+    if seen.seed_files.is_empty() {
+        format!(
+            "{node}: no install-finished call-back within {after}; the installer never fetched its seed from the boot server (the BMC did {}fetch the installer image; did the node boot from it?)",
+            if seen.iso_requests == 0 { "not " } else { "" }
+        )
+    } else if let Some(error) = &seen.installer_error {
+        format!("{node}: the installer failed ({error}); it had fetched its seed")
+    } else if seen.installer_done {
+        format!(
+            "{node}: the installer finished, but the installed system did not call back within {after}: it did not complete its first boot (hung, or no network)"
+        )
+    } else {
+        format!(
+            "{node}: no install-finished call-back within {after}; the installer fetched {} but never reported finishing (it refused the seed, or the install is stuck)",
+            seen.seed_files
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+}
+
+fn pool(cx: &ImageCx) -> Pool {
+    // A fresh verifier that reads kiln's store now (it caches files): the
+    // key `prepare` recorded is the only one accepted.
+    let verifier = Verifier::new(Vec::new(), Some(cx.known_hosts.clone()), false);
+    Pool::new(Client::new(
+        Arc::new(verifier),
+        Arc::clone(&cx.credentials),
+        ClientOptions {
+            connect_timeout: cx.deadlines.connect,
+            ..ClientOptions::default()
+        },
+    ))
+}
+
+/// The node's OS and kernel as `hostnamectl` reports them, over an SSH
+/// login verified against kiln's store.
+async fn os_over_ssh(cx: &ImageCx, within: Duration) -> anyhow::Result<(String, String)> {
+    // kiln's own key, not merely a trusted one: a key recorded by `kiln
+    // ssh trust` for the vendor's preinstalled OS does not count.
+    let Some(ours) = hostkeys::load(&cx.state_dir, &cx.node.name)? else {
+        anyhow::bail!("{}: kiln has not given it a host key yet", cx.node.name);
+    };
+    let ours = crate::ssh::known_hosts::fingerprint(&ours.public);
+    let pool = pool(cx);
+    let target = Target::from_node(&cx.node);
+    let session = tokio::time::timeout(within * 2, pool.session(&target))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "{}: no SSH login within {} s",
+                cx.node.name,
+                (within * 2).as_secs()
+            )
+        })??;
+    let offered = session.host_key().0.clone();
+    if offered != ours {
+        pool.close(&cx.node.name).await;
+        anyhow::bail!(
+            "{}: answers with host key {offered}, not kiln's {ours}",
+            cx.node.name
+        );
+    }
+    let cmd = RemoteCommand::shell("hostnamectl").timeout(Some(within));
+    let mut sink = Discard;
+    let out = tokio::time::timeout(
+        within * 2,
+        pool.run(
+            &target,
+            &cmd,
+            Input::None,
+            &mut sink,
+            &ExecOptions::default(),
+        ),
+    )
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "{}: no answer over SSH within {} s",
+            cx.node.name,
+            (within * 2).as_secs()
+        )
+    })??;
+    pool.close(&cx.node.name).await;
+    let out = out.check(&cx.node.name, &cmd)?;
+    let text = String::from_utf8_lossy(out.stdout.bytes()).into_owned();
+    parse_hostnamectl(&text).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: hostnamectl printed no `Operating System` line",
+            cx.node.name
+        )
+    })
+}
+
+/// `Operating System:` and `Kernel:` from `hostnamectl` (kernel without
+/// its `Linux ` prefix).
+pub fn parse_hostnamectl(text: &str) -> Option<(String, String)> {
+    let field = |name: &str| {
+        text.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == name).then(|| v.trim().to_owned())
+        })
+    };
+    let os = field("Operating System")?;
+    let kernel = field("Kernel").unwrap_or_default();
+    let kernel = kernel.strip_prefix("Linux ").unwrap_or(&kernel).to_owned();
+    Some((os, kernel))
+}
+
+/// Whether `os` (hostnamectl's `Operating System`) is the profile's.
+pub fn matches_profile(profile: &ImageProfile, os: &str) -> Result<(), String> {
+    let family_ok = match profile.family {
+        OsFamily::Ubuntu => os.starts_with("Ubuntu"),
+        OsFamily::Rhel => ["Rocky Linux", "Red Hat Enterprise Linux", "AlmaLinux"]
+            .iter()
+            .any(|p| os.starts_with(p)),
+    };
+    let version = os
+        .split_whitespace()
+        .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))
+        .unwrap_or("");
+    let version_ok =
+        version == profile.version || version.starts_with(&format!("{}.", profile.version));
+    if family_ok && version_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "runs {os}, expected {} ({})",
+            profile.description, profile.name
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostnamectl_and_profile_match() {
+        let text = " Static hostname: n1\n       Icon name: computer-server\nOperating System: Ubuntu 24.04.1 LTS\n          Kernel: Linux 6.8.0-45-generic\n    Architecture: x86-64\n";
+        let (os, kernel) = parse_hostnamectl(text).unwrap();
+        assert_eq!(kernel, "6.8.0-45-generic");
+        let mut p = ImageProfile {
+            name: "ubuntu-24.04".into(),
+            description: "Ubuntu 24.04".into(),
+            version: "24.04".into(),
+            ..ImageProfile::default()
+        };
+        assert_eq!(matches_profile(&p, &os), Ok(()));
+        p.version = "22.04".into();
+        assert!(matches_profile(&p, &os).is_err());
+        p.family = OsFamily::Rhel;
+        p.version = "9".into();
+        assert_eq!(matches_profile(&p, "Rocky Linux 9.6 (Blue Onyx)"), Ok(()));
+        assert!(matches_profile(&p, "Rocky Linux 8.10 (Green Obsidian)").is_err());
+    }
+
+    #[test]
+    fn reasons_say_how_far_the_node_got() {
+        let mut seen = Progress::default();
+        let r = no_callback_reason("n1", &seen, Duration::from_secs(1800));
+        assert!(
+            r.contains("never fetched its seed") && r.contains("did not fetch"),
+            "{r}"
+        );
+        seen.iso_requests = 1;
+        seen.seed_files.insert("user-data".into());
+        let r = no_callback_reason("n1", &seen, Duration::from_secs(1800));
+        assert!(
+            r.contains("fetched user-data") && r.contains("30 min"),
+            "{r}"
+        );
+        assert_eq!(
+            redact_tokens("mount http://h/node/0123456789abcdef0123456789abcdef/installer.iso: no"),
+            "mount http://h/node/[token]/installer.iso: no"
+        );
+    }
+}

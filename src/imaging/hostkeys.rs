@@ -1,0 +1,167 @@
+//! The SSH host keys kiln gives a node. They are generated once per node
+//! and kept in the state folder (`host-keys/NODE`, mode 0600), so a run
+//! that is resumed after a crash serves the same keys the node may already
+//! have installed; delete the file to rotate them on the next reimage.
+//! The public half is recorded in kiln's known-hosts store before the node
+//! boots its installer, so the first login afterwards is verified.
+
+use std::path::{Path, PathBuf};
+
+use russh::keys::ssh_key::LineEnding;
+use russh::keys::ssh_key::private::Ed25519Keypair;
+use russh::keys::{PrivateKey, PublicKey};
+
+use crate::secret::Secret;
+
+/// One node's host key pair.
+#[derive(Clone, Debug)]
+pub struct HostKey {
+    /// The private key, OpenSSH PEM (redacted in `Debug`).
+    pub private_pem: Secret,
+    /// The public key, one OpenSSH line (`ssh-ed25519 AAAA… NODE`).
+    pub public_line: String,
+    /// The public key.
+    pub public: PublicKey,
+}
+
+/// Why a host key could not be made or read.
+#[derive(Debug, thiserror::Error)]
+pub enum HostKeyError {
+    /// Reading or writing the key file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The system random generator failed.
+    #[error("no randomness for a host key")]
+    Random,
+    /// The stored file is not an OpenSSH private key.
+    #[error("{path}: not an OpenSSH private key ({why})")]
+    Bad {
+        /// The file.
+        path: PathBuf,
+        /// The parser's complaint.
+        why: String,
+    },
+}
+
+/// A fresh Ed25519 key pair with `comment` (the node name).
+pub fn generate(comment: &str) -> Result<HostKey, HostKeyError> {
+    use ring::rand::SecureRandom as _;
+    let mut seed = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut seed)
+        .map_err(|_| HostKeyError::Random)?;
+    let mut key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
+    key.set_comment(comment);
+    of(key, Path::new("(new key)"))
+}
+
+fn of(key: PrivateKey, path: &Path) -> Result<HostKey, HostKeyError> {
+    let bad = |why: String| HostKeyError::Bad {
+        path: path.to_owned(),
+        why,
+    };
+    let pem = key
+        .to_openssh(LineEnding::LF)
+        .map_err(|e| bad(e.to_string()))?;
+    let public = key.public_key().clone();
+    let public_line = public.to_openssh().map_err(|e| bad(e.to_string()))?;
+    Ok(HostKey {
+        private_pem: Secret::new(pem.as_str()),
+        public_line,
+        public,
+    })
+}
+
+/// Records `keys` as host `name`'s only keys in kiln's store
+/// ([`crate::ssh::hostkeys::replace`]), one writer at a time: `replace`
+/// rewrites the whole file through one temporary name, so two nodes
+/// recorded at once would race on it and lose one update.
+pub fn record(
+    store: &Path,
+    name: &str,
+    node: &str,
+    keys: &[PublicKey],
+) -> Result<(), crate::ssh::hostkeys::HostKeyError> {
+    static STORE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = STORE.lock().unwrap_or_else(|e| e.into_inner());
+    crate::ssh::hostkeys::replace(store, name, node, keys)
+}
+
+/// Where node `node`'s key is kept under the state folder.
+pub fn path(state_dir: &Path, node: &str) -> PathBuf {
+    state_dir.join("host-keys").join(format!("{node}.ed25519"))
+}
+
+/// The node's kept key, if kiln made one.
+pub fn load(state_dir: &Path, node: &str) -> Result<Option<HostKey>, HostKeyError> {
+    let file = path(state_dir, node);
+    match std::fs::read_to_string(&file) {
+        Ok(text) => {
+            let key = PrivateKey::from_openssh(text.trim()).map_err(|e| HostKeyError::Bad {
+                path: file.clone(),
+                why: e.to_string(),
+            })?;
+            of(key, &file).map(Some)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(HostKeyError::Io { path: file, source }),
+    }
+}
+
+/// The node's kept key, or a new one written there (0600).
+pub fn load_or_create(state_dir: &Path, node: &str) -> Result<HostKey, HostKeyError> {
+    let file = path(state_dir, node);
+    let io = |source| HostKeyError::Io {
+        path: file.clone(),
+        source,
+    };
+    match load(state_dir, node) {
+        Ok(Some(key)) => Ok(key),
+        Ok(None) => {
+            let key = generate(node)?;
+            if let Some(dir) = file.parent() {
+                std::fs::create_dir_all(dir).map_err(io)?;
+            }
+            let tmp = file.with_extension("tmp");
+            write_private(&tmp, key.private_pem.expose()).map_err(io)?;
+            std::fs::rename(&tmp, &file).map_err(io)?;
+            Ok(key)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_kept_and_parse_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = load_or_create(dir.path(), "n1").unwrap();
+        let b = load_or_create(dir.path(), "n1").unwrap();
+        assert_eq!(a.public_line, b.public_line);
+        assert!(a.public_line.starts_with("ssh-ed25519 "));
+        assert!(format!("{a:?}").contains("redacted"));
+        let c = load_or_create(dir.path(), "n2").unwrap();
+        assert_ne!(a.public_line, c.public_line);
+        PrivateKey::from_openssh(a.private_pem.expose()).unwrap();
+    }
+}

@@ -1,0 +1,674 @@
+//! The boot server: plain HTTP (BMCs and installers fetch over `http://`),
+//! serving
+//!
+//! - `GET|HEAD /iso/NAME` — an installer image as it is on disk;
+//! - `GET|HEAD /node/TOKEN/installer.iso` — the same image with its grub.cfg
+//!   rewritten for that node (kernel arguments that point at its seed), the
+//!   patched bytes laid over the file while it streams;
+//! - `GET /seed/TOKEN/FILE` — the node's `user-data`, `meta-data`,
+//!   `network-config`, `vendor-data`, `ks.cfg`;
+//! - `POST /done/TOKEN` — the installed system's "install finished"
+//!   call-back (cloud-init `phone_home`);
+//! - `POST /report/TOKEN` — the installer's progress events (subiquity's
+//!   webhook reporter, kickstart's `%post`/`%onerror`), which tell a node
+//!   whose installer failed from one whose installed OS never came up.
+//!
+//! Tokens are 128 random bits per node and registration: a node that knows
+//! its own token cannot guess another's, so it cannot read another node's
+//! host keys. Files stream from disk with positioned reads on a blocking
+//! thread, a few chunks in flight per client, never a whole file in
+//! memory. `Range: bytes=…` (one range) gets 206 with the patched bytes,
+//! an unsatisfiable one 416. Every request is logged (`tracing`, target
+//! `kiln::bootserver`) with the token replaced by the node's name.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
+use hyper::body::{Body, Frame, Incoming};
+use hyper::{Method, Request, Response, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use tokio::sync::{mpsc, watch};
+
+use crate::imaging::iso::Overlay;
+
+/// Bytes read per positioned read and sent per frame.
+const CHUNK: usize = 256 << 10;
+/// Frames buffered per client (memory per client: CHUNK × this).
+const IN_FLIGHT: usize = 4;
+/// Largest call-back body accepted.
+const CALLBACK_LIMIT: usize = 64 << 10;
+
+/// A file the server streams, with bytes laid over it.
+#[derive(Clone, Debug)]
+pub struct ServedFile {
+    /// The file on disk.
+    pub path: PathBuf,
+    /// Its length.
+    pub len: u64,
+    /// Bytes laid over it (empty for a plain file).
+    pub overlay: Arc<Overlay>,
+}
+
+impl ServedFile {
+    /// A plain file.
+    pub fn plain(path: &Path) -> std::io::Result<ServedFile> {
+        let len = std::fs::metadata(path)?.len();
+        Ok(ServedFile {
+            path: path.to_owned(),
+            len,
+            overlay: Arc::new(Overlay::default()),
+        })
+    }
+}
+
+/// What the server has seen of one node.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Progress {
+    /// Requests for its installer image.
+    pub iso_requests: u32,
+    /// Seed files it fetched.
+    pub seed_files: BTreeSet<String>,
+    /// The call-back's form fields, once it came.
+    pub done: Option<BTreeMap<String, String>>,
+    /// Installer progress events received (autoinstall's webhook
+    /// reporter, kickstart's `%post`/`%onerror`).
+    pub installer_events: u32,
+    /// The installer reported that it finished installing.
+    pub installer_done: bool,
+    /// The first failure the installer reported (`name: description`).
+    pub installer_error: Option<String>,
+}
+
+impl Progress {
+    /// Takes in one installer event (a JSON object as subiquity's webhook
+    /// reporter posts it: `event_type`, `name`, `result`, `description`).
+    pub fn installer_event(&mut self, event: &serde_json::Value) {
+        self.installer_events += 1;
+        let field = |k: &str| event[k].as_str().unwrap_or_default();
+        if field("event_type") != "finish" {
+            return;
+        }
+        match field("result") {
+            "FAIL" if self.installer_error.is_none() => {
+                self.installer_error = Some(format!("{}: {}", field("name"), field("description")));
+            }
+            // subiquity's top-level install, curtin's, or kickstart's %post.
+            "SUCCESS"
+                if field("name").ends_with("/Install")
+                    || matches!(field("name"), "cmd-install" | "kiln/install") =>
+            {
+                self.installer_done = true;
+            }
+            _ => {}
+        }
+    }
+}
+
+struct NodeEntry {
+    node: String,
+    files: BTreeMap<String, String>,
+    iso: Option<ServedFile>,
+    progress: watch::Sender<Progress>,
+}
+
+#[derive(Default)]
+struct State {
+    by_token: HashMap<String, Arc<NodeEntry>>,
+    isos: BTreeMap<String, ServedFile>,
+}
+
+/// A node's URLs on the boot server (each carries its token).
+#[derive(Clone, Debug)]
+pub struct Urls {
+    /// The NoCloud seed URL (ends in `/`).
+    pub seed: String,
+    /// The node's own installer image (rewritten grub.cfg).
+    pub iso: String,
+    /// The install-finished call-back.
+    pub done: String,
+    /// Where the installer posts progress events.
+    pub report: String,
+}
+
+/// A node's registration: its URLs and what the server sees it do.
+#[derive(Clone, Debug)]
+pub struct Registration {
+    /// The NoCloud seed URL (ends in `/`).
+    pub seed_url: String,
+    /// The node's own installer image (rewritten grub.cfg).
+    pub iso_url: String,
+    /// The call-back URL.
+    pub done_url: String,
+    /// The installer's progress-event URL.
+    pub report_url: String,
+    /// What the server sees the node fetch and post.
+    pub progress: watch::Receiver<Progress>,
+}
+
+/// A running boot server.
+pub struct BootServer {
+    state: Arc<RwLock<State>>,
+    addr: SocketAddr,
+    base: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for BootServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Why the boot server did not start or a registration failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Binding the address failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// No randomness for a token.
+    #[error("no randomness for a node token")]
+    Random,
+}
+
+fn new_token() -> Result<String, ServerError> {
+    use ring::rand::SecureRandom as _;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| ServerError::Random)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+impl BootServer {
+    /// Starts listening on `bind`. Nodes reach it at `advertise`
+    /// (`http://HOST:PORT`), by default the bound address (use it when
+    /// binding `0.0.0.0`).
+    pub async fn start(
+        bind: SocketAddr,
+        advertise: Option<&str>,
+    ) -> Result<BootServer, ServerError> {
+        let listener = tokio::net::TcpListener::bind(bind)
+            .await
+            .map_err(|source| ServerError::Bind { addr: bind, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr: bind, source })?;
+        let base = match advertise {
+            Some(a) => a.trim_end_matches('/').to_owned(),
+            None => format!("http://{addr}"),
+        };
+        let state = Arc::new(RwLock::new(State::default()));
+        let shared = Arc::clone(&state);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, peer)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = tcp.set_nodelay(true);
+                let state = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let state = Arc::clone(&state);
+                        async move { Ok::<_, std::convert::Infallible>(handle(&state, peer, req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+        tracing::info!(target: "kiln::bootserver", "boot server listening on {addr}, reached at {base}");
+        Ok(BootServer {
+            state,
+            addr,
+            base,
+            task,
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The URL nodes use (`http://HOST:PORT`).
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Serves `file` at `/iso/NAME`; returns its URL.
+    pub fn add_iso(&self, name: &str, file: ServedFile) -> String {
+        self.write().isos.insert(name.to_owned(), file);
+        format!("{}/iso/{name}", self.base)
+    }
+
+    /// A fresh token and URLs for `node` (any earlier registration of the
+    /// node stops working). `build` makes the node's seed files and
+    /// installer image from its URLs.
+    pub fn register<E>(
+        &self,
+        node: &str,
+        build: impl FnOnce(&Urls) -> Result<(BTreeMap<String, String>, Option<ServedFile>), E>,
+    ) -> Result<Registration, E>
+    where
+        E: From<ServerError>,
+    {
+        let token = new_token()?;
+        let urls = Urls {
+            seed: format!("{}/seed/{token}/", self.base),
+            iso: format!("{}/node/{token}/installer.iso", self.base),
+            done: format!("{}/done/{token}", self.base),
+            report: format!("{}/report/{token}", self.base),
+        };
+        let (files, iso) = build(&urls)?;
+        let (tx, rx) = watch::channel(Progress::default());
+        let entry = Arc::new(NodeEntry {
+            node: node.to_owned(),
+            files,
+            iso,
+            progress: tx,
+        });
+        let mut st = self.write();
+        st.by_token.retain(|_, e| e.node != node);
+        st.by_token.insert(token, entry);
+        Ok(Registration {
+            seed_url: urls.seed,
+            iso_url: urls.iso,
+            done_url: urls.done,
+            report_url: urls.report,
+            progress: rx,
+        })
+    }
+
+    /// Forgets `node`'s registration (its URLs answer 404 from now on).
+    pub fn unregister(&self, node: &str) {
+        self.write().by_token.retain(|_, e| e.node != node);
+    }
+}
+
+/// The response body: a small document, or a file streamed by a reader
+/// task.
+pub enum Payload {
+    /// Whole, small.
+    Full(Option<Bytes>),
+    /// Chunks from the reader task.
+    Stream(mpsc::Receiver<std::io::Result<Bytes>>),
+}
+
+impl Body for Payload {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        match self.get_mut() {
+            Payload::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Payload::Stream(rx) => rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, Payload::Full(None))
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            Payload::Full(Some(b)) => hyper::body::SizeHint::with_exact(b.len() as u64),
+            Payload::Full(None) => hyper::body::SizeHint::with_exact(0),
+            Payload::Stream(_) => hyper::body::SizeHint::default(),
+        }
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response<Payload> {
+    let body = body.into();
+    let mut resp = Response::new(Payload::Full(Some(Bytes::from(body))));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+async fn handle(
+    state: &RwLock<State>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Payload> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let parts: Vec<&str> = path.split('/').skip(1).collect();
+    let lookup = |token: &str| -> Option<Arc<NodeEntry>> {
+        state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_token
+            .get(token)
+            .cloned()
+    };
+    // What the log shows instead of the path: tokens are secrets.
+    let mut shown = path.clone();
+    let resp = match (method.clone(), parts.as_slice()) {
+        (Method::GET | Method::HEAD, ["iso", name]) => {
+            let file = state
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .isos
+                .get(*name)
+                .cloned();
+            match file {
+                Some(f) => serve_file(&f, &req).await,
+                None => text(StatusCode::NOT_FOUND, "no such image\n"),
+            }
+        }
+        (Method::GET | Method::HEAD, ["node", token, "installer.iso"]) => match lookup(token) {
+            Some(e) => {
+                shown = format!("/node/<{}>/installer.iso", e.node);
+                match &e.iso {
+                    Some(f) => {
+                        e.progress.send_modify(|p| p.iso_requests += 1);
+                        serve_file(f, &req).await
+                    }
+                    None => text(StatusCode::NOT_FOUND, "no installer image for this node\n"),
+                }
+            }
+            None => text(StatusCode::NOT_FOUND, "unknown token\n"),
+        },
+        (Method::GET | Method::HEAD, ["seed", token, file]) => match lookup(token) {
+            Some(e) => {
+                shown = format!("/seed/<{}>/{file}", e.node);
+                match e.files.get(*file) {
+                    Some(body) => {
+                        e.progress.send_modify(|p| {
+                            p.seed_files.insert((*file).to_owned());
+                        });
+                        let mut r = text(StatusCode::OK, body.clone());
+                        if method == Method::HEAD {
+                            *r.body_mut() = Payload::Full(None);
+                            r.headers_mut().insert(
+                                header::CONTENT_LENGTH,
+                                header::HeaderValue::from(body.len()),
+                            );
+                        }
+                        r
+                    }
+                    None => text(StatusCode::NOT_FOUND, "no such seed file\n"),
+                }
+            }
+            None => text(StatusCode::NOT_FOUND, "unknown token\n"),
+        },
+        (Method::POST, ["done", token]) => match lookup(token) {
+            Some(e) => {
+                shown = format!("/done/<{}>", e.node);
+                let body = http_body_util::Limited::new(req.into_body(), CALLBACK_LIMIT)
+                    .collect()
+                    .await
+                    .map(|c| c.to_bytes());
+                match body {
+                    Ok(bytes) => {
+                        let fields = form_fields(&bytes);
+                        tracing::info!(target: "kiln::bootserver", node = %e.node, %peer, "install finished call-back");
+                        e.progress.send_modify(|p| p.done = Some(fields));
+                        text(StatusCode::OK, "ok\n")
+                    }
+                    Err(_) => text(StatusCode::PAYLOAD_TOO_LARGE, "call-back too large\n"),
+                }
+            }
+            None => text(StatusCode::NOT_FOUND, "unknown token\n"),
+        },
+        (Method::POST, ["report", token]) => match lookup(token) {
+            Some(e) => {
+                shown = format!("/report/<{}>", e.node);
+                let body = http_body_util::Limited::new(req.into_body(), CALLBACK_LIMIT)
+                    .collect()
+                    .await
+                    .map(|c| c.to_bytes());
+                match body
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                {
+                    Some(event) => {
+                        tracing::debug!(target: "kiln::bootserver", node = %e.node, "installer event {event}");
+                        e.progress.send_modify(|p| p.installer_event(&event));
+                        text(StatusCode::OK, "ok\n")
+                    }
+                    None => text(StatusCode::BAD_REQUEST, "an event is one JSON object\n"),
+                }
+            }
+            None => text(StatusCode::NOT_FOUND, "unknown token\n"),
+        },
+        (_, ["iso" | "node" | "seed" | "done" | "report", ..]) => {
+            shown = "/…".into();
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
+        _ => {
+            shown = "/…".into();
+            text(StatusCode::NOT_FOUND, "not found\n")
+        }
+    };
+    tracing::info!(target: "kiln::bootserver", %peer, %method, path = %shown, status = resp.status().as_u16(), "request");
+    resp
+}
+
+/// `application/x-www-form-urlencoded` fields (cloud-init's phone_home).
+fn form_fields(body: &[u8]) -> BTreeMap<String, String> {
+    let text = String::from_utf8_lossy(body);
+    text.split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => match s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                Some(b) => {
+                    out.push(b);
+                    i += 2;
+                }
+                None => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A `Range` that no byte of the file satisfies (answered with 416).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Unsatisfiable;
+
+/// One `bytes=` range, resolved against `len`: `Ok(None)` for none (or
+/// one kiln does not honour, like several ranges: RFC 9110 lets a server
+/// ignore Range), `Err` when unsatisfiable.
+pub fn parse_range(value: Option<&str>, len: u64) -> Result<Option<(u64, u64)>, Unsatisfiable> {
+    let Some(spec) = value.and_then(|v| v.trim().strip_prefix("bytes=")) else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return Ok(None);
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let range = if a.is_empty() {
+        let Ok(n) = b.parse::<u64>() else {
+            return Ok(None);
+        };
+        if n == 0 || len == 0 {
+            return Err(Unsatisfiable);
+        }
+        (len.saturating_sub(n), len - 1)
+    } else {
+        let Ok(start) = a.parse::<u64>() else {
+            return Ok(None);
+        };
+        let end = if b.is_empty() {
+            len.saturating_sub(1)
+        } else {
+            match b.parse::<u64>() {
+                Ok(e) if e >= start => e.min(len.saturating_sub(1)),
+                _ => return Ok(None),
+            }
+        };
+        if start >= len {
+            return Err(Unsatisfiable);
+        }
+        (start, end)
+    };
+    Ok(Some(range))
+}
+
+async fn serve_file(file: &ServedFile, req: &Request<Incoming>) -> Response<Payload> {
+    let range = parse_range(
+        req.headers()
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok()),
+        file.len,
+    );
+    let (status, start, end) = match range {
+        Ok(None) => (StatusCode::OK, 0, file.len),
+        Ok(Some((a, b))) => (StatusCode::PARTIAL_CONTENT, a, b + 1),
+        Err(Unsatisfiable) => {
+            let mut r = text(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable\n");
+            if let Ok(v) = header::HeaderValue::from_str(&format!("bytes */{}", file.len)) {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return r;
+        }
+    };
+    let body = if req.method() == Method::HEAD || start == end {
+        Payload::Full(None)
+    } else {
+        let (tx, rx) = mpsc::channel(IN_FLIGHT);
+        let path = file.path.clone();
+        let overlay = Arc::clone(&file.overlay);
+        // Positioned reads on a blocking thread: one per client, its
+        // chunks handed over a small channel, so memory stays at
+        // CHUNK × IN_FLIGHT per client whatever the file's size.
+        tokio::task::spawn_blocking(move || pump(&path, &overlay, start, end, &tx));
+        Payload::Stream(rx)
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(
+        header::ACCEPT_RANGES,
+        header::HeaderValue::from_static("bytes"),
+    );
+    h.insert(
+        header::CONTENT_LENGTH,
+        header::HeaderValue::from(end - start),
+    );
+    if status == StatusCode::PARTIAL_CONTENT
+        && let Ok(v) =
+            header::HeaderValue::from_str(&format!("bytes {start}-{}/{}", end - 1, file.len))
+    {
+        h.insert(header::CONTENT_RANGE, v);
+    }
+    resp
+}
+
+fn pump(
+    path: &Path,
+    overlay: &Overlay,
+    start: u64,
+    end: u64,
+    tx: &mpsc::Sender<std::io::Result<Bytes>>,
+) {
+    use std::os::unix::fs::FileExt as _;
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = tx.blocking_send(Err(e));
+            return;
+        }
+    };
+    let mut pos = start;
+    while pos < end {
+        let n = CHUNK.min((end - pos) as usize);
+        let mut buf = vec![0u8; n];
+        let mut filled = 0;
+        while filled < n {
+            match file.read_at(&mut buf[filled..], pos + filled as u64) {
+                Ok(0) => {
+                    let _ = tx.blocking_send(Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "file shrank while being served",
+                    )));
+                    return;
+                }
+                Ok(k) => filled += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+        overlay.apply(pos, &mut buf);
+        if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+            return; // The client went away.
+        }
+        pos += n as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range(None, 10), Ok(None));
+        assert_eq!(parse_range(Some("bytes=0-3"), 10), Ok(Some((0, 3))));
+        assert_eq!(parse_range(Some("bytes=5-"), 10), Ok(Some((5, 9))));
+        assert_eq!(parse_range(Some("bytes=-3"), 10), Ok(Some((7, 9))));
+        assert_eq!(parse_range(Some("bytes=8-100"), 10), Ok(Some((8, 9))));
+        assert_eq!(parse_range(Some("bytes=10-"), 10), Err(Unsatisfiable));
+        assert_eq!(parse_range(Some("bytes=0-1,4-5"), 10), Ok(None));
+        assert_eq!(parse_range(Some("bytes=5-2"), 10), Ok(None));
+    }
+
+    #[test]
+    fn form() {
+        let f = form_fields(b"instance_id=i-1&hostname=n%2D1&pub_key_ed25519=ssh-ed25519+AAAA");
+        assert_eq!(f["hostname"], "n-1");
+        assert_eq!(f["pub_key_ed25519"], "ssh-ed25519 AAAA");
+    }
+}
