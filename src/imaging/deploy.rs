@@ -6,8 +6,8 @@
 //! Steps, in order: `check-installed` (the node already runs the profile's
 //! OS and answers SSH with kiln's host key: everything else is skipped),
 //! `prepare` (BMC discovery, host key, seed and per-node installer image
-//! registered with the boot server; redone on every attempt since the boot
-//! server lives in this process), `power-off` (graceful, then forced),
+//! registered with the boot server under a stable per-node token; redone on
+//! every attempt since the boot server lives in this process), `power-off` (graceful, then forced),
 //! `eject-stale`, `insert-installer`, `boot-once` (virtual CD in UEFI mode,
 //! or UEFI HTTP boot with `HttpBootUri` where the profile asks and the BMC
 //! can), `power-on`, `wait-installed` (the call-back), `wait-ssh`, `eject`,
@@ -156,8 +156,10 @@ pub async fn deploy(cx: &ImageCx, steps: &mut Steps) -> Result<Deployed, Stop> {
     }
 
     // Not a resumable step: the boot server's registrations live in this
-    // process, so every attempt registers the node again (same host key,
-    // new token). Its outcome is still recorded.
+    // process, so every attempt registers the node again, under the same
+    // token (derived from the node's host key), so an installer started by
+    // an earlier attempt still finds its seed and call-back. Its outcome
+    // is still recorded.
     let prepared = prepare(cx).await;
     let summary = match &prepared {
         Ok(p) => Ok(format!(
@@ -425,7 +427,8 @@ async fn prepare(cx: &ImageCx) -> anyhow::Result<Prepared> {
         .with_context(|| format!("reading the installer {}", cx.installer.display()))?;
     let original = String::from_utf8_lossy(&original).into_owned();
     let instance_id = format!("kiln-{node}-{}", crate::pipeline::step::now_ms());
-    let reg = cx.server.register(node, |urls| {
+    let token = hostkeys::node_token(&cx.state_dir, node, &key)?;
+    let reg = cx.server.register_as(node, Some(&token), |urls| {
         let (seed_url, done_url) = (urls.seed.as_str(), urls.done.as_str());
         let scx = seed::context_with(
             &cx.profile,
@@ -507,9 +510,8 @@ async fn wait_installed(
 ) -> anyhow::Result<Outcome> {
     let start = Instant::now();
     let deadline = tokio::time::Instant::now() + within;
-    // A run resumed after kiln restarted registered a new token: the node
-    // installing under the old one calls back to nobody. So also accept
-    // a verified login now and then.
+    // A call-back may have gone to an earlier kiln process (resumed after a
+    // restart), so also accept a verified login now and then.
     let mut next_probe = start + Duration::from_secs(60);
     loop {
         if let Some(fields) = progress.borrow().done.clone() {

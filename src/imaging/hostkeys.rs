@@ -92,6 +92,49 @@ pub fn record(
     crate::ssh::hostkeys::replace(store, name, node, keys)
 }
 
+/// The node's boot-server token: an HMAC of its name and host key under a
+/// secret kept in the state folder (`bootserver.secret`, 0600). Stable, so
+/// a kiln restarted mid-install serves the same URLs the node's installer
+/// is already using (its seed, its call-back); a new host key (rotation)
+/// gives a new token, and nobody without the secret can derive one.
+pub fn node_token(state_dir: &Path, node: &str, key: &HostKey) -> Result<String, HostKeyError> {
+    use ring::rand::SecureRandom as _;
+    // One creator at a time in this process, so every node uses the same
+    // secret.
+    static CREATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = CREATE.lock().unwrap_or_else(|e| e.into_inner());
+    let file = state_dir.join("bootserver.secret");
+    let io = |source| HostKeyError::Io {
+        path: file.clone(),
+        source,
+    };
+    let secret = match std::fs::read_to_string(&file) {
+        Ok(t) => t.trim().to_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 32];
+            ring::rand::SystemRandom::new()
+                .fill(&mut bytes)
+                .map_err(|_| HostKeyError::Random)?;
+            let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            std::fs::create_dir_all(state_dir).map_err(io)?;
+            let tmp = file.with_extension("tmp");
+            write_private(&tmp, &text).map_err(io)?;
+            std::fs::rename(&tmp, &file).map_err(io)?;
+            std::fs::read_to_string(&file)
+                .map_err(io)?
+                .trim()
+                .to_owned()
+        }
+        Err(e) => return Err(io(e)),
+    };
+    let mac = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let tag = ring::hmac::sign(&mac, format!("{node}\n{}", key.public_line).as_bytes());
+    Ok(tag.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
 /// Where node `node`'s key is kept under the state folder.
 pub fn path(state_dir: &Path, node: &str) -> PathBuf {
     state_dir.join("host-keys").join(format!("{node}.ed25519"))
@@ -163,5 +206,9 @@ mod tests {
         let c = load_or_create(dir.path(), "n2").unwrap();
         assert_ne!(a.public_line, c.public_line);
         PrivateKey::from_openssh(a.private_pem.expose()).unwrap();
+        let t1 = node_token(dir.path(), "n1", &a).unwrap();
+        assert_eq!(t1, node_token(dir.path(), "n1", &b).unwrap());
+        assert_ne!(t1, node_token(dir.path(), "n2", &c).unwrap());
+        assert_eq!(t1.len(), 32);
     }
 }

@@ -257,18 +257,22 @@ impl BootServer {
         format!("{}/iso/{name}", self.base)
     }
 
-    /// A fresh token and URLs for `node` (any earlier registration of the
-    /// node stops working). `build` makes the node's seed files and
-    /// installer image from its URLs.
-    pub fn register<E>(
+    /// Registers `node` under `token` (a fresh random one when `None`); any
+    /// earlier registration of the node stops working. `build` makes the
+    /// node's seed files and installer image from its URLs.
+    pub fn register_as<E>(
         &self,
         node: &str,
+        token: Option<&str>,
         build: impl FnOnce(&Urls) -> Result<(BTreeMap<String, String>, Option<ServedFile>), E>,
     ) -> Result<Registration, E>
     where
         E: From<ServerError>,
     {
-        let token = new_token()?;
+        let token = match token {
+            Some(t) => t.to_owned(),
+            None => new_token()?,
+        };
         let urls = Urls {
             seed: format!("{}/seed/{token}/", self.base),
             iso: format!("{}/node/{token}/installer.iso", self.base),
@@ -293,6 +297,19 @@ impl BootServer {
             report_url: urls.report,
             progress: rx,
         })
+    }
+
+    /// Registers `node` under a fresh random token (see
+    /// [`BootServer::register_as`]).
+    pub fn register<E>(
+        &self,
+        node: &str,
+        build: impl FnOnce(&Urls) -> Result<(BTreeMap<String, String>, Option<ServedFile>), E>,
+    ) -> Result<Registration, E>
+    where
+        E: From<ServerError>,
+    {
+        self.register_as(node, None, build)
     }
 
     /// Forgets `node`'s registration (its URLs answer 404 from now on).
