@@ -149,6 +149,28 @@ pub struct ProvisionArgs {
     /// Longest wait for one Redfish request.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub bmc_timeout: std::time::Duration,
+    /// The imaging stage's boot server: address and port (port 0: any
+    /// free one).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:8080")]
+    pub bind: std::net::SocketAddr,
+    /// The URL nodes and BMCs reach the boot server at (needed when
+    /// binding 0.0.0.0).
+    #[arg(long, value_name = "URL")]
+    pub advertise: Option<String>,
+    /// The installer image for every node (default: each image profile's
+    /// path, or its URL's file name in --iso-dir).
+    #[arg(long, value_name = "FILE")]
+    pub iso: Option<PathBuf>,
+    /// Folder holding downloaded installer images.
+    #[arg(long, value_name = "DIR", env = "KILN_ISO_DIR")]
+    pub iso_dir: Option<PathBuf>,
+    /// Reimage nodes that already run their profile's OS.
+    #[arg(long)]
+    pub reimage: bool,
+    /// Longest wait from power-on to the installer's install-finished
+    /// call-back.
+    #[arg(long, value_name = "DURATION", default_value = "60m", value_parser = parse_duration)]
+    pub install_timeout: std::time::Duration,
 }
 
 /// `kiln runs …`

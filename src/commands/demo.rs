@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use crate::bmc::trust::{TrustStore, fetch_fingerprint, state_dir};
 use crate::cli::DemoArgs;
 use crate::commands::Ctx;
-use crate::commands::provision::{self, Request};
+use crate::commands::provision::{self, ImagingRequest, Request};
 use crate::exit::{BadInput, ExitStatus};
 use crate::inventory::Selection;
 use crate::pipeline::progress::Progress;
@@ -27,6 +27,8 @@ const INVENTORY: &str = include_str!("../../inventories/demo.yaml");
 const FAULTS: &str = include_str!("../../inventories/demo-faults.yaml");
 /// Marks a folder as the demo's own, so a re-run may clear it.
 const MARKER: &str = ".kiln-demo";
+/// The stages the demo runs.
+const DEMO_STAGES: &str = "preflight,image,burnin,nccl";
 
 /// Runs `kiln demo`.
 pub fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<ExitStatus> {
@@ -82,12 +84,20 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<ExitStatus> {
             dir.display()
         ));
         trust_all(&inventory, &site).await?;
-        // The demo's nodes arrive bare: until the image and drivers stages
-        // run inside `kiln provision`, the SSH stages have nothing to log
-        // in to, so the demo stops after preflight.
+        // The nodes arrive bare: the image stage installs their OS from a
+        // boot server on loopback, serving a small installer image.
         let request = Request {
-            stages: Some("preflight".into()),
+            stages: Some(DEMO_STAGES.into()),
             bmc_timeout: Some(Duration::from_secs(5)),
+            imaging: ImagingRequest {
+                bind: Some(std::net::SocketAddr::from(([127, 10, 0, 254], 0))),
+                iso: Some(dir.join("installer.iso")),
+                // Simulated minutes pass in real seconds.
+                install_timeout: Some(Duration::from_secs(120)),
+                ssh_timeout: Some(Duration::from_secs(60)),
+                poll: Some(Duration::from_millis(200)),
+                ..ImagingRequest::default()
+            },
             ..Request::default()
         };
         let state = state_dir(&site);
@@ -145,7 +155,23 @@ fn write_files(dir: &Path, faults: &str) -> anyhow::Result<PathBuf> {
         "password: {env: KILN_DEMO_BMC_PASSWORD}   # set by `kiln demo` / `kiln sim up`",
         "password: {file: bmc-password}   # written by `kiln demo`",
     );
+    let text = text.replace(
+        "  ssh:\n    user: kiln\n",
+        "  ssh:\n    user: kiln\n    key: ssh-key   # written by `kiln demo`; imaging authorizes it\n",
+    );
     std::fs::write(&site, text).with_context(|| format!("cannot write {}", site.display()))?;
+    let key = crate::sim::ssh::generate_host_key()?;
+    write_private(&dir.join("ssh-key"), &crate::sim::ssh::private_pem(&key)?)?;
+    std::fs::write(
+        dir.join("ssh-key.pub"),
+        format!("{} kiln-demo\n", crate::sim::ssh::public_line(&key)?),
+    )?;
+    // A small installer image in the shape of Ubuntu's (the simulated BMCs
+    // fetch it for real, range by range, from the boot server).
+    std::fs::write(
+        dir.join("installer.iso"),
+        crate::imaging::iso::demo_installer(256 << 10),
+    )?;
     let mut bytes = [0u8; 12];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
         .map_err(|_| anyhow::anyhow!("no randomness for the demo's BMC password"))?;

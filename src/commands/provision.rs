@@ -22,7 +22,11 @@ use crate::output::table;
 use crate::pipeline::engine::{self, Setup};
 use crate::pipeline::gates::Gates;
 use crate::pipeline::journal::{Journal, RunJournal};
-use crate::pipeline::node::NodeCx;
+use crate::bmc::ops::Waits;
+use crate::imaging::deploy::Deadlines;
+use crate::imaging::server::BootServer;
+use crate::pipeline::imaging::ImagingSetup;
+use crate::pipeline::node::{NodeCx, SiteCx};
 use crate::pipeline::progress::{Mode, Progress, rfc3339};
 use crate::pipeline::record::{NodeRecord, NodeVerdict, RunInfo, RunRecord, RunState};
 use crate::pipeline::stages::{self, Stage};
@@ -53,6 +57,30 @@ pub struct Request {
     pub concurrency: Option<usize>,
     /// Per-request Redfish timeout.
     pub bmc_timeout: Option<Duration>,
+    /// The imaging stage's options.
+    pub imaging: ImagingRequest,
+}
+
+/// The imaging stage's flags.
+#[derive(Clone, Debug, Default)]
+pub struct ImagingRequest {
+    /// `--bind` (default `0.0.0.0:8080`).
+    pub bind: Option<std::net::SocketAddr>,
+    /// `--advertise`.
+    pub advertise: Option<String>,
+    /// `--iso`.
+    pub iso: Option<PathBuf>,
+    /// `--iso-dir`.
+    pub iso_dir: Option<PathBuf>,
+    /// `--reimage`.
+    pub reimage: bool,
+    /// `--install-timeout` (default 60 minutes).
+    pub install_timeout: Option<Duration>,
+    /// Longest wait from the install call-back to a verified SSH login
+    /// (default 10 minutes).
+    pub ssh_timeout: Option<Duration>,
+    /// Poll interval for BMC read-backs (default 1 s).
+    pub poll: Option<Duration>,
 }
 
 impl From<&ProvisionArgs> for Request {
@@ -67,6 +95,16 @@ impl From<&ProvisionArgs> for Request {
             allow_in_service: a.allow_in_service,
             concurrency: a.concurrency,
             bmc_timeout: Some(a.bmc_timeout),
+            imaging: ImagingRequest {
+                bind: Some(a.bind),
+                advertise: a.advertise.clone(),
+                iso: a.iso.clone(),
+                iso_dir: a.iso_dir.clone(),
+                reimage: a.reimage,
+                install_timeout: Some(a.install_timeout),
+                ssh_timeout: None,
+                poll: None,
+            },
         }
     }
 }
@@ -201,6 +239,29 @@ pub async fn execute(
             profiles.insert(node.hardware.clone(), Arc::new(entry.profile.clone()));
         }
     }
+    let mut images = HashMap::new();
+    for node in &nodes {
+        if !images.contains_key(&node.image) {
+            let entry = inventory.catalog.images.get(&node.image).ok_or_else(|| {
+                BadInput(format!(
+                    "{}: image profile `{}` is not known",
+                    node.name, node.image
+                ))
+            })?;
+            images.insert(node.image.clone(), Arc::new(entry.profile.clone()));
+        }
+    }
+    let credentials = Arc::new(Credentials::new());
+    let installers = if stages.contains(&Stage::Image) {
+        Some(check_imaging(
+            &nodes,
+            &images,
+            &credentials,
+            &request.imaging,
+        )?)
+    } else {
+        None
+    };
 
     if request.dry_run {
         print_plan(ctx, &nodes, &stages, inventory);
@@ -246,14 +307,33 @@ pub async fn execute(
         limits.concurrency = c.max(1);
     }
     let gates = Arc::new(Gates::new(&limits));
-    let pool = ssh_pool(inventory_path);
+    let inventory_dir = inventory_path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let imaging = match installers {
+        Some(installers) => Some(start_imaging(installers, &request.imaging, ctx).await?),
+        None => None,
+    };
+    let site = Arc::new(SiteCx {
+        state: state.to_path_buf(),
+        known_hosts: store_path(&inventory_dir),
+        inventory_dir,
+        credentials: Arc::clone(&credentials),
+        imaging,
+    });
+    let pool = ssh_pool(&site);
     let contexts: Vec<Arc<NodeCx>> = nodes
         .iter()
         .zip(&clients)
         .map(|(node, client)| {
             Arc::new(NodeCx::new(
                 (*node).clone(),
-                Arc::clone(&profiles[&node.hardware]),
+                (
+                    Arc::clone(&profiles[&node.hardware]),
+                    Arc::clone(&images[&node.image]),
+                ),
+                Arc::clone(&site),
                 run_dir.clone(),
                 Arc::clone(&gates),
                 Arc::clone(client),
@@ -333,17 +413,100 @@ pub async fn execute(
 
 /// One SSH pool for the run: host keys verified against kiln's records
 /// (and each node's own known_hosts file); never trust on first use.
-fn ssh_pool(inventory_path: &Path) -> Arc<Pool> {
-    let dir = inventory_path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let verifier = Verifier::new(Verifier::default_files(), Some(store_path(&dir)), false);
+fn ssh_pool(site: &SiteCx) -> Arc<Pool> {
+    let verifier = Verifier::new(
+        Verifier::default_files(),
+        Some(site.known_hosts.clone()),
+        false,
+    );
     Arc::new(Pool::new(Client::new(
         Arc::new(verifier),
-        Arc::new(Credentials::new()),
+        Arc::clone(&site.credentials),
         ClientOptions::default(),
     )))
+}
+
+/// Checks, before any request, what imaging needs for every node: a local
+/// installer image per image profile and a key to log in with afterwards.
+/// Returns the installers by profile name.
+fn check_imaging(
+    nodes: &[&Node],
+    images: &HashMap<String, Arc<crate::profiles::image::ImageProfile>>,
+    credentials: &Credentials,
+    request: &ImagingRequest,
+) -> Result<HashMap<String, PathBuf>, BadInput> {
+    let bind = request.bind.unwrap_or(DEFAULT_BIND);
+    if bind.ip().is_unspecified() && request.advertise.is_none() {
+        return Err(BadInput(format!(
+            "the image stage's boot server would listen on every address ({bind}); \
+             say which one nodes reach with --advertise http://ADDR:{} (or --bind ADDR:PORT)",
+            bind.port()
+        )));
+    }
+    let mut problems = Vec::new();
+    let mut installers = HashMap::new();
+    for (name, profile) in images {
+        if !nodes.iter().any(|n| &n.image == name) {
+            continue;
+        }
+        match crate::imaging::installer_path(
+            profile,
+            request.iso.as_deref(),
+            request.iso_dir.as_deref(),
+        ) {
+            Ok(path) => {
+                installers.insert(name.clone(), path);
+            }
+            Err(e) => problems.push(format!("{e:#}")),
+        }
+    }
+    for node in nodes {
+        if let Err(e) = crate::imaging::authorized_keys(credentials, node) {
+            problems.push(format!("{e:#}"));
+        }
+    }
+    problems.sort();
+    problems.dedup();
+    if problems.is_empty() {
+        Ok(installers)
+    } else {
+        Err(BadInput(crate::diag::clip(&problems.join("\n"), 4000)))
+    }
+}
+
+/// The default `--bind` of the boot server.
+const DEFAULT_BIND: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 8080);
+
+/// Starts the run's boot server.
+async fn start_imaging(
+    installers: HashMap<String, PathBuf>,
+    request: &ImagingRequest,
+    ctx: &Ctx,
+) -> anyhow::Result<ImagingSetup> {
+    let server = BootServer::start(
+        request.bind.unwrap_or(DEFAULT_BIND),
+        request.advertise.as_deref(),
+    )
+    .await
+    .map_err(|e| BadInput(e.to_string()))?;
+    ctx.printer
+        .info(&format!("boot server at {}", server.base_url()));
+    let defaults = Deadlines::default();
+    Ok(ImagingSetup {
+        server: Arc::new(server),
+        installers,
+        deadlines: Deadlines {
+            install: request.install_timeout.unwrap_or(defaults.install),
+            ssh: request.ssh_timeout.unwrap_or(defaults.ssh),
+            ..defaults
+        },
+        waits: Waits {
+            poll: request.poll.unwrap_or(Duration::from_secs(1)),
+            ..Waits::default()
+        },
+        reimage: request.reimage,
+    })
 }
 
 /// Ctrl-C once: finish running steps, start nothing new. Twice: record

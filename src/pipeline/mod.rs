@@ -10,6 +10,7 @@
 
 pub mod engine;
 pub mod gates;
+pub mod imaging;
 pub mod journal;
 pub mod node;
 pub mod preflight;

@@ -12,7 +12,26 @@ use crate::bmc::discover::{Layout, discover};
 use crate::inventory::Node;
 use crate::pipeline::gates::Gates;
 use crate::profiles::hardware::HardwareProfile;
+use crate::profiles::image::ImageProfile;
 use crate::ssh::Remote;
+use crate::ssh::auth::Credentials;
+
+/// What every node of a run shares: where state lives and the loaded SSH
+/// keys. Stages that need more site-wide context (the boot server, handoff
+/// targets) find it here.
+pub struct SiteCx {
+    /// The state folder (`.kiln` beside the inventory, or `$KILN_STATE_DIR`):
+    /// journal, trust stores, host keys, site keys.
+    pub state: PathBuf,
+    /// The inventory's folder (profiles, templates and relative paths).
+    pub inventory_dir: PathBuf,
+    /// SSH keys loaded once for the run.
+    pub credentials: Arc<Credentials>,
+    /// kiln's SSH known-hosts store (`ssh::hostkeys::store_path`).
+    pub known_hosts: PathBuf,
+    /// The imaging stage's shared parts, when the run images nodes.
+    pub imaging: Option<crate::pipeline::imaging::ImagingSetup>,
+}
 
 /// One node's working context during a run.
 pub struct NodeCx {
@@ -20,6 +39,10 @@ pub struct NodeCx {
     pub node: Node,
     /// Its hardware profile.
     pub hardware: Arc<HardwareProfile>,
+    /// Its image profile (OS family, whether the image carries the stack).
+    pub image: Arc<ImageProfile>,
+    /// What the run's nodes share.
+    pub site: Arc<SiteCx>,
     /// Its folder for raw outputs, inside the run folder.
     pub dir: PathBuf,
     /// The run folder, that artifact paths are relative to.
@@ -36,16 +59,20 @@ impl NodeCx {
     /// A context for `node`.
     pub fn new(
         node: Node,
-        hardware: Arc<HardwareProfile>,
+        profiles: (Arc<HardwareProfile>, Arc<ImageProfile>),
+        site: Arc<SiteCx>,
         run_dir: PathBuf,
         gates: Arc<Gates>,
         bmc: Arc<BmcClient>,
         remote: Remote,
     ) -> NodeCx {
         let dir = run_dir.join(&node.name);
+        let (hardware, image) = profiles;
         NodeCx {
             node,
             hardware,
+            image,
+            site,
             dir,
             run_dir,
             gates,

@@ -77,7 +77,10 @@ impl Stage {
 
     /// Whether this build can run the stage.
     pub fn available(self) -> bool {
-        matches!(self, Stage::Preflight | Stage::Burnin | Stage::Nccl)
+        matches!(
+            self,
+            Stage::Preflight | Stage::Image | Stage::Burnin | Stage::Nccl
+        )
     }
 }
 

@@ -121,13 +121,30 @@ pub enum Trust {
     FirstUse,
 }
 
+/// A file's size and modification time (`None` when it does not exist).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp(Option<(u64, std::time::SystemTime)>);
+
+impl Stamp {
+    fn of(path: &Path) -> Stamp {
+        Stamp(
+            std::fs::metadata(path)
+                .ok()
+                .and_then(|m| Some((m.len(), m.modified().ok()?))),
+        )
+    }
+}
+
 /// Decides whether host keys are trusted. Files are read once and shared
 /// by every connection.
 pub struct Verifier {
     files: Vec<PathBuf>,
     store: Option<PathBuf>,
     accept_new: bool,
-    cache: RwLock<HashMap<PathBuf, Arc<KnownHosts>>>,
+    /// Parsed files with the size and modification time they had, so a
+    /// file changed during a run (imaging records a node's new key) is
+    /// read again.
+    cache: RwLock<HashMap<PathBuf, (Stamp, Arc<KnownHosts>)>>,
     /// Keys recorded in this run (trust on first use), by host name.
     recorded: Mutex<HashMap<String, PublicKey>>,
 }
@@ -154,7 +171,14 @@ impl Verifier {
     }
 
     fn file(&self, path: &Path) -> Result<Arc<KnownHosts>, HostKeyError> {
-        if let Some(kh) = self.cache.read().ok().and_then(|c| c.get(path).cloned()) {
+        let stamp = Stamp::of(path);
+        if let Some((_, kh)) = self
+            .cache
+            .read()
+            .ok()
+            .and_then(|c| c.get(path).cloned())
+            .filter(|(s, _)| *s == stamp)
+        {
             return Ok(kh);
         }
         let kh = Arc::new(KnownHosts::load(path).map_err(|source| HostKeyError::Io {
@@ -165,7 +189,7 @@ impl Verifier {
             tracing::debug!("{}:{line}: skipped: {why}", path.display());
         }
         if let Ok(mut c) = self.cache.write() {
-            c.insert(path.to_owned(), Arc::clone(&kh));
+            c.insert(path.to_owned(), (stamp, Arc::clone(&kh)));
         }
         Ok(kh)
     }

@@ -1,0 +1,66 @@
+//! The `image` stage inside a run: the run's boot server and installer
+//! images are set up once (see [`ImagingSetup`]); each node is then imaged
+//! by [`crate::imaging::deploy`], whose steps are journaled like every
+//! other stage's, so a resumed run never powers a node off twice.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::bmc::ops::Waits;
+use crate::imaging::deploy::{Deadlines, ImageCx, deploy};
+use crate::imaging::server::BootServer;
+use crate::pipeline::node::NodeCx;
+use crate::pipeline::step::{Outcome, Steps, Stop};
+
+/// The imaging stage's run-wide parts.
+pub struct ImagingSetup {
+    /// The boot server every node's BMC fetches its installer from.
+    pub server: Arc<BootServer>,
+    /// The installer image on this machine, per image profile name.
+    pub installers: HashMap<String, PathBuf>,
+    /// Step deadlines.
+    pub deadlines: Deadlines,
+    /// BMC read-back waits.
+    pub waits: Waits,
+    /// Reimage nodes that already run their profile's OS.
+    pub reimage: bool,
+}
+
+/// Images one node (a node that already runs its profile's OS with kiln's
+/// host key is only checked).
+pub async fn run(cx: &NodeCx, steps: &mut Steps) -> Result<(), Stop> {
+    let fail = |why: String| Stop::Failed {
+        step: "start",
+        outcome: Box::new(Outcome::failed(why)),
+    };
+    let Some(setup) = &cx.site.imaging else {
+        return Err(fail("the run has no boot server (a bug in kiln)".into()));
+    };
+    let Some(installer) = setup.installers.get(&cx.image.name) else {
+        return Err(fail(format!(
+            "no installer image for profile {}",
+            cx.image.name
+        )));
+    };
+    let authorized_keys = crate::imaging::authorized_keys(&cx.site.credentials, &cx.node)
+        .map_err(|e| fail(format!("{e:#}")))?;
+    let image = ImageCx {
+        node: cx.node.clone(),
+        profile: (*cx.image).clone(),
+        bmc: Arc::clone(cx.bmc()),
+        server: Arc::clone(&setup.server),
+        installer: installer.clone(),
+        authorized_keys,
+        credentials: Arc::clone(&cx.site.credentials),
+        state_dir: cx.site.state.clone(),
+        known_hosts: cx.site.known_hosts.clone(),
+        deadlines: setup.deadlines,
+        waits: setup.waits,
+        reimage: setup.reimage,
+        gates: Some(Arc::clone(&cx.gates)),
+    };
+    let deployed = deploy(&image, steps).await?;
+    tracing::info!(node = %cx.node.name, already = deployed.already, "imaged: {} ({})", deployed.os, deployed.kernel);
+    Ok(())
+}
