@@ -245,23 +245,26 @@ async fn run_node(
             Arc::clone(sink),
             Arc::clone(&setup.stopping),
         );
+        // Each stage's future is boxed: a node's task then holds only the
+        // stage it is in, not space for the largest one, which matters with
+        // 12,500 node tasks alive at once.
         let result = match stage {
-            Stage::Preflight => preflight::run(cx, &mut steps).await,
-            Stage::Image => crate::pipeline::imaging::run(cx, &mut steps).await,
-            Stage::Burnin => acceptance::burnin(
+            Stage::Preflight => Box::pin(preflight::run(cx, &mut steps)).await,
+            Stage::Image => Box::pin(crate::pipeline::imaging::run(cx, &mut steps)).await,
+            Stage::Burnin => Box::pin(acceptance::burnin(
                 &cx.acceptance(),
                 &mut steps,
                 &cx.hardware,
                 &BurninOptions::for_profile(&cx.hardware),
-            )
+            ))
             .await
             .map(drop),
-            Stage::Nccl => acceptance::nccl_node(
+            Stage::Nccl => Box::pin(acceptance::nccl_node(
                 &cx.acceptance(),
                 &mut steps,
                 &cx.hardware,
                 &NcclOptions::for_profile(&cx.hardware),
-            )
+            ))
             .await
             .map(drop),
             other => Err(Stop::Failed {
