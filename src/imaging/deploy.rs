@@ -282,6 +282,8 @@ pub async fn deploy(cx: &ImageCx, steps: &mut Steps) -> Result<Deployed, Stop> {
     // while the node installed): the installer may have lost the boot
     // server it was reading from, and is then restarted once.
     let resumed = steps.ended_before("power-on") && !steps.ended_before("wait-installed");
+    // Installing takes minutes: no BMC connection is kept meanwhile.
+    c.close_idle();
     let started = Instant::now();
     let mut progress = p.reg.progress.clone();
     steps

@@ -274,6 +274,8 @@ async fn run_node(
                 ))),
             }),
         };
+        // The BMC is idle until the next stage that needs it.
+        cx.bmc().close_idle();
         match result {
             Ok(()) => {}
             Err(Stop::Interrupted(_)) => return NodeEnd::Interrupted,
