@@ -12,20 +12,20 @@ use anyhow::Context as _;
 use serde_json::json;
 
 use crate::bmc::connect;
+use crate::bmc::ops::Waits;
 use crate::bmc::transport::TransportOptions;
 use crate::bmc::trust::{TrustStore, state_dir};
 use crate::cli::{ProvisionArgs, RunsCommand};
 use crate::commands::Ctx;
 use crate::exit::{BadInput, ExitStatus};
+use crate::imaging::deploy::Deadlines;
+use crate::imaging::server::BootServer;
 use crate::inventory::{Inventory, Node, Selection};
 use crate::output::table;
 use crate::pipeline::engine::{self, Setup};
 use crate::pipeline::gates::Gates;
-use crate::pipeline::journal::{Journal, RunJournal};
-use crate::bmc::ops::Waits;
-use crate::imaging::deploy::Deadlines;
-use crate::imaging::server::BootServer;
 use crate::pipeline::imaging::ImagingSetup;
+use crate::pipeline::journal::{Journal, RunJournal};
 use crate::pipeline::node::{NodeCx, SiteCx};
 use crate::pipeline::progress::{Mode, Progress, rfc3339};
 use crate::pipeline::record::{NodeRecord, NodeVerdict, RunInfo, RunRecord, RunState};
@@ -59,6 +59,8 @@ pub struct Request {
     pub bmc_timeout: Option<Duration>,
     /// The imaging stage's options.
     pub imaging: ImagingRequest,
+    /// First pause between webhook attempts (default 1 s; tests shorten it).
+    pub handoff_retry: Option<Duration>,
 }
 
 /// The imaging stage's flags.
@@ -105,6 +107,7 @@ impl From<&ProvisionArgs> for Request {
                 ssh_timeout: None,
                 poll: None,
             },
+            handoff_retry: None,
         }
     }
 }
@@ -263,6 +266,20 @@ pub async fn execute(
         None
     };
 
+    let handoff = if stages.contains(&Stage::Handoff) {
+        let bytes = std::fs::read(inventory_path)
+            .with_context(|| format!("cannot read {}", inventory_path.display()))?;
+        let mut racks: Vec<&str> = nodes.iter().map(|n| n.rack.as_str()).collect();
+        racks.dedup();
+        let mut setup = crate::handoff::HandoffSetup::prepare(inventory, &bytes, state, &racks)?;
+        if let Some(base) = request.handoff_retry {
+            setup.retry_base = base;
+        }
+        Some(setup)
+    } else {
+        None
+    };
+
     if request.dry_run {
         print_plan(ctx, &nodes, &stages, inventory);
         return Ok(None);
@@ -315,14 +332,20 @@ pub async fn execute(
         Some(installers) => Some(start_imaging(installers, &request.imaging, ctx).await?),
         None => None,
     };
+    let known_hosts = store_path(&inventory_dir);
+    let pool = ssh_pool(&known_hosts, &credentials);
+    let handoff = handoff.map(|mut h| {
+        h.pool = Some(Arc::clone(&pool));
+        Arc::new(h)
+    });
     let site = Arc::new(SiteCx {
         state: state.to_path_buf(),
-        known_hosts: store_path(&inventory_dir),
+        known_hosts,
         inventory_dir,
         credentials: Arc::clone(&credentials),
         imaging,
+        handoff,
     });
-    let pool = ssh_pool(&site);
     let contexts: Vec<Arc<NodeCx>> = nodes
         .iter()
         .zip(&clients)
@@ -413,15 +436,15 @@ pub async fn execute(
 
 /// One SSH pool for the run: host keys verified against kiln's records
 /// (and each node's own known_hosts file); never trust on first use.
-fn ssh_pool(site: &SiteCx) -> Arc<Pool> {
+fn ssh_pool(known_hosts: &Path, credentials: &Arc<Credentials>) -> Arc<Pool> {
     let verifier = Verifier::new(
         Verifier::default_files(),
-        Some(site.known_hosts.clone()),
+        Some(known_hosts.to_path_buf()),
         false,
     );
     Arc::new(Pool::new(Client::new(
         Arc::new(verifier),
-        Arc::clone(&site.credentials),
+        Arc::clone(credentials),
         ClientOptions::default(),
     )))
 }
@@ -590,8 +613,16 @@ fn counts(record: &RunRecord) -> serde_json::Value {
 
 fn print_plan(ctx: &Ctx, nodes: &[&Node], stages: &[Stage], inventory: &Inventory) {
     let names: Vec<&str> = stages.iter().map(|s| s.name()).collect();
+    let mut racks: Vec<&str> = nodes.iter().map(|n| n.rack.as_str()).collect();
+    racks.dedup();
+    let handoff = if stages.contains(&Stage::Handoff) {
+        crate::handoff::plan(&inventory.handoff, &racks)
+    } else {
+        Vec::new()
+    };
     if ctx.printer.json {
         let _ = ctx.printer.json_data(&json!({
+            "handoff": handoff.iter().map(|(rack, target, sends)| json!({"rack": rack, "target": target, "sends": sends})).collect::<Vec<_>>(),
             "stages": names,
             "nodes": nodes.iter().map(|n| json!({"node": n.name, "rack": n.rack, "hardware": n.hardware, "image": n.image})).collect::<Vec<_>>(),
             "limits": {"concurrency": inventory.limits.concurrency, "per_rack": inventory.limits.per_rack, "per_bmc": inventory.limits.per_bmc},
@@ -611,6 +642,15 @@ fn print_plan(ctx: &Ctx, nodes: &[&Node], stages: &[Stage], inventory: &Inventor
         .collect();
     ctx.printer
         .data(&table(&["NODE", "RACK", "HARDWARE", "IMAGE"], &rows));
+    if !handoff.is_empty() {
+        let rows: Vec<Vec<String>> = handoff
+            .iter()
+            .map(|(r, t, s)| vec![r.clone(), t.clone(), s.clone()])
+            .collect();
+        ctx.printer.data("\n");
+        ctx.printer
+            .data(&table(&["RACK", "HANDOFF TARGET", "WOULD SEND"], &rows));
+    }
     ctx.printer.info(&format!(
         "dry run: {} node(s) would go through {}; credentials and BMC trust are in order",
         nodes.len(),
