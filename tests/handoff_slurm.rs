@@ -36,7 +36,11 @@ impl Slurm {
             .args(args)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -60,12 +64,15 @@ fn slurm(nodes: &[&str]) -> Option<Slurm> {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/slurm-up.sh"))
-        .arg(dir.path())
-        .args(["127.85.7.100", "16817"])
-        .args(nodes)
-        .output()
-        .unwrap();
+    let out = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/slurm-up.sh"
+    ))
+    .arg(dir.path())
+    .args(["127.85.7.100", "16817"])
+    .args(nodes)
+    .output()
+    .unwrap();
     let s = Slurm { dir };
     assert!(
         out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ready"),
@@ -101,7 +108,12 @@ fn accepted_nodes_are_resumed_and_failed_ones_drained_with_the_reason() {
     };
     // A new rack: Slurm knows the nodes, but they are down.
     for n in ["t-n01", "t-n02", "t-n03"] {
-        slurm.scontrol(&["update", &format!("NodeName={n}"), "State=DOWN", "Reason=new rack"]);
+        slurm.scontrol(&[
+            "update",
+            &format!("NodeName={n}"),
+            "State=DOWN",
+            "Reason=new rack",
+        ]);
     }
     assert!(slurm.show("t-n01").contains("State=DOWN"));
 
@@ -115,26 +127,54 @@ fn accepted_nodes_are_resumed_and_failed_ones_drained_with_the_reason() {
     let site = rack.dir.path().join("site.yaml");
     // The rack's own list (scontrol on this machine, which is the
     // controller here) replaces the site's.
-    let yaml = std::fs::read_to_string(&site)
-        .unwrap()
-        .replace("  - name: r01\n", "  - name: r01\n    handoff:\n      - slurm: {scontrol: local}\n");
+    let yaml = std::fs::read_to_string(&site).unwrap().replace(
+        "  - name: r01\n",
+        "  - name: r01\n    handoff:\n      - slurm: {scontrol: local}\n",
+    );
     std::fs::write(&site, yaml).unwrap();
     assert!(kiln(&rack, &slurm, &["bmc", "trust"]).status.success());
     assert!(kiln(&rack, &slurm, &["keys", "init"]).status.success());
 
-    let out = kiln(&rack, &slurm, &["provision", "--stages", "preflight,handoff", "--dry-run"]);
+    let out = kiln(
+        &rack,
+        &slurm,
+        &["provision", "--stages", "preflight,handoff", "--dry-run"],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("State=DRAIN Reason='kiln: REASON'"), "{}", text(&out.stdout));
-    assert!(slurm.show("t-n01").contains("State=DOWN"), "a dry run changes nothing");
+    assert!(
+        text(&out.stdout).contains("State=DRAIN Reason='kiln: REASON'"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        slurm.show("t-n01").contains("State=DOWN"),
+        "a dry run changes nothing"
+    );
 
-    let out = kiln(&rack, &slurm, &["provision", "--stages", "preflight,handoff"]);
-    assert_eq!(out.status.code(), Some(1), "{}{}", text(&out.stdout), text(&out.stderr));
+    let out = kiln(
+        &rack,
+        &slurm,
+        &["provision", "--stages", "preflight,handoff"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     let table = text(&out.stdout);
-    assert!(table.contains("t-n01") && table.contains("accepted"), "{table}");
+    assert!(
+        table.contains("t-n01") && table.contains("accepted"),
+        "{table}"
+    );
 
     for n in ["t-n01", "t-n03"] {
         let line = slurm.show(n);
-        assert!(!line.contains("DRAIN") && !line.contains("State=DOWN "), "{n}: {line}");
+        assert!(
+            !line.contains("DRAIN") && !line.contains("State=DOWN "),
+            "{n}: {line}"
+        );
         assert!(line.contains("State=IDLE"), "{n}: {line}");
     }
     let line = slurm.show("t-n02");
@@ -146,12 +186,21 @@ fn accepted_nodes_are_resumed_and_failed_ones_drained_with_the_reason() {
 
     // Run again: the accepted nodes are already in service (skipped), the
     // failed one already drained with the same reason.
-    let out = kiln(&rack, &slurm, &["--json", "provision", "--stages", "preflight,handoff"]);
+    let out = kiln(
+        &rack,
+        &slurm,
+        &["--json", "provision", "--stages", "preflight,handoff"],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let run = text(&out.stdout)
         .lines()
         .last()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["run"].as_str().unwrap().to_owned())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["run"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .unwrap();
     let out = kiln(&rack, &slurm, &["--json", "runs", "show", &run]);
     let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
