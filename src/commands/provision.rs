@@ -206,7 +206,11 @@ pub async fn execute(
             (stages, nodes, Some(id))
         }
         None => {
-            let stages = stages::plan(request.stages.as_deref(), request.until.as_deref())?;
+            let mut stages = stages::plan(request.stages.as_deref(), request.until.as_deref())?;
+            // By default, hand off only where the inventory says where to.
+            if request.stages.is_none() && inventory.handoff.is_empty() {
+                stages.retain(|s| *s != Stage::Handoff);
+            }
             let selection = match &request.select {
                 Some(expr) => expr.parse()?,
                 None => Selection::all(),
