@@ -12,6 +12,7 @@ pub mod cli;
 pub mod commands;
 pub mod diag;
 pub mod exit;
+pub mod handoff;
 pub mod imaging;
 pub mod inventory;
 pub mod judge;

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod image;
 pub mod inventory;
 pub mod judge;
+pub mod keys;
 pub mod profile;
 pub mod provision;
 pub mod remote;
@@ -93,6 +94,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Image(cmd) => image::run(&ctx, cmd),
         Command::Serve(args) => serve::run(&ctx, &args),
         Command::Render(args) => render::run(&ctx, &args),
+        Command::Keys(cmd) => keys::keys(&ctx, cmd),
+        Command::Verify(args) => keys::verify(&ctx, &args),
     }
 }
 

@@ -42,6 +42,8 @@ pub struct Settings {
     pub labels: BTreeMap<String, String>,
     /// Whether the node already carries customer work.
     pub in_service: Option<bool>,
+    /// Handoff targets (site defaults and racks only).
+    pub handoff: Option<super::handoff::HandoffFile>,
     /// Keys that were written but invalid (already reported), so resolving
     /// does not report them missing as well: `hardware`, `bmc.address`, …
     pub bad: Vec<&'static str>,
@@ -447,6 +449,7 @@ fn settings(cx: &mut Cx, m: &mut MapReader<'_>) -> Settings {
             .and_then(|n| labels(cx, n))
             .unwrap_or_default(),
         in_service: m.opt(cx, "in_service"),
+        handoff: m.get("handoff").and_then(|n| super::handoff::decode(cx, n)),
         bad,
     }
 }
@@ -465,6 +468,13 @@ fn node_file(cx: &mut Cx, node: &Node) -> Option<NodeFile> {
     }
     let settings = settings(cx, &mut m);
     let mac = m.get("mac").and_then(|n| parsed(cx, n));
+    if let Some(pos) = settings.handoff.as_ref().and_then(|h| h.pos) {
+        cx.error_help(
+            pos,
+            "handoff targets are set for the site (`defaults`) or a rack, not a node",
+            "move `handoff` to the node's rack",
+        );
+    }
     let mut settings = settings;
     finish_settings(cx, m, &mut settings);
     Some(NodeFile {
