@@ -890,6 +890,52 @@ mod tests {
             .block_on(f)
     }
 
+    /// A captured loopback (server and client in one file, HDR at
+    /// ~202 Gb/s) on one HCA, and a port that is down on another, in the
+    /// layout the step keeps.
+    fn loopback_output() -> String {
+        let real = include_str!(
+            "../../tests/fixtures/judge/ib_write_bw/ib_write_bw_loopback_8MB_HDR_MBps.txt"
+        );
+        format!(
+            "{IB_SECTION} ib0 GPU 0 client\n{real}exit status 0\n\
+             {IB_SECTION} ib0 GPU 0 server\nexit status 0\n\
+             {IB_SECTION} ib1 GPU 1 client\n Port number 1 state is Down\n \
+             Couldn't set the link layer\nexit status 1\n\
+             {IB_SECTION} ib1 GPU 1 server\nexit status 124\n"
+        )
+    }
+
+    #[test]
+    fn each_hca_of_the_loopback_is_judged_on_its_own() {
+        let devices = [("ib0".to_owned(), 0), ("ib1".to_owned(), 1)];
+        let text = loopback_output();
+        let o = judge_ib_sections(&text, &devices[..1], 190.0);
+        assert!(o.passed(), "{o:?}");
+        assert!(
+            o.detail
+                .starts_with("1 HCAs in GPUDirect loopback, lowest 201.8 Gb/s")
+        );
+        // Both sides report the same shortfall: one reason, naming the HCA
+        // once.
+        let o = judge_ib_sections(&text, &devices[..1], 375.0);
+        assert_eq!(o.reasons.len(), 1, "{o:?}");
+        assert!(
+            o.reasons[0].starts_with("ib0 (GPU 0) loopback: BW average 201.8 Gb/s < 375 Gb/s"),
+            "{o:?}"
+        );
+        let o = judge_ib_sections(&text, &devices, 190.0);
+        assert!(!o.passed());
+        assert_eq!(
+            o.reasons,
+            ["ib1 (GPU 1) loopback: ib_write_bw exited with status 1: Port number 1 state is Down"]
+        );
+        assert_eq!(
+            o.metrics["hcas"][0]["bw_avg_gbps"].as_f64().map(f64::round),
+            Some(202.0)
+        );
+    }
+
     #[test]
     fn one_bad_node_among_16_in_eight_runs() {
         let all = names(16);
