@@ -1,6 +1,7 @@
-//! The acceptance stages against the virtual rack over real SSH: every GPU
-//! and fabric fault fails exactly its node with the right reason, healthy
-//! nodes pass, and bisection finds the one bad node among 16.
+//! The acceptance stages against the virtual rack over real SSH and
+//! Redfish: every GPU, fabric and facility fault fails exactly its node
+//! with the right reason, healthy nodes pass, and bisection finds the one
+//! bad node among 16.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -10,10 +11,14 @@ use std::time::Duration;
 
 use common::simrack::{Rack, RackSpec};
 use kiln::acceptance::{
-    BurninOptions, NcclOptions, NodeCtx, burnin, nccl_node, nccl_pairs, nccl_rack, stragglers,
+    BmcSensors, BurninOptions, NcclOptions, NodeCtx, burnin, nccl_node, nccl_pairs, nccl_rack,
+    stragglers,
 };
+use kiln::bmc::client::BmcClient;
+use kiln::bmc::transport::{Transport, TransportOptions};
 use kiln::pipeline::step::{Steps, Stop};
 use kiln::profiles::{Catalog, HardwareProfile};
+use kiln::secret::Secret;
 use kiln::ssh::auth::Credentials;
 use kiln::ssh::exec::Discard;
 use kiln::ssh::hostkeys::Verifier;
@@ -37,8 +42,37 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Every node of the rack as a stage context over kiln's SSH client,
-/// reachable and with the NVIDIA stack installed.
+/// Node `n`'s BMC, its certificate pinned to the one the rack announced.
+fn bmc(n: &serde_json::Value) -> BmcSensors {
+    let pin = n["bmc_fingerprint"]
+        .as_str()
+        .unwrap()
+        .replace(':', "")
+        .parse()
+        .unwrap();
+    let tls = kiln::bmc::tls::pinned(pin).unwrap();
+    let addr = n["bmc_url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("https://");
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let transport = Transport::new(
+        host,
+        port.parse().unwrap(),
+        tls,
+        TransportOptions::default(),
+    );
+    let client = BmcClient::new(
+        n["name"].as_str().unwrap(),
+        transport,
+        n["username"].as_str().unwrap(),
+        Secret::new(n["password"].as_str().unwrap().to_owned()),
+    );
+    BmcSensors::new(Arc::new(client), None)
+}
+
+/// Every node of the rack as a stage context over kiln's SSH client and
+/// Redfish client, reachable and with the NVIDIA stack installed.
 async fn nodes(rack: &Rack, run_dir: &std::path::Path) -> Vec<NodeCtx> {
     let verifier = Verifier::new(Vec::new(), None, false);
     let pool = Arc::new(Pool::new(Client::new(
@@ -62,13 +96,16 @@ async fn nodes(rack: &Rack, run_dir: &std::path::Path) -> Vec<NodeCtx> {
         pool.wait_for_ssh(&target, Duration::from_secs(30))
             .await
             .unwrap_or_else(|e| panic!("node {i}: {e}"));
-        out.push(NodeCtx::new(
-            Remote::Ssh {
-                pool: Arc::clone(&pool),
-                target,
-            },
-            run_dir,
-        ));
+        out.push(
+            NodeCtx::new(
+                Remote::Ssh {
+                    pool: Arc::clone(&pool),
+                    target,
+                },
+                run_dir,
+            )
+            .with_bmc(bmc(n)),
+        );
     }
     let installs = out.iter().map(|n| async move {
         let cmd = RemoteCommand::shell(STACK).timeout(Some(Duration::from_secs(120)));
@@ -142,12 +179,13 @@ fn every_gpu_fault_fails_exactly_its_node() {
         \x20 - nodes: \"t-n04\"\n    hot_gpu: {gpu: 5, temp_c: 94}\n\
         \x20 - nodes: \"t-n05\"\n    ecc_uncorrectable: 1\n\
         \x20 - nodes: \"t-n06\"\n    nvlink_down: {gpu: 0, link: 3}\n\
-        \x20 - nodes: \"t-n07\"\n    xid: {gpu: 4, code: 94}\n"
+        \x20 - nodes: \"t-n07\"\n    xid: {gpu: 4, code: 94}\n\
+        \x20 - nodes: \"t-n10\"\n    inlet_hot: {temp_c: 41}\n"
         .to_owned()
         + &uniformly_slow;
     let rack = Rack::start(RackSpec {
-        net: 75,
-        nodes: 9,
+        net: 90,
+        nodes: 10,
         faults: Some(&faults),
         time_scale: 30,
         ..RackSpec::default()
@@ -155,10 +193,11 @@ fn every_gpu_fault_fails_exactly_its_node() {
     let run_dir = tempfile::tempdir().unwrap();
     let profile = h100();
     // 60 simulated seconds of burn are 2 s here: sample five times a
-    // second, snapshot a second in.
+    // second (the BMC twice), snapshot a second in.
     let opts = BurninOptions {
         duration_s: 60,
         sample_every: Duration::from_millis(200),
+        bmc_sample_every: Duration::from_millis(500),
         snapshot_after: Duration::from_millis(1000),
         burn_slack: Duration::from_secs(30),
         ..BurninOptions::for_profile(&profile)
@@ -200,6 +239,12 @@ fn every_gpu_fault_fails_exactly_its_node() {
         ("t-n07", "xid", &["Xid 94"]),
         ("t-n08", "", &[]),
         ("t-n09", "", &[]),
+        // The GPUs are fine; the air they got was not.
+        (
+            "t-n10",
+            "burn",
+            &["BMC inlet temperature 41 C", "above the 35 C limit"],
+        ),
     ];
     for (node, step, wants) in expect {
         let (_, r) = results.iter().find(|(n, _)| n == node).unwrap();
@@ -233,6 +278,24 @@ fn every_gpu_fault_fails_exactly_its_node() {
             for a in &burn.artifacts {
                 assert!(run_dir.path().join(a).is_file(), "{a}");
             }
+            // The BMC was read during the burn: inlet in spec, and power
+            // that rose with the load (1.5 kW idle, ~7 kW burning).
+            let chassis = &burn.metrics["bmc"];
+            assert!(
+                chassis["samples"].as_array().unwrap().len() >= 2,
+                "{node}: {chassis}"
+            );
+            assert_eq!(chassis["max_inlet_c"], 24.0, "{node}: {chassis}");
+            assert!(
+                chassis["peak_power_w"].as_f64().unwrap() > 5000.0,
+                "{node}: {chassis}"
+            );
+            assert!(chassis["warnings"].as_array().unwrap().is_empty());
+            assert!(
+                burn.artifacts.iter().any(|a| a.ends_with("burnin/bmc.csv")),
+                "{:?}",
+                burn.artifacts
+            );
             continue;
         }
         assert_eq!(
@@ -254,7 +317,7 @@ fn every_gpu_fault_fails_exactly_its_node() {
         .iter()
         .filter_map(|(n, r)| Some((n.clone(), r.as_ref().ok()?.gflops.clone())))
         .collect();
-    assert_eq!(rack_gflops.len(), 3);
+    assert_eq!(rack_gflops.len(), 3, "{rack_gflops:?}");
     let slow = stragglers(&rack_gflops, profile.burnin.max_spread_pct);
     assert_eq!(slow.len(), 1, "{slow:?}");
     assert_eq!(slow[0].0, "t-n08");
@@ -265,7 +328,7 @@ fn every_gpu_fault_fails_exactly_its_node() {
 #[test]
 fn bisection_finds_the_one_bad_node_among_16() {
     let rack = Rack::start(RackSpec {
-        net: 76,
+        net: 91,
         nodes: 16,
         faults: Some("faults:\n  - nodes: \"t-n11\"\n    ib_degraded: {port: 2, rate_gbps: 200}\n"),
         time_scale: 300,
@@ -276,13 +339,34 @@ fn bisection_finds_the_one_bad_node_among_16() {
     let opts = NcclOptions {
         min_bytes: 1 << 20,
         deadline: Duration::from_secs(60),
+        ib_server_wait: Duration::from_millis(200),
         ..NcclOptions::for_profile(&profile)
     };
     runtime().block_on(async {
         let nodes = nodes(&rack, run_dir.path()).await;
-        // In a node, t-n11 is as good as any: its fault is on the fabric.
+        // Its own HCA loopback blames t-n11 in the node stage already…
         let mut steps = Steps::unjournaled("t-n11", "nccl");
-        let o = nccl_node(&nodes[10], &mut steps, &profile, &opts)
+        match nccl_node(&nodes[10], &mut steps, &profile, &opts).await {
+            Err(Stop::Failed { step, outcome }) => {
+                assert_eq!(step, "ib_write_bw");
+                assert!(
+                    outcome.reasons[0].starts_with("mlx5_2 (GPU 2) loopback: BW average"),
+                    "{:?}",
+                    outcome.reasons
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // …while its NVLink collectives are as good as any: the fault is
+        // on the fabric, which the cross-node runs must find on their own
+        // (a loopback may not leave the HCA).
+        let collectives_only = NcclOptions {
+            nvbandwidth: String::new(),
+            ib_write_bw: String::new(),
+            ..opts.clone()
+        };
+        let mut steps = Steps::unjournaled("t-n11", "nccl");
+        let o = nccl_node(&nodes[10], &mut steps, &profile, &collectives_only)
             .await
             .unwrap();
         assert!(o[0].metrics["busbw_at_largest"].as_f64().unwrap() > 450.0);
@@ -328,4 +412,116 @@ fn bisection_finds_the_one_bad_node_among_16() {
             .unwrap();
         assert!(r.outcome.passed(), "{:?}", r.outcome.reasons);
     });
+}
+
+#[test]
+fn copy_engine_and_hca_faults_fail_exactly_their_node() {
+    let rack = Rack::start(RackSpec {
+        net: 92,
+        nodes: 5,
+        faults: Some(
+            "faults:\n\
+             \x20 - nodes: \"t-n02\"\n    ib_degraded: {port: 5, rate_gbps: 200}\n\
+             \x20 - nodes: \"t-n03\"\n    pcie_slow: {gpu: 6, factor: 0.5}\n\
+             \x20 - nodes: \"t-n04\"\n    nvlink_down: {gpu: 1, link: 4}\n\
+             \x20 - nodes: \"t-n05\"\n    ib_port_down: 3\n",
+        ),
+        time_scale: 300,
+        ..RackSpec::default()
+    });
+    let run_dir = tempfile::tempdir().unwrap();
+    let profile = h100();
+    let opts = NcclOptions {
+        min_bytes: 1 << 20,
+        deadline: Duration::from_secs(60),
+        ib_server_wait: Duration::from_millis(200),
+        ..NcclOptions::for_profile(&profile)
+    };
+    let results = runtime().block_on(async {
+        let nodes = nodes(&rack, run_dir.path()).await;
+        let runs = nodes.iter().map(|n| {
+            let profile = &profile;
+            let opts = &opts;
+            async move {
+                let mut steps = Steps::unjournaled(n.node(), "nccl");
+                (
+                    n.node().to_owned(),
+                    nccl_node(n, &mut steps, profile, opts).await,
+                )
+            }
+        });
+        futures_join_all(runs).await
+    });
+    let expect: &[(&str, &str, &str)] = &[
+        ("t-n01", "", ""),
+        (
+            "t-n02",
+            "ib_write_bw",
+            "mlx5_5 (GPU 5) loopback: BW average 19",
+        ),
+        (
+            "t-n03",
+            "nvbandwidth",
+            "host_to_device_memcpy_ce: 1 of 8 below the 48 GB/s floor: CPU 0 -> GPU 6 2",
+        ),
+        (
+            "t-n04",
+            "nvbandwidth",
+            "device_to_device_memcpy_read_ce: 14 of 56 below the 335 GB/s floor: GPU 0 -> GPU 1",
+        ),
+        (
+            "t-n05",
+            "ib_write_bw",
+            "mlx5_3 (GPU 3) loopback: ib_write_bw exited with status 1: Port number 1 state is Down",
+        ),
+    ];
+    for (node, step, want) in expect {
+        let (_, r) = results.iter().find(|(n, _)| n == node).unwrap();
+        match r {
+            Ok(outcomes) => {
+                assert!(step.is_empty(), "{node} passed, expected {step}: {want}");
+                // nvbandwidth, ib_write_bw, all_reduce; raw outputs kept.
+                assert_eq!(outcomes.len(), 3, "{node}");
+                assert!(
+                    outcomes[0]
+                        .detail
+                        .starts_with("nvbandwidth: host_to_device min")
+                );
+                assert_eq!(outcomes[1].metrics["hcas"].as_array().unwrap().len(), 8);
+                assert!(outcomes[1].metrics["lowest_gbps"].as_f64().unwrap() > 375.0);
+                for o in outcomes {
+                    for a in &o.artifacts {
+                        assert!(run_dir.path().join(a).is_file(), "{a}");
+                    }
+                }
+            }
+            Err(Stop::Failed { step: got, outcome }) => {
+                assert_eq!(got, step, "{node}: {:?}", outcome.reasons);
+                assert!(
+                    outcome.reasons[0].starts_with(want),
+                    "{node}: {:?} lacks {want:?}",
+                    outcome.reasons
+                );
+                // Only the faulty part is named (a slow host link, both
+                // ways).
+                let parts = if *node == "t-n03" { 2 } else { 1 };
+                assert_eq!(
+                    outcome.reasons.len(),
+                    parts,
+                    "{node}: {:?}",
+                    outcome.reasons
+                );
+                if parts == 2 {
+                    assert!(
+                        outcome.reasons[1].starts_with(
+                            "device_to_host_memcpy_ce: 1 of 8 below the 48 GB/s floor: GPU 6 -> CPU 0 2"
+                        ),
+                        "{:?}",
+                        outcome.reasons
+                    );
+                }
+            }
+            Err(e) => panic!("{node}: {e}"),
+        }
+    }
 }

@@ -9,7 +9,10 @@
 //!   `nvidia-smi --query-gpu` calls, and one `nvidia-smi -q -x` is taken
 //!   under load and judged as such (PCIe at full width and generation,
 //!   temperature limit, no thermal or power-brake slowdown). gpu_burn's
-//!   per-GPU throughput is held against the best GPU of the node.
+//!   per-GPU throughput is held against the best GPU of the node. When the
+//!   node's BMC is at hand, its chassis power and inlet temperature are
+//!   sampled as well ([`super::chassis`]): an inlet above the profile's
+//!   `max_inlet_c` fails the burn, low power under load is a warning.
 //! - `xid`: `dmesg` after the load, against the profile's fatal Xids.
 
 use std::sync::Arc;
@@ -43,6 +46,9 @@ pub struct BurninOptions {
     pub duration_s: u64,
     /// Time between telemetry samples.
     pub sample_every: Duration,
+    /// Time between BMC readings (three Redfish GETs each; BMCs refresh
+    /// their sensors every few seconds and fall over when polled hard).
+    pub bmc_sample_every: Duration,
     /// When to take the `nvidia-smi -q -x` snapshot under load, after the
     /// burn starts (half-way by default: past warm-up, clocks settled).
     pub snapshot_after: Duration,
@@ -54,12 +60,14 @@ pub struct BurninOptions {
 }
 
 impl BurninOptions {
-    /// The profile's duration, a sample every 10 s, the snapshot half-way.
+    /// The profile's duration, a GPU sample every 10 s and a BMC reading
+    /// every 15 s, the snapshot half-way.
     pub fn for_profile(profile: &HardwareProfile) -> BurninOptions {
         BurninOptions {
             gpu_burn: "gpu_burn -tc".to_owned(),
             duration_s: profile.burnin.duration_s,
             sample_every: Duration::from_secs(10),
+            bmc_sample_every: Duration::from_secs(15),
             snapshot_after: Duration::from_secs(profile.burnin.duration_s / 2),
             short_deadline: Duration::from_secs(120),
             burn_slack: Duration::from_secs(30 * 60),
@@ -241,7 +249,13 @@ async fn burn(
             .map(|c| (c, rel)),
         )
     };
-    let (tool, samples, snapshot) = tokio::join!(tool, sampler, snapshot);
+    let bmc = async {
+        match &ctx.bmc {
+            Some(b) => Some(super::chassis::sample(b, opts.bmc_sample_every, &done, started).await),
+            None => None,
+        }
+    };
+    let (tool, samples, snapshot, bmc) = tokio::join!(tool, sampler, snapshot, bmc);
     let tool = tool?;
 
     let mut failures: Vec<String> = Vec::new();
@@ -335,6 +349,25 @@ async fn burn(
     }
 
     failures.extend(spread);
+    let mut warnings = Vec::new();
+    if let Some((series, error)) = bmc {
+        let loaded = profile.burnin.tool == BurninTool::GpuBurn;
+        let v = super::chassis::judge(&series, error.as_deref(), profile, loaded);
+        let rel = artifact_path(node, STAGE, "bmc.csv");
+        let path = ctx.run_dir.join(&rel);
+        match std::fs::write(&path, super::chassis::csv(&series)) {
+            Ok(()) => artifacts.push(rel),
+            Err(e) => warnings.push(format!("cannot write {}: {e}", path.display())),
+        }
+        // The air the node was fed comes before what it did with it: a hot
+        // inlet explains hot or slow GPUs, so it is the first reason.
+        failures.splice(0..0, v.failures);
+        for w in &v.warnings {
+            tracing::warn!(node = %node, "{w}");
+        }
+        warnings.extend(v.warnings);
+        metrics["bmc"] = v.metrics;
+    }
     metrics["telemetry"] = Value::Array(telemetry);
     metrics["gflops"] = json!(gflops.iter().map(|(_, g)| *g).collect::<Vec<_>>());
     metrics["gflops_by_gpu"] = json!(
@@ -355,8 +388,10 @@ async fn burn(
         let mut o = Outcome::unverified(first.clone());
         o.reasons = inconclusive;
         o
-    } else {
+    } else if warnings.is_empty() {
         Outcome::done(detail)
+    } else {
+        Outcome::done(format!("{detail}; {}", warnings.join("; ")))
     };
     outcome.metrics = metrics;
     outcome.artifacts = artifacts;
@@ -381,7 +416,7 @@ async fn sample(
     let cmd = format!("nvidia-smi --query-gpu={TELEMETRY_QUERY} --format=csv,noheader,nounits");
     let scratch = artifact_path(node, STAGE, "telemetry-last.txt");
     loop {
-        tokio::time::sleep(opts.sample_every).await;
+        super::chassis::sleep_unless_done(opts.sample_every, done).await;
         if done.load(Ordering::SeqCst) {
             break;
         }

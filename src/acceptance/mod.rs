@@ -5,10 +5,12 @@
 //! comes from the same judges `kiln judge` uses ([`crate::judge`]).
 //!
 //! - [`burnin`]: per node, a health check, the burn (gpu_burn or `dcgmi
-//!   diag`) with GPU telemetry sampled while it runs, and an Xid check.
+//!   diag`) with GPU telemetry and the BMC's chassis power and inlet
+//!   temperature ([`chassis`]) sampled while it runs, and an Xid check.
 //! - [`stragglers`]: per rack, GPUs that pass every floor but fall behind
 //!   the rack median.
-//! - [`nccl`]: per node, nccl-tests collectives; across nodes, pairs and
+//! - [`nccl`]: per node, nvbandwidth (copy engines), ib_write_bw (each
+//!   HCA in GPUDirect loopback) and nccl-tests collectives; across nodes, pairs and
 //!   the whole rack with `NCCL_ALGO=RING`, and [`nccl::bisect`] to find the
 //!   node (or the link between groups) that holds a rack run back.
 //!
@@ -16,6 +18,7 @@
 //! itself; limits come from it through [`limits`].
 
 pub mod burnin;
+pub mod chassis;
 pub mod limits;
 pub mod nccl;
 
@@ -27,6 +30,7 @@ use crate::judge::{Judgement, Verdict};
 use crate::ssh::{ExecOptions, Input, Output, Remote, RemoteCommand, Sink, Stream};
 
 pub use burnin::{BurninOptions, BurninReport, burnin};
+pub use chassis::BmcSensors;
 pub use nccl::{
     Bisection, NcclOptions, RackNccl, bisect, nccl_node, nccl_pairs, nccl_rack, run_multi_node,
 };
@@ -38,8 +42,8 @@ const JUDGED_MAX_BYTES: u64 = 64 << 20;
 /// See [`JUDGED_MAX_BYTES`].
 const JUDGED_TAIL_BYTES: u64 = 16 << 20;
 
-/// One node as a stage sees it: where its commands run and where its raw
-/// outputs go.
+/// One node as a stage sees it: where its commands run, where its raw
+/// outputs go and, when the caller has one, its BMC.
 #[derive(Clone)]
 pub struct NodeCtx {
     /// How to run commands on the node.
@@ -52,6 +56,10 @@ pub struct NodeCtx {
     pub sudo_dmesg: bool,
     /// How much output to keep in memory and how to answer sudo.
     pub exec: ExecOptions,
+    /// The node's BMC, read for chassis power and inlet temperature during
+    /// the burn; without one (`kiln judge`, a node without Redfish) the
+    /// burn-in judges the GPUs alone.
+    pub bmc: Option<BmcSensors>,
 }
 
 impl NodeCtx {
@@ -62,7 +70,14 @@ impl NodeCtx {
             run_dir: run_dir.into(),
             sudo_dmesg: false,
             exec: ExecOptions::default(),
+            bmc: None,
         }
+    }
+
+    /// The same node, its chassis sensors read through `bmc`.
+    pub fn with_bmc(mut self, bmc: BmcSensors) -> NodeCtx {
+        self.bmc = Some(bmc);
+        self
     }
 
     /// The node's name.

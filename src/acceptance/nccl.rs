@@ -1,6 +1,26 @@
 //! The `nccl` stage: nccl-tests inside each node, then across nodes.
 //!
-//! In a node ([`nccl_node`]): each collective the profile names, one step
+//! In a node ([`nccl_node`]), first the two point tests that name a part
+//! rather than a whole (as Azure's node health checks run them before
+//! NCCL, azurehpc-health-checks `customTests/azure_gpu_bandwidth.nhc` and
+//! `azure_ib_write_bw_gdr.nhc`):
+//!
+//! - `nvbandwidth`: `nvbandwidth -t host_to_device_memcpy_ce
+//!   device_to_host_memcpy_ce device_to_device_memcpy_read_ce` (the last
+//!   only with NVLink), every GPU's and every pair's cell against the
+//!   profile's floors: a slow host link or NVLink names its GPU.
+//! - `ib_write_bw`: each compute HCA in loopback with GPUDirect RDMA,
+//!   all at once: a server (`ib_write_bw -d HCA -p PORT … --use_cuda=GPU`)
+//!   and, once it listens, a client to `localhost`, HCA *i* paired with
+//!   GPU *i* as on rail-optimised HGX boards, 8 MiB messages, `-F
+//!   --report_gbits --perform_warm_up`, judged against the profile's
+//!   `ib_write_bw.min_gbps`. This is Azure's `check_ib_bw_gdr`: one node
+//!   at a time, no peer needed, so a bad HCA, a GPU-to-HCA PCIe path or
+//!   GPUDirect fault is blamed on exactly its node before any multi-node
+//!   run. A loopback can stay inside the HCA, so a bad cable or switch
+//!   port is left to the cross-node runs below and their bisection.
+//!
+//! Then each collective the profile names, one step
 //! each (`all_reduce`, `all_gather`, …), over all of the node's GPUs
 //! (`-g N`), from `min_bytes` to the profile's `max_bytes`. The profile's
 //! in-node floor applies to `all_reduce` (the floors are all_reduce busbw);
@@ -26,8 +46,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{NodeCtx, artifact_path, capture, judgement_metrics};
-use crate::judge::{Judgement, Verdict, judge_nccl};
+use super::{NodeCtx, artifact_path, capture, judgement_metrics, limits};
+use crate::judge::{Judgement, Verdict, judge_nccl, judge_nvbandwidth};
 use crate::pipeline::step::{Outcome, Steps, Stop};
 use crate::profiles::HardwareProfile;
 use crate::ssh::quote::quote;
@@ -47,13 +67,27 @@ pub struct NcclOptions {
     /// Extra `mpirun` arguments (e.g. `--allow-run-as-root --mca btl
     /// tcp,self -x LD_LIBRARY_PATH`). Operator configuration: not quoted.
     pub mpirun_args: String,
-    /// Deadline of one nccl-tests run.
+    /// Deadline of one nccl-tests run (and of each point test).
     pub deadline: Duration,
+    /// The nvbandwidth command (e.g. `/opt/nvbandwidth/nvbandwidth`);
+    /// empty skips the step. Operator configuration: not quoted.
+    pub nvbandwidth: String,
+    /// The ib_write_bw command; empty skips the step. Operator
+    /// configuration: not quoted.
+    pub ib_write_bw: String,
+    /// The compute HCAs, HCA *i* tested with GPU *i*; empty: `mlx5_0` to
+    /// `mlx5_{N-1}` for the profile's N NICs. DGX H100, for one, numbers
+    /// its compute HCAs around its storage ones (`mlx5_0,3,4,5,6,9,10,11`):
+    /// name them here.
+    pub ib_devices: Vec<String>,
+    /// How long each ib_write_bw server gets to listen before its client
+    /// connects (Azure NHC waits 5 s).
+    pub ib_server_wait: Duration,
 }
 
 impl NcclOptions {
     /// 8 bytes to the profile's largest size, binaries on PATH, 20 minutes
-    /// a run.
+    /// a run, nvbandwidth and ib_write_bw on `mlx5_0` onwards.
     pub fn for_profile(profile: &HardwareProfile) -> NcclOptions {
         NcclOptions {
             min_bytes: 8,
@@ -61,6 +95,10 @@ impl NcclOptions {
             tests_dir: String::new(),
             mpirun_args: "--bind-to none".to_owned(),
             deadline: Duration::from_secs(20 * 60),
+            nvbandwidth: "nvbandwidth".to_owned(),
+            ib_write_bw: "ib_write_bw".to_owned(),
+            ib_devices: Vec::new(),
+            ib_server_wait: Duration::from_secs(5),
         }
     }
 }
@@ -92,8 +130,9 @@ fn nccl_metrics(j: &Judgement) -> Value {
     m
 }
 
-/// Runs the profile's collectives inside one node, one step each; stops
-/// at the first that fails.
+/// Runs nvbandwidth, the ib_write_bw loopback and then the profile's
+/// collectives inside one node, one step each; stops at the first that
+/// fails.
 pub async fn nccl_node(
     ctx: &NodeCtx,
     steps: &mut Steps,
@@ -102,6 +141,22 @@ pub async fn nccl_node(
 ) -> Result<Vec<Outcome>, Stop> {
     let node = ctx.node().to_owned();
     let mut outcomes = Vec::new();
+    if !opts.nvbandwidth.is_empty() {
+        let o = steps
+            .run("nvbandwidth", opts.deadline, || {
+                nvbandwidth(ctx, profile, opts)
+            })
+            .await?;
+        outcomes.push(o);
+    }
+    if !opts.ib_write_bw.is_empty() && profile.infiniband.nics > 0 {
+        let o = steps
+            .run("ib_write_bw", opts.deadline, || {
+                ib_loopback(ctx, profile, opts)
+            })
+            .await?;
+        outcomes.push(o);
+    }
     for name in &profile.nccl.collectives {
         let Some((step, binary)) = collective(name) else {
             // Not a step name kiln knows: recorded once under a fixed name.
@@ -130,6 +185,232 @@ pub async fn nccl_node(
         outcomes.push(o);
     }
     Ok(outcomes)
+}
+
+/// The `nvbandwidth` step: host-to-device, device-to-host and (with
+/// NVLink) device-to-device read over copy engines, the tests and floors
+/// Azure's `check_gpu_bw` uses.
+async fn nvbandwidth(
+    ctx: &NodeCtx,
+    profile: &HardwareProfile,
+    opts: &NcclOptions,
+) -> anyhow::Result<Outcome> {
+    let rel = artifact_path(ctx.node(), STAGE, "nvbandwidth.txt");
+    let mut tests = "host_to_device_memcpy_ce device_to_host_memcpy_ce".to_owned();
+    if profile.gpu.nvlink.links_per_gpu > 0 {
+        tests.push_str(" device_to_device_memcpy_read_ce");
+    }
+    let script = format!("{} -t {tests}", opts.nvbandwidth);
+    let c = capture(ctx, &rel, script, false, opts.deadline).await?;
+    let j = match judge_nvbandwidth(&c.text, &limits::nvbandwidth(Some(profile))) {
+        Ok(j) => j,
+        Err(e) => {
+            return Ok(Outcome::unverified(format!(
+                "nvbandwidth {}: cannot judge its output: {e}",
+                c.output.outcome()
+            ))
+            .with_artifact(rel));
+        }
+    };
+    let mins: Vec<String> = j.metrics["tests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| {
+            let name = t["test"].as_str()?;
+            let short = name.split("_memcpy").next().unwrap_or(name);
+            Some(format!("{short} min {:.1}", t["min"].as_f64()?))
+        })
+        .collect();
+    let mut o = super::outcome_of(&j, format!("nvbandwidth: {} GB/s", mins.join(", ")));
+    if j.verdict == Verdict::Pass && !c.output.success() {
+        o = Outcome::unverified(format!("nvbandwidth {}", c.output.outcome()))
+            .with_metrics(o.metrics);
+    }
+    Ok(o.with_artifact(rel))
+}
+
+/// First TCP port of the ib_write_bw servers, one per HCA (Azure NHC uses
+/// 18510-18517; perftest's default is 18515).
+const IB_FIRST_PORT: u32 = 18510;
+/// ib_write_bw message size: 8 MiB, as Azure's `check_ib_bw_gdr` (large
+/// enough that the link, not per-message overhead, sets the rate).
+const IB_MESSAGE_BYTES: u64 = 8 << 20;
+/// The line that starts each HCA's part of the kept output.
+const IB_SECTION: &str = "### kiln ib_write_bw loopback";
+
+/// The HCAs to test, with the GPU each is paired with.
+fn ib_devices(profile: &HardwareProfile, opts: &NcclOptions) -> Vec<(String, u32)> {
+    if opts.ib_devices.is_empty() {
+        (0..profile.infiniband.nics)
+            .map(|i| (format!("mlx5_{i}"), i))
+            .collect()
+    } else {
+        opts.ib_devices
+            .iter()
+            .zip(0..)
+            .map(|(d, i)| (d.clone(), i))
+            .collect()
+    }
+}
+
+/// The `ib_write_bw` step: every HCA's loopback at once (see the module
+/// docs), each HCA's client and server output kept under a marker line,
+/// each judged on its own so a reason names its HCA.
+async fn ib_loopback(
+    ctx: &NodeCtx,
+    profile: &HardwareProfile,
+    opts: &NcclOptions,
+) -> anyhow::Result<Outcome> {
+    let rel = artifact_path(ctx.node(), STAGE, "ib_write_bw.txt");
+    let devices = ib_devices(profile, opts);
+    let wait = opts.ib_server_wait.as_secs_f64();
+    // Each side gets the step's deadline less the server's head start, so
+    // a server whose client never came is killed and the step still ends.
+    let limit = opts
+        .deadline
+        .as_secs()
+        .saturating_sub(opts.ib_server_wait.as_secs() + 5)
+        .max(10);
+    let args = format!("-s {IB_MESSAGE_BYTES} -x 0 -F --report_gbits --perform_warm_up");
+    let mut script = String::from(
+        "t=$(mktemp -d) || exit 1
+",
+    );
+    for (k, (dev, gpu)) in devices.iter().enumerate() {
+        let port = IB_FIRST_PORT + k as u32;
+        let cmd = format!(
+            "timeout {limit} {} -d {} -p {port} {args} --use_cuda={gpu}",
+            opts.ib_write_bw,
+            quote(dev)
+        );
+        script.push_str(&format!(
+            "( {cmd} >\"$t/{k}.server\" 2>&1 & s=$!; sleep {wait}; \
+             {cmd} localhost >\"$t/{k}.client\" 2>&1; echo \"exit status $?\" >>\"$t/{k}.client\"; \
+             wait $s; echo \"exit status $?\" >>\"$t/{k}.server\" ) &\n"
+        ));
+    }
+    script.push_str(
+        "wait
+",
+    );
+    for (k, (dev, gpu)) in devices.iter().enumerate() {
+        for side in ["client", "server"] {
+            script.push_str(&format!(
+                "echo {}; cat \"$t/{k}.{side}\"\n",
+                quote(&format!("{IB_SECTION} {dev} GPU {gpu} {side}"))
+            ));
+        }
+    }
+    script.push_str("rm -rf \"$t\"\n");
+    let c = capture(ctx, &rel, script, false, opts.deadline).await?;
+    Ok(judge_ib_sections(&c.text, &devices, profile.ib_write_bw.min_gbps).with_artifact(rel))
+}
+
+/// Judges each HCA's part of the loopback output.
+fn judge_ib_sections(text: &str, devices: &[(String, u32)], floor: f64) -> Outcome {
+    let mut failures = Vec::new();
+    let mut inconclusive = Vec::new();
+    let mut per_hca = Vec::new();
+    let mut lowest: Option<f64> = None;
+    for (dev, gpu) in devices {
+        let mut part = String::new();
+        let mut status: Vec<i64> = Vec::new();
+        for side in ["client", "server"] {
+            let head = format!("{IB_SECTION} {dev} GPU {gpu} {side}");
+            let body = text
+                .split_once(&head)
+                .map(|(_, rest)| rest.split(IB_SECTION).next().unwrap_or(""))
+                .unwrap_or("");
+            for line in body.lines() {
+                if let Some(code) = line.strip_prefix("exit status ") {
+                    status.extend(code.trim().parse::<i64>().ok());
+                } else {
+                    part.push_str(line);
+                    part.push('\n');
+                }
+            }
+        }
+        let label = format!("{dev} (GPU {gpu}) loopback");
+        // The judge names the port itself; both sides of one loopback
+        // often say the same thing: one reason each.
+        let named = |r: &String| {
+            let r = r.strip_prefix(&format!("{dev}: ")).unwrap_or(r);
+            format!("{label}: {r}")
+        };
+        let add = |to: &mut Vec<String>, r: String| {
+            if !to.contains(&r) {
+                to.push(r);
+            }
+        };
+        match crate::judge::judge_ib_write_bw(&part, Some(floor)) {
+            Ok(j) => {
+                let avg = j.metrics["results"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r["bw_avg_gbps"].as_f64())
+                    .reduce(f64::min);
+                if let Some(a) = avg {
+                    lowest = Some(lowest.map_or(a, |l: f64| l.min(a)));
+                }
+                match j.verdict {
+                    Verdict::Fail => j.reasons.iter().for_each(|r| add(&mut failures, named(r))),
+                    Verdict::Unknown => {
+                        j.reasons
+                            .iter()
+                            .for_each(|r| add(&mut inconclusive, named(r)));
+                    }
+                    Verdict::Pass if status.iter().any(|s| *s != 0) => failures.push(format!(
+                        "{label}: ib_write_bw exited with status {}",
+                        status.iter().find(|s| **s != 0).copied().unwrap_or(0)
+                    )),
+                    Verdict::Pass => {}
+                }
+                per_hca.push(
+                    json!({"device": dev, "gpu": gpu, "bw_avg_gbps": avg, "verdict": j.verdict}),
+                );
+            }
+            Err(e) => {
+                let first = part
+                    .lines()
+                    .map(str::trim)
+                    .find(|l| !l.is_empty())
+                    .unwrap_or("no output");
+                // No result table: a run that broke off says why on its
+                // first line ("Port number 1 state is Down", "Couldn't
+                // connect to …").
+                match status.iter().find(|s| **s != 0) {
+                    Some(code) => failures.push(format!(
+                        "{label}: ib_write_bw exited with status {code}: {first}"
+                    )),
+                    None => inconclusive
+                        .push(format!("{label}: cannot judge ib_write_bw ({first}): {e}")),
+                }
+                per_hca.push(
+                    json!({"device": dev, "gpu": gpu, "bw_avg_gbps": null, "verdict": "unknown"}),
+                );
+            }
+        }
+    }
+    let metrics = json!({"hcas": per_hca, "floor_gbps": floor, "lowest_gbps": lowest});
+    let mut o = if let Some(first) = failures.first() {
+        let mut o = Outcome::failed(first.clone());
+        o.reasons = failures;
+        o
+    } else if let Some(first) = inconclusive.first() {
+        let mut o = Outcome::unverified(first.clone());
+        o.reasons = inconclusive;
+        o
+    } else {
+        Outcome::done(format!(
+            "{} HCAs in GPUDirect loopback, lowest {:.1} Gb/s",
+            devices.len(),
+            lowest.unwrap_or(0.0)
+        ))
+    };
+    o.metrics = metrics;
+    o
 }
 
 /// An nccl-tests output judged as a step outcome.
@@ -607,6 +888,52 @@ mod tests {
             .build()
             .unwrap()
             .block_on(f)
+    }
+
+    /// A captured loopback (server and client in one file, HDR at
+    /// ~202 Gb/s) on one HCA, and a port that is down on another, in the
+    /// layout the step keeps.
+    fn loopback_output() -> String {
+        let real = include_str!(
+            "../../tests/fixtures/judge/ib_write_bw/ib_write_bw_loopback_8MB_HDR_MBps.txt"
+        );
+        format!(
+            "{IB_SECTION} ib0 GPU 0 client\n{real}exit status 0\n\
+             {IB_SECTION} ib0 GPU 0 server\nexit status 0\n\
+             {IB_SECTION} ib1 GPU 1 client\n Port number 1 state is Down\n \
+             Couldn't set the link layer\nexit status 1\n\
+             {IB_SECTION} ib1 GPU 1 server\nexit status 124\n"
+        )
+    }
+
+    #[test]
+    fn each_hca_of_the_loopback_is_judged_on_its_own() {
+        let devices = [("ib0".to_owned(), 0), ("ib1".to_owned(), 1)];
+        let text = loopback_output();
+        let o = judge_ib_sections(&text, &devices[..1], 190.0);
+        assert!(o.passed(), "{o:?}");
+        assert!(
+            o.detail
+                .starts_with("1 HCAs in GPUDirect loopback, lowest 201.8 Gb/s")
+        );
+        // Both sides report the same shortfall: one reason, naming the HCA
+        // once.
+        let o = judge_ib_sections(&text, &devices[..1], 375.0);
+        assert_eq!(o.reasons.len(), 1, "{o:?}");
+        assert!(
+            o.reasons[0].starts_with("ib0 (GPU 0) loopback: BW average 201.8 Gb/s < 375 Gb/s"),
+            "{o:?}"
+        );
+        let o = judge_ib_sections(&text, &devices, 190.0);
+        assert!(!o.passed());
+        assert_eq!(
+            o.reasons,
+            ["ib1 (GPU 1) loopback: ib_write_bw exited with status 1: Port number 1 state is Down"]
+        );
+        assert_eq!(
+            o.metrics["hcas"][0]["bw_avg_gbps"].as_f64().map(f64::round),
+            Some(202.0)
+        );
     }
 
     #[test]

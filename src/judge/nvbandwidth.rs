@@ -117,9 +117,15 @@ pub fn judge_nvbandwidth(text: &str, floors: &NvbandwidthFloors) -> Result<Judge
                 t.name
             ));
         }
+        // `CPU(row) -> GPU(column)`, `CPU(row) <- GPU(column)` (data moves
+        // from the column to the row) or `<->` (both ways).
+        let arrow = ["<->", "<-", "->"]
+            .into_iter()
+            .find(|a| t.axes.contains(a))
+            .unwrap_or("->");
         let (rows, cols) = t
             .axes
-            .split_once("->")
+            .split_once(arrow)
             .map(|(r, c)| {
                 (
                     r.split_whitespace()
@@ -133,7 +139,10 @@ pub fn judge_nvbandwidth(text: &str, floors: &NvbandwidthFloors) -> Result<Judge
                 )
             })
             .unwrap_or_else(|| ("row".to_owned(), "column".to_owned()));
-        let pair = |r: &str, c: &str| format!("{rows} {r} -> {cols} {c}");
+        let pair = |r: &str, c: &str| match arrow {
+            "<-" => format!("{cols} {c} -> {rows} {r}"),
+            _ => format!("{rows} {r} {arrow} {cols} {c}"),
+        };
         for (r, c, v) in &t.cells {
             if *v <= 0.0 {
                 failures.push(format!("{}: {} moved no data (0 GB/s)", t.name, pair(r, c)));

@@ -54,7 +54,8 @@ pub struct NodeCx {
     /// How to run commands on the node (SSH through the run's pool).
     pub remote: Remote,
     bmc: Arc<BmcClient>,
-    layout: OnceCell<Arc<Layout>>,
+    /// Shared with the acceptance stages' BMC reader.
+    layout: Arc<OnceCell<Arc<Layout>>>,
 }
 
 impl NodeCx {
@@ -80,13 +81,20 @@ impl NodeCx {
             gates,
             remote,
             bmc,
-            layout: OnceCell::new(),
+            layout: Arc::new(OnceCell::new()),
         }
     }
 
-    /// The acceptance stages' view of the node: its remote and run folder.
+    /// The acceptance stages' view of the node: its remote, run folder and
+    /// BMC (its layout shared with this context).
     pub fn acceptance(&self) -> crate::acceptance::NodeCtx {
-        crate::acceptance::NodeCtx::new(self.remote.clone(), self.run_dir.clone())
+        crate::acceptance::NodeCtx::new(self.remote.clone(), self.run_dir.clone()).with_bmc(
+            crate::acceptance::BmcSensors::shared(
+                Arc::clone(&self.bmc),
+                self.node.bmc.system.clone(),
+                Arc::clone(&self.layout),
+            ),
+        )
     }
 
     /// The node's BMC client.

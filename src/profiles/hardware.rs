@@ -98,7 +98,19 @@ pub struct BurninSpec {
     pub max_temp_c: u32,
     /// How far below the best GPU in its node a GPU may fall, percent.
     pub max_spread_pct: f64,
+    /// Chassis inlet air temperature, as the BMC reads it during the burn,
+    /// that fails the node, °C. Optional in a profile:
+    /// [`DEFAULT_MAX_INLET_C`] when left out.
+    pub max_inlet_c: f64,
 }
+
+/// The inlet limit of a profile that names none: the upper end of ASHRAE
+/// TC 9.9 class A2's allowable inlet range (10-35 C dry bulb; "Thermal
+/// Guidelines for Data Processing Environments", 5th ed., the class most
+/// enterprise servers are rated for). Above it the vendor no longer
+/// promises the cooling a full GPU load needs, so a burn-in there proves
+/// nothing about the node.
+pub const DEFAULT_MAX_INLET_C: f64 = 35.0;
 
 /// DCGM diagnostics.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -253,10 +265,19 @@ impl FromNode for BurninTool {
 
 impl FromNode for BurninSpec {
     fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
-        decode_struct!(cx, node, "burnin", BurninSpec {
-            tool: BurninTool,
-            duration_s as "duration": HumanDuration => |d: HumanDuration| d.0.as_secs(),
-            max_temp_c: u32, max_spread_pct: f64,
+        let mut m = cx.map(node, "burnin")?;
+        let tool = m.req::<BurninTool>(cx, "tool");
+        let duration = m.req::<HumanDuration>(cx, "duration");
+        let max_temp_c = m.req::<u32>(cx, "max_temp_c");
+        let max_spread_pct = m.req::<f64>(cx, "max_spread_pct");
+        let max_inlet_c = m.opt::<f64>(cx, "max_inlet_c");
+        m.finish(cx);
+        Some(BurninSpec {
+            tool: tool?,
+            duration_s: duration?.0.as_secs(),
+            max_temp_c: max_temp_c?,
+            max_spread_pct: max_spread_pct?,
+            max_inlet_c: max_inlet_c.unwrap_or(DEFAULT_MAX_INLET_C),
         })
     }
 }

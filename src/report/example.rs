@@ -170,7 +170,31 @@ fn telemetry(hot: Option<u64>) -> Value {
             }
         })
         .collect();
-    json!({ "telemetry": samples, "gflops": gflops })
+    // The BMC, every minute: the chassis idles near 1.5 kW and draws ~6.6 kW
+    // burning; the inlet stays in spec.
+    let bmc: Vec<Value> = (0..=10u32)
+        .map(|i| {
+            let t = f64::from(i) * 60.0;
+            let power = if i == 0 {
+                1510.0
+            } else {
+                6580.0 + f64::from(i % 3) * 20.0
+            };
+            json!({"t_s": t, "power_w": power, "inlet_c": 23.0 + f64::from(i % 2) * 0.5})
+        })
+        .collect();
+    json!({
+        "telemetry": samples,
+        "gflops": gflops,
+        "bmc": {
+            "samples": bmc,
+            "max_inlet_c": 23.5,
+            "inlet_limit_c": 35.0,
+            "peak_power_w": 6620.0,
+            "expected_min_power_w": 2800.0,
+            "warnings": [],
+        },
+    })
 }
 
 /// nccl-tests rows from 8 B to 8 GiB, bandwidth rising to `peak` GB/s.

@@ -441,10 +441,14 @@ fn step_table(h: &mut String, node: &NodeRecord) {
 }
 
 /// The plots a step's metrics call for (see the record's metrics module):
-/// burn-in telemetry, nccl-tests rows.
+/// burn-in telemetry (GPU temperatures with the BMC's inlet reading, and
+/// the BMC's chassis power), nccl-tests rows.
 fn step_plots(step: &StepRecord) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(chart) = temperature_chart(step) {
+        out.push(chart.to_svg());
+    }
+    if let Some(chart) = chassis_power_chart(step) {
         out.push(chart.to_svg());
     }
     if let Some(chart) = nccl_chart(step) {
@@ -481,6 +485,14 @@ fn temperature_chart(step: &StepRecord) -> Option<LineChart> {
     if gpus.is_empty() {
         return None;
     }
+    // The air the GPUs were fed, from the BMC, with its limit.
+    let inlet = bmc_series(step, "inlet_c");
+    let inlet_limit = step
+        .metrics
+        .get("bmc")
+        .and_then(|b| b.get("inlet_limit_c"))
+        .and_then(Value::as_f64)
+        .filter(|_| !inlet.is_empty());
     let t_max = gpus
         .iter()
         .flat_map(|(_, p)| p.iter().map(|(t, _)| *t))
@@ -490,7 +502,7 @@ fn temperature_chart(step: &StepRecord) -> Option<LineChart> {
     } else {
         ("s", 1.0)
     };
-    let series = gpus
+    let mut series: Vec<Series> = gpus
         .into_iter()
         .enumerate()
         .map(|(i, (gpu, mut pts))| {
@@ -502,6 +514,13 @@ fn temperature_chart(step: &StepRecord) -> Option<LineChart> {
             }
         })
         .collect();
+    if !inlet.is_empty() {
+        series.push(Series {
+            label: "inlet (BMC)".into(),
+            points: inlet.into_iter().map(|(t, y)| (t / div, y)).collect(),
+            colour: INLET_COLOUR.into(),
+        });
+    }
     Some(LineChart {
         title: format!("GPU temperature during burn-in ({})", step.step),
         x_label: format!("time ({unit})"),
@@ -509,7 +528,72 @@ fn temperature_chart(step: &StepRecord) -> Option<LineChart> {
         x_scale: XScale::Linear,
         y_from_zero: false,
         series,
-        hlines: Vec::new(),
+        hlines: inlet_limit
+            .map(|y| HLine {
+                y,
+                label: format!("inlet ≤ {y} °C"),
+                colour: "#cc3311".into(),
+            })
+            .into_iter()
+            .collect(),
+    })
+}
+
+/// The inlet line's colour: black, apart from the GPUs' palette.
+const INLET_COLOUR: &str = "#222222";
+
+/// `(t_s, KEY)` of the BMC's samples of a burn, in time order.
+fn bmc_series(step: &StepRecord, key: &str) -> Vec<(f64, f64)> {
+    let mut pts: Vec<(f64, f64)> = step
+        .metrics
+        .get("bmc")
+        .and_then(|b| b.get("samples"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|s| Some((s.get("t_s")?.as_f64()?, s.get(key)?.as_f64()?)))
+        .collect();
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    pts
+}
+
+/// The BMC's chassis power over the burn, with the draw a full load should
+/// reach at least.
+fn chassis_power_chart(step: &StepRecord) -> Option<LineChart> {
+    let pts = bmc_series(step, "power_w");
+    if pts.len() < 2 {
+        return None;
+    }
+    let t_max = pts.iter().map(|(t, _)| *t).fold(0.0, f64::max);
+    let (unit, div) = if t_max > 1200.0 {
+        ("min", 60.0)
+    } else {
+        ("s", 1.0)
+    };
+    let expected = step
+        .metrics
+        .get("bmc")
+        .and_then(|b| b.get("expected_min_power_w"))
+        .and_then(Value::as_f64);
+    Some(LineChart {
+        title: format!("Chassis power during burn-in, from the BMC ({})", step.step),
+        x_label: format!("time ({unit})"),
+        y_label: "power (W)".into(),
+        x_scale: XScale::Linear,
+        y_from_zero: true,
+        series: vec![Series {
+            label: "chassis".into(),
+            points: pts.into_iter().map(|(t, y)| (t / div, y)).collect(),
+            colour: "#332288".into(),
+        }],
+        hlines: expected
+            .map(|y| HLine {
+                y,
+                label: format!("load ≥ {y:.0} W"),
+                colour: "#cc3311".into(),
+            })
+            .into_iter()
+            .collect(),
     })
 }
 

@@ -603,3 +603,15 @@ fn big_runs_detail_only_the_nodes_that_need_a_look() {
     // 17 racks in rows of 7: three rack-map pictures.
     assert_eq!(html.matches("class=\"rackmap\"").count(), 3);
 }
+
+#[test]
+fn the_burn_in_plots_carry_the_bmc_series() {
+    let html = render(&example_record(), Format::Html);
+    assert!(
+        html.contains("inlet (BMC)"),
+        "inlet line on the temperature plot"
+    );
+    assert!(html.contains("inlet ≤ 35 °C"), "with its limit");
+    assert!(html.contains("Chassis power during burn-in, from the BMC"));
+    assert!(html.contains("load ≥ 2800 W"));
+}

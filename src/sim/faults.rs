@@ -11,6 +11,9 @@
 //!     gpu_missing: 3
 //!   - nodes: "rack:r02"
 //!     ib_degraded: { port: 1, rate_gbps: 200 }
+//!   - nodes: "r01-n05"
+//!     pcie_slow: { gpu: 2, factor: 0.5 }
+//!     inlet_hot: { temp_c: 41 }
 //! ```
 
 use std::path::Path;
@@ -292,6 +295,20 @@ fn rule(cx: &mut Cx, node: &YamlNode) -> Option<Rule> {
             code: code as u32,
         });
     }
+    if let Some(node) = m.get("pcie_slow")
+        && let Some((gpu, factor)) = gpu_and(cx, node, "pcie_slow", "factor")
+    {
+        hw.push(HwFault::PcieSlow { gpu, factor });
+    }
+    if let Some(node) = m.get("inlet_hot")
+        && let Some(mut d) = cx.map(node, "`inlet_hot`")
+    {
+        let temp = d.req::<u32>(cx, "temp_c");
+        d.finish(cx);
+        if let Some(temp_c) = temp {
+            hw.push(HwFault::InletHot { temp_c });
+        }
+    }
     m.finish(cx);
     Some(Rule {
         selection: selection?,
@@ -338,6 +355,25 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("f.yaml:3:5"), "{text}");
         assert!(text.contains("gpu_missing"), "{text}");
+    }
+
+    #[test]
+    fn pcie_and_inlet_faults_parse() {
+        let plan = FaultPlan::parse(
+            "f",
+            "faults:\n  - nodes: all\n    pcie_slow: {gpu: 2, factor: 0.5}\n    inlet_hot: {temp_c: 41}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            plan.rules[0].host.hardware,
+            [
+                HwFault::PcieSlow {
+                    gpu: 2,
+                    factor: 0.5
+                },
+                HwFault::InletHot { temp_c: 41 }
+            ]
+        );
     }
 
     #[test]

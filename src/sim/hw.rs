@@ -193,6 +193,8 @@ pub struct Gpu {
     pub remap_pending: bool,
     /// Bit `n` set: NVLink `n` is down (`NvlinkDown`).
     pub nvlinks_down: u32,
+    /// Host-link copy rate factor (`PcieSlow`), 1.0 when healthy.
+    pub pcie_factor: f64,
 }
 
 impl Gpu {
@@ -317,6 +319,22 @@ pub enum HwFault {
         /// Xid code.
         code: u32,
     },
+    /// The GPU's host link moves data at `factor` (0..1) of its normal
+    /// rate while it still trains at full width and generation (replays on
+    /// a marginal riser or retimer, a misconfigured PCIe switch): only a
+    /// copy test such as nvbandwidth's host-to-device shows it.
+    PcieSlow {
+        /// Physical GPU index.
+        gpu: u32,
+        /// Rate factor, e.g. 0.5.
+        factor: f64,
+    },
+    /// The air entering the chassis is at `temp_c` (a hot aisle, a failed
+    /// CRAH, recirculation): the BMC's inlet sensor reads it.
+    InletHot {
+        /// Inlet temperature, °C.
+        temp_c: u32,
+    },
 }
 
 /// A fault that does not fit the node it was meant for.
@@ -400,6 +418,8 @@ pub struct NodeHardware {
     pub seed: u64,
     /// VBIOS version bytes (`96.00.74.00.01`).
     pub vbios: [u8; 5],
+    /// Air temperature at the chassis inlet, °C, as the BMC reads it.
+    pub inlet_c: u32,
 }
 
 impl NodeHardware {
@@ -434,6 +454,7 @@ impl NodeHardware {
                     ecc_uncorrectable: 0,
                     remap_pending: false,
                     nvlinks_down: 0,
+                    pcie_factor: 1.0,
                 }
             })
             .collect();
@@ -467,6 +488,8 @@ impl NodeHardware {
             xids: Vec::new(),
             seed,
             vbios,
+            // A cold aisle within ASHRAE's recommended 18-27 C.
+            inlet_c: 24,
         }
     }
 
@@ -541,6 +564,16 @@ impl NodeHardware {
                 gpu_mut(&mut self.gpus, gpu, &node, count)?;
                 self.xids.push(XidEvent { gpu, code });
             }
+            HwFault::PcieSlow { gpu, factor } => {
+                if !(factor > 0.0 && factor <= 1.0) {
+                    return Err(FaultError::Invalid {
+                        node,
+                        what: format!("PCIe rate factor {factor} is not in (0, 1]"),
+                    });
+                }
+                gpu_mut(&mut self.gpus, gpu, &node, count)?.pcie_factor = factor;
+            }
+            HwFault::InletHot { temp_c } => self.inlet_c = temp_c,
         }
         Ok(())
     }
@@ -1242,7 +1275,23 @@ pub(crate) mod tests {
             })
             .is_err()
         );
+        assert!(
+            hw.apply(&HwFault::PcieSlow {
+                gpu: 0,
+                factor: 1.5
+            })
+            .is_err()
+        );
+        assert!(
+            hw.apply(&HwFault::PcieSlow {
+                gpu: 8,
+                factor: 0.5
+            })
+            .is_err()
+        );
         assert_eq!(hw, NodeHardware::new("n", &h100()));
+        hw.apply(&HwFault::InletHot { temp_c: 41 }).unwrap();
+        assert_eq!(hw.inlet_c, 41);
     }
 
     #[test]

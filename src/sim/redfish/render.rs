@@ -295,7 +295,7 @@ fn thermal(f: &Flavour, st: &NodeState) -> Value {
         "@odata.id": format!("{path}#/Temperatures/0"),
         "MemberId": "0",
         "Name": "Inlet Temp",
-        "ReadingCelsius": 24,
+        "ReadingCelsius": st.hw.inlet_c,
         "PhysicalContext": "Intake",
         "UpperThresholdCritical": 42,
         "Status": {"State": "Enabled", "Health": "OK"},

@@ -52,8 +52,9 @@ pub(super) fn run(ctx: &mut ToolCtx, args: &[&str]) -> ToolRun {
                 let _ = value(&mut i);
             }
             "--report_gbits" => gbits = true,
-            "-F" | "--CPU-freq" | "-R" | "--rdma_cm" | "-b" | "--bidirectional" | "-a"
-            | "--all" | "--use_cuda_dmabuf" | "--report-both" | "-z" | "--com_rdma_cm" => {}
+            "-F" | "--CPU-freq" | "--perform_warm_up" | "-R" | "--rdma_cm" | "-b"
+            | "--bidirectional" | "-a" | "--all" | "--use_cuda_dmabuf" | "--report-both" | "-z"
+            | "--com_rdma_cm" => {}
             f if f.starts_with('-') => {
                 return ToolRun::err(
                     1,

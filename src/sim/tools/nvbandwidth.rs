@@ -229,6 +229,9 @@ fn matrix(
             if shape == Shape::Peer && (g.nvlink_degraded() || gpus[r].nvlink_degraded()) {
                 v *= 0.45;
             }
+            if shape == Shape::Host {
+                v *= g.pcie_factor;
+            }
             sum += v;
             o.push_str(&format!("{v:>10.2}"));
         }
@@ -290,6 +293,29 @@ mod tests {
                 .flatten()
                 .all(|v| *v > b.hw.profile.nvbandwidth.h2d_gbps)
         );
+    }
+
+    #[test]
+    fn a_slow_host_link_shows_in_both_directions_and_nowhere_else() {
+        let mut b = Bench::ready("node001");
+        b.hw.apply(&HwFault::PcieSlow {
+            gpu: 6,
+            factor: 0.5,
+        })
+        .unwrap();
+        let floor = b.hw.profile.nvbandwidth.h2d_gbps;
+        for test in ["host_to_device_memcpy_ce", "device_to_host_memcpy_ce"] {
+            let m = cells(&b.run(&format!("nvbandwidth -t {test}")).stdout());
+            for (c, v) in m[0].iter().enumerate() {
+                assert_eq!(v.unwrap() < floor, c == 6, "{test} GPU {c}: {v:?}");
+            }
+        }
+        let d2d = cells(
+            &b.run("nvbandwidth -t device_to_device_memcpy_read_ce")
+                .stdout(),
+        );
+        let d2d_floor = b.hw.profile.nvbandwidth.d2d_gbps;
+        assert!(d2d.iter().flatten().flatten().all(|v| *v > d2d_floor));
     }
 
     #[test]
