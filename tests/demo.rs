@@ -59,6 +59,25 @@ fn the_demo_fails_exactly_the_faulty_nodes_and_writes_a_report() {
             "{verified}"
         );
     }
+    // The stand-in cloud received a signed record per node (failed ones
+    // too, marked so), and a receiver verifies it with the site's key.
+    let received = demo.join("cloud").join("r01-n01.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("verify")
+        .arg(&received)
+        .arg("--key")
+        .arg(demo.join(".kiln").join("site-key.pub"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("accepted"));
+    let failed = std::fs::read_to_string(demo.join("cloud").join("r01-n03.json")).unwrap();
+    assert!(failed.contains("\"failed\""), "{failed}");
     let report = std::fs::read_to_string(demo.join("report.html")).unwrap();
     assert!(report.contains("r01-n03") && report.contains("<svg"));
     // The password is in a private file, never in the inventory or output.

@@ -28,7 +28,9 @@ const FAULTS: &str = include_str!("../../inventories/demo-faults.yaml");
 /// Marks a folder as the demo's own, so a re-run may clear it.
 const MARKER: &str = ".kiln-demo";
 /// The stages the demo runs.
-const DEMO_STAGES: &str = "preflight,image";
+const DEMO_STAGES: &str = "preflight,image,handoff";
+/// Where the demo's stand-in cloud receives signed records.
+const CLOUD: ([u8; 4], u16) = ([127, 10, 0, 253], 8480);
 
 /// Runs `kiln demo`.
 pub fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<ExitStatus> {
@@ -84,6 +86,15 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<ExitStatus> {
             dir.display()
         ));
         trust_all(&inventory, &site).await?;
+        // The site's signing key, and the cloud that trusts its public half.
+        let key = crate::handoff::sign::SiteKey::init(&state_dir(&site), true)?;
+        let public = crate::handoff::sign::parse_public(&key.public_line())?;
+        let cloud = super::demo_cloud::start(
+            std::net::SocketAddr::from(CLOUD),
+            dir.join("cloud"),
+            public,
+        )
+        .await?;
         // The nodes arrive bare: the image stage installs their OS from a
         // boot server on loopback, serving a small installer image.
         let request = Request {
@@ -104,6 +115,7 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<ExitStatus> {
         let finished =
             provision::execute(&inventory, &site, &state, &request, mode, ctx).await?;
         drop(rack);
+        drop(cloud);
         Ok::<_, anyhow::Error>(finished)
     })?;
     let Some(finished) = finished else {
@@ -117,10 +129,13 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<ExitStatus> {
     )
     .with_context(|| format!("cannot write {}", report.display()))?;
     ctx.printer.info(&format!(
-        "report: {} (open it in a browser)\nexplore the run: kiln -i {} runs show {}",
+        "report: {} (open it in a browser)\nexplore the run: kiln -i {} runs show {}\nsigned records the stand-in cloud received: {}/cloud (check one: kiln verify {}/cloud/r01-n01.json --key {}/.kiln/site-key.pub)",
         report.display(),
         site.display(),
-        finished.record.run.id
+        finished.record.run.id,
+        dir.display(),
+        dir.display(),
+        dir.display(),
     ));
     Ok(finished.status())
 }
@@ -154,6 +169,13 @@ fn write_files(dir: &Path, faults: &str) -> anyhow::Result<PathBuf> {
     let text = INVENTORY.replace(
         "password: {env: KILN_DEMO_BMC_PASSWORD}   # set by `kiln demo` / `kiln sim up`",
         "password: {file: bmc-password}   # written by `kiln demo`",
+    );
+    let text = text.replace(
+        "\nnetworks:\n",
+        &format!(
+            "  handoff:   # the demo's stand-in cloud, started by `kiln demo`\n    - webhook: {{url: \"http://{}.{}.{}.{}:{}/nodes\", failed: true}}\n\nnetworks:\n",
+            CLOUD.0[0], CLOUD.0[1], CLOUD.0[2], CLOUD.0[3], CLOUD.1
+        ),
     );
     let text = text.replace(
         "  ssh:\n    user: kiln\n",

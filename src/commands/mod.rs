@@ -8,6 +8,7 @@ pub mod bench_fleet;
 pub mod bench_ssh;
 pub mod bmc;
 pub mod demo;
+pub mod demo_cloud;
 pub mod image;
 pub mod inventory;
 pub mod judge;

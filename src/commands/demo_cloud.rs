@@ -1,0 +1,102 @@
+//! The demo's stand-in for the cloud: a webhook receiver on loopback that
+//! takes each node's signed acceptance record, checks its signature
+//! against the site's public key (as a real receiver must: it trusts the
+//! key, not the laptop that sent the record), keeps it in a folder and
+//! answers 200; a record that does not verify gets 422.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+
+use crate::handoff::sign::{SignedRecord, Verified, verify};
+
+/// The largest record accepted.
+const BODY_LIMIT: usize = 8 << 20;
+
+/// A running receiver; it stops when dropped.
+pub struct Cloud {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Cloud {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts the receiver on `bind`, keeping records in `dir` and trusting
+/// the public key `trusted`.
+pub async fn start(bind: SocketAddr, dir: PathBuf, trusted: Vec<u8>) -> anyhow::Result<Cloud> {
+    use anyhow::Context as _;
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("cannot listen on {bind} for the demo's cloud"))?;
+    let addr = listener.local_addr()?;
+    let shared = Arc::new((dir, trusted));
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let shared = Arc::clone(&shared);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let shared = Arc::clone(&shared);
+                    async move { Ok::<_, std::convert::Infallible>(take(req, &shared.0, &shared.1).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    Ok(Cloud { addr, task })
+}
+
+fn answer(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(format!("{text}\n"))));
+    *r.status_mut() = status;
+    r
+}
+
+async fn take(
+    req: Request<hyper::body::Incoming>,
+    dir: &std::path::Path,
+    trusted: &[u8],
+) -> Response<Full<Bytes>> {
+    if req.method() != hyper::Method::POST {
+        return answer(StatusCode::METHOD_NOT_ALLOWED, "POST a signed record");
+    }
+    let body = match Limited::new(req.into_body(), BODY_LIMIT).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return answer(StatusCode::PAYLOAD_TOO_LARGE, "record too large"),
+    };
+    let Ok(signed) = serde_json::from_slice::<SignedRecord>(&body) else {
+        return answer(StatusCode::BAD_REQUEST, "not a signed acceptance record");
+    };
+    if let Verified::Invalid(why) = verify(&signed, Some(trusted)) {
+        return answer(StatusCode::UNPROCESSABLE_ENTITY, &format!("rejected: {why}"));
+    }
+    let node = signed.record["node"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    // Node names are host names (the inventory checks them); anything else
+    // is not written as a file name.
+    if node.is_empty()
+        || !node
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    {
+        return answer(StatusCode::BAD_REQUEST, "record names no valid node");
+    }
+    match std::fs::write(dir.join(format!("{node}.json")), &body) {
+        Ok(()) => answer(StatusCode::OK, &format!("accepted {node}")),
+        Err(e) => answer(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
