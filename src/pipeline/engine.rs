@@ -248,6 +248,7 @@ async fn run_node(
         let result = match stage {
             Stage::Preflight => preflight::run(cx, &mut steps).await,
             Stage::Image => crate::pipeline::imaging::run(cx, &mut steps).await,
+            Stage::Drivers => crate::drivers::run(cx, &mut steps).await,
             Stage::Burnin => acceptance::burnin(
                 &cx.acceptance(),
                 &mut steps,
