@@ -41,8 +41,10 @@ use verify::Facts;
 
 /// The stage's name in records and artifact paths.
 const STAGE: &str = "drivers";
-/// Where the script lands on the node.
-const REMOTE_SCRIPT: &str = "/tmp/kiln-drivers-install.sh";
+/// Where the script lands on the node: the login user's home folder (the
+/// working folder of every command), not a shared `/tmp` name another
+/// user could have put there first.
+const REMOTE_SCRIPT: &str = ".kiln-drivers-install.sh";
 /// The script's last line when the node must reboot.
 const REBOOT_MARKER: &str = "KILN_REBOOT_REQUIRED";
 
