@@ -8,6 +8,7 @@ pub mod bench_fleet;
 pub mod bench_ssh;
 pub mod bmc;
 pub mod demo;
+pub mod drivers;
 pub mod image;
 pub mod inventory;
 pub mod judge;
@@ -91,6 +92,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Demo(args) => demo::run(&ctx, &args),
         Command::Report(args) => report::run(&ctx, &args),
         Command::Image(cmd) => image::run(&ctx, cmd),
+        Command::Drivers(cmd) => drivers::run(&ctx, cmd),
         Command::Serve(args) => serve::run(&ctx, &args),
         Command::Render(args) => render::run(&ctx, &args),
     }
