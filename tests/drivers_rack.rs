@@ -201,13 +201,24 @@ fn installs_verifies_fails_faulty_nodes_and_second_run_changes_nothing() {
             assert_eq!(g["model"], "NVIDIA H100 80GB HBM3");
             assert!(g["uuid"].as_str().unwrap().starts_with("GPU-"));
             assert!(!g["serial"].as_str().unwrap().is_empty());
-            assert_eq!((g["pcie_gen"].as_u64(), g["pcie_width"].as_u64()), (Some(5), Some(16)));
+            assert_eq!(
+                (g["pcie_gen"].as_u64(), g["pcie_width"].as_u64()),
+                (Some(5), Some(16))
+            );
         }
         // The log streamed into the run folder; the nouveau blacklist is
         // on the node.
-        let log = std::fs::read_to_string(run_dir.path().join(format!("{name}/drivers/install.log"))).unwrap();
-        assert!(log.contains("kiln-drivers: done: driver 570.133.20"), "{log}");
-        assert!(log.contains(&format!("repository: {mirror}/ubuntu2404/x86_64")), "{log}");
+        let log =
+            std::fs::read_to_string(run_dir.path().join(format!("{name}/drivers/install.log")))
+                .unwrap();
+        assert!(
+            log.contains("kiln-drivers: done: driver 570.133.20"),
+            "{log}"
+        );
+        assert!(
+            log.contains(&format!("repository: {mirror}/ubuntu2404/x86_64")),
+            "{log}"
+        );
     }
     let i = 0;
     let (code, out, _) = rack.ssh(i, "cat \"$KILN_NODE_ROOT/etc/modprobe.d/blacklist-nouveau.conf\" \"$KILN_NODE_ROOT/etc/apt/sources.list.d/cuda-ubuntu2404-x86_64.list\"; lsmod | grep -c '^nvidia_peermem'");
@@ -220,10 +231,16 @@ fn installs_verifies_fails_faulty_nodes_and_second_run_changes_nothing() {
     assert_eq!(step, "install", "{reasons:?}");
     assert!(reasons[0].contains("apt-get install failed"), "{reasons:?}");
     assert!(reasons[0].contains("E: Failed to fetch"), "{reasons:?}");
-    assert!(reasons[0].contains("log: t-n05/drivers/install.log"), "{reasons:?}");
+    assert!(
+        reasons[0].contains("log: t-n05/drivers/install.log"),
+        "{reasons:?}"
+    );
     let (step, reasons) = failure(&first[5].1);
     assert_eq!(step, "verify", "{reasons:?}");
-    assert!(reasons.contains(&"GPU count: expected 8, observed 7".to_owned()), "{reasons:?}");
+    assert!(
+        reasons.contains(&"GPU count: expected 8, observed 7".to_owned()),
+        "{reasons:?}"
+    );
 
     // Second run: the installed nodes are verified, not reinstalled.
     let clock = Instant::now();
@@ -235,11 +252,18 @@ fn installs_verifies_fails_faulty_nodes_and_second_run_changes_nothing() {
         assert_eq!(report.metrics["driver"], "570.133.20");
     }
     eprintln!("drivers stage on 4 nodes: first run {first_s:.1} s, second run {second_s:.1} s");
-    assert!(second_s < first_s, "the second run is faster ({second_s:.1} s vs {first_s:.1} s)");
+    assert!(
+        second_s < first_s,
+        "the second run is faster ({second_s:.1} s vs {first_s:.1} s)"
+    );
 
     // The failed install goes through on a retry (the mirror is back).
     let retry = run_all(&cxs[4..5]);
-    assert!(retry[0].1.as_ref().is_ok_and(|r| r.installed), "{:?}", retry[0].1.as_ref().err());
+    assert!(
+        retry[0].1.as_ref().is_ok_and(|r| r.installed),
+        "{:?}",
+        retry[0].1.as_ref().err()
+    );
 }
 
 #[test]
@@ -267,10 +291,16 @@ fn an_older_driver_is_replaced_with_one_reboot_and_verify_only_changes_nothing()
     assert!(report.installed && report.rebooted, "{report:?}");
     assert_eq!(report.metrics["driver"], "570.133.20");
     let log = std::fs::read_to_string(run_dir.path().join("t-n01/drivers/install.log")).unwrap();
-    assert!(log.contains("Driver/library version mismatch; installed: 570.133.20"), "{log}");
+    assert!(
+        log.contains("Driver/library version mismatch; installed: 570.133.20"),
+        "{log}"
+    );
     assert!(log.contains("KILN_REBOOT_REQUIRED"), "{log}");
     let settle = std::fs::read_to_string(run_dir.path().join("t-n01/drivers/settle.log")).unwrap();
-    assert!(settle.contains("packages already at the pinned versions"), "{settle}");
+    assert!(
+        settle.contains("packages already at the pinned versions"),
+        "{settle}"
+    );
     let (step, reasons) = failure(&results[1].1);
     assert_eq!(step, "verify");
     assert!(
@@ -278,5 +308,69 @@ fn an_older_driver_is_replaced_with_one_reboot_and_verify_only_changes_nothing()
         "{reasons:?}"
     );
     let (_, out, _) = rack.ssh(1, "dpkg-query -W 'nvidia*' 2>&1");
-    assert!(out.contains("no packages found"), "verify installed nothing: {out}");
+    assert!(
+        out.contains("no packages found"),
+        "verify installed nothing: {out}"
+    );
+}
+
+#[test]
+fn kiln_drivers_cli_installs_from_the_inventory_mirror() {
+    let rack = Rack::start(RackSpec {
+        net: 82,
+        nodes: 2,
+        ..RackSpec::default()
+    });
+    let mirror_files = mirror_dir();
+    let mirror = serve_mirror("127.82.0.1", mirror_files.path().to_owned());
+    let site = rack.dir.path().join("site.yaml");
+    let text = std::fs::read_to_string(&site).unwrap().replace(
+        "  ssh:\n    user: kiln\n",
+        &format!("  ssh:\n    user: kiln\n    key: id_ed25519\n    known_hosts: known_hosts\n  mirror: {mirror}\n"),
+    );
+    std::fs::write(&site, text).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let kiln = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .env("KILN_TEST_BMC_PASSWORD", "test")
+            .env("KILN_STATE_DIR", state.path())
+            .env("NO_COLOR", "1")
+            .env_remove("SSH_AUTH_SOCK")
+            .arg("-i")
+            .arg(&site)
+            .args(args)
+            .output()
+            .unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        (
+            out.status.code(),
+            json,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Bare nodes fail verification, naming what is missing.
+    let (code, json, err) = kiln(&["drivers", "verify", "--json"]);
+    assert_eq!(code, Some(1), "{err}");
+    let n = &json["nodes"][0];
+    assert_eq!(n["failed_step"], "verify", "{json}");
+    assert!(err.contains("t-n01: verify: driver package nvidia-driver-570-server-open: expected 570.133.20, observed not installed"), "{err}");
+    // Install on one node, from the inventory's mirror.
+    let (code, json, err) = kiln(&["drivers", "install", "--select", "t-n01", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let n = &json["nodes"][0];
+    assert_eq!(
+        (n["node"].as_str(), n["installed"].as_bool()),
+        (Some("t-n01"), Some(true)),
+        "{json}"
+    );
+    assert_eq!(n["verify"]["driver"], "570.133.20");
+    let log = Path::new(json["run_dir"].as_str().unwrap()).join("t-n01/drivers/install.log");
+    assert!(
+        std::fs::read_to_string(log)
+            .unwrap()
+            .contains(&format!("repository: {mirror}/ubuntu2404/x86_64"))
+    );
+    let (code, json, err) = kiln(&["drivers", "verify", "--select", "t-n01"]);
+    assert_eq!(code, Some(0), "{err} {json}");
 }

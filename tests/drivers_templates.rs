@@ -27,7 +27,10 @@ fn scripts() -> Vec<(String, String)> {
     let mut out = Vec::new();
     for img in ["ubuntu-24.04", "ubuntu-22.04", "rocky-9"] {
         let image = image(img);
-        for (tag, mirror) in [("nvidia", None), ("mirror", Some("https://mirror.example.net/nvidia"))] {
+        for (tag, mirror) in [
+            ("nvidia", None),
+            ("mirror", Some("https://mirror.example.net/nvidia")),
+        ] {
             let cx = ScriptContext::new("r01-n01", &hw("hgx-h100-80gb-8x"), &image, mirror);
             out.push((format!("{img}__{tag}"), render(image.family, &cx).unwrap()));
         }
@@ -44,18 +47,30 @@ fn snapshot_per_os_family() {
 
 #[test]
 fn rendered_scripts_pass_shellcheck() {
-    if Command::new("shellcheck").arg("--version").output().is_err() {
+    if Command::new("shellcheck")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         if std::env::var_os("CI").is_some() {
             panic!("shellcheck is not installed (CI installs it: apt-get install shellcheck)");
         }
-        eprintln!("SKIPPED: shellcheck is not installed (apt-get install shellcheck); CI runs this");
+        eprintln!(
+            "SKIPPED: shellcheck is not installed (apt-get install shellcheck); CI runs this"
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let mut all = scripts();
     let hostile = hostile_context();
-    all.push(("hostile".into(), render(OsFamily::Ubuntu, &hostile).unwrap()));
-    all.push(("hostile-rhel".into(), render(OsFamily::Rhel, &hostile).unwrap()));
+    all.push((
+        "hostile".into(),
+        render(OsFamily::Ubuntu, &hostile).unwrap(),
+    ));
+    all.push((
+        "hostile-rhel".into(),
+        render(OsFamily::Rhel, &hostile).unwrap(),
+    ));
     for (name, text) in all {
         let path = dir.path().join(format!("{name}.sh"));
         std::fs::write(&path, &text).unwrap();
@@ -65,10 +80,7 @@ fn rendered_scripts_pass_shellcheck() {
             // `$(…)` inside single quotes is the point of those values.
             cmd.arg("--exclude=SC2016");
         }
-        let out = cmd
-            .arg(&path)
-            .output()
-            .unwrap();
+        let out = cmd.arg(&path).output().unwrap();
         assert!(
             out.status.success(),
             "shellcheck {name}:\n{}{}",
@@ -101,7 +113,9 @@ fn hostile_values_stay_single_words() {
         .collect();
     let out = Command::new("bash")
         .arg("-c")
-        .arg(format!("{vars}printf '%s\\n' \"$MIRROR\" \"$DRIVER_VERSION\""))
+        .arg(format!(
+            "{vars}printf '%s\\n' \"$MIRROR\" \"$DRIVER_VERSION\""
+        ))
         .output()
         .unwrap();
     assert_eq!(
@@ -110,17 +124,23 @@ fn hostile_values_stay_single_words() {
     );
     // The header comment is one line per value even with a newline in it.
     let header = text.lines().nth(1).unwrap();
-    assert!(header.starts_with("# Rendered by kiln for evil"), "{header}");
+    assert!(
+        header.starts_with("# Rendered by kiln for evil"),
+        "{header}"
+    );
     assert!(!text.contains("\nrm -rf / #"));
 }
 
 #[test]
 fn mirror_urls_are_checked_in_the_inventory() {
     for bad in ["ftp://m/x", "http://", "http://m/a b", "http://m/'x"] {
-        let e = bad.parse::<kiln::inventory::schema::MirrorUrl>().unwrap_err();
+        let e = bad
+            .parse::<kiln::inventory::schema::MirrorUrl>()
+            .unwrap_err();
         assert!(e.contains("mirror"), "{bad}: {e}");
     }
-    let ok: kiln::inventory::schema::MirrorUrl = "https://mirror.example.net/nvidia/".parse().unwrap();
+    let ok: kiln::inventory::schema::MirrorUrl =
+        "https://mirror.example.net/nvidia/".parse().unwrap();
     assert_eq!(ok.0, "https://mirror.example.net/nvidia");
 }
 

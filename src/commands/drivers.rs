@@ -98,7 +98,9 @@ async fn drivers(ctx: &Ctx, mode: Mode, args: &DriversArgs) -> anyhow::Result<Ex
             .catalog
             .hardware
             .get(&node.hardware)
-            .with_context(|| format!("{}: unknown hardware profile {}", node.name, node.hardware))?;
+            .with_context(|| {
+                format!("{}: unknown hardware profile {}", node.name, node.hardware)
+            })?;
         let image = inventory
             .catalog
             .images

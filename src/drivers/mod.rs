@@ -290,18 +290,23 @@ async fn run_script(cx: &DriversCx, log: &str) -> anyhow::Result<Outcome> {
     let metrics = json!({"reboot": reboot, "exit": c.output.outcome()});
     if c.output.success() {
         let detail = if reboot {
-            format!("driver {} installed; reboot needed", cx.hardware.drivers.version)
+            format!(
+                "driver {} installed; reboot needed",
+                cx.hardware.drivers.version
+            )
         } else {
-            format!("driver {} and its stack installed", cx.hardware.drivers.version)
+            format!(
+                "driver {} and its stack installed",
+                cx.hardware.drivers.version
+            )
         };
         return Ok(Outcome::done(detail)
             .with_metrics(metrics)
             .with_artifact(kept)
             .with_artifact(c.artifact));
     }
-    let reason = failure_reason(&c.text).unwrap_or_else(|| {
-        format!("the install script {}", c.output.outcome())
-    });
+    let reason = failure_reason(&c.text)
+        .unwrap_or_else(|| format!("the install script {}", c.output.outcome()));
     Ok(Outcome::failed(format!("{reason} (log: {})", c.artifact))
         .with_metrics(metrics)
         .with_artifact(kept)

@@ -172,7 +172,11 @@ impl ScriptContext {
         let driver_package = match image.family {
             OsFamily::Ubuntu => packages.driver.clone(),
             OsFamily::Rhel => {
-                let flavour = if d.open_kernel_modules { "open" } else { "dkms" };
+                let flavour = if d.open_kernel_modules {
+                    "open"
+                } else {
+                    "dkms"
+                };
                 format!("{}-{flavour}", d.branch)
             }
         };

@@ -62,7 +62,10 @@ pub fn probe(hw: &HardwareProfile, family: OsFamily) -> String {
                 .into(),
         ),
         ("packages", packages),
-        ("services", format!("systemctl is-active {}", units(hw).join(" "))),
+        (
+            "services",
+            format!("systemctl is-active {}", units(hw).join(" ")),
+        ),
         ("modules", "lsmod".into()),
         (
             "blacklist",
@@ -196,7 +199,8 @@ impl Facts {
         }
         if let Some((text, _)) = f.sections.get("services") {
             for (unit, state) in units(hw).iter().zip(text.lines()) {
-                f.services.insert((*unit).to_owned(), state.trim().to_owned());
+                f.services
+                    .insert((*unit).to_owned(), state.trim().to_owned());
             }
         }
         if let Some((text, _)) = f.sections.get("modules") {
@@ -213,10 +217,7 @@ impl Facts {
     /// The driver version every GPU reports, when they agree.
     pub fn driver(&self) -> Option<&str> {
         let first = self.gpus.first()?.driver.as_str();
-        self.gpus
-            .iter()
-            .all(|g| g.driver == first)
-            .then_some(first)
+        self.gpus.iter().all(|g| g.driver == first).then_some(first)
     }
 
     /// The upstream version of an installed package (`1:4.2.3-1` ->
@@ -382,12 +383,17 @@ pub fn check(f: &Facts, hw: &HardwareProfile, family: OsFamily) -> Vec<String> {
                 "nvidia-dcgm" => "DCGM host engine",
                 _ => "persistence daemon",
             };
-            why.push(format!("{what} ({unit}): expected active, observed {state}"));
+            why.push(format!(
+                "{what} ({unit}): expected active, observed {state}"
+            ));
         }
     }
     // Kernel modules.
     if hw.infiniband.nics > 0 && !f.modules.iter().any(|m| m == "nvidia_peermem") {
-        why.push("nvidia_peermem (GPUDirect RDMA over InfiniBand): expected loaded, observed not loaded".into());
+        why.push(
+            "nvidia_peermem (GPUDirect RDMA over InfiniBand): expected loaded, observed not loaded"
+                .into(),
+        );
     }
     if f.modules.iter().any(|m| m == "nouveau") {
         why.push("nouveau: expected not loaded, observed loaded".into());

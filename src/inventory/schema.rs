@@ -472,11 +472,15 @@ impl std::str::FromStr for MirrorUrl {
         if host.is_empty() {
             return Err(format!("mirror `{s}` has no host"));
         }
-        if let Some(c) = s
-            .chars()
-            .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '\'' | '"' | '\\' | '`' | '$' | '#' | '?'))
-        {
-            return Err(format!("mirror `{}` contains {c:?}, which a repository URL cannot hold", s.escape_debug()));
+        if let Some(c) = s.chars().find(|c| {
+            c.is_whitespace()
+                || c.is_control()
+                || matches!(c, '\'' | '"' | '\\' | '`' | '$' | '#' | '?')
+        }) {
+            return Err(format!(
+                "mirror `{}` contains {c:?}, which a repository URL cannot hold",
+                s.escape_debug()
+            ));
         }
         Ok(MirrorUrl(s.trim_end_matches('/').to_owned()))
     }
@@ -488,7 +492,11 @@ impl FromNode for MirrorUrl {
         match text.parse() {
             Ok(m) => Some(m),
             Err(e) => {
-                cx.error_help(node.pos, e, "for example `mirror: http://mirror.example.net/nvidia`");
+                cx.error_help(
+                    node.pos,
+                    e,
+                    "for example `mirror: http://mirror.example.net/nvidia`",
+                );
                 None
             }
         }

@@ -208,14 +208,25 @@ impl FromNode for HardwareProfile {
 
 impl FromNode for DriverStack {
     fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
-        let spec = decode_struct!(cx, node, "drivers", DriverStack {
-            branch: u32, version: String, open_kernel_modules: bool,
-            dcgm_major: u32, cuda: String, nccl: String,
-        })?;
+        let spec = decode_struct!(
+            cx,
+            node,
+            "drivers",
+            DriverStack {
+                branch: u32,
+                version: String,
+                open_kernel_modules: bool,
+                dcgm_major: u32,
+                cuda: String,
+                nccl: String,
+            }
+        )?;
         let mut ok = true;
         let digits = |s: &str, parts: usize| {
             let v: Vec<&str> = s.split('.').collect();
-            v.len() == parts && v.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            v.len() == parts
+                && v.iter()
+                    .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
         };
         if !digits(&spec.version, 3) || !spec.version.starts_with(&format!("{}.", spec.branch)) {
             cx.error(
@@ -228,15 +239,24 @@ impl FromNode for DriverStack {
             ok = false;
         }
         if !(3..=4).contains(&spec.dcgm_major) {
-            cx.error(node.pos, format!("drivers.dcgm_major {} is not 3 or 4", spec.dcgm_major));
+            cx.error(
+                node.pos,
+                format!("drivers.dcgm_major {} is not 3 or 4", spec.dcgm_major),
+            );
             ok = false;
         }
         if !digits(&spec.cuda, 2) {
-            cx.error(node.pos, format!("drivers.cuda `{}` is not MAJOR.MINOR", spec.cuda));
+            cx.error(
+                node.pos,
+                format!("drivers.cuda `{}` is not MAJOR.MINOR", spec.cuda),
+            );
             ok = false;
         }
         if !digits(&spec.nccl, 3) {
-            cx.error(node.pos, format!("drivers.nccl `{}` is not MAJOR.MINOR.PATCH", spec.nccl));
+            cx.error(
+                node.pos,
+                format!("drivers.nccl `{}` is not MAJOR.MINOR.PATCH", spec.nccl),
+            );
             ok = false;
         }
         ok.then_some(spec)

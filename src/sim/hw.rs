@@ -1132,7 +1132,8 @@ impl SoftwareState {
         if name == "nvidia_peermem" {
             if !has_ib {
                 return Err(
-                    "modprobe: ERROR: could not insert 'nvidia_peermem': Invalid argument".to_owned(),
+                    "modprobe: ERROR: could not insert 'nvidia_peermem': Invalid argument"
+                        .to_owned(),
                 );
             }
             self.peermem_loaded = true;

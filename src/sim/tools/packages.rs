@@ -604,9 +604,8 @@ fn dpkg_install(ctx: &mut ToolCtx, files: &[&str]) -> ToolRun {
     let mut parsed = Vec::new();
     for f in files {
         let Some(head) = (ctx.file_head)(f) else {
-            run.stderr = format!(
-                "dpkg: error: cannot access archive '{f}': No such file or directory\n"
-            );
+            run.stderr =
+                format!("dpkg: error: cannot access archive '{f}': No such file or directory\n");
             run.code = 2;
             return run;
         };
@@ -637,7 +636,11 @@ fn dpkg_install(ctx: &mut ToolCtx, files: &[&str]) -> ToolRun {
 /// `apt-cache madison PKG…` (the versions the repositories offer, one
 /// line each) and `apt-cache policy PKG…`.
 pub(super) fn apt_cache(ctx: &mut ToolCtx, args: &[&str]) -> ToolRun {
-    let words: Vec<&str> = args.iter().filter(|a| !a.starts_with('-')).copied().collect();
+    let words: Vec<&str> = args
+        .iter()
+        .filter(|a| !a.starts_with('-'))
+        .copied()
+        .collect();
     let Some((&verb, pkgs)) = words.split_first() else {
         return ToolRun::err(100, "E: No operation specified\n");
     };
@@ -661,7 +664,11 @@ pub(super) fn apt_cache(ctx: &mut ToolCtx, args: &[&str]) -> ToolRun {
                     out.push_str(&format!("{p:>10} | {v} | {}\n", origin(p)));
                 }
             }
-            let code = if out.is_empty() && !pkgs.is_empty() { 100 } else { 0 };
+            let code = if out.is_empty() && !pkgs.is_empty() {
+                100
+            } else {
+                0
+            };
             let err = if code == 0 {
                 String::new()
             } else {
@@ -673,7 +680,12 @@ pub(super) fn apt_cache(ctx: &mut ToolCtx, args: &[&str]) -> ToolRun {
             let mut out = String::new();
             for p in pkgs.iter().filter(|p| known(p)) {
                 let cand = ctx.sw.package_version(p, None);
-                let inst = ctx.sw.packages.get(*p).cloned().unwrap_or_else(|| "(none)".into());
+                let inst = ctx
+                    .sw
+                    .packages
+                    .get(*p)
+                    .cloned()
+                    .unwrap_or_else(|| "(none)".into());
                 out.push_str(&format!(
                     "{p}:\n  Installed: {inst}\n  Candidate: {cand}\n  Version table:\n     {cand} 500\n        500 {}\n",
                     origin(p)

@@ -274,7 +274,11 @@ pub(super) fn lsmod(ctx: &mut ToolCtx) -> ToolRun {
         if ctx.sw.peermem_loaded {
             users.insert(1, "nvidia_peermem");
         }
-        rows.push(("nvidia", 54_386_688, format!("{} {}", users.len(), users.join(","))));
+        rows.push((
+            "nvidia",
+            54_386_688,
+            format!("{} {}", users.len(), users.join(",")),
+        ));
     }
     if !ctx.hw.ib_ports.is_empty() {
         rows.push(("mlx5_ib", 479_232, "0".into()));
@@ -301,10 +305,15 @@ pub(super) fn lsmod(ctx: &mut ToolCtx) -> ToolRun {
 pub(super) fn initramfs(ctx: &mut ToolCtx, tool: &str, args: &[&str]) -> ToolRun {
     let kernel = ctx.sw.kernel.clone();
     if tool == "dracut" {
-        if !args.iter().any(|a| *a == "-f" || *a == "--force" || *a == "--regenerate-all") {
+        if !args
+            .iter()
+            .any(|a| *a == "-f" || *a == "--force" || *a == "--regenerate-all")
+        {
             return ToolRun::err(
                 1,
-                format!("dracut: Will not override existing initramfs (/boot/initramfs-{kernel}.img) without --force\n"),
+                format!(
+                    "dracut: Will not override existing initramfs (/boot/initramfs-{kernel}.img) without --force\n"
+                ),
             );
         }
         ctx.sw.initramfs_builds += 1;
@@ -320,7 +329,10 @@ pub(super) fn initramfs(ctx: &mut ToolCtx, tool: &str, args: &[&str]) -> ToolRun
     }
     ctx.sw.initramfs_builds += 1;
     let mut r = ToolRun::steps(0.0);
-    r.step(9.0, format!("update-initramfs: Generating /boot/initrd.img-{kernel}\n"));
+    r.step(
+        9.0,
+        format!("update-initramfs: Generating /boot/initrd.img-{kernel}\n"),
+    );
     r
 }
 
