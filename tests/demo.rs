@@ -29,6 +29,36 @@ fn the_demo_fails_exactly_the_faulty_nodes_and_writes_a_report() {
             _ => assert!(row.contains("accepted"), "{row}"),
         }
     }
+    // Every accepted node was imaged from bare metal: its OS verified over
+    // SSH after the install, per the journal.
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("-i")
+        .arg(demo.join("site.yaml"))
+        .args(["runs", "show", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nodes = record["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 16);
+    for node in nodes {
+        if node["verdict"] != "accepted" {
+            continue;
+        }
+        let steps = node["steps"].as_array().unwrap();
+        let verified = steps
+            .iter()
+            .find(|s| s["stage"] == "image" && s["step"] == "verify-os")
+            .unwrap_or_else(|| panic!("{node}"));
+        assert_eq!(verified["status"], "done", "{verified}");
+        assert!(
+            verified["detail"]
+                .as_str()
+                .unwrap()
+                .contains("Ubuntu 24.04"),
+            "{verified}"
+        );
+    }
     let report = std::fs::read_to_string(demo.join("report.html")).unwrap();
     assert!(report.contains("r01-n03") && report.contains("<svg"));
     // The password is in a private file, never in the inventory or output.

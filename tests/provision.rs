@@ -88,7 +88,31 @@ fn preflight_fails_exactly_the_faulty_node_and_the_journal_keeps_the_run() {
     assert!(stderr(&out).contains("kiln bmc trust"), "{}", stderr(&out));
     trust(&rack);
 
+    // The whole plan includes imaging, which needs to know where its boot
+    // server is reached and a key to log in with afterwards: said up front.
     let out = kiln(&rack, &["provision", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--advertise"), "{}", stderr(&out));
+    let out = kiln(
+        &rack,
+        &["provision", "--dry-run", "--bind", "127.220.0.1:0"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("imaging needs ssh.key"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = kiln(
+        &rack,
+        &[
+            "provision",
+            "--dry-run",
+            "--stages",
+            "preflight,burnin,nccl",
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("t-n03"));
     assert!(

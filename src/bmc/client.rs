@@ -410,6 +410,12 @@ impl BmcClient {
         }
     }
 
+    /// Closes kept-alive connections (the session stays valid; the next
+    /// request connects again).
+    pub fn close_idle(&self) {
+        self.transport.close_idle();
+    }
+
     /// Deletes the session, if one was made.
     pub async fn logout(&self) {
         if let Auth::Session {

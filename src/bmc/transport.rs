@@ -173,6 +173,14 @@ impl Transport {
         }
     }
 
+    /// Closes the kept-alive connections. A node whose BMC work is done
+    /// (or that waits a long time for its rack's power-on wave) should not
+    /// hold a TLS connection: at 12,500 nodes they add up. The next
+    /// request connects again.
+    pub fn close_idle(&self) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
         self.breaker.lock().unwrap_or_else(|e| e.into_inner())
     }

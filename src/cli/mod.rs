@@ -101,6 +101,40 @@ pub enum Command {
     /// Render a run's report: JSON, JUnit XML, Markdown, or one HTML file
     /// with plots.
     Report(ReportArgs),
+    /// The site's signing key for acceptance records.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Check a signed acceptance record and print its verdicts (exit 0
+    /// valid, 1 invalid or tampered, 2 unreadable).
+    Verify(VerifyArgs),
+}
+
+/// `kiln keys`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create the site's Ed25519 key in the state folder (0600) and print
+    /// its public half, for the receivers of handoff records.
+    Init {
+        /// Replace an existing key (records signed with it will no longer
+        /// verify against the new one).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the site's public key.
+    Show,
+}
+
+/// `kiln verify`
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The signed record (`.kiln/runs/RUN/NODE/acceptance.json`).
+    #[arg(value_name = "RECORD")]
+    pub record: PathBuf,
+    /// The site's public key: a `site-key.pub` file or its base64. Without
+    /// it, the state folder's key when an inventory is given, else only
+    /// the key inside the record (which proves integrity, not origin).
+    #[arg(long, value_name = "PUB")]
+    pub key: Option<String>,
 }
 
 /// `kiln demo`

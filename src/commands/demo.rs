@@ -28,7 +28,7 @@ const FAULTS: &str = include_str!("../../inventories/demo-faults.yaml");
 /// Marks a folder as the demo's own, so a re-run may clear it.
 const MARKER: &str = ".kiln-demo";
 /// The stages the demo runs.
-const DEMO_STAGES: &str = "preflight,image,burnin,nccl";
+const DEMO_STAGES: &str = "preflight,image";
 
 /// Runs `kiln demo`.
 pub fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<ExitStatus> {

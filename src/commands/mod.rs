@@ -12,6 +12,7 @@ pub mod drivers;
 pub mod image;
 pub mod inventory;
 pub mod judge;
+pub mod keys;
 pub mod profile;
 pub mod provision;
 pub mod remote;
@@ -95,6 +96,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Drivers(cmd) => drivers::run(&ctx, cmd),
         Command::Serve(args) => serve::run(&ctx, &args),
         Command::Render(args) => render::run(&ctx, &args),
+        Command::Keys(cmd) => keys::keys(&ctx, cmd),
+        Command::Verify(args) => keys::verify(&ctx, &args),
     }
 }
 

@@ -59,6 +59,8 @@ pub struct Request {
     pub bmc_timeout: Option<Duration>,
     /// The imaging stage's options.
     pub imaging: ImagingRequest,
+    /// First pause between webhook attempts (default 1 s; tests shorten it).
+    pub handoff_retry: Option<Duration>,
 }
 
 /// The imaging stage's flags.
@@ -105,6 +107,7 @@ impl From<&ProvisionArgs> for Request {
                 ssh_timeout: None,
                 poll: None,
             },
+            handoff_retry: None,
         }
     }
 }
@@ -203,7 +206,11 @@ pub async fn execute(
             (stages, nodes, Some(id))
         }
         None => {
-            let stages = stages::plan(request.stages.as_deref(), request.until.as_deref())?;
+            let mut stages = stages::plan(request.stages.as_deref(), request.until.as_deref())?;
+            // By default, hand off only where the inventory says where to.
+            if request.stages.is_none() && inventory.handoff.is_empty() {
+                stages.retain(|s| *s != Stage::Handoff);
+            }
             let selection = match &request.select {
                 Some(expr) => expr.parse()?,
                 None => Selection::all(),
@@ -263,6 +270,20 @@ pub async fn execute(
         None
     };
 
+    let handoff = if stages.contains(&Stage::Handoff) {
+        let bytes = std::fs::read(inventory_path)
+            .with_context(|| format!("cannot read {}", inventory_path.display()))?;
+        let mut racks: Vec<&str> = nodes.iter().map(|n| n.rack.as_str()).collect();
+        racks.dedup();
+        let mut setup = crate::handoff::HandoffSetup::prepare(inventory, &bytes, state, &racks)?;
+        if let Some(base) = request.handoff_retry {
+            setup.retry_base = base;
+        }
+        Some(setup)
+    } else {
+        None
+    };
+
     if request.dry_run {
         print_plan(ctx, &nodes, &stages, inventory);
         return Ok(None);
@@ -315,14 +336,20 @@ pub async fn execute(
         Some(installers) => Some(start_imaging(installers, &request.imaging, ctx).await?),
         None => None,
     };
+    let known_hosts = store_path(&inventory_dir);
+    let pool = ssh_pool(&known_hosts, &credentials);
+    let handoff = handoff.map(|mut h| {
+        h.pool = Some(Arc::clone(&pool));
+        Arc::new(h)
+    });
     let site = Arc::new(SiteCx {
         state: state.to_path_buf(),
-        known_hosts: store_path(&inventory_dir),
+        known_hosts,
         inventory_dir,
         credentials: Arc::clone(&credentials),
         imaging,
+        handoff,
     });
-    let pool = ssh_pool(&site);
     let contexts: Vec<Arc<NodeCx>> = nodes
         .iter()
         .zip(&clients)
@@ -413,15 +440,15 @@ pub async fn execute(
 
 /// One SSH pool for the run: host keys verified against kiln's records
 /// (and each node's own known_hosts file); never trust on first use.
-fn ssh_pool(site: &SiteCx) -> Arc<Pool> {
+fn ssh_pool(known_hosts: &Path, credentials: &Arc<Credentials>) -> Arc<Pool> {
     let verifier = Verifier::new(
         Verifier::default_files(),
-        Some(site.known_hosts.clone()),
+        Some(known_hosts.to_path_buf()),
         false,
     );
     Arc::new(Pool::new(Client::new(
         Arc::new(verifier),
-        Arc::clone(&site.credentials),
+        Arc::clone(credentials),
         ClientOptions::default(),
     )))
 }
@@ -590,8 +617,16 @@ fn counts(record: &RunRecord) -> serde_json::Value {
 
 fn print_plan(ctx: &Ctx, nodes: &[&Node], stages: &[Stage], inventory: &Inventory) {
     let names: Vec<&str> = stages.iter().map(|s| s.name()).collect();
+    let mut racks: Vec<&str> = nodes.iter().map(|n| n.rack.as_str()).collect();
+    racks.dedup();
+    let handoff = if stages.contains(&Stage::Handoff) {
+        crate::handoff::plan(&inventory.handoff, &racks)
+    } else {
+        Vec::new()
+    };
     if ctx.printer.json {
         let _ = ctx.printer.json_data(&json!({
+            "handoff": handoff.iter().map(|(rack, target, sends)| json!({"rack": rack, "target": target, "sends": sends})).collect::<Vec<_>>(),
             "stages": names,
             "nodes": nodes.iter().map(|n| json!({"node": n.name, "rack": n.rack, "hardware": n.hardware, "image": n.image})).collect::<Vec<_>>(),
             "limits": {"concurrency": inventory.limits.concurrency, "per_rack": inventory.limits.per_rack, "per_bmc": inventory.limits.per_bmc},
@@ -611,6 +646,15 @@ fn print_plan(ctx: &Ctx, nodes: &[&Node], stages: &[Stage], inventory: &Inventor
         .collect();
     ctx.printer
         .data(&table(&["NODE", "RACK", "HARDWARE", "IMAGE"], &rows));
+    if !handoff.is_empty() {
+        let rows: Vec<Vec<String>> = handoff
+            .iter()
+            .map(|(r, t, s)| vec![r.clone(), t.clone(), s.clone()])
+            .collect();
+        ctx.printer.data("\n");
+        ctx.printer
+            .data(&table(&["RACK", "HANDOFF TARGET", "WOULD SEND"], &rows));
+    }
     ctx.printer.info(&format!(
         "dry run: {} node(s) would go through {}; credentials and BMC trust are in order",
         nodes.len(),

@@ -278,11 +278,18 @@ pub async fn deploy(cx: &ImageCx, steps: &mut Steps) -> Result<Deployed, Stop> {
         })
         .await?;
 
+    // A run resumed after power-on (kiln was killed or the laptop slept
+    // while the node installed): the installer may have lost the boot
+    // server it was reading from, and is then restarted once.
+    let resumed = steps.ended_before("power-on") && !steps.ended_before("wait-installed");
+    // Installing takes minutes: no BMC connection is kept meanwhile.
+    c.close_idle();
     let started = Instant::now();
     let mut progress = p.reg.progress.clone();
     steps
-        .run("wait-installed", d.install + d.connect * 2, || async {
-            wait_installed(cx, &mut progress, d.install).await
+        .run("wait-installed", d.install * 2 + d.connect * 2, || async {
+            let restart = resumed.then_some((&**c, layout, waits, p.http_boot, iso_url.as_str()));
+            wait_installed(cx, &mut progress, d.install, restart).await
         })
         .await?;
 
@@ -503,13 +510,26 @@ async fn power_off(
     }))
 }
 
+/// What restarting an install needs: the BMC, its layout and waits, and
+/// how the installer boots (UEFI HTTP, with its URL, or the virtual CD).
+type Restart<'a> = (&'a BmcClient, &'a Layout, &'a Waits, bool, &'a str);
+
+/// Waits for the install-finished call-back. With `restart` (a resumed
+/// run whose installer was started by an earlier kiln process), an install
+/// that shows no sign of life on this boot server within a few minutes
+/// (and does not answer SSH as installed) is restarted once: boot-once to
+/// the installer again and a reset.
 async fn wait_installed(
     cx: &ImageCx,
     progress: &mut tokio::sync::watch::Receiver<Progress>,
     within: Duration,
+    mut restart: Option<Restart<'_>>,
 ) -> anyhow::Result<Outcome> {
     let start = Instant::now();
-    let deadline = tokio::time::Instant::now() + within;
+    let mut deadline = tokio::time::Instant::now() + within;
+    let mut restarted = false;
+    // How long a resumed install may stay silent before it is restarted.
+    let quiet = (within / 4).clamp(Duration::from_secs(1), Duration::from_secs(300));
     // A call-back may have gone to an earlier kiln process (resumed after a
     // restart), so also accept a verified login now and then.
     let mut next_probe = start + Duration::from_secs(60);
@@ -517,14 +537,46 @@ async fn wait_installed(
         if let Some(fields) = progress.borrow().done.clone() {
             let host = fields.get("hostname").cloned().unwrap_or_default();
             return Ok(Outcome::done(format!(
-                "install finished after {:.0} s (call-back from {})",
+                "install finished after {:.0} s (call-back from {}){}",
                 start.elapsed().as_secs_f64(),
                 if host.is_empty() {
                     cx.node.name.clone()
                 } else {
                     host
+                },
+                if restarted {
+                    "; restarted once after kiln resumed, the first attempt had lost its boot server"
+                } else {
+                    ""
                 }
             )));
+        }
+        if restart.is_some() && start.elapsed() >= quiet {
+            let seen = progress.borrow().clone();
+            let silent =
+                seen.iso_requests == 0 && seen.seed_files.is_empty() && seen.installer_events == 0;
+            if let Some((c, layout, waits, http_boot, iso_url)) = restart.take()
+                && silent
+            {
+                if let Ok((os, _)) = os_over_ssh(cx, cx.deadlines.connect).await
+                    && matches_profile(&cx.profile, &os).is_ok()
+                {
+                    return Ok(Outcome::done(format!(
+                        "{os} answers SSH with kiln's host key"
+                    )));
+                }
+                tracing::warn!(node = %cx.node.name, "the install started before kiln resumed shows no sign of life; restarting it");
+                if http_boot {
+                    ops::set_boot(c, layout, BootDevice::Http, false, Some(iso_url))
+                        .await
+                        .map_err(clean)?;
+                } else {
+                    ops::set_boot(c, layout, BootDevice::Cd, false, None).await?;
+                }
+                ops::power(c, layout, PowerOp::Reset, waits).await?;
+                restarted = true;
+                deadline = tokio::time::Instant::now() + within;
+            }
         }
         if let Some(error) = progress.borrow().installer_error.clone() {
             return Ok(Outcome::failed(format!(

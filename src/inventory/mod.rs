@@ -5,6 +5,7 @@
 
 pub mod address;
 pub mod generate;
+pub mod handoff;
 mod resolve;
 pub mod schema;
 pub mod select;
@@ -36,6 +37,9 @@ pub struct Inventory {
     pub nodes: Vec<Node>,
     /// Concurrency limits.
     pub limits: Limits,
+    /// Where nodes go at the end of a run, per rack.
+    #[serde(skip_serializing_if = "handoff::HandoffTargets::is_empty")]
+    pub handoff: handoff::HandoffTargets,
     /// The profiles the nodes refer to (and any others known).
     #[serde(skip)]
     pub catalog: Catalog,

@@ -176,11 +176,18 @@ pub(super) fn resolve(
             .power_on_interval
             .map_or(defaults.power_on_interval, |d| d.0),
     };
+    let rack_handoff: Vec<(String, Option<&super::handoff::HandoffFile>)> = file
+        .racks
+        .iter()
+        .map(|r| (r.name.value.clone(), r.settings.handoff.as_ref()))
+        .collect();
+    let handoff = super::handoff::resolve(cx, file.defaults.handoff.as_ref(), &rack_handoff, base);
     Some(Inventory {
         site: file.site?.value,
         racks,
         nodes,
         limits,
+        handoff,
         catalog,
     })
 }

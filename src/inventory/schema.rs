@@ -45,6 +45,8 @@ pub struct Settings {
     /// The package mirror the drivers stage installs from (air-gapped and
     /// sovereign sites), instead of NVIDIA's public repository.
     pub mirror: Option<Spanned<MirrorUrl>>,
+    /// Handoff targets (site defaults and racks only).
+    pub handoff: Option<super::handoff::HandoffFile>,
     /// Keys that were written but invalid (already reported), so resolving
     /// does not report them missing as well: `hardware`, `bmc.address`, …
     pub bad: Vec<&'static str>,
@@ -451,6 +453,7 @@ fn settings(cx: &mut Cx, m: &mut MapReader<'_>) -> Settings {
             .unwrap_or_default(),
         in_service: m.opt(cx, "in_service"),
         mirror: m.opt(cx, "mirror"),
+        handoff: m.get("handoff").and_then(|n| super::handoff::decode(cx, n)),
         bad,
     }
 }
@@ -517,6 +520,13 @@ fn node_file(cx: &mut Cx, node: &Node) -> Option<NodeFile> {
     }
     let settings = settings(cx, &mut m);
     let mac = m.get("mac").and_then(|n| parsed(cx, n));
+    if let Some(pos) = settings.handoff.as_ref().and_then(|h| h.pos) {
+        cx.error_help(
+            pos,
+            "handoff targets are set for the site (`defaults`) or a rack, not a node",
+            "move `handoff` to the node's rack",
+        );
+    }
     let mut settings = settings;
     finish_settings(cx, m, &mut settings);
     Some(NodeFile {

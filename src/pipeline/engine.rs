@@ -113,11 +113,20 @@ pub async fn run(setup: Setup) -> anyhow::Result<RunRecord> {
         tasks.spawn(async move { run_rack(setup, sink, nodes).await });
     }
     let mut interrupted = false;
+    let mut passed = Vec::new();
     while let Some(done) = tasks.join_next().await {
         match done {
-            Ok(rack_interrupted) => interrupted |= rack_interrupted,
+            Ok((rack_interrupted, survivors)) => {
+                interrupted |= rack_interrupted;
+                passed.extend(survivors);
+            }
             Err(e) => anyhow::bail!("a rack's task failed: {e}"),
         }
+    }
+    // Handoff sees every node of the run: the survivors are handed over,
+    // the failed given back; it decides the survivors' verdicts.
+    if setup.stages.contains(&Stage::Handoff) && !setup.stopping.load(Ordering::SeqCst) {
+        interrupted |= crate::handoff::run(&setup, &sink, passed).await;
     }
     let state = if interrupted || setup.stopping.load(Ordering::SeqCst) {
         RunState::Interrupted
@@ -152,11 +161,23 @@ fn segments(stages: &[Stage]) -> Vec<(Scope, Vec<Stage>)> {
     out
 }
 
-/// Runs one rack; `true` if some node was left pending by a stop.
-async fn run_rack(setup: Arc<Setup>, sink: Arc<dyn StepSink>, nodes: Vec<Arc<NodeCx>>) -> bool {
+/// Runs one rack; `true` if some node was left pending by a stop. With a
+/// handoff planned, the nodes that passed every stage are returned for it
+/// instead of being accepted here.
+async fn run_rack(
+    setup: Arc<Setup>,
+    sink: Arc<dyn StepSink>,
+    nodes: Vec<Arc<NodeCx>>,
+) -> (bool, Vec<Arc<NodeCx>>) {
     let mut alive = nodes;
     let mut interrupted = false;
-    for (scope, stages) in segments(&setup.stages) {
+    let before: Vec<Stage> = setup
+        .stages
+        .iter()
+        .copied()
+        .filter(|s| *s != Stage::Handoff)
+        .collect();
+    for (scope, stages) in segments(&before) {
         if alive.is_empty() {
             break;
         }
@@ -208,7 +229,10 @@ async fn run_rack(setup: Arc<Setup>, sink: Arc<dyn StepSink>, nodes: Vec<Arc<Nod
     }
     if setup.stopping.load(Ordering::SeqCst) && !alive.is_empty() {
         // Stopped between segments: the survivors are not done.
-        return true;
+        return (true, Vec::new());
+    }
+    if setup.stages.contains(&Stage::Handoff) {
+        return (interrupted, alive);
     }
     for cx in alive {
         setup
@@ -222,7 +246,7 @@ async fn run_rack(setup: Arc<Setup>, sink: Arc<dyn StepSink>, nodes: Vec<Arc<Nod
             &[],
         );
     }
-    interrupted
+    (interrupted, Vec::new())
 }
 
 /// Runs one node through `stages`, holding a node slot throughout.
@@ -245,24 +269,27 @@ async fn run_node(
             Arc::clone(sink),
             Arc::clone(&setup.stopping),
         );
+        // Each stage's future is boxed: a node's task then holds only the
+        // stage it is in, not space for the largest one, which matters with
+        // 12,500 node tasks alive at once.
         let result = match stage {
-            Stage::Preflight => preflight::run(cx, &mut steps).await,
-            Stage::Image => crate::pipeline::imaging::run(cx, &mut steps).await,
-            Stage::Drivers => crate::drivers::run(cx, &mut steps).await,
-            Stage::Burnin => acceptance::burnin(
+            Stage::Preflight => Box::pin(preflight::run(cx, &mut steps)).await,
+            Stage::Image => Box::pin(crate::pipeline::imaging::run(cx, &mut steps)).await,
+            Stage::Drivers => Box::pin(crate::drivers::run(cx, &mut steps)).await,
+            Stage::Burnin => Box::pin(acceptance::burnin(
                 &cx.acceptance(),
                 &mut steps,
                 &cx.hardware,
                 &BurninOptions::for_profile(&cx.hardware),
-            )
+            ))
             .await
             .map(drop),
-            Stage::Nccl => acceptance::nccl_node(
+            Stage::Nccl => Box::pin(acceptance::nccl_node(
                 &cx.acceptance(),
                 &mut steps,
                 &cx.hardware,
                 &NcclOptions::for_profile(&cx.hardware),
-            )
+            ))
             .await
             .map(drop),
             other => Err(Stop::Failed {
@@ -272,6 +299,8 @@ async fn run_node(
                 ))),
             }),
         };
+        // The BMC is idle until the next stage that needs it.
+        cx.bmc().close_idle();
         match result {
             Ok(()) => {}
             Err(Stop::Interrupted(_)) => return NodeEnd::Interrupted,
@@ -286,7 +315,7 @@ async fn run_node(
 
 /// Records a node's failure: verdict, event, progress; with fail-fast,
 /// stops the run.
-fn fail_node(setup: &Setup, cx: &NodeCx, stage: Stage, step: &str, outcome: &Outcome) {
+pub(crate) fn fail_node(setup: &Setup, cx: &NodeCx, stage: Stage, step: &str, outcome: &Outcome) {
     let verdict = if outcome.status == StepStatus::Unverified {
         NodeVerdict::Unverified
     } else {

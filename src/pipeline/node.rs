@@ -31,6 +31,8 @@ pub struct SiteCx {
     pub known_hosts: PathBuf,
     /// The imaging stage's shared parts, when the run images nodes.
     pub imaging: Option<crate::pipeline::imaging::ImagingSetup>,
+    /// The handoff stage's targets, key and facts, when the run hands off.
+    pub handoff: Option<Arc<crate::handoff::HandoffSetup>>,
 }
 
 /// One node's working context during a run.

@@ -104,7 +104,9 @@ pub async fn run(cx: &NodeCx, steps: &mut Steps) -> Result<(), Stop> {
                 return Ok(Outcome::skipped("already on"));
             }
             // A rack powering on at once draws an inrush that trips its
-            // breakers: wait for this rack's next wave.
+            // breakers: wait for this rack's next wave, without holding a
+            // connection meanwhile.
+            cx.bmc().close_idle();
             cx.gates.power_on(&cx.node.rack).await;
             let done = ops::power(cx.bmc(), &layout, PowerOp::On, &Waits::default()).await?;
             Ok(Outcome::done(format!(

@@ -172,6 +172,14 @@ impl Steps {
         &self.node
     }
 
+    /// Whether `step` ended in an earlier attempt of the run (a resumed run
+    /// picks up after it).
+    pub fn ended_before(&self, step: &str) -> bool {
+        self.sink
+            .finished_before(&self.node, self.stage, step)
+            .is_some()
+    }
+
     /// Runs `step` unless it already ended in an earlier attempt, giving it
     /// `deadline` to finish. An `Err` from the step is recorded as a failure
     /// with the error's text (the node and step are named by the caller's
