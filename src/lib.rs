@@ -11,6 +11,7 @@ pub mod bmc;
 pub mod cli;
 pub mod commands;
 pub mod diag;
+pub mod drivers;
 pub mod exit;
 pub mod handoff;
 pub mod imaging;

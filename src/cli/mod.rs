@@ -89,6 +89,10 @@ pub enum Command {
     /// deploy an OS onto nodes through their BMCs.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// The NVIDIA driver stack: install it at the hardware profile's pinned
+    /// versions and verify it, or verify only.
+    #[command(subcommand)]
+    Drivers(DriversCommand),
     /// Run the boot server alone: installer images, and the seeds of the
     /// selected nodes behind their tokens.
     Serve(ServeArgs),
@@ -265,6 +269,42 @@ pub enum ImageCommand {
     /// once, wait for the install to call back and SSH to answer with the
     /// host key kiln gave the node, boot from disk, verify the OS.
     Deploy(DeployArgs),
+}
+
+/// `kiln drivers …`
+#[derive(Debug, Subcommand)]
+pub enum DriversCommand {
+    /// Install the driver stack where it is not exactly at the pinned
+    /// versions (from the inventory's `mirror` when set), reboot only when
+    /// the new driver cannot be loaded in place, then verify.
+    Install(DriversArgs),
+    /// Verify the driver stack against the hardware profile; change nothing.
+    Verify(DriversArgs),
+}
+
+/// `kiln drivers install|verify`
+#[derive(Debug, Args)]
+pub struct DriversArgs {
+    /// Which nodes: name globs and ranges (r01-n[01-08]), rack:NAME,
+    /// label=VALUE; `,` for either, `&` for both, `!` for not.
+    #[arg(short, long, value_name = "EXPR")]
+    pub select: Option<String>,
+    /// Nodes worked on at once (default: the inventory's limits.concurrency).
+    #[arg(short = 'c', long, value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// Longest run of the install script on one node.
+    #[arg(long, value_name = "DURATION", default_value = "60m", value_parser = parse_duration)]
+    pub install_timeout: std::time::Duration,
+    /// Longest wait from a reboot to the node running the new driver.
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_duration)]
+    pub reboot_timeout: std::time::Duration,
+    /// Folder for the install logs and probe outputs (default: a new
+    /// folder under the state folder's `drivers/`).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Install on nodes marked in service too.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `kiln image deploy`

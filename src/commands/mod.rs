@@ -9,6 +9,7 @@ pub mod bench_ssh;
 pub mod bmc;
 pub mod demo;
 pub mod demo_cloud;
+pub mod drivers;
 pub mod image;
 pub mod inventory;
 pub mod judge;
@@ -93,6 +94,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Demo(args) => demo::run(&ctx, &args),
         Command::Report(args) => report::run(&ctx, &args),
         Command::Image(cmd) => image::run(&ctx, cmd),
+        Command::Drivers(cmd) => drivers::run(&ctx, cmd),
         Command::Serve(args) => serve::run(&ctx, &args),
         Command::Render(args) => render::run(&ctx, &args),
         Command::Keys(cmd) => keys::keys(&ctx, cmd),

@@ -77,6 +77,10 @@ pub struct Node {
     /// Whether it already runs customer work: destructive actions need an
     /// explicit opt-in.
     pub in_service: bool,
+    /// The package mirror the drivers stage installs from (base URL, no
+    /// trailing `/`), instead of NVIDIA's public repository.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<String>,
 }
 
 /// A node's BMC.

@@ -384,5 +384,6 @@ fn resolve_node(
         mac: node.mac.as_ref().map(|m| m.value),
         labels,
         in_service: pick([&n.in_service, &r.in_service, &d.in_service]).unwrap_or(false),
+        mirror: pick([&n.mirror, &r.mirror, &d.mirror]).map(|m| m.value.0),
     })
 }

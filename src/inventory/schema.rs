@@ -42,6 +42,9 @@ pub struct Settings {
     pub labels: BTreeMap<String, String>,
     /// Whether the node already carries customer work.
     pub in_service: Option<bool>,
+    /// The package mirror the drivers stage installs from (air-gapped and
+    /// sovereign sites), instead of NVIDIA's public repository.
+    pub mirror: Option<Spanned<MirrorUrl>>,
     /// Handoff targets (site defaults and racks only).
     pub handoff: Option<super::handoff::HandoffFile>,
     /// Keys that were written but invalid (already reported), so resolving
@@ -449,8 +452,57 @@ fn settings(cx: &mut Cx, m: &mut MapReader<'_>) -> Settings {
             .and_then(|n| labels(cx, n))
             .unwrap_or_default(),
         in_service: m.opt(cx, "in_service"),
+        mirror: m.opt(cx, "mirror"),
         handoff: m.get("handoff").and_then(|n| super::handoff::decode(cx, n)),
         bad,
+    }
+}
+
+/// A package mirror's base URL: `http://` or `https://`, a host, and no
+/// whitespace, quotes or control characters (it ends up in apt and dnf
+/// configuration files as well as in shell words).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MirrorUrl(pub String);
+
+impl std::str::FromStr for MirrorUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<MirrorUrl, String> {
+        let rest = s
+            .strip_prefix("http://")
+            .or_else(|| s.strip_prefix("https://"))
+            .ok_or_else(|| format!("mirror `{s}` must start with http:// or https://"))?;
+        let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if host.is_empty() {
+            return Err(format!("mirror `{s}` has no host"));
+        }
+        if let Some(c) = s.chars().find(|c| {
+            c.is_whitespace()
+                || c.is_control()
+                || matches!(c, '\'' | '"' | '\\' | '`' | '$' | '#' | '?')
+        }) {
+            return Err(format!(
+                "mirror `{}` contains {c:?}, which a repository URL cannot hold",
+                s.escape_debug()
+            ));
+        }
+        Ok(MirrorUrl(s.trim_end_matches('/').to_owned()))
+    }
+}
+
+impl FromNode for MirrorUrl {
+    fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
+        let text = String::from_node(cx, node)?;
+        match text.parse() {
+            Ok(m) => Some(m),
+            Err(e) => {
+                cx.error_help(
+                    node.pos,
+                    e,
+                    "for example `mirror: http://mirror.example.net/nvidia`",
+                );
+                None
+            }
+        }
     }
 }
 

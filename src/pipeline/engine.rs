@@ -275,6 +275,7 @@ async fn run_node(
         let result = match stage {
             Stage::Preflight => Box::pin(preflight::run(cx, &mut steps)).await,
             Stage::Image => Box::pin(crate::pipeline::imaging::run(cx, &mut steps)).await,
+            Stage::Drivers => Box::pin(crate::drivers::run(cx, &mut steps)).await,
             Stage::Burnin => Box::pin(acceptance::burnin(
                 &cx.acceptance(),
                 &mut steps,

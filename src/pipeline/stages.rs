@@ -79,7 +79,12 @@ impl Stage {
     pub fn available(self) -> bool {
         matches!(
             self,
-            Stage::Preflight | Stage::Image | Stage::Burnin | Stage::Nccl | Stage::Handoff
+            Stage::Preflight
+                | Stage::Image
+                | Stage::Drivers
+                | Stage::Burnin
+                | Stage::Nccl
+                | Stage::Handoff
         )
     }
 }

@@ -31,6 +31,28 @@ pub struct HardwareProfile {
     pub ib_write_bw: IbWriteBwSpec,
     /// Xid handling.
     pub xid: XidSpec,
+    /// The NVIDIA driver stack the drivers stage installs and verifies.
+    pub drivers: DriverStack,
+}
+
+/// The pinned NVIDIA software of a server model: what the drivers stage
+/// installs and what verification holds a node to.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DriverStack {
+    /// The driver branch (`570`): package names carry it.
+    pub branch: u32,
+    /// The exact driver version (`570.133.20`); `nvidia-smi` must show it,
+    /// and fabric manager must match it to the digit.
+    pub version: String,
+    /// Whether the open GPU kernel modules are required (Blackwell only
+    /// runs them; NVIDIA recommends them from Turing on).
+    pub open_kernel_modules: bool,
+    /// DCGM major version (3 or 4).
+    pub dcgm_major: u32,
+    /// CUDA toolkit `MAJOR.MINOR` (`12.8`).
+    pub cuda: String,
+    /// NCCL version (`2.26.5`).
+    pub nccl: String,
 }
 
 /// The GPUs of a node.
@@ -190,8 +212,66 @@ impl FromNode for HardwareProfile {
                 nvbandwidth: NvbandwidthSpec,
                 ib_write_bw: IbWriteBwSpec,
                 xid: XidSpec,
+                drivers: DriverStack,
             }
         )
+    }
+}
+
+impl FromNode for DriverStack {
+    fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
+        let spec = decode_struct!(
+            cx,
+            node,
+            "drivers",
+            DriverStack {
+                branch: u32,
+                version: String,
+                open_kernel_modules: bool,
+                dcgm_major: u32,
+                cuda: String,
+                nccl: String,
+            }
+        )?;
+        let mut ok = true;
+        let digits = |s: &str, parts: usize| {
+            let v: Vec<&str> = s.split('.').collect();
+            v.len() == parts
+                && v.iter()
+                    .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        };
+        if !digits(&spec.version, 3) || !spec.version.starts_with(&format!("{}.", spec.branch)) {
+            cx.error(
+                node.pos,
+                format!(
+                    "drivers.version `{}` must be a full driver version of branch {} (like {}.133.20)",
+                    spec.version, spec.branch, spec.branch
+                ),
+            );
+            ok = false;
+        }
+        if !(3..=4).contains(&spec.dcgm_major) {
+            cx.error(
+                node.pos,
+                format!("drivers.dcgm_major {} is not 3 or 4", spec.dcgm_major),
+            );
+            ok = false;
+        }
+        if !digits(&spec.cuda, 2) {
+            cx.error(
+                node.pos,
+                format!("drivers.cuda `{}` is not MAJOR.MINOR", spec.cuda),
+            );
+            ok = false;
+        }
+        if !digits(&spec.nccl, 3) {
+            cx.error(
+                node.pos,
+                format!("drivers.nccl `{}` is not MAJOR.MINOR.PATCH", spec.nccl),
+            );
+            ok = false;
+        }
+        ok.then_some(spec)
     }
 }
 

@@ -870,6 +870,11 @@ pub struct SoftwareState {
     pub os_name: String,
     /// The running kernel release (`uname -r`).
     pub kernel: String,
+    /// Whether `nvidia_peermem` (GPUDirect RDMA) is loaded.
+    pub peermem_loaded: bool,
+    /// How many times the initramfs was rebuilt since imaging
+    /// (`update-initramfs -u`, `dracut -f`).
+    pub initramfs_builds: u32,
 }
 
 /// The kernel an image's installer puts down (the GA kernel of the
@@ -940,6 +945,8 @@ impl SoftwareState {
                 OsFamily::Rhel => "Rocky Linux 9".into(),
             },
             kernel: kernel_of(family, ""),
+            peermem_loaded: false,
+            initramfs_builds: 0,
         }
     }
 
@@ -1115,6 +1122,7 @@ impl SoftwareState {
         self.booted_at_unix = now_unix;
         self.loaded_driver = self.driver.clone();
         self.persistence_mode = false;
+        self.peermem_loaded = false;
         let units: Vec<String> = self.services.keys().cloned().collect();
         for unit in units {
             if let Some(s) = self.services.get_mut(&unit) {
@@ -1142,6 +1150,28 @@ impl SoftwareState {
                 Ok(())
             }
         }
+    }
+
+    /// Loads the kernel module `name` as modprobe does, dependencies
+    /// first: the NVIDIA modules need the installed driver, `nvidia_peermem`
+    /// also needs the InfiniBand stack (`has_ib`). Other modules load.
+    pub fn load_module(&mut self, name: &str, has_ib: bool) -> Result<(), String> {
+        let name = name.replace('-', "_");
+        if !name.starts_with("nvidia") {
+            return Ok(());
+        }
+        self.modprobe_nvidia()
+            .map_err(|e| e.replace("Module nvidia", &format!("Module {name}")))?;
+        if name == "nvidia_peermem" {
+            if !has_ib {
+                return Err(
+                    "modprobe: ERROR: could not insert 'nvidia_peermem': Invalid argument"
+                        .to_owned(),
+                );
+            }
+            self.peermem_loaded = true;
+        }
+        Ok(())
     }
 
     /// Starts `unit`; `Err` explains why it failed (the unit is then

@@ -153,7 +153,19 @@ pub struct SimNode {
     reach: watch::Sender<Reach>,
 }
 
+/// The environment variable that names a node's root folder in its
+/// shell (see [`SimNode::root`]).
+pub const ROOT_ENV: &str = "KILN_NODE_ROOT";
+
 impl SimNode {
+    /// The node's own root folder inside its sandbox: where files a real
+    /// OS keeps under `/etc` go (scripts prefix such paths with
+    /// `$KILN_NODE_ROOT`, empty on a real node), and where the simulated
+    /// boot reads `etc/modules-load.d`.
+    pub fn root(&self) -> PathBuf {
+        self.sandbox.join("root")
+    }
+
     /// A node that starts powered off, with or without an installed OS.
     pub fn new(
         name: String,
@@ -449,11 +461,43 @@ async fn boot_os(node: &Arc<SimNode>, clock: &Clock, epoch: u64) {
     {
         let mut st = node.lock();
         if st.epoch == epoch {
-            // Loads the installed driver, starts enabled services.
+            // Loads the installed driver, starts enabled services, then
+            // what systemd-modules-load reads from modules-load.d.
             st.sw.boot(clock.now_unix());
+            let has_ib = !st.hw.ib_ports.is_empty();
+            for module in modules_to_load(&node.root()) {
+                if let Err(e) = st.sw.load_module(&module, has_ib) {
+                    tracing::debug!(node = %node.name, "modules-load: {e}");
+                }
+            }
         }
     }
     set_phase(node, epoch, Phase::Running);
+}
+
+/// Module names listed in `ROOT/etc/modules-load.d/*.conf` (comments and
+/// blank lines left out), as systemd-modules-load reads them at boot.
+fn modules_to_load(root: &std::path::Path) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(root.join("etc/modules-load.d")) else {
+        return Vec::new();
+    };
+    let mut files: Vec<_> = dir
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|text| {
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with(';'))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// One event to the installer's webhook reporter, as subiquity posts it;

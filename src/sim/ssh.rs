@@ -53,6 +53,8 @@ pub fn serve(
     clock: Clock,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    std::fs::create_dir_all(node.root())
+        .with_context(|| format!("cannot create the sandbox {}", node.sandbox.display()))?;
     std::fs::create_dir_all(node.sandbox.join("home"))
         .with_context(|| format!("cannot create the sandbox {}", node.sandbox.display()))?;
     tokio::spawn(async move {
@@ -199,6 +201,10 @@ impl Conn {
             .env("HOSTNAME", &self.node.name)
             .env(SOCKET_ENV, &self.tools.socket)
             .env(NODE_ENV, &self.node.name)
+            // The node's own `/` for files the OS keeps (modprobe.d, apt
+            // sources): simulated nodes share this machine's file system,
+            // which the simulator never changes.
+            .env(crate::sim::node::ROOT_ENV, self.node.root())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

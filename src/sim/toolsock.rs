@@ -184,6 +184,21 @@ impl ToolServer {
             return;
         };
         let run = {
+            // Commands name files by absolute path on the simulated node,
+            // which shares this machine's file system.
+            let file_head = |path: &str| -> Option<Vec<u8>> {
+                use std::io::Read as _;
+                if !path.starts_with('/') {
+                    return None;
+                }
+                let mut head = Vec::new();
+                std::fs::File::open(path)
+                    .ok()?
+                    .take(1024)
+                    .read_to_end(&mut head)
+                    .ok()?;
+                Some(head)
+            };
             let peers = |host: &str| {
                 self.node(host).map(|n| {
                     let st = n.lock();
@@ -205,6 +220,7 @@ impl ToolServer {
                 peers: &peers,
                 now_unix: self.clock.now_unix(),
                 load: if st.load_users > 0 { 1.0 } else { 0.0 },
+                file_head: &file_head,
             };
             let run = tools::run(&mut ctx, &call.argv);
             st.package_failures_left = faults.package_install_failures;

@@ -59,6 +59,10 @@ pub struct ToolCtx<'a> {
     /// GPU load (0..1) from other tools running on the node right now, so
     /// that `nvidia-smi` during a burn shows a busy, warm GPU.
     pub load: f64,
+    /// The first KiB of a file on the node (`dpkg -i FILE`), or `None`
+    /// when there is no such file. The caller does the reading, so tools
+    /// stay free of I/O.
+    pub file_head: &'a dyn Fn(&str) -> Option<Vec<u8>>,
 }
 
 /// Output printed after some simulated time.
@@ -198,6 +202,10 @@ pub const SIMULATED: &[&str] = &[
     "rpm",
     "systemctl",
     "modprobe",
+    "lsmod",
+    "update-initramfs",
+    "dracut",
+    "apt-cache",
     "hostnamectl",
     "reboot",
     "shutdown",
@@ -219,8 +227,10 @@ pub fn is_available(sw: &SoftwareState, name: &str) -> bool {
         "dcgmi" => sw.dcgm.is_some(),
         "ib_write_bw" => sw.has_kind(|k| k == PkgKind::Perftest),
         "mpirun" | "mpiexec" => sw.has_kind(|k| k == PkgKind::Mpi),
-        "apt-get" | "apt" | "dpkg-query" | "dpkg" => sw.family == OsFamily::Ubuntu,
-        "dnf" | "yum" | "rpm" => sw.family == OsFamily::Rhel,
+        "apt-get" | "apt" | "apt-cache" | "dpkg-query" | "dpkg" | "update-initramfs" => {
+            sw.family == OsFamily::Ubuntu
+        }
+        "dnf" | "yum" | "rpm" | "dracut" => sw.family == OsFamily::Rhel,
         _ => is_simulated(name),
     }
 }
@@ -252,6 +262,9 @@ pub fn run(ctx: &mut ToolCtx, argv: &[String]) -> ToolRun {
         "rpm" => packages::rpm(ctx, &args),
         "systemctl" => system::systemctl(ctx, &args),
         "modprobe" => system::modprobe(ctx, &args),
+        "lsmod" => system::lsmod(ctx),
+        "update-initramfs" | "dracut" => system::initramfs(ctx, name, &args),
+        "apt-cache" => packages::apt_cache(ctx, &args),
         "hostnamectl" => system::hostnamectl(ctx),
         "reboot" | "shutdown" | "poweroff" | "halt" => system::power(name, &args),
         _ => ToolRun::not_found(name),
@@ -457,6 +470,7 @@ pub(crate) mod tests {
                 peers: &lookup,
                 now_unix: self.now,
                 load: self.load,
+                file_head: &|_| None,
             };
             run(&mut ctx, argv)
         }

@@ -589,8 +589,117 @@ fn dpkg_list(sw: &SoftwareState, pats: &[&str]) -> ToolRun {
     ToolRun::ok(out)
 }
 
+/// `dpkg -i FILE.deb…`: installs local package files. The package's name
+/// and version come from the file name (`NAME_VERSION_ARCH.deb`, as
+/// `dpkg-name` lays them out); the file must be a Debian archive (`ar`).
+fn dpkg_install(ctx: &mut ToolCtx, files: &[&str]) -> ToolRun {
+    if files.is_empty() {
+        return ToolRun::err(
+            2,
+            "dpkg: error: --install needs at least one package archive file argument\n",
+        );
+    }
+    let mut run = ToolRun::steps(0.0);
+    let mut out = String::new();
+    let mut parsed = Vec::new();
+    for f in files {
+        let Some(head) = (ctx.file_head)(f) else {
+            run.stderr =
+                format!("dpkg: error: cannot access archive '{f}': No such file or directory\n");
+            run.code = 2;
+            return run;
+        };
+        let base = f.rsplit('/').next().unwrap_or(f);
+        let parts: Vec<&str> = base.trim_end_matches(".deb").split('_').collect();
+        if !head.starts_with(b"!<arch>\n") || parts.len() != 3 {
+            run.stderr = format!(
+                "dpkg-deb: error: '{f}' is not a Debian format archive\ndpkg: error processing archive {f} (--install):\n dpkg-deb --control subprocess returned error exit status 2\nErrors were encountered while processing:\n {f}\n"
+            );
+            run.code = 1;
+            return run;
+        }
+        parsed.push((parts[0].to_owned(), parts[1].to_owned(), base.to_owned()));
+    }
+    for (name, version, base) in &parsed {
+        out.push_str(&format!(
+            "Selecting previously unselected package {name}.\n(Reading database ... 117522 files and directories currently installed.)\nPreparing to unpack .../{base} ...\nUnpacking {name} ({version}) ...\n"
+        ));
+    }
+    for (name, version, _) in &parsed {
+        out.push_str(&format!("Setting up {name} ({version}) ...\n"));
+        ctx.sw.install(name, Some(version));
+    }
+    run.step(1.0, out);
+    run
+}
+
+/// `apt-cache madison PKG…` (the versions the repositories offer, one
+/// line each) and `apt-cache policy PKG…`.
+pub(super) fn apt_cache(ctx: &mut ToolCtx, args: &[&str]) -> ToolRun {
+    let words: Vec<&str> = args
+        .iter()
+        .filter(|a| !a.starts_with('-'))
+        .copied()
+        .collect();
+    let Some((&verb, pkgs)) = words.split_first() else {
+        return ToolRun::err(100, "E: No operation specified\n");
+    };
+    let origin = |name: &str| -> String {
+        match classify(name) {
+            PkgKind::Dcgm(_) | PkgKind::Nccl => {
+                "https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2404/x86_64  Packages".to_owned()
+            }
+            _ if name.starts_with("cuda") => {
+                "https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2404/x86_64  Packages".to_owned()
+            }
+            _ => format!("http://archive.ubuntu.com/ubuntu {} amd64 Packages", section(name)),
+        }
+    };
+    match verb {
+        "madison" => {
+            let mut out = String::new();
+            for p in pkgs {
+                if known(p) {
+                    let v = ctx.sw.package_version(p, None);
+                    out.push_str(&format!("{p:>10} | {v} | {}\n", origin(p)));
+                }
+            }
+            let code = if out.is_empty() && !pkgs.is_empty() {
+                100
+            } else {
+                0
+            };
+            let err = if code == 0 {
+                String::new()
+            } else {
+                format!("N: Unable to locate package {}\n", pkgs.join(" "))
+            };
+            ToolRun::done(code, out, err)
+        }
+        "policy" => {
+            let mut out = String::new();
+            for p in pkgs.iter().filter(|p| known(p)) {
+                let cand = ctx.sw.package_version(p, None);
+                let inst = ctx
+                    .sw
+                    .packages
+                    .get(*p)
+                    .cloned()
+                    .unwrap_or_else(|| "(none)".into());
+                out.push_str(&format!(
+                    "{p}:\n  Installed: {inst}\n  Candidate: {cand}\n  Version table:\n     {cand} 500\n        500 {}\n",
+                    origin(p)
+                ));
+            }
+            ToolRun::ok(out)
+        }
+        other => ToolRun::err(100, format!("E: Invalid operation {other}\n")),
+    }
+}
+
 pub(super) fn dpkg(ctx: &mut ToolCtx, args: &[&str]) -> ToolRun {
     match args.first() {
+        Some(&"-i") | Some(&"--install") => dpkg_install(ctx, &args[1..]),
         Some(&"-s") | Some(&"--status") => dpkg_status(ctx.sw, &args[1..]),
         Some(&"-l") | Some(&"--list") => dpkg_list(ctx.sw, &args[1..]),
         Some(&"-W") | Some(&"--show") => dpkg_query(ctx, args),

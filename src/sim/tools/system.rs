@@ -235,9 +235,14 @@ pub(super) fn modprobe(ctx: &mut ToolCtx, args: &[&str]) -> ToolRun {
             continue;
         }
         if remove {
+            if m.replace('-', "_") == "nvidia_peermem" {
+                ctx.sw.peermem_loaded = false;
+                continue;
+            }
             if ctx.sw.is_active("nvidia-fabricmanager")
                 || ctx.sw.is_active("nvidia-persistenced")
                 || ctx.sw.is_active("nvidia-dcgm")
+                || ctx.sw.peermem_loaded
             {
                 return ToolRun::err(1, format!("modprobe: FATAL: Module {m} is in use.\n"));
             }
@@ -247,14 +252,88 @@ pub(super) fn modprobe(ctx: &mut ToolCtx, args: &[&str]) -> ToolRun {
             }
             continue;
         }
-        if let Err(e) = ctx.sw.modprobe_nvidia() {
-            return ToolRun::err(
-                1,
-                format!("{}\n", e.replace("Module nvidia", &format!("Module {m}"))),
-            );
+        if let Err(e) = ctx.sw.load_module(m, !ctx.hw.ib_ports.is_empty()) {
+            return ToolRun::err(1, format!("{e}\n"));
         }
     }
     ToolRun::ok("")
+}
+
+/// `lsmod`: the modules the model has loaded, in the kernel's layout
+/// (newest first, as `/proc/modules` lists them).
+pub(super) fn lsmod(ctx: &mut ToolCtx) -> ToolRun {
+    let mut rows: Vec<(&str, u64, String)> = Vec::new();
+    if ctx.sw.loaded_driver.is_some() {
+        if ctx.sw.peermem_loaded {
+            rows.push(("nvidia_peermem", 16_384, "0".into()));
+        }
+        rows.push(("nvidia_uvm", 4_956_160, "0".into()));
+        rows.push(("nvidia_drm", 122_880, "0".into()));
+        rows.push(("nvidia_modeset", 1_355_776, "1 nvidia_drm".into()));
+        let mut users = vec!["nvidia_uvm", "nvidia_modeset"];
+        if ctx.sw.peermem_loaded {
+            users.insert(1, "nvidia_peermem");
+        }
+        rows.push((
+            "nvidia",
+            54_386_688,
+            format!("{} {}", users.len(), users.join(",")),
+        ));
+    }
+    if !ctx.hw.ib_ports.is_empty() {
+        rows.push(("mlx5_ib", 479_232, "0".into()));
+        let users = if ctx.sw.peermem_loaded {
+            "3 nvidia_peermem,mlx5_ib,ib_uverbs"
+        } else {
+            "2 mlx5_ib,ib_uverbs"
+        };
+        rows.push(("ib_uverbs", 200_704, "1 mlx5_ib".into()));
+        rows.push(("ib_core", 471_040, users.into()));
+        rows.push(("mlx5_core", 2_473_984, "1 mlx5_ib".into()));
+    }
+    rows.push(("overlay", 212_992, "0".into()));
+    rows.push(("nls_iso8859_1", 12_288, "1".into()));
+    let mut out = String::from("Module                  Size  Used by\n");
+    for (name, size, used) in rows {
+        out.push_str(&format!("{name:<19} {size:>9}  {used}\n"));
+    }
+    ToolRun::ok(out)
+}
+
+/// `update-initramfs -u|-c|-k` (Ubuntu) and `dracut -f` (RHEL): the
+/// initramfs is rebuilt (counted in the model).
+pub(super) fn initramfs(ctx: &mut ToolCtx, tool: &str, args: &[&str]) -> ToolRun {
+    let kernel = ctx.sw.kernel.clone();
+    if tool == "dracut" {
+        if !args
+            .iter()
+            .any(|a| *a == "-f" || *a == "--force" || *a == "--regenerate-all")
+        {
+            return ToolRun::err(
+                1,
+                format!(
+                    "dracut: Will not override existing initramfs (/boot/initramfs-{kernel}.img) without --force\n"
+                ),
+            );
+        }
+        ctx.sw.initramfs_builds += 1;
+        let mut r = ToolRun::steps(0.0);
+        r.step(12.0, "");
+        return r;
+    }
+    if !args.iter().any(|a| matches!(*a, "-u" | "-c" | "-d")) {
+        return ToolRun::err(
+            1,
+            "Usage: update-initramfs {-c|-d|-u} [-k version] [-v] [-b directory]\n",
+        );
+    }
+    ctx.sw.initramfs_builds += 1;
+    let mut r = ToolRun::steps(0.0);
+    r.step(
+        9.0,
+        format!("update-initramfs: Generating /boot/initrd.img-{kernel}\n"),
+    );
+    r
 }
 
 pub(super) fn power(name: &str, args: &[&str]) -> ToolRun {
