@@ -26,11 +26,24 @@ fn the_demo_fails_exactly_the_faulty_nodes_and_writes_a_report() {
         match &row[..7] {
             "r01-n03" => assert!(failed && row.contains("missing: GPU6"), "{row}"),
             "r02-n05" => assert!(failed && row.contains("no answer"), "{row}"),
+            "r01-n06" => assert!(
+                failed && row.contains("burnin") && row.contains("GPU 2:"),
+                "{row}"
+            ),
+            "r02-n03" => assert!(
+                failed && row.contains("drivers") && row.contains("apt-get install failed"),
+                "{row}"
+            ),
+            "r02-n07" => assert!(
+                failed && row.contains("nccl") && row.contains("mlx5_3"),
+                "{row}"
+            ),
             _ => assert!(row.contains("accepted"), "{row}"),
         }
     }
-    // Every accepted node was imaged from bare metal: its OS verified over
-    // SSH after the install, per the journal.
+    // Every accepted node was imaged from bare metal (its OS verified over
+    // SSH after the install), given its driver stack and handed off, per
+    // the journal.
     let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .arg("-i")
         .arg(demo.join("site.yaml"))

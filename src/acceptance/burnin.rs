@@ -232,7 +232,8 @@ async fn burn(
     };
     let sampler = sample(ctx, opts, &done, started);
     let snapshot = async {
-        tokio::time::sleep(opts.snapshot_after).await;
+        // Wakes early when the tool ends (a simulated or short burn).
+        super::chassis::sleep_unless_done(opts.snapshot_after, &done).await;
         if done.load(Ordering::SeqCst) {
             return None;
         }

@@ -2,7 +2,9 @@
 //! few injected faults. It writes a real inventory, a password file and
 //! the faults into a demo folder, starts the simulator on loopback
 //! addresses, records each BMC's certificate (as `kiln bmc trust` would),
-//! runs `kiln provision` and prints the summary. Everything it leaves is
+//! creates the site key, starts stand-ins for the site's package mirror and
+//! cloud (`demo_cloud`), runs `kiln provision` through every stage and
+//! prints the summary. Everything it leaves is
 //! in the demo folder, so `kiln -i DIR/site.yaml runs show` works after.
 
 use std::path::{Path, PathBuf};
@@ -28,7 +30,7 @@ const FAULTS: &str = include_str!("../../inventories/demo-faults.yaml");
 /// Marks a folder as the demo's own, so a re-run may clear it.
 const MARKER: &str = ".kiln-demo";
 /// The stages the demo runs.
-const DEMO_STAGES: &str = "preflight,image,handoff";
+const DEMO_STAGES: &str = "preflight,image,drivers,burnin,nccl,handoff";
 /// Where the demo's stand-in cloud receives signed records.
 const CLOUD: ([u8; 4], u16) = ([127, 10, 0, 253], 8480);
 
@@ -93,6 +95,7 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<ExitStatus> {
             std::net::SocketAddr::from(CLOUD),
             dir.join("cloud"),
             public,
+            dir.join("mirror"),
         )
         .await?;
         // The nodes arrive bare: the image stage installs their OS from a
@@ -173,8 +176,11 @@ fn write_files(dir: &Path, faults: &str) -> anyhow::Result<PathBuf> {
     let text = text.replace(
         "\nnetworks:\n",
         &format!(
-            "  handoff:   # the demo's stand-in cloud, started by `kiln demo`\n    - webhook: {{url: \"http://{}.{}.{}.{}:{}/nodes\", failed: true}}\n\nnetworks:\n",
-            CLOUD.0[0], CLOUD.0[1], CLOUD.0[2], CLOUD.0[3], CLOUD.1
+            "  # The demo's stand-ins for the site's package mirror and cloud,\n  # started by `kiln demo`.\n  mirror: \"http://{host}/nvidia\"\n  handoff:\n    - webhook: {{url: \"http://{host}/nodes\", failed: true}}\n\nnetworks:\n",
+            host = format_args!(
+                "{}.{}.{}.{}:{}",
+                CLOUD.0[0], CLOUD.0[1], CLOUD.0[2], CLOUD.0[3], CLOUD.1
+            )
         ),
     );
     let text = text.replace(
@@ -187,6 +193,15 @@ fn write_files(dir: &Path, faults: &str) -> anyhow::Result<PathBuf> {
     std::fs::write(
         dir.join("ssh-key.pub"),
         format!("{} kiln-demo\n", crate::sim::ssh::public_line(&key)?),
+    )?;
+    // The mirror's one file the drivers stage downloads itself (apt does
+    // the rest): NVIDIA's repository keyring package. A Debian package is
+    // an ar archive; the simulated dpkg checks that much.
+    let repo = dir.join("mirror").join("ubuntu2404").join("x86_64");
+    std::fs::create_dir_all(&repo)?;
+    std::fs::write(
+        repo.join("cuda-keyring_1.1-1_all.deb"),
+        b"!<arch>\ndebian-binary   0           0     0     100644  4         `\n2.0\n",
     )?;
     // A small installer image in the shape of Ubuntu's (the simulated BMCs
     // fetch it for real, range by range, from the boot server).

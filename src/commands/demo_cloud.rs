@@ -1,8 +1,12 @@
-//! The demo's stand-in for the cloud: a webhook receiver on loopback that
-//! takes each node's signed acceptance record, checks its signature
-//! against the site's public key (as a real receiver must: it trusts the
-//! key, not the laptop that sent the record), keeps it in a folder and
-//! answers 200; a record that does not verify gets 422.
+//! The demo's stand-ins for a site's services, on one loopback address:
+//!
+//! - the cloud: a webhook receiver (`POST /nodes`) that takes each node's
+//!   signed acceptance record, checks its signature against the site's
+//!   public key (as a real receiver must: it trusts the key, not the laptop
+//!   that sent the record), keeps it in a folder and answers 200; a record
+//!   that does not verify gets 422;
+//! - the site's package mirror (`GET /nvidia/…`): the files of a folder,
+//!   laid out as NVIDIA's repository, for the drivers stage.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,23 +35,35 @@ impl Drop for Cloud {
     }
 }
 
-/// Starts the receiver on `bind`, keeping records in `dir` and trusting
-/// the public key `trusted`.
-pub async fn start(bind: SocketAddr, dir: PathBuf, trusted: Vec<u8>) -> anyhow::Result<Cloud> {
+/// Starts the services on `bind`: records kept in `dir`, signed by the
+/// public key `trusted`; the mirror served from `mirror`.
+pub async fn start(
+    bind: SocketAddr,
+    dir: PathBuf,
+    trusted: Vec<u8>,
+    mirror: PathBuf,
+) -> anyhow::Result<Cloud> {
     use anyhow::Context as _;
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .with_context(|| format!("cannot listen on {bind} for the demo's cloud"))?;
     let addr = listener.local_addr()?;
-    let shared = Arc::new((dir, trusted));
+    let shared = Arc::new((dir, trusted, mirror));
     let task = tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let shared = Arc::clone(&shared);
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
                     let shared = Arc::clone(&shared);
-                    async move { Ok::<_, std::convert::Infallible>(take(req, &shared.0, &shared.1).await) }
+                    async move {
+                        let reply = if req.method() == hyper::Method::GET {
+                            serve(req.uri().path(), &shared.2)
+                        } else {
+                            take(req, &shared.0, &shared.1).await
+                        };
+                        Ok::<_, std::convert::Infallible>(reply)
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tcp), service)
@@ -62,6 +78,23 @@ fn answer(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(format!("{text}\n"))));
     *r.status_mut() = status;
     r
+}
+
+/// A mirror file: `/nvidia/PATH` from the mirror folder.
+fn serve(path: &str, mirror: &std::path::Path) -> Response<Full<Bytes>> {
+    let Some(rest) = path.strip_prefix("/nvidia/") else {
+        return answer(StatusCode::NOT_FOUND, "not found");
+    };
+    if rest
+        .split('/')
+        .any(|p| p.is_empty() || p == "." || p == "..")
+    {
+        return answer(StatusCode::NOT_FOUND, "not found");
+    }
+    match std::fs::read(mirror.join(rest)) {
+        Ok(body) => Response::new(Full::new(Bytes::from(body))),
+        Err(_) => answer(StatusCode::NOT_FOUND, "not found"),
+    }
 }
 
 async fn take(
@@ -80,7 +113,10 @@ async fn take(
         return answer(StatusCode::BAD_REQUEST, "not a signed acceptance record");
     };
     if let Verified::Invalid(why) = verify(&signed, Some(trusted)) {
-        return answer(StatusCode::UNPROCESSABLE_ENTITY, &format!("rejected: {why}"));
+        return answer(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &format!("rejected: {why}"),
+        );
     }
     let node = signed.record["node"]
         .as_str()
