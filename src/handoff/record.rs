@@ -181,14 +181,7 @@ fn software(node: &NodeRecord) -> Value {
 }
 
 fn status_word(s: StepStatus) -> &'static str {
-    match s {
-        StepStatus::Pending => "pending",
-        StepStatus::Running => "running",
-        StepStatus::Done => "done",
-        StepStatus::Skipped => "skipped",
-        StepStatus::Failed => "failed",
-        StepStatus::Unverified => "unverified",
-    }
+    s.word()
 }
 
 /// The whole record of `node`, with `verdict` and `reasons` as the handoff

@@ -140,6 +140,20 @@ pub enum StepStatus {
     Unverified,
 }
 
+impl StepStatus {
+    /// The status as records and reports spell it (its serde name).
+    pub fn word(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "pending",
+            StepStatus::Running => "running",
+            StepStatus::Done => "done",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Failed => "failed",
+            StepStatus::Unverified => "unverified",
+        }
+    }
+}
+
 /// Conventions for [`StepRecord::metrics`] that reports plot.
 ///
 /// - `burnin` steps: `{"telemetry": [{"t_s": 0.0, "gpu": 0, "temp_c": 41.0,

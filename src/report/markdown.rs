@@ -136,14 +136,7 @@ fn node_section(md: &mut String, node: &NodeRecord) {
 
 /// A step status as reports spell it.
 pub(super) fn status_word(status: StepStatus) -> &'static str {
-    match status {
-        StepStatus::Pending => "pending",
-        StepStatus::Running => "running",
-        StepStatus::Done => "done",
-        StepStatus::Skipped => "skipped",
-        StepStatus::Failed => "failed",
-        StepStatus::Unverified => "unverified",
-    }
+    status.word()
 }
 
 /// Escapes text for a table cell: `|` would end the cell and a line break
