@@ -286,11 +286,37 @@ async fn allowed_values(
     Ok(Vec::new())
 }
 
+/// What identifies a vendor in a service root or manager: its vendor,
+/// product, model and firmware fields and the names of its `Oem` sections
+/// (kept without their contents).
+fn identity_part(doc: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    for key in ["Vendor", "Product", "Model", "FirmwareVersion"] {
+        if let Some(v) = doc.get(key) {
+            out.insert(key.to_owned(), v.clone());
+        }
+    }
+    if let Some(oem) = doc.get("Oem").and_then(Value::as_object) {
+        let names = oem.keys().map(|k| (k.clone(), Value::Null)).collect();
+        out.insert("Oem".to_owned(), Value::Object(names));
+    }
+    Value::Object(out)
+}
+
 /// Finds the BMC's layout. `wanted_system` is the inventory's `bmc.system`.
+///
+/// Each document is reduced to what the layout needs before the next
+/// request: a parsed document takes about ten times its text in memory,
+/// and a site discovers thousands of BMCs at once.
 pub async fn discover(client: &BmcClient, wanted_system: Option<&str>) -> Result<Layout, BmcError> {
-    let root = client.get("/redfish/v1").await?;
-    let managers_path = link(&root["Managers"]).unwrap_or("/redfish/v1/Managers".into());
-    let systems_path = link(&root["Systems"]).unwrap_or("/redfish/v1/Systems".into());
+    let (managers_path, systems_path, root_id) = {
+        let root = client.get("/redfish/v1").await?;
+        (
+            link(&root["Managers"]).unwrap_or("/redfish/v1/Managers".into()),
+            link(&root["Systems"]).unwrap_or("/redfish/v1/Systems".into()),
+            identity_part(&root),
+        )
+    };
 
     let managers = members(&client.get(&managers_path).await?);
     let manager = managers
@@ -299,43 +325,56 @@ pub async fn discover(client: &BmcClient, wanted_system: Option<&str>) -> Result
         .or_else(|| managers.first())
         .cloned()
         .ok_or_else(|| protocol(client, &managers_path, "the BMC lists no managers".into()))?;
-    let manager_doc = client.get(&manager).await?;
-    let identity = identify(&root, &manager_doc);
+    let (identity, manager_media, media_enable) = {
+        let manager_doc = client.get(&manager).await?;
+        let media_enable = manager_doc["Actions"]["Oem"]["#AMIVirtualMedia.EnableRMedia"]["target"]
+            .as_str()
+            .filter(|_| {
+                manager_doc.pointer("/Oem/Ami/VirtualMedia/RMediaStatus")
+                    != Some(&Value::from("Enabled"))
+            })
+            .map(str::to_owned);
+        (
+            identify(&root_id, &identity_part(&manager_doc)),
+            link(&manager_doc["VirtualMedia"]),
+            media_enable,
+        )
+    };
+    drop(root_id);
 
     let systems = members(&client.get(&systems_path).await?);
     let system = choose_system(client, &systems, wanted_system)?;
     let extra_systems = systems.iter().filter(|p| **p != system).cloned().collect();
     let sys = client.get(&system).await?;
 
-    let reset = &sys["Actions"]["#ComputerSystem.Reset"];
+    let reset = sys["Actions"]["#ComputerSystem.Reset"].clone();
     let reset_target = reset["target"]
         .as_str()
         .map(str::to_owned)
         .unwrap_or_else(|| format!("{system}/Actions/ComputerSystem.Reset"));
-    let reset_types = allowed_values(client, reset, "ResetType").await?;
     let boot = &sys["Boot"];
+    let boot_targets = strings(&boot["BootSourceOverrideTarget@Redfish.AllowableValues"]);
+    let boot_enabled = strings(&boot["BootSourceOverrideEnabled@Redfish.AllowableValues"]);
+    let boot_mode = boot.get("BootSourceOverrideMode").is_some();
+    let http_boot_uri = boot.get("HttpBootUri").is_some();
     let chassis = sys["Links"]["Chassis"]
         .as_array()
         .and_then(|a| a.iter().find_map(link));
-
     // Under the system first: where both exist (newer iDRAC firmware), the
     // system's slots are the ones that boot the host.
     let mut media_collections = Vec::new();
-    for owner in [&sys, &manager_doc] {
-        if let Some(collection) = link(&owner["VirtualMedia"])
-            && !media_collections.contains(&collection)
-        {
+    for collection in [link(&sys["VirtualMedia"]), manager_media]
+        .into_iter()
+        .flatten()
+    {
+        if !media_collections.contains(&collection) {
             media_collections.push(collection);
         }
     }
+    drop(sys);
+    let reset_types = allowed_values(client, &reset, "ResetType").await?;
+    drop(reset);
     let media = read_slots(client, &media_collections).await?;
-    let media_enable = manager_doc["Actions"]["Oem"]["#AMIVirtualMedia.EnableRMedia"]["target"]
-        .as_str()
-        .filter(|_| {
-            manager_doc.pointer("/Oem/Ami/VirtualMedia/RMediaStatus")
-                != Some(&Value::from("Enabled"))
-        })
-        .map(str::to_owned);
 
     Ok(Layout {
         identity,
@@ -344,10 +383,10 @@ pub async fn discover(client: &BmcClient, wanted_system: Option<&str>) -> Result
         chassis,
         reset_target,
         reset_types,
-        boot_targets: strings(&boot["BootSourceOverrideTarget@Redfish.AllowableValues"]),
-        boot_enabled: strings(&boot["BootSourceOverrideEnabled@Redfish.AllowableValues"]),
-        boot_mode: boot.get("BootSourceOverrideMode").is_some(),
-        http_boot_uri: boot.get("HttpBootUri").is_some(),
+        boot_targets,
+        boot_enabled,
+        boot_mode,
+        http_boot_uri,
         media,
         media_collections,
         media_enable,
@@ -364,8 +403,15 @@ pub async fn read_slots(
     for collection in collections {
         // A collection that is not there (licence missing, feature off)
         // means no slots here, not a broken BMC.
-        for (path, doc) in member_docs(client, collection).await? {
-            if !media.iter().any(|m| m.path == path) {
+        let paths = match get_optional(client, collection).await? {
+            Some(list) => members(&list),
+            None => continue,
+        };
+        for path in paths {
+            if media.iter().any(|m| m.path == path) {
+                continue;
+            }
+            if let Some(doc) = get_optional(client, &path).await? {
                 media.push(read_slot(client, &path, &doc).await?);
             }
         }
@@ -421,20 +467,22 @@ pub async fn read_slot(client: &BmcClient, path: &str, doc: &Value) -> Result<Me
 pub async fn gpus(client: &BmcClient, layout: &Layout) -> Result<Vec<Gpu>, BmcError> {
     let mut found = Vec::new();
     for system in std::iter::once(&layout.system).chain(&layout.extra_systems) {
-        for (path, doc) in member_docs(client, &format!("{system}/Processors")).await? {
+        for_each_member(client, &format!("{system}/Processors"), |path, doc| {
             if doc["ProcessorType"] == "GPU" {
-                found.push(gpu_of(&path, &doc));
+                found.push(gpu_of(path, doc));
             }
-        }
+        })
+        .await?;
     }
     if found.is_empty()
         && let Some(chassis) = &layout.chassis
     {
-        for (path, doc) in member_docs(client, &format!("{chassis}/PCIeDevices")).await? {
-            if is_gpu_device(&doc) {
-                found.push(gpu_of(&path, &doc));
+        for_each_member(client, &format!("{chassis}/PCIeDevices"), |path, doc| {
+            if is_gpu_device(doc) {
+                found.push(gpu_of(path, doc));
             }
-        }
+        })
+        .await?;
     }
     Ok(found)
 }
@@ -449,22 +497,23 @@ async fn get_optional(client: &BmcClient, path: &str) -> Result<Option<Value>, B
     }
 }
 
-/// The members of a collection that exist, each with its document (trimmed
-/// trees and real BMCs both list members that are not there).
-async fn member_docs(
+/// Reads each member of a collection that exists and hands it to `each`;
+/// only one member's document is held at a time.
+async fn for_each_member(
     client: &BmcClient,
     collection: &str,
-) -> Result<Vec<(String, Value)>, BmcError> {
-    let mut out = Vec::new();
-    let Some(list) = get_optional(client, collection).await? else {
-        return Ok(out);
+    mut each: impl FnMut(&str, &Value),
+) -> Result<(), BmcError> {
+    let paths = match get_optional(client, collection).await? {
+        Some(list) => members(&list),
+        None => return Ok(()),
     };
-    for path in members(&list) {
+    for path in paths {
         if let Some(doc) = get_optional(client, &path).await? {
-            out.push((path, doc));
+            each(&path, &doc);
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Whether a PCIe device document describes a GPU.

@@ -61,16 +61,15 @@ pub struct Firmware {
 
 /// Firmware inventory from the UpdateService (empty when the BMC has none).
 pub async fn firmware(client: &BmcClient) -> Result<Vec<Firmware>, BmcError> {
-    let root = client.get("/redfish/v1").await?;
-    let Some(update) = link(&root["UpdateService"]) else {
+    let Some(update) = link(&client.get("/redfish/v1").await?["UpdateService"]) else {
         return Ok(Vec::new());
     };
-    let service = match client.get(&update).await {
-        Ok(s) => s,
+    let inventory = match client.get(&update).await {
+        Ok(service) => link(&service["FirmwareInventory"]),
         Err(e) if e.is_absent() => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    let Some(inventory) = link(&service["FirmwareInventory"]) else {
+    let Some(inventory) = inventory else {
         return Ok(Vec::new());
     };
     let mut out = Vec::new();

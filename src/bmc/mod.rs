@@ -18,6 +18,7 @@ pub mod client;
 pub mod connect;
 pub mod discover;
 pub mod facts;
+pub mod h1;
 pub mod ops;
 pub mod tls;
 pub mod transport;

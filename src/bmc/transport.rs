@@ -8,11 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
 use hyper::{HeaderMap, Method, StatusCode};
-use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
+use tokio_rustls::client::TlsStream;
+
+use crate::bmc::h1;
 
 /// How patient a transport is.
 #[derive(Clone, Debug)]
@@ -130,7 +131,7 @@ pub struct Transport {
     port: u16,
     tls: Arc<rustls::ClientConfig>,
     options: TransportOptions,
-    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    idle: Mutex<Vec<TlsStream<TcpStream>>>,
     gate: Semaphore,
     breaker: Mutex<Breaker>,
 }
@@ -185,10 +186,10 @@ impl Transport {
         self.breaker.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, TransportError> {
+    async fn connect(&self) -> Result<TlsStream<TcpStream>, TransportError> {
         let connect =
             async {
-                let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+                let tcp = TcpStream::connect((self.host.as_str(), self.port))
                     .await
                     .map_err(|e| TransportError::Connect {
                         bmc: self.bmc.clone(),
@@ -221,16 +222,7 @@ impl Transport {
                             }
                         }
                     })?;
-                let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-                    .await
-                    .map_err(|e| TransportError::Connect {
-                        bmc: self.bmc.clone(),
-                        reason: e.to_string(),
-                    })?;
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-                Ok(sender)
+                Ok(tls)
             };
         tokio::time::timeout(self.options.connect_timeout, connect)
             .await
@@ -329,51 +321,44 @@ impl Transport {
             path: path.to_owned(),
             reason,
         };
-        let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let mut sender = match pooled {
-            Some(mut s) => match s.ready().await {
-                Ok(()) => s,
-                Err(_) => self.connect().await?,
-            },
-            None => self.connect().await?,
-        };
-        let mut req = hyper::Request::builder()
-            .method(method.clone())
-            .uri(path)
-            .header(hyper::header::HOST, self.bmc.as_str())
-            .header(hyper::header::ACCEPT, "application/json")
-            .header("OData-Version", "4.0")
-            .header(
-                hyper::header::USER_AGENT,
-                concat!("kiln/", env!("CARGO_PKG_VERSION")),
-            );
+        let host = self.bmc.as_str();
+        let agent = concat!("kiln/", env!("CARGO_PKG_VERSION"));
+        let mut all: Vec<(&str, &str)> = vec![
+            ("Host", host),
+            ("Accept", "application/json"),
+            ("OData-Version", "4.0"),
+            ("User-Agent", agent),
+        ];
         if body.is_some() {
-            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+            all.push(("Content-Type", "application/json"));
         }
-        for (k, v) in headers {
-            req = req.header(*k, v.as_str());
-        }
-        let req = req
-            .body(Full::new(body.unwrap_or_default()))
+        all.extend(headers.iter().map(|(k, v)| (*k, v.as_str())));
+        let wire = h1::encode_request(method, path, &all, body.as_deref().unwrap_or_default())
             .map_err(|e| io(e.to_string()))?;
         let exchange = async {
-            let resp = sender
-                .send_request(req)
-                .await
-                .map_err(|e| io(e.to_string()))?;
-            let (parts, body) = resp.into_parts();
-            let body = http_body_util::Limited::new(body, BODY_LIMIT)
-                .collect()
-                .await
-                .map_err(|e| io(e.to_string()))?
-                .to_bytes();
-            Ok::<_, TransportError>(Reply {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-            })
+            // A kept-alive connection the BMC has closed meanwhile is found
+            // before use where possible; one found closed only when the
+            // request gets no answer at all is replaced once, for methods
+            // that are safe to send again.
+            let mut pooled = self.pooled();
+            loop {
+                let reused = pooled.is_some();
+                let mut stream = match pooled.take() {
+                    Some(s) => s,
+                    None => self.connect().await?,
+                };
+                match h1::exchange(&mut stream, method, &wire, BODY_LIMIT).await {
+                    Ok(reply) => return Ok((stream, reply)),
+                    Err(h1::H1Error::Closed)
+                        if reused && matches!(*method, Method::GET | Method::HEAD) =>
+                    {
+                        continue;
+                    }
+                    Err(e) => return Err(io(e.to_string())),
+                }
+            }
         };
-        let reply = tokio::time::timeout(self.options.request_timeout, exchange)
+        let (stream, reply) = tokio::time::timeout(self.options.request_timeout, exchange)
             .await
             .map_err(|_| TransportError::Timeout {
                 bmc: self.bmc.clone(),
@@ -381,18 +366,33 @@ impl Transport {
                 path: path.to_owned(),
                 secs: self.options.request_timeout.as_secs(),
             })??;
-        // Keep the connection for the next request unless the BMC closes it.
-        let closing = reply
-            .headers
-            .get(hyper::header::CONNECTION)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        if !closing {
+        // Keep the connection for the next request unless it must close.
+        if reply.keep_alive {
             self.idle
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push(sender);
+                .push(stream);
         }
-        Ok(reply)
+        Ok(Reply {
+            status: reply.status,
+            headers: reply.headers,
+            body: reply.body,
+        })
+    }
+
+    /// A kept-alive connection that still looks open: nothing may be
+    /// waiting on an idle one, so readable data (a close, an alert) or an
+    /// error means the BMC has let it go.
+    fn pooled(&self) -> Option<TlsStream<TcpStream>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(stream) = idle.pop() {
+            let mut probe = [0u8; 1];
+            match stream.get_ref().0.try_read(&mut probe) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Some(stream),
+                _ => continue,
+            }
+        }
+        None
     }
 }
 

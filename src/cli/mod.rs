@@ -763,7 +763,7 @@ pub enum BenchCommand {
     /// --stages preflight`, power-on waves included, against one node
     /// alone plus its rack's wave waits; reports the ratio and peak memory.
     Fleet {
-        /// Nodes in the site.
+        /// Nodes in the site, rounded up to whole racks.
         #[arg(long, default_value_t = 12_500)]
         nodes: u32,
         /// Latency each simulated BMC adds to every response.
