@@ -126,9 +126,12 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<ExitStatus> {
     };
     provision::print_summary(ctx, &finished, mode);
     let report = dir.join("report.html");
+    // The run's summary leaves out step metrics; the report plots them.
+    let full = crate::pipeline::journal::Journal::open(&state_dir(&site))?
+        .load(&finished.record.run.id)?;
     std::fs::write(
         &report,
-        crate::report::render(&finished.record, crate::report::Format::Html),
+        crate::report::render(&full, crate::report::Format::Html),
     )
     .with_context(|| format!("cannot write {}", report.display()))?;
     ctx.printer.info(&format!(

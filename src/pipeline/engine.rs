@@ -135,7 +135,8 @@ pub async fn run(setup: Setup) -> anyhow::Result<RunRecord> {
     };
     setup.journal.finish(state);
     setup.progress.finish();
-    let record = setup.journal.load()?;
+    // The summary needs verdicts and reasons; reports load the metrics.
+    let record = setup.journal.load_summary()?;
     // A fail-fast stop leaves nodes pending; the run is then not finished.
     if record
         .nodes
@@ -144,7 +145,7 @@ pub async fn run(setup: Setup) -> anyhow::Result<RunRecord> {
         && state == RunState::Finished
     {
         setup.journal.finish(RunState::Interrupted);
-        return setup.journal.load();
+        return setup.journal.load_summary();
     }
     Ok(record)
 }
@@ -437,22 +438,19 @@ async fn burnin_rack(
     _sink: &Arc<dyn StepSink>,
     group: &[Arc<NodeCx>],
 ) -> Result<HashMap<String, Outcome>, ()> {
-    let record = setup.journal.load().map_err(|e| {
-        tracing::error!("cannot read the journal for the rack comparison: {e:#}");
-    })?;
     let mut rack = Vec::new();
     for cx in group {
-        let gflops: Vec<(u32, f64)> = record
-            .nodes
+        let metrics = setup
+            .journal
+            .stage_metrics(&cx.node.name, "burnin")
+            .map_err(|e| {
+                tracing::error!("cannot read the journal for the rack comparison: {e:#}");
+            })?;
+        let gflops: Vec<(u32, f64)> = metrics
             .iter()
-            .find(|n| n.name == cx.node.name)
-            .and_then(|n| {
-                n.steps
-                    .iter()
-                    .rev()
-                    .find(|s| s.stage == "burnin" && s.metrics.get("gflops_by_gpu").is_some())
-            })
-            .and_then(|s| s.metrics.get("gflops_by_gpu"))
+            .rev()
+            .find(|m| m.get("gflops_by_gpu").is_some())
+            .and_then(|m| m.get("gflops_by_gpu"))
             .and_then(|g| g.as_array())
             .map(|a| {
                 a.iter()

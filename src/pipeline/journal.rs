@@ -239,6 +239,18 @@ impl Journal {
 
     /// The whole record of one run.
     pub fn load(&self, run_id: &str) -> anyhow::Result<RunRecord> {
+        self.load_parts(run_id, true)
+    }
+
+    /// One run's record without its steps' metrics: verdicts, reasons and
+    /// timings, for a summary. At 12,500 nodes the metrics (GPU and
+    /// firmware lists, bandwidth tables) would be hundreds of megabytes
+    /// parsed only to be dropped.
+    pub fn load_summary(&self, run_id: &str) -> anyhow::Result<RunRecord> {
+        self.load_parts(run_id, false)
+    }
+
+    fn load_parts(&self, run_id: &str, metrics: bool) -> anyhow::Result<RunRecord> {
         let db = self.db();
         let run = db
             .query_row(
@@ -276,10 +288,13 @@ impl Journal {
             .enumerate()
             .map(|(i, n)| (n.name.clone(), i))
             .collect();
-        let mut steps_stmt = db.prepare(
+        let mut steps_stmt = db.prepare(if metrics {
             "SELECT node, stage, step, status, started_ms, duration_ms, detail, reasons, metrics, artifacts
-             FROM steps WHERE run_id = ?1 ORDER BY node, seq",
-        )?;
+             FROM steps WHERE run_id = ?1 ORDER BY node, seq"
+        } else {
+            "SELECT node, stage, step, status, started_ms, duration_ms, detail, reasons, 'null', artifacts
+             FROM steps WHERE run_id = ?1 ORDER BY node, seq"
+        })?;
         let rows = steps_stmt.query_map(params![run_id], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -304,6 +319,26 @@ impl Journal {
             }
         }
         Ok(RunRecord { run, nodes })
+    }
+
+    /// The metrics of one node's steps in one stage, in order: what a
+    /// rack-wide comparison needs without loading the whole run.
+    pub fn stage_metrics(
+        &self,
+        run_id: &str,
+        node: &str,
+        stage: &str,
+    ) -> anyhow::Result<Vec<serde_json::Value>> {
+        let db = self.db();
+        let mut stmt = db.prepare_cached(
+            "SELECT metrics FROM steps WHERE run_id = ?1 AND node = ?2 AND stage = ?3 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![run_id, node, stage], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(serde_json::from_str(&row?).unwrap_or(serde_json::Value::Null));
+        }
+        Ok(out)
     }
 
     /// How many times each step of a run was started (1 unless a killed
@@ -385,6 +420,16 @@ impl RunJournal {
     /// The whole record as it stands.
     pub fn load(&self) -> anyhow::Result<RunRecord> {
         self.journal.load(&self.run_id)
+    }
+
+    /// One node's step metrics in one stage (see [`Journal::stage_metrics`]).
+    pub fn stage_metrics(&self, node: &str, stage: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+        self.journal.stage_metrics(&self.run_id, node, stage)
+    }
+
+    /// The record without step metrics (see [`Journal::load_summary`]).
+    pub fn load_summary(&self) -> anyhow::Result<RunRecord> {
+        self.journal.load_summary(&self.run_id)
     }
 
     fn next_seq(&self, node: &str) -> i64 {
