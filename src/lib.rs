@@ -13,6 +13,7 @@ pub mod commands;
 pub mod diag;
 pub mod drivers;
 pub mod exit;
+pub mod fdlimit;
 pub mod handoff;
 pub mod imaging;
 pub mod inventory;

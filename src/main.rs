@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.global.verbose, cli.global.quiet);
+    kiln::fdlimit::raise();
     let printer = Printer::new(cli.global.json, cli.global.quiet, cli.global.color);
     match kiln::commands::run(cli) {
         Ok(status) => status.into(),

@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use nix::sys::resource::{UsageWho, getrusage};
 use serde_json::{Value, json};
 
 use crate::bmc::trust::TrustStore;
@@ -28,6 +29,10 @@ const PER_RACK: u32 = 8;
 /// Power-on waves: nodes per wave and rack, and the interval.
 const WAVE: usize = 4;
 const WAVE_INTERVAL: Duration = Duration::from_secs(1);
+/// Open files kept for everything but BMC connections (journal, logs).
+const FD_SPARE: u64 = 256;
+/// Most nodes one simulator process serves.
+const SIM_MAX_NODES: u64 = 4_000;
 
 /// Kills the simulator when the bench ends, however it ends.
 struct SimChild(Child);
@@ -63,14 +68,35 @@ pub fn run(ctx: &Ctx, nodes: u32, latency: Duration) -> anyhow::Result<ExitStatu
         Scratch(std::env::temp_dir().join(format!("kiln-bench-fleet-{}", std::process::id())));
     std::fs::create_dir_all(dir.path()).context("cannot create a scratch folder")?;
     let site = write_site(dir.path(), nodes, latency)?;
-    let started = Instant::now();
-    let (sim, endpoints) = start_sim(dir.path(), &site)?;
-    let sim_start = started.elapsed();
-    let state = dir.path().join("state");
     let checked = crate::inventory::load_file(&site)?;
     let inventory = checked
         .inventory
         .ok_or_else(|| anyhow::anyhow!("the generated inventory has errors"))?;
+    // kiln holds a connection per BMC; each simulator process a listener
+    // and a connection per BMC. Split the site over enough simulators.
+    let files = crate::fdlimit::raise().unwrap_or(1024);
+    let site_nodes = inventory.nodes.len() as u64;
+    if site_nodes + FD_SPARE > files {
+        return Err(BadInput(format!(
+            "{site_nodes} nodes need about {} open files and the limit is {files}; raise it (ulimit -n)",
+            site_nodes + FD_SPARE
+        ))
+        .into());
+    }
+    let per_sim = ((files - FD_SPARE) / 2).clamp(u64::from(PER_RACK), SIM_MAX_NODES);
+    let racks_per_sim = (per_sim / u64::from(PER_RACK)) as usize;
+    let started = Instant::now();
+    let mut sims = Vec::new();
+    let mut endpoints = Vec::new();
+    for racks in inventory.racks.chunks(racks_per_sim.max(1)) {
+        let select: Vec<String> = racks.iter().map(|r| format!("rack:{}", r.name)).collect();
+        let (sim, mut more) = start_sim(dir.path(), &site, &select.join(","))?;
+        sims.push(sim);
+        endpoints.append(&mut more);
+    }
+    let sim_start = started.elapsed();
+    let sims_count = sims.len();
+    let state = dir.path().join("state");
     pin(&state, &inventory, &endpoints)?;
     // The site is whole racks, so it may hold a few more nodes than asked.
     let asked = nodes;
@@ -120,6 +146,7 @@ pub fn run(ctx: &Ctx, nodes: u32, latency: Duration) -> anyhow::Result<ExitStatu
     let waves = per_rack.div_ceil(WAVE).saturating_sub(1) as u32;
     let bound = one_node + WAVE_INTERVAL * waves;
 
+    let cpu_before = cpu_seconds(UsageWho::RUSAGE_SELF);
     let t = Instant::now();
     let all = runtime
         .block_on(execute(
@@ -132,6 +159,7 @@ pub fn run(ctx: &Ctx, nodes: u32, latency: Duration) -> anyhow::Result<ExitStatu
         ))?
         .ok_or_else(|| anyhow::anyhow!("no run"))?;
     let wall = t.elapsed();
+    let kiln_cpu = cpu_seconds(UsageWho::RUSAGE_SELF) - cpu_before;
     let accepted = all
         .record
         .nodes
@@ -150,7 +178,10 @@ pub fn run(ctx: &Ctx, nodes: u32, latency: Duration) -> anyhow::Result<ExitStatu
     let journal = std::fs::metadata(state.join(crate::pipeline::journal::FILE))
         .map(|m| m.len())
         .unwrap_or(0);
-    drop(sim);
+    drop(sims);
+    // The simulators have been waited for, so their time is counted now
+    // (start-up and the one-node run included).
+    let sim_cpu = cpu_seconds(UsageWho::RUSAGE_CHILDREN);
     let ratio = wall.as_secs_f64() / bound.as_secs_f64();
     let report = json!({
         "nodes": nodes,
@@ -159,6 +190,7 @@ pub fn run(ctx: &Ctx, nodes: u32, latency: Duration) -> anyhow::Result<ExitStatu
         "bmc_latency_ms": latency.as_millis() as u64,
         "power_on_waves": {"per_rack": WAVE, "interval_s": WAVE_INTERVAL.as_secs_f64()},
         "sim_start_s": sim_start.as_secs_f64(),
+        "simulators": sims_count,
         "one_node_s": one_node.as_secs_f64(),
         "one_node_verdict": one.record.nodes.first().map(|n| n.verdict.word()),
         "critical_path_s": bound.as_secs_f64(),
@@ -170,6 +202,8 @@ pub fn run(ctx: &Ctx, nodes: u32, latency: Duration) -> anyhow::Result<ExitStatu
         "peak_rss_mib": peak.map(|b| b as f64 / 1048576.0),
         "goal_rss_mib": 1024,
         "journal_mib": journal as f64 / 1048576.0,
+        "kiln_cpu_s": kiln_cpu,
+        "simulator_cpu_s": sim_cpu,
     });
     if ctx.printer.json {
         ctx.printer.json_data(&report)?;
@@ -178,7 +212,8 @@ pub fn run(ctx: &Ctx, nodes: u32, latency: Duration) -> anyhow::Result<ExitStatu
             "fleet of {nodes} nodes ({} racks), BMC latency {} ms\n\
              one node through preflight + power-on: {:.2} s; critical path with {waves} wave wait(s): {:.2} s\n\
              whole site: {:.2} s  →  ratio {ratio:.3} (goal ≤ 1.10)\n\
-             accepted {accepted} of {nodes}; peak memory {:.0} MiB (goal ≤ 1024); journal {:.1} MiB; simulator start {:.1} s",
+             accepted {accepted} of {nodes}; peak memory {:.0} MiB (goal ≤ 1024); journal {:.1} MiB; simulator start {:.1} s\n\
+             CPU during the site run: kiln {kiln_cpu:.1} s; simulators {sim_cpu:.1} s in all ({} process(es)); {:.2} cores busy on average",
             nodes.div_ceil(PER_RACK),
             latency.as_millis(),
             one_node.as_secs_f64(),
@@ -187,6 +222,8 @@ pub fn run(ctx: &Ctx, nodes: u32, latency: Duration) -> anyhow::Result<ExitStatu
             report["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
             report["journal_mib"].as_f64().unwrap_or(0.0),
             sim_start.as_secs_f64(),
+            sims_count,
+            (kiln_cpu + sim_cpu) / wall.as_secs_f64(),
         ));
         for f in &failures {
             ctx.printer.info(&format!("not accepted: {f}"));
@@ -197,6 +234,15 @@ pub fn run(ctx: &Ctx, nodes: u32, latency: Duration) -> anyhow::Result<ExitStatu
     } else {
         ExitStatus::NodeFailed
     })
+}
+
+/// User plus system CPU seconds of this process or its waited-for children.
+fn cpu_seconds(who: UsageWho) -> f64 {
+    let Ok(usage) = getrusage(who) else {
+        return 0.0;
+    };
+    let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    secs(usage.user_time()) + secs(usage.system_time())
 }
 
 /// A generated site on loopback (BMCs from 127.32.0.1), its password in a
@@ -238,8 +284,9 @@ fn write_site(dir: &Path, nodes: u32, latency: Duration) -> anyhow::Result<std::
     Ok(site)
 }
 
-/// Starts `kiln sim up` for the site and reads its endpoints.
-fn start_sim(dir: &Path, site: &Path) -> anyhow::Result<(SimChild, Vec<Value>)> {
+/// Starts `kiln sim up` for the selected part of the site and reads its
+/// endpoints.
+fn start_sim(dir: &Path, site: &Path, select: &str) -> anyhow::Result<(SimChild, Vec<Value>)> {
     let exe = std::env::current_exe().context("cannot find the kiln executable")?;
     let mut child = Command::new(exe)
         .args([
@@ -254,7 +301,7 @@ fn start_sim(dir: &Path, site: &Path) -> anyhow::Result<(SimChild, Vec<Value>)> 
         .arg(site)
         .arg("--faults")
         .arg(dir.join("faults.yaml"))
-        .args(["--time-scale", "1000"])
+        .args(["--time-scale", "1000", "--select", select])
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -51,7 +51,14 @@ pub async fn start(
     let addr = listener.local_addr()?;
     let shared = Arc::new((dir, trusted, mirror));
     let task = tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
+        loop {
+            let tcp = match listener.accept().await {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    crate::fdlimit::accept_failed(&e).await;
+                    continue;
+                }
+            };
             let shared = Arc::clone(&shared);
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {

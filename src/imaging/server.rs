@@ -212,8 +212,12 @@ impl BootServer {
         let shared = Arc::clone(&state);
         let task = tokio::spawn(async move {
             loop {
-                let Ok((tcp, peer)) = listener.accept().await else {
-                    continue;
+                let (tcp, peer) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        crate::fdlimit::accept_failed(&e).await;
+                        continue;
+                    }
                 };
                 let _ = tcp.set_nodelay(true);
                 let state = Arc::clone(&shared);

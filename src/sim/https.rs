@@ -30,7 +30,13 @@ pub async fn serve(
                 a = listener.accept() => a,
                 _ = stop.wait_for(|s| *s) => return,
             };
-            let Ok((tcp, _)) = accepted else { continue };
+            let tcp = match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    crate::fdlimit::accept_failed(&e).await;
+                    continue;
+                }
+            };
             let acceptor = acceptor.clone();
             let bmc = Arc::clone(&bmc);
             let mut stop = stop.clone();

@@ -85,7 +85,13 @@ pub fn serve(
                     _ = epoch_ends(&mut reach, epoch) => break,
                     _ = stop.wait_for(|s| *s) => return,
                 };
-                let Ok((tcp, _)) = accepted else { continue };
+                let tcp = match accepted {
+                    Ok((tcp, _)) => tcp,
+                    Err(e) => {
+                        crate::fdlimit::accept_failed(&e).await;
+                        continue;
+                    }
+                };
                 let _ = tcp.set_nodelay(true);
                 let handler = Conn {
                     node: Arc::clone(&node),

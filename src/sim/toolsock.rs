@@ -132,9 +132,12 @@ impl ToolServer {
                     a = listener.accept() => a,
                     _ = stop.wait_for(|s| *s) => return,
                 };
-                if let Ok((stream, _)) = accepted {
-                    let me = Arc::clone(&me);
-                    tokio::spawn(async move { me.serve(stream).await });
+                match accepted {
+                    Ok((stream, _)) => {
+                        let me = Arc::clone(&me);
+                        tokio::spawn(async move { me.serve(stream).await });
+                    }
+                    Err(e) => crate::fdlimit::accept_failed(&e).await,
                 }
             }
         });
