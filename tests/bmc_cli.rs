@@ -295,3 +295,29 @@ fn the_fleet_benchmark_runs_and_keeps_the_per_bmc_limit() {
     assert_eq!(doc["peak_in_flight_per_bmc"], 1);
     assert!(doc["ratio"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn the_site_benchmark_rounds_to_whole_racks_and_reports_both_sides_cpu() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .env("NO_COLOR", "1")
+        .args([
+            "--json",
+            "bench",
+            "fleet",
+            "--nodes",
+            "12",
+            "--latency",
+            "20ms",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["nodes_asked"], 12);
+    assert_eq!(doc["nodes"], 16);
+    assert_eq!(doc["accepted"], 16);
+    assert_eq!(doc["simulators"], 1);
+    assert!(doc["kiln_cpu_s"].as_f64().unwrap() > 0.0);
+    assert!(doc["simulator_cpu_s"].as_f64().unwrap() > 0.0);
+    assert!(doc["ratio"].as_f64().unwrap() > 0.0);
+}
