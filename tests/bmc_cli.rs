@@ -274,23 +274,21 @@ fn faults_give_clear_per_node_errors() {
     );
 }
 
-#[test]
-fn the_fleet_benchmark_runs_and_keeps_the_per_bmc_limit() {
+/// Runs a bench with `--json`; asserts exit 0 and returns its document.
+fn bench_json(args: &[&str]) -> Value {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
         .env("NO_COLOR", "1")
-        .args([
-            "--json",
-            "bench",
-            "bmc",
-            "--nodes",
-            "12",
-            "--latency",
-            "20ms",
-        ])
+        .args(["--json", "bench"])
+        .args(args)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_fleet_benchmark_runs_and_keeps_the_per_bmc_limit() {
+    let doc = bench_json(&["bmc", "--nodes", "12", "--latency", "20ms"]);
     assert_eq!(doc["failures"], 0);
     assert_eq!(doc["peak_in_flight_per_bmc"], 1);
     assert!(doc["ratio"].as_f64().unwrap() > 0.0);
@@ -298,21 +296,7 @@ fn the_fleet_benchmark_runs_and_keeps_the_per_bmc_limit() {
 
 #[test]
 fn the_site_benchmark_rounds_to_whole_racks_and_reports_both_sides_cpu() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .env("NO_COLOR", "1")
-        .args([
-            "--json",
-            "bench",
-            "fleet",
-            "--nodes",
-            "12",
-            "--latency",
-            "20ms",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let doc = bench_json(&["fleet", "--nodes", "12", "--latency", "20ms"]);
     assert_eq!(doc["nodes_asked"], 12);
     assert_eq!(doc["nodes"], 16);
     assert_eq!(doc["accepted"], 16);
