@@ -178,10 +178,13 @@ async fn run_rack(
         .copied()
         .filter(|s| *s != Stage::Handoff)
         .collect();
-    for (scope, stages) in segments(&before) {
+    let plan = segments(&before);
+    let count = plan.len();
+    for (index, (scope, stages)) in plan.into_iter().enumerate() {
         if alive.is_empty() {
             break;
         }
+        let last = index + 1 == count;
         match scope {
             Scope::Node => {
                 let mut tasks = JoinSet::new();
@@ -193,7 +196,7 @@ async fn run_rack(
                         stages.clone(),
                     );
                     tasks.spawn(async move {
-                        let end = run_node(&setup, &sink, &cx, &stages).await;
+                        let end = run_node(&setup, &sink, &cx, &stages, last).await;
                         (cx, end)
                     });
                 }
@@ -250,12 +253,14 @@ async fn run_rack(
     (interrupted, Vec::new())
 }
 
-/// Runs one node through `stages`, holding a node slot throughout.
+/// Runs one node through `stages`, holding a node slot throughout. `last`:
+/// no stage after these needs the node's BMC session.
 async fn run_node(
     setup: &Setup,
     sink: &Arc<dyn StepSink>,
     cx: &NodeCx,
     stages: &[Stage],
+    last: bool,
 ) -> NodeEnd {
     if setup.stopping.load(Ordering::SeqCst) {
         return NodeEnd::Interrupted;
@@ -263,7 +268,7 @@ async fn run_node(
     let Some(_permit) = setup.gates.node(&cx.node.rack).await else {
         return NodeEnd::Interrupted;
     };
-    for &stage in stages {
+    for (index, &stage) in stages.iter().enumerate() {
         let mut steps = Steps::new(
             cx.node.name.clone(),
             stage.name(),
@@ -300,6 +305,13 @@ async fn run_node(
                 ))),
             }),
         };
+        if last && index + 1 == stages.len() && result.is_ok() {
+            // Done with the BMC: end the session over the connection still
+            // open (BMCs allow few sessions; a failed node's session is
+            // ended with the others' at the end of the run, so a hung BMC
+            // does not hold its node slot).
+            cx.bmc().logout().await;
+        }
         // The BMC is idle until the next stage that needs it.
         cx.bmc().close_idle();
         match result {
@@ -362,7 +374,7 @@ async fn rack_stage(
     for (i, cx) in nodes.iter().enumerate() {
         let (setup, sink, cx) = (Arc::clone(setup), Arc::clone(sink), Arc::clone(cx));
         tasks.spawn(async move {
-            let end = run_node(&setup, &sink, &cx, &[stage]).await;
+            let end = run_node(&setup, &sink, &cx, &[stage], false).await;
             (i, end)
         });
     }

@@ -17,6 +17,10 @@ use crate::pipeline::step::{Outcome, Steps, Stop};
 /// its requests in seconds, and discovery takes a few dozen).
 const DEADLINE: Duration = Duration::from_secs(300);
 
+/// How long a node waiting for its power-on wave keeps its BMC connection
+/// open; BMCs drop idle connections after a few seconds anyway.
+const KEEP_CONNECTION_FOR: Duration = Duration::from_secs(2);
+
 /// Runs the preflight steps for one node.
 pub async fn run(cx: &NodeCx, steps: &mut Steps) -> Result<(), Stop> {
     steps
@@ -104,10 +108,18 @@ pub async fn run(cx: &NodeCx, steps: &mut Steps) -> Result<(), Stop> {
                 return Ok(Outcome::skipped("already on"));
             }
             // A rack powering on at once draws an inrush that trips its
-            // breakers: wait for this rack's next wave, without holding a
-            // connection meanwhile.
-            cx.bmc().close_idle();
-            cx.gates.power_on(&cx.node.rack).await;
+            // breakers: wait for this rack's next wave. A wave that comes
+            // soon keeps the connection (a new TLS handshake costs both
+            // ends more than the request); a long wait does not hold one.
+            let wave = cx.gates.power_on(&cx.node.rack);
+            tokio::pin!(wave);
+            tokio::select! {
+                () = &mut wave => {}
+                () = tokio::time::sleep(KEEP_CONNECTION_FOR) => {
+                    cx.bmc().close_idle();
+                    wave.await;
+                }
+            }
             let done = ops::power(cx.bmc(), &layout, PowerOp::On, &Waits::default()).await?;
             Ok(Outcome::done(format!(
                 "powered on ({} → {}, sent {})",
