@@ -27,7 +27,7 @@ use crate::pipeline::progress::Progress;
 use crate::pipeline::record::{NodeVerdict, RunRecord, RunState, StepRecord, StepStatus, UnixMs};
 use crate::pipeline::stages::{Scope, Stage};
 use crate::pipeline::step::Outcome;
-use crate::pipeline::step::{StepSink, Steps, Stop};
+use crate::pipeline::step::{Committed, StepSink, Steps, Stop};
 
 /// Everything a run needs, built by the command.
 pub struct Setup {
@@ -81,9 +81,10 @@ impl StepSink for Sink {
             .step_started(node, self.rack(node), stage, step);
     }
 
-    fn ended(&self, node: &str, record: &StepRecord) {
-        self.journal.ended(node, record);
+    fn ended(&self, node: &str, record: &StepRecord) -> Committed {
+        let committed = self.journal.ended(node, record);
         self.progress.step_ended(node, self.rack(node), record);
+        committed
     }
 }
 

@@ -3,23 +3,26 @@
 //! step's record and notable events. A run killed at any point (`kill -9`,
 //! a laptop lid) resumes from it: steps that ended are not run again.
 //!
-//! Writes go straight to the database under a mutex, in WAL mode with
-//! `synchronous=NORMAL`: every committed step survives the process being
-//! killed (only a power loss of the machine running kiln can lose the last
-//! few), and a commit costs microseconds, not an fsync. Reads of earlier
-//! steps during a run come from a cache loaded once at start.
+//! A run's writes go through one writer thread that commits them in
+//! batches ([`crate::pipeline::journal_writer`]), in WAL mode with
+//! `synchronous=NORMAL`: a step's end is committed before its node goes
+//! on, so it survives the process being killed (only a power loss of the
+//! machine running kiln can lose the last few), and a commit costs
+//! microseconds, not an fsync. Reads of earlier steps during a run come
+//! from a cache loaded once at start.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::pipeline::journal_writer::{Write, Writer};
 use crate::pipeline::record::{
     NodeRecord, NodeVerdict, RunInfo, RunRecord, RunState, StepRecord, StepStatus, UnixMs,
 };
-use crate::pipeline::step::StepSink;
+use crate::pipeline::step::{Committed, StepSink};
 
 /// The journal's file name inside the state folder.
 pub const FILE: &str = "journal.sqlite";
@@ -78,7 +81,7 @@ pub type RunListing = (RunInfo, Vec<(NodeVerdict, usize)>);
 /// An open journal.
 pub struct Journal {
     path: PathBuf,
-    db: Mutex<Connection>,
+    db: Arc<Mutex<Connection>>,
 }
 
 /// A journal bound to one run: what the engine writes through, and the
@@ -91,6 +94,8 @@ pub struct RunJournal {
     /// The next step's sequence number per node (keeps `runs show` in the
     /// order steps ran).
     seq: Mutex<HashMap<String, i64>>,
+    /// Where the run's writes go (a thread committing them in batches).
+    writer: Writer,
 }
 
 impl Journal {
@@ -108,7 +113,7 @@ impl Journal {
             .with_context(|| format!("cannot prepare the journal {}", path.display()))?;
         Ok(Journal {
             path,
-            db: Mutex::new(db),
+            db: Arc::new(Mutex::new(db)),
         })
     }
 
@@ -161,6 +166,7 @@ impl Journal {
             tx.commit()?;
         }
         Ok(RunJournal {
+            writer: Writer::start(Arc::clone(&self.db), &info.id)?,
             journal: self,
             run_id: info.id.clone(),
             ended: HashMap::new(),
@@ -190,6 +196,7 @@ impl Journal {
         )?;
         Ok((
             RunJournal {
+                writer: Writer::start(Arc::clone(&self.db), run_id)?,
                 journal: self,
                 run_id: run_id.to_owned(),
                 ended,
@@ -376,49 +383,37 @@ impl RunJournal {
         failed_stage: Option<&str>,
         reasons: &[String],
     ) {
-        let result = self.journal.db().execute(
-            "UPDATE nodes SET verdict = ?3, failed_stage = ?4, reasons = ?5 WHERE run_id = ?1 AND name = ?2",
-            params![
-                self.run_id,
-                node,
-                word(&verdict),
-                failed_stage,
-                serde_json::to_string(reasons).unwrap_or_else(|_| "[]".into())
-            ],
-        );
-        report(result.map(drop), "a node's verdict");
+        self.writer.send(Write::Verdict {
+            node: node.to_owned(),
+            verdict: word(&verdict),
+            failed_stage: failed_stage.map(str::to_owned),
+            reasons: serde_json::to_string(reasons).unwrap_or_else(|_| "[]".into()),
+        });
     }
 
     /// Records a notable event (a failure, an interruption, a warning).
     pub fn event(&self, node: Option<&str>, kind: &str, text: &str) {
-        let result = self.journal.db().execute(
-            "INSERT INTO events (run_id, at_ms, node, kind, text) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                self.run_id,
-                crate::pipeline::step::now_ms() as i64,
-                node,
-                kind,
-                text
-            ],
-        );
-        report(result.map(drop), "an event");
+        self.writer.send(Write::Event {
+            node: node.map(str::to_owned),
+            kind: kind.to_owned(),
+            text: text.to_owned(),
+            at: crate::pipeline::step::now_ms() as i64,
+        });
     }
 
-    /// Marks the run's end state.
+    /// Marks the run's end state, and returns once everything recorded so
+    /// far is committed (the process may exit next).
     pub fn finish(&self, state: RunState) {
-        let result = self.journal.db().execute(
-            "UPDATE runs SET state = ?2, finished_ms = ?3 WHERE id = ?1",
-            params![
-                self.run_id,
-                word(&state),
-                crate::pipeline::step::now_ms() as i64
-            ],
-        );
-        report(result.map(drop), "the run's end");
+        self.writer.send(Write::Finish {
+            state: word(&state),
+            at: crate::pipeline::step::now_ms() as i64,
+        });
+        self.writer.flush();
     }
 
     /// The whole record as it stands.
     pub fn load(&self) -> anyhow::Result<RunRecord> {
+        self.writer.flush();
         self.journal.load(&self.run_id)
     }
 
@@ -429,6 +424,7 @@ impl RunJournal {
 
     /// The record without step metrics (see [`Journal::load_summary`]).
     pub fn load_summary(&self) -> anyhow::Result<RunRecord> {
+        self.writer.flush();
         self.journal.load_summary(&self.run_id)
     }
 
@@ -448,45 +444,27 @@ impl StepSink for RunJournal {
     }
 
     fn started(&self, node: &str, stage: &str, step: &str, at: UnixMs) {
-        let seq = self.next_seq(node);
-        // A step that was running when an earlier attempt was killed starts
-        // again: count the attempt, keep its place in the order.
-        let result = self.journal.db().execute(
-            "INSERT INTO steps (run_id, node, seq, stage, step, status, started_ms, detail, reasons, metrics, artifacts)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, '', '[]', 'null', '[]')
-             ON CONFLICT (run_id, node, stage, step) DO UPDATE SET
-                 status = 'running', started_ms = excluded.started_ms, attempts = attempts + 1",
-            params![self.run_id, node, seq, stage, step, at as i64],
-        );
-        report(result.map(drop), "a step's start");
+        self.writer.send(Write::Started {
+            node: node.to_owned(),
+            stage: stage.to_owned(),
+            step: step.to_owned(),
+            seq: self.next_seq(node),
+            at: at as i64,
+        });
     }
 
-    fn ended(&self, node: &str, r: &StepRecord) {
-        let result = self.journal.db().execute(
-            "UPDATE steps SET status = ?5, duration_ms = ?6, detail = ?7, reasons = ?8, metrics = ?9, artifacts = ?10
-             WHERE run_id = ?1 AND node = ?2 AND stage = ?3 AND step = ?4",
-            params![
-                self.run_id,
-                node,
-                r.stage,
-                r.step,
-                word(&r.status),
-                r.duration_ms.map(|v| v as i64),
-                r.detail,
-                serde_json::to_string(&r.reasons).unwrap_or_else(|_| "[]".into()),
-                serde_json::to_string(&r.metrics).unwrap_or_else(|_| "null".into()),
-                serde_json::to_string(&r.artifacts).unwrap_or_else(|_| "[]".into()),
-            ],
-        );
-        report(result.map(drop), "a step's end");
-    }
-}
-
-/// A journal write that fails (disk full, the file removed) must not stop
-/// the run's real work, but it must not pass silently either.
-fn report(result: rusqlite::Result<()>, what: &str) {
-    if let Err(e) = result {
-        tracing::error!("cannot record {what} in the journal: {e}");
+    fn ended(&self, node: &str, r: &StepRecord) -> Committed {
+        self.writer.send_committed(Write::Ended {
+            node: node.to_owned(),
+            stage: r.stage.clone(),
+            step: r.step.clone(),
+            status: word(&r.status),
+            duration_ms: r.duration_ms.map(|v| v as i64),
+            detail: r.detail.clone(),
+            reasons: serde_json::to_string(&r.reasons).unwrap_or_else(|_| "[]".into()),
+            metrics: serde_json::to_string(&r.metrics).unwrap_or_else(|_| "null".into()),
+            artifacts: serde_json::to_string(&r.artifacts).unwrap_or_else(|_| "[]".into()),
+        })
     }
 }
 

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod gates;
 pub mod imaging;
 pub mod journal;
+pub mod journal_writer;
 pub mod node;
 pub mod preflight;
 pub mod progress;

@@ -116,8 +116,34 @@ pub trait StepSink: Send + Sync {
     fn finished_before(&self, node: &str, stage: &str, step: &str) -> Option<StepRecord>;
     /// The step starts.
     fn started(&self, node: &str, stage: &str, step: &str, at: UnixMs);
-    /// The step ended.
-    fn ended(&self, node: &str, record: &StepRecord);
+    /// The step ended; the returned [`Committed`] resolves once the
+    /// record is stored, so a step is never repeated on resume after its
+    /// caller went on.
+    fn ended(&self, node: &str, record: &StepRecord) -> Committed;
+}
+
+/// A record on its way to the journal; [`Committed::wait`] returns once
+/// it is stored (or storing it failed and was reported).
+#[derive(Debug)]
+pub struct Committed(Option<tokio::sync::oneshot::Receiver<()>>);
+
+impl Committed {
+    /// Nothing to wait for.
+    pub fn now() -> Committed {
+        Committed(None)
+    }
+
+    /// Resolves when `rx` is answered (or its sender is gone).
+    pub fn when(rx: tokio::sync::oneshot::Receiver<()>) -> Committed {
+        Committed(Some(rx))
+    }
+
+    /// Waits for the write.
+    pub async fn wait(self) {
+        if let Some(rx) = self.0 {
+            let _ = rx.await;
+        }
+    }
 }
 
 /// A sink that keeps nothing: every step runs, nothing is recorded.
@@ -129,7 +155,9 @@ impl StepSink for NoJournal {
         None
     }
     fn started(&self, _: &str, _: &str, _: &str, _: UnixMs) {}
-    fn ended(&self, _: &str, _: &StepRecord) {}
+    fn ended(&self, _: &str, _: &StepRecord) -> Committed {
+        Committed::now()
+    }
 }
 
 /// Runs the steps of one stage of one node.
@@ -226,7 +254,7 @@ impl Steps {
             metrics: outcome.metrics.clone(),
             artifacts: outcome.artifacts.clone(),
         };
-        self.sink.ended(&self.node, &record);
+        self.sink.ended(&self.node, &record).wait().await;
         check(step, outcome)
     }
 }
