@@ -281,6 +281,7 @@ impl BmcClient {
         extra: &[(&str, String)],
     ) -> Result<Doc, BmcError> {
         let reply = self.send(method.clone(), path, body, extra).await?;
+        tracing::trace!(node = %self.node, %method, path, status = reply.status.as_u16(), bytes = reply.body.len(), "redfish");
         let parsed: Value = if reply.body.is_empty() {
             Value::Null
         } else {

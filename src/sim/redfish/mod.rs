@@ -313,8 +313,10 @@ impl Bmc {
         }
         match self.render(path) {
             Some(doc) => {
-                let mut r = json_reply(StatusCode::OK, &doc);
-                let tag = etag(&doc);
+                // Serialized once, for the body and its ETag.
+                let text = doc.to_string();
+                let tag = etag_of(text.as_bytes());
+                let mut r = json_text_reply(StatusCode::OK, text);
                 if let Ok(v) = HeaderValue::from_str(&tag) {
                     r.headers_mut().insert(header::ETAG, v);
                 }
@@ -757,9 +759,13 @@ fn spread(n: u64) -> u64 {
 }
 
 fn etag(doc: &Value) -> String {
-    let text = doc.to_string();
-    let h = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    etag_of(doc.to_string().as_bytes())
+}
+
+/// A weak ETag from a document's serialized bytes (FNV-1a).
+fn etag_of(text: &[u8]) -> String {
+    let h = text.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     });
     format!("W/\"{h:016x}\"")
 }
@@ -789,7 +795,11 @@ async fn read_json(req: Request<Incoming>) -> Result<Value, Reply> {
 }
 
 fn json_reply(status: StatusCode, doc: &Value) -> Reply {
-    let mut r = Response::new(Full::new(Bytes::from(doc.to_string())));
+    json_text_reply(status, doc.to_string())
+}
+
+fn json_text_reply(status: StatusCode, text: String) -> Reply {
+    let mut r = Response::new(Full::new(Bytes::from(text)));
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(
