@@ -244,7 +244,11 @@ impl BmcClient {
         body: Option<&Value>,
         extra: &[(&str, String)],
     ) -> Result<Reply, BmcError> {
-        self.ensure_login().await?;
+        // Logging in happens once per session: boxed, its state is not part
+        // of every request's future, and the lock is taken only then.
+        if matches!(self.auth(), Auth::None) {
+            Box::pin(self.ensure_login()).await?;
+        }
         let mut relogged = false;
         loop {
             let mut headers: Vec<(&str, String)> = extra.to_vec();
@@ -264,7 +268,7 @@ impl BmcClient {
                 && matches!(self.auth(), Auth::Session { .. })
             {
                 self.set_auth(Auth::None);
-                self.ensure_login().await?;
+                Box::pin(self.ensure_login()).await?;
                 relogged = true;
                 continue;
             }

@@ -8,7 +8,7 @@
 //! those cost about 30 KB each. This keeps only the TLS stream and a read
 //! buffer that lives for one response.
 
-use bytes::Bytes;
+use bytes::{Buf as _, Bytes, BytesMut};
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{HeaderMap, Method, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
@@ -101,9 +101,49 @@ pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Reads more bytes into `buf`; `Ok(0)` at the end of the stream.
-async fn fill<R: AsyncRead + Unpin>(io: &mut R, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+async fn fill<R: AsyncRead + Unpin>(io: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
     buf.reserve(4096);
     io.read_buf(buf).await
+}
+
+/// A parsed response head.
+struct Head {
+    status: StatusCode,
+    headers: HeaderMap,
+    /// Its length in bytes.
+    len: usize,
+    http10: bool,
+}
+
+/// Parses a response head from the start of `buf`: `None` until all of it
+/// is there. Kept out of the async reader so httparse's header slots are
+/// not part of every request's future (which is moved, and so copied, as
+/// it is awaited).
+fn parse_head(buf: &[u8]) -> Result<Option<Head>, H1Error> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut slots);
+    match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => {
+            let status = StatusCode::from_u16(parsed.code.unwrap_or(0))
+                .map_err(|e| H1Error::Malformed(e.to_string()))?;
+            let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+            for h in parsed.headers.iter() {
+                let name = HeaderName::from_bytes(h.name.as_bytes())
+                    .map_err(|e| H1Error::Malformed(format!("header {}: {e}", h.name)))?;
+                let value = HeaderValue::from_bytes(h.value)
+                    .map_err(|e| H1Error::Malformed(format!("header {}: {e}", h.name)))?;
+                headers.append(name, value);
+            }
+            Ok(Some(Head {
+                status,
+                headers,
+                len,
+                http10: parsed.version == Some(0),
+            }))
+        }
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(e) => Err(H1Error::Malformed(e.to_string())),
+    }
 }
 
 /// Reads one response (skipping interim 1xx ones).
@@ -112,43 +152,31 @@ pub async fn read_response<R: AsyncRead + Unpin>(
     head_only: bool,
     body_limit: usize,
 ) -> Result<Response, H1Error> {
-    let mut buf: Vec<u8> = Vec::new();
+    let mut buf = BytesMut::new();
     loop {
-        let (status, headers, head_len, http10) = loop {
-            let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut parsed = httparse::Response::new(&mut slots);
-            match parsed.parse(&buf) {
-                Ok(httparse::Status::Complete(len)) => {
-                    let status = StatusCode::from_u16(parsed.code.unwrap_or(0))
-                        .map_err(|e| H1Error::Malformed(e.to_string()))?;
-                    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
-                    for h in parsed.headers.iter() {
-                        let name = HeaderName::from_bytes(h.name.as_bytes())
-                            .map_err(|e| H1Error::Malformed(format!("header {}: {e}", h.name)))?;
-                        let value = HeaderValue::from_bytes(h.value)
-                            .map_err(|e| H1Error::Malformed(format!("header {}: {e}", h.name)))?;
-                        headers.append(name, value);
-                    }
-                    break (status, headers, len, parsed.version == Some(0));
-                }
-                Ok(httparse::Status::Partial) => {
-                    if buf.len() > HEAD_LIMIT {
-                        return Err(H1Error::Malformed(format!(
-                            "the head is over {HEAD_LIMIT} bytes"
-                        )));
-                    }
-                    if fill(io, &mut buf).await? == 0 {
-                        return Err(if buf.is_empty() {
-                            H1Error::Closed
-                        } else {
-                            H1Error::Malformed("the connection closed inside the head".into())
-                        });
-                    }
-                }
-                Err(e) => return Err(H1Error::Malformed(e.to_string())),
+        let Head {
+            status,
+            headers,
+            len: head_len,
+            http10,
+        } = loop {
+            if let Some(head) = parse_head(&buf)? {
+                break head;
+            }
+            if buf.len() > HEAD_LIMIT {
+                return Err(H1Error::Malformed(format!(
+                    "the head is over {HEAD_LIMIT} bytes"
+                )));
+            }
+            if fill(io, &mut buf).await? == 0 {
+                return Err(if buf.is_empty() {
+                    H1Error::Closed
+                } else {
+                    H1Error::Malformed("the connection closed inside the head".into())
+                });
             }
         };
-        buf.drain(..head_len);
+        buf.advance(head_len);
         if status.is_informational() {
             continue;
         }
@@ -165,9 +193,9 @@ pub async fn read_response<R: AsyncRead + Unpin>(
         let no_body =
             head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
         let body = if no_body {
-            Vec::new()
+            Bytes::new()
         } else if is_chunked(&headers) {
-            read_chunked(io, &mut buf, body_limit).await?
+            Bytes::from(read_chunked(io, &mut buf, body_limit).await?)
         } else if let Some(len) = content_length(&headers)? {
             if len > body_limit {
                 return Err(H1Error::TooLarge(body_limit));
@@ -180,7 +208,7 @@ pub async fn read_response<R: AsyncRead + Unpin>(
                     )));
                 }
             }
-            buf.drain(..len).collect()
+            buf.split_to(len).freeze()
         } else {
             // No length: the body runs to the end of the connection.
             keep_alive = false;
@@ -189,7 +217,7 @@ pub async fn read_response<R: AsyncRead + Unpin>(
                     return Err(H1Error::TooLarge(body_limit));
                 }
             }
-            std::mem::take(&mut buf)
+            buf.split().freeze()
         };
         // Bytes beyond the response mean the two ends disagree on framing.
         if !buf.is_empty() {
@@ -198,7 +226,7 @@ pub async fn read_response<R: AsyncRead + Unpin>(
         return Ok(Response {
             status,
             headers,
-            body: Bytes::from(body),
+            body,
             keep_alive,
         });
     }
@@ -241,7 +269,7 @@ fn line_end(buf: &[u8], from: usize) -> Option<usize> {
 /// Reads a chunked body; `buf` holds what was read past the head.
 async fn read_chunked<R: AsyncRead + Unpin>(
     io: &mut R,
-    buf: &mut Vec<u8>,
+    buf: &mut BytesMut,
     limit: usize,
 ) -> Result<Vec<u8>, H1Error> {
     let mut body = Vec::new();
@@ -265,17 +293,17 @@ async fn read_chunked<R: AsyncRead + Unpin>(
         let hex = line.split(';').next().unwrap_or_default().trim();
         let size = usize::from_str_radix(hex, 16)
             .map_err(|_| H1Error::Malformed(format!("invalid chunk size {hex:?}")))?;
-        buf.drain(..end);
+        buf.advance(end);
         if size == 0 {
             // Trailers, if any, up to an empty line.
             loop {
                 match line_end(buf, 0) {
                     Some(2) => {
-                        buf.drain(..2);
+                        buf.advance(2);
                         return Ok(body);
                     }
                     Some(end) => {
-                        buf.drain(..end);
+                        buf.advance(end);
                     }
                     None => {
                         if buf.len() > HEAD_LIMIT {
@@ -300,7 +328,7 @@ async fn read_chunked<R: AsyncRead + Unpin>(
             return Err(H1Error::Malformed("a chunk does not end in CRLF".into()));
         }
         body.extend_from_slice(&buf[..size]);
-        buf.drain(..size + 2);
+        buf.advance(size + 2);
     }
 }
 

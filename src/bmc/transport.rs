@@ -131,7 +131,9 @@ pub struct Transport {
     port: u16,
     tls: Arc<rustls::ClientConfig>,
     options: TransportOptions,
-    idle: Mutex<Vec<TlsStream<TcpStream>>>,
+    /// Boxed: a TLS stream is over a kilobyte, and every request's future
+    /// (moved, so copied, as it is awaited) would otherwise hold it inline.
+    idle: Mutex<Vec<Box<TlsStream<TcpStream>>>>,
     gate: Semaphore,
     breaker: Mutex<Breaker>,
 }
@@ -186,7 +188,7 @@ impl Transport {
         self.breaker.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn connect(&self) -> Result<TlsStream<TcpStream>, TransportError> {
+    async fn connect(&self) -> Result<Box<TlsStream<TcpStream>>, TransportError> {
         let connect =
             async {
                 let tcp = TcpStream::connect((self.host.as_str(), self.port))
@@ -222,7 +224,7 @@ impl Transport {
                             }
                         }
                     })?;
-                Ok(tls)
+                Ok(Box::new(tls))
             };
         tokio::time::timeout(self.options.connect_timeout, connect)
             .await
@@ -345,7 +347,9 @@ impl Transport {
                 let reused = pooled.is_some();
                 let mut stream = match pooled.take() {
                     Some(s) => s,
-                    None => self.connect().await?,
+                    // Boxed: the handshake's state is kilobytes, and kept
+                    // inline it would be copied with every request's future.
+                    None => Box::pin(self.connect()).await?,
                 };
                 match h1::exchange(&mut stream, method, &wire, BODY_LIMIT).await {
                     Ok(reply) => return Ok((stream, reply)),
@@ -383,7 +387,7 @@ impl Transport {
     /// A kept-alive connection that still looks open: nothing may be
     /// waiting on an idle one, so readable data (a close, an alert) or an
     /// error means the BMC has let it go.
-    fn pooled(&self) -> Option<TlsStream<TcpStream>> {
+    fn pooled(&self) -> Option<Box<TlsStream<TcpStream>>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(stream) = idle.pop() {
             let mut probe = [0u8; 1];
