@@ -303,5 +303,10 @@ fn the_site_benchmark_rounds_to_whole_racks_and_reports_both_sides_cpu() {
     assert_eq!(doc["simulators"], 1);
     assert!(doc["kiln_cpu_s"].as_f64().unwrap() > 0.0);
     assert!(doc["simulator_cpu_s"].as_f64().unwrap() > 0.0);
+    // The simulators' time during the site run is part of their whole.
+    let site = doc["simulator_site_cpu_s"].as_f64().unwrap();
+    assert!(site >= 0.0 && site <= doc["simulator_cpu_s"].as_f64().unwrap());
+    assert!(doc["cpu_floor_ratio"].as_f64().unwrap() > 0.0);
     assert!(doc["ratio"].as_f64().unwrap() > 0.0);
+    assert!(doc["kept"].is_null());
 }

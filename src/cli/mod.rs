@@ -766,9 +766,16 @@ pub enum BenchCommand {
         /// Nodes in the site, rounded up to whole racks.
         #[arg(long, default_value_t = 12_500)]
         nodes: u32,
-        /// Latency each simulated BMC adds to every response.
-        #[arg(long, value_name = "D", default_value = "200ms", value_parser = parse_duration)]
+        /// Latency each simulated BMC adds to every response. 1 s is a
+        /// brisk BMC of an HGX node (many take seconds per request); much
+        /// lower, and kiln plus the simulators outrun a small machine's
+        /// cores, which the report's `cpu_floor_ratio` shows.
+        #[arg(long, value_name = "D", default_value = "1s", value_parser = parse_duration)]
         latency: std::time::Duration,
+        /// Keep the scratch folder (generated site, journal of both runs)
+        /// and print where it is, to look into step timings afterwards.
+        #[arg(long)]
+        keep: bool,
     },
     /// Time checking a generated site against parsing the same YAML alone.
     Inventory {

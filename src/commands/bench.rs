@@ -17,7 +17,11 @@ use crate::profiles::Catalog;
 pub fn run(ctx: &Ctx, cmd: BenchCommand) -> anyhow::Result<ExitStatus> {
     match cmd {
         BenchCommand::Inventory { nodes, runs } => inventory(ctx, nodes, runs),
-        BenchCommand::Fleet { nodes, latency } => super::bench_fleet::run(ctx, nodes, latency),
+        BenchCommand::Fleet {
+            nodes,
+            latency,
+            keep,
+        } => super::bench_fleet::run(ctx, nodes, latency, keep),
         BenchCommand::Sim {
             nodes,
             ssh,

@@ -169,8 +169,11 @@ impl Bmc {
             let jitter = if faults.jitter.is_zero() {
                 Duration::ZERO
             } else {
+                // Seeded by the node too: BMCs answering their n-th
+                // request after the same delay would stay in lockstep,
+                // which real BMCs never do.
                 let nanos = faults.jitter.as_nanos() as u64;
-                Duration::from_nanos(spread(n) % nanos.max(1))
+                Duration::from_nanos(spread(n ^ name_seed(&self.node.name)) % nanos.max(1))
             };
             tokio::time::sleep(faults.latency + jitter).await;
         }
@@ -751,6 +754,13 @@ async fn mount(node: &SimNode, i: usize, image: &str, write_protected: bool) -> 
 }
 
 /// A well-spread 64-bit value from a counter (splitmix64).
+/// A number from a node's name (FNV-1a), to vary per-node sequences.
+fn name_seed(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 fn spread(n: u64) -> u64 {
     let mut z = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
