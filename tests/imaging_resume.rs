@@ -17,7 +17,7 @@ use kiln::bmc::transport::{Transport, TransportOptions};
 use kiln::imaging::deploy::{Deadlines, ImageCx, deploy};
 use kiln::imaging::server::BootServer;
 use kiln::pipeline::record::{StepRecord, UnixMs};
-use kiln::pipeline::step::{StepSink, Steps, Stop};
+use kiln::pipeline::step::{Committed, StepSink, Steps, Stop};
 use kiln::profiles::Catalog;
 use kiln::secret::Secret;
 use kiln::sim::SimOptions;
@@ -38,7 +38,7 @@ impl StepSink for Journal {
     fn started(&self, _: &str, _: &str, step: &str, _: UnixMs) {
         self.started.lock().unwrap().push(step.to_owned());
     }
-    fn ended(&self, _: &str, record: &StepRecord) {
+    fn ended(&self, _: &str, record: &StepRecord) -> Committed {
         self.ended
             .lock()
             .unwrap()
@@ -46,6 +46,7 @@ impl StepSink for Journal {
         if record.step == "power-on" {
             self.stopping.store(true, Ordering::SeqCst);
         }
+        Committed::now()
     }
 }
 

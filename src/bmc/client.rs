@@ -421,14 +421,19 @@ impl BmcClient {
         self.transport.close_idle();
     }
 
-    /// Deletes the session, if one was made.
+    /// Deletes the session, if one was made. When the BMC could not be
+    /// reached the session is kept, so a later logout tries again.
     pub async fn logout(&self) {
         if let Auth::Session {
             location: Some(location),
             ..
         } = self.auth()
+            && self
+                .send(Method::DELETE, &location, None, &[])
+                .await
+                .is_err()
         {
-            let _ = self.send(Method::DELETE, &location, None, &[]).await;
+            return;
         }
         self.set_auth(Auth::None);
     }

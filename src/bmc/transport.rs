@@ -133,6 +133,7 @@ pub struct Transport {
     options: TransportOptions,
     /// Boxed: a TLS stream is over a kilobyte, and every request's future
     /// (moved, so copied, as it is awaited) would otherwise hold it inline.
+    #[allow(clippy::vec_box, reason = "a stream leaves the pool for each request")]
     idle: Mutex<Vec<Box<TlsStream<TcpStream>>>>,
     gate: Semaphore,
     breaker: Mutex<Breaker>,
