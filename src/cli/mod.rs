@@ -199,9 +199,17 @@ pub struct ProvisionArgs {
     /// path, or its URL's file name in --iso-dir).
     #[arg(long, value_name = "FILE")]
     pub iso: Option<PathBuf>,
-    /// Folder holding downloaded installer images.
-    #[arg(long, value_name = "DIR", env = "KILN_ISO_DIR")]
+    /// Folder holding downloaded installer and disk images.
+    #[arg(long, visible_alias = "image-dir", value_name = "DIR", env = "KILN_ISO_DIR")]
     pub iso_dir: Option<PathBuf>,
+    /// The deploy environment for disk-image profiles (`kiln image build
+    /// deploy-env`; default: the state folder's `deploy-env/`).
+    #[arg(long, value_name = "DIR", env = "KILN_DEPLOY_ENV")]
+    pub deploy_env: Option<PathBuf>,
+    /// The URL BMCs reach the boot server at, for virtual media, when it
+    /// differs from --advertise (a separate management network).
+    #[arg(long, value_name = "URL")]
+    pub advertise_bmc: Option<String>,
     /// Reimage nodes that already run their profile's OS.
     #[arg(long)]
     pub reimage: bool,
@@ -209,6 +217,10 @@ pub struct ProvisionArgs {
     /// call-back.
     #[arg(long, value_name = "DURATION", default_value = "60m", value_parser = parse_duration)]
     pub install_timeout: std::time::Duration,
+    /// Longest wait from power-on to the deploy environment's first call
+    /// (disk-image profiles): a node that never boots it fails then.
+    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = parse_duration)]
+    pub boot_timeout: std::time::Duration,
 }
 
 /// `kiln runs …`
@@ -318,9 +330,13 @@ pub struct DeployArgs {
     /// node's profile's path, or its URL's file name in --iso-dir).
     #[arg(long, value_name = "FILE")]
     pub iso: Option<PathBuf>,
-    /// Folder holding downloaded installer images.
-    #[arg(long, value_name = "DIR", env = "KILN_ISO_DIR")]
+    /// Folder holding downloaded installer and disk images.
+    #[arg(long, visible_alias = "image-dir", value_name = "DIR", env = "KILN_ISO_DIR")]
     pub iso_dir: Option<PathBuf>,
+    /// The deploy environment for disk-image profiles (`kiln image build
+    /// deploy-env`; default: the state folder's `deploy-env/`).
+    #[arg(long, value_name = "DIR", env = "KILN_DEPLOY_ENV")]
+    pub deploy_env: Option<PathBuf>,
     /// The boot server's address and port (port 0: any free one).
     #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:8080")]
     pub bind: std::net::SocketAddr,
@@ -328,6 +344,14 @@ pub struct DeployArgs {
     /// address; needed when binding 0.0.0.0).
     #[arg(long, value_name = "URL")]
     pub advertise: Option<String>,
+    /// The URL BMCs reach the boot server at, for virtual media, when it
+    /// differs from --advertise (a separate management network).
+    #[arg(long, value_name = "URL")]
+    pub advertise_bmc: Option<String>,
+    /// Longest wait from power-on to the deploy environment's first call
+    /// (disk-image profiles).
+    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = parse_duration)]
+    pub boot_timeout: std::time::Duration,
     /// Nodes imaged at once (default: the inventory's limits.concurrency).
     #[arg(short = 'c', long, value_name = "N")]
     pub concurrency: Option<usize>,

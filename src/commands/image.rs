@@ -1,6 +1,6 @@
 //! `kiln image list|show|verify|deploy`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,7 +48,12 @@ pub fn run(ctx: &Ctx, cmd: ImageCommand) -> anyhow::Result<ExitStatus> {
                         json!(p.boot).as_str().unwrap_or_default().to_owned(),
                         json!(p.seed).as_str().unwrap_or_default().to_owned(),
                         if p.includes_driver_stack { "yes" } else { "no" }.into(),
-                        p.installer.file_name().unwrap_or("-").to_owned(),
+                        p.installer
+                            .as_ref()
+                            .and_then(|i| i.file_name())
+                            .or_else(|| p.disk_image.as_ref().and_then(|d| d.file_name()))
+                            .unwrap_or("-")
+                            .to_owned(),
                     ]
                 })
                 .collect();
@@ -60,7 +65,7 @@ pub fn run(ctx: &Ctx, cmd: ImageCommand) -> anyhow::Result<ExitStatus> {
                     "BOOT",
                     "SEED",
                     "DRIVERS",
-                    "INSTALLER",
+                    "IMAGE",
                 ],
                 &rows,
             ));
@@ -79,8 +84,49 @@ pub fn run(ctx: &Ctx, cmd: ImageCommand) -> anyhow::Result<ExitStatus> {
         }
         ImageCommand::Verify { name, iso, iso_dir } => {
             let profile = find(&catalog, &name)?;
-            let path = installer_path(profile, iso.as_deref(), iso_dir.as_deref())?;
-            verify(ctx, profile, &path)
+            match &profile.disk_image {
+                None => {
+                    let path = installer_path(profile, iso.as_deref(), iso_dir.as_deref())?;
+                    let expected = profile
+                        .installer
+                        .as_ref()
+                        .map(|i| i.sha256.clone())
+                        .unwrap_or_default();
+                    verify(ctx, profile, &path, &expected)
+                }
+                Some(disk) => {
+                    let path = iso
+                        .clone()
+                        .or_else(|| disk.path.as_deref().map(PathBuf::from).filter(|p| p.is_file()))
+                        .or_else(|| {
+                            iso_dir
+                                .as_deref()
+                                .and_then(|d| disk.file_name().map(|f| d.join(f)))
+                        })
+                        .ok_or_else(|| {
+                            BadInput(format!(
+                                "no local copy of the {name} disk image: pass --iso FILE or --image-dir DIR"
+                            ))
+                        })?;
+                    let expected = match &disk.sha256 {
+                        Some(d) => d.clone(),
+                        None => {
+                            let mut side = path.as_os_str().to_owned();
+                            side.push(".sha256");
+                            std::fs::read_to_string(&side)
+                                .ok()
+                                .and_then(|t| t.split_whitespace().next().map(str::to_owned))
+                                .ok_or_else(|| {
+                                    BadInput(format!(
+                                        "{name} gives no sha256 and {} cannot be read",
+                                        PathBuf::from(side).display()
+                                    ))
+                                })?
+                        }
+                    };
+                    verify(ctx, profile, &path, &expected)
+                }
+            }
         }
         ImageCommand::Deploy(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -107,7 +153,12 @@ fn find<'a>(catalog: &'a Catalog, name: &str) -> anyhow::Result<&'a ImageProfile
     }
 }
 
-fn verify(ctx: &Ctx, profile: &ImageProfile, path: &Path) -> anyhow::Result<ExitStatus> {
+fn verify(
+    ctx: &Ctx,
+    profile: &ImageProfile,
+    path: &Path,
+    expected: &str,
+) -> anyhow::Result<ExitStatus> {
     use std::io::IsTerminal as _;
     let len = std::fs::metadata(path)
         .with_context(|| format!("reading {}", path.display()))?
@@ -129,11 +180,11 @@ fn verify(ctx: &Ctx, profile: &ImageProfile, path: &Path) -> anyhow::Result<Exit
     let digest = crate::imaging::verify::sha256_file(path, |done| bar.set_position(done))
         .with_context(|| format!("reading {}", path.display()))?;
     bar.finish_and_clear();
-    let ok = digest == profile.installer.sha256;
+    let ok = digest == expected;
     if ctx.printer.json {
         ctx.printer.json_data(&json!({
             "profile": profile.name, "file": path, "bytes": len,
-            "sha256": digest, "expected": profile.installer.sha256, "ok": ok,
+            "sha256": digest, "expected": expected, "ok": ok,
         }))?;
     } else if ok {
         ctx.printer.data(&format!(
@@ -143,9 +194,8 @@ fn verify(ctx: &Ctx, profile: &ImageProfile, path: &Path) -> anyhow::Result<Exit
         ));
     } else {
         ctx.printer.data(&format!(
-            "{}: MISMATCH\n  expected {}\n  actual   {digest}",
+            "{}: MISMATCH\n  expected {expected}\n  actual   {digest}",
             path.display(),
-            profile.installer.sha256
         ));
     }
     Ok(if ok {
@@ -208,8 +258,15 @@ async fn deploy_cmd(ctx: &Ctx, catalog: &Catalog, args: &DeployArgs) -> anyhow::
             ));
             continue;
         };
-        let installer = match installer_path(&profile, args.iso.as_deref(), args.iso_dir.as_deref())
-        {
+        let installer = match crate::imaging::locate(
+            &profile,
+            crate::imaging::Places {
+                iso: args.iso.as_deref(),
+                image_dir: args.iso_dir.as_deref(),
+                deploy_env: args.deploy_env.as_deref(),
+                state: &state,
+            },
+        ) {
             Ok(p) => p,
             Err(e) => {
                 problems.push(format!("{e:#}"));
@@ -235,7 +292,8 @@ async fn deploy_cmd(ctx: &Ctx, catalog: &Catalog, args: &DeployArgs) -> anyhow::
     let server = Arc::new(
         BootServer::start(args.bind, args.advertise.as_deref())
             .await
-            .map_err(|e| BadInput(e.to_string()))?,
+            .map_err(|e| BadInput(e.to_string()))?
+            .with_media_url(args.advertise_bmc.as_deref()),
     );
     ctx.printer
         .info(&format!("boot server at {}", server.base_url()));
@@ -246,6 +304,7 @@ async fn deploy_cmd(ctx: &Ctx, catalog: &Catalog, args: &DeployArgs) -> anyhow::
         install: args.install_timeout,
         ssh: args.ssh_timeout,
         connect: Duration::from_secs(10),
+        agent: args.boot_timeout,
     };
     let waits = Waits {
         poll: args.poll,
@@ -274,7 +333,7 @@ async fn deploy_cmd(ctx: &Ctx, catalog: &Catalog, args: &DeployArgs) -> anyhow::
             profile,
             bmc,
             server: Arc::clone(&server),
-            installer,
+            media: installer,
             authorized_keys: keys,
             credentials: Arc::clone(&creds),
             state_dir: state.clone(),

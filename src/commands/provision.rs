@@ -72,8 +72,15 @@ pub struct ImagingRequest {
     pub advertise: Option<String>,
     /// `--iso`.
     pub iso: Option<PathBuf>,
-    /// `--iso-dir`.
+    /// `--iso-dir` / `--image-dir`.
     pub iso_dir: Option<PathBuf>,
+    /// `--deploy-env` (default: the state folder's `deploy-env/`).
+    pub deploy_env: Option<PathBuf>,
+    /// `--advertise-bmc`: where BMCs fetch virtual media.
+    pub advertise_bmc: Option<String>,
+    /// `--boot-timeout`: power-on to the deploy agent's first call
+    /// (default 15 minutes).
+    pub boot_timeout: Option<Duration>,
     /// `--reimage`.
     pub reimage: bool,
     /// `--install-timeout` (default 60 minutes).
@@ -102,6 +109,9 @@ impl From<&ProvisionArgs> for Request {
                 advertise: a.advertise.clone(),
                 iso: a.iso.clone(),
                 iso_dir: a.iso_dir.clone(),
+                deploy_env: a.deploy_env.clone(),
+                advertise_bmc: a.advertise_bmc.clone(),
+                boot_timeout: Some(a.boot_timeout),
                 reimage: a.reimage,
                 install_timeout: Some(a.install_timeout),
                 ssh_timeout: None,
@@ -265,6 +275,7 @@ pub async fn execute(
             &images,
             &credentials,
             &request.imaging,
+            state,
         )?)
     } else {
         None
@@ -454,14 +465,16 @@ fn ssh_pool(known_hosts: &Path, credentials: &Arc<Credentials>) -> Arc<Pool> {
 }
 
 /// Checks, before any request, what imaging needs for every node: a local
-/// installer image per image profile and a key to log in with afterwards.
-/// Returns the installers by profile name.
+/// installer image, or the deploy environment and a disk image (a local
+/// one's digest checked), per image profile, and a key to log in with
+/// afterwards. Returns the media by profile name.
 fn check_imaging(
     nodes: &[&Node],
     images: &HashMap<String, Arc<crate::profiles::image::ImageProfile>>,
     credentials: &Credentials,
     request: &ImagingRequest,
-) -> Result<HashMap<String, PathBuf>, BadInput> {
+    state: &Path,
+) -> Result<HashMap<String, crate::imaging::Media>, BadInput> {
     let bind = request.bind.unwrap_or(DEFAULT_BIND);
     if bind.ip().is_unspecified() && request.advertise.is_none() {
         return Err(BadInput(format!(
@@ -476,10 +489,14 @@ fn check_imaging(
         if !nodes.iter().any(|n| &n.image == name) {
             continue;
         }
-        match crate::imaging::installer_path(
+        match crate::imaging::locate(
             profile,
-            request.iso.as_deref(),
-            request.iso_dir.as_deref(),
+            crate::imaging::Places {
+                iso: request.iso.as_deref(),
+                image_dir: request.iso_dir.as_deref(),
+                deploy_env: request.deploy_env.as_deref(),
+                state,
+            },
         ) {
             Ok(path) => {
                 installers.insert(name.clone(), path);
@@ -507,7 +524,7 @@ const DEFAULT_BIND: std::net::SocketAddr =
 
 /// Starts the run's boot server.
 async fn start_imaging(
-    installers: HashMap<String, PathBuf>,
+    installers: HashMap<String, crate::imaging::Media>,
     request: &ImagingRequest,
     ctx: &Ctx,
 ) -> anyhow::Result<ImagingSetup> {
@@ -516,7 +533,8 @@ async fn start_imaging(
         request.advertise.as_deref(),
     )
     .await
-    .map_err(|e| BadInput(e.to_string()))?;
+    .map_err(|e| BadInput(e.to_string()))?
+    .with_media_url(request.advertise_bmc.as_deref());
     ctx.printer
         .info(&format!("boot server at {}", server.base_url()));
     let defaults = Deadlines::default();
@@ -526,6 +544,7 @@ async fn start_imaging(
         deadlines: Deadlines {
             install: request.install_timeout.unwrap_or(defaults.install),
             ssh: request.ssh_timeout.unwrap_or(defaults.ssh),
+            agent: request.boot_timeout.unwrap_or(defaults.agent),
             ..defaults
         },
         waits: Waits {

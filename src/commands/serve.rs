@@ -89,7 +89,12 @@ async fn serve(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<ExitStatus> {
                 &node.name,
                 std::slice::from_ref(&key.public),
             )?;
-            let (found, original) = iso::read_file(&installer, &profile.installer.grub_cfg)?;
+            let grub_path = profile
+                .installer
+                .as_ref()
+                .map(|i| i.grub_cfg.clone())
+                .unwrap_or_default();
+            let (found, original) = iso::read_file(&installer, &grub_path)?;
             let original = String::from_utf8_lossy(&original).into_owned();
             let reg = server.register(&node.name, |urls| {
                 let (seed_url, done) = (urls.seed.as_str(), urls.done.as_str());
@@ -108,12 +113,7 @@ async fn serve(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<ExitStatus> {
                 );
                 let files = seed::render_seed(&profile, &cx)?;
                 let grub = seed::grub_cfg(&profile, &node.name, &original, seed_url, &cx.ks_url)?;
-                let overlay = iso::plan_replace(
-                    &installer,
-                    &profile.installer.grub_cfg,
-                    &found,
-                    grub.as_bytes(),
-                )?;
+                let overlay = iso::plan_replace(&installer, &grub_path, &found, grub.as_bytes())?;
                 let mut served = ServedFile::plain(&installer)?;
                 served.overlay = Arc::new(overlay);
                 Ok::<_, anyhow::Error>((files, Some(served)))

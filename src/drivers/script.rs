@@ -115,7 +115,9 @@ impl Packages {
         };
         let cuda = format!("cuda-toolkit-{}", d.cuda.replace('.', "-"));
         match family {
-            OsFamily::Ubuntu => {
+            // NVIDIA's debian12 repository is apt too; its package names are
+            // taken to be those of its Ubuntu repositories.
+            OsFamily::Ubuntu | OsFamily::Debian => {
                 let open = if d.open_kernel_modules { "-open" } else { "" };
                 let driver = format!("nvidia-driver-{}-server{open}", d.branch);
                 Packages {
@@ -147,6 +149,7 @@ pub fn distro(image: &ImageProfile) -> String {
     match image.family {
         OsFamily::Ubuntu => format!("ubuntu{}", image.version.replace('.', "")),
         OsFamily::Rhel => format!("rhel{major}"),
+        OsFamily::Debian => format!("debian{major}"),
     }
 }
 
@@ -170,7 +173,7 @@ impl ScriptContext {
             None => upstream.to_owned(),
         };
         let driver_package = match image.family {
-            OsFamily::Ubuntu => packages.driver.clone(),
+            OsFamily::Ubuntu | OsFamily::Debian => packages.driver.clone(),
             OsFamily::Rhel => {
                 let flavour = if d.open_kernel_modules {
                     "open"
@@ -219,7 +222,7 @@ impl ScriptContext {
 /// The template for an OS family.
 pub fn template_for(family: OsFamily) -> &'static str {
     match family {
-        OsFamily::Ubuntu => "drivers/ubuntu",
+        OsFamily::Ubuntu | OsFamily::Debian => "drivers/ubuntu",
         OsFamily::Rhel => "drivers/rhel",
     }
 }

@@ -46,7 +46,7 @@ pub fn probe(hw: &HardwareProfile, family: OsFamily) -> String {
     ]);
     let pkgs: Vec<String> = pkgs.iter().map(|p| quote(p)).collect();
     let packages = match family {
-        OsFamily::Ubuntu => format!(
+        OsFamily::Ubuntu | OsFamily::Debian => format!(
             "dpkg-query -W -f='${{Package}} ${{Version}}\\n' {}",
             pkgs.join(" ")
         ),
@@ -177,7 +177,7 @@ impl Facts {
             ];
             for line in text.lines() {
                 match family {
-                    OsFamily::Ubuntu => {
+                    OsFamily::Ubuntu | OsFamily::Debian => {
                         if let Some((n, v)) = line.split_once(' ')
                             && !v.trim().is_empty()
                         {

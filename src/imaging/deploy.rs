@@ -24,8 +24,8 @@ use serde_json::json;
 use crate::bmc::client::BmcClient;
 use crate::bmc::discover::{Layout, discover};
 use crate::bmc::ops::{self, BootDevice, PowerOp, Waits};
-use crate::imaging::server::{BootServer, Progress, Registration, ServedFile};
-use crate::imaging::{hostkeys, iso, seed};
+use crate::imaging::server::{AgentPlan, BootServer, Progress, Registration, ServedFile};
+use crate::imaging::{DiskMedia, DiskSource, Media, hostkeys, iso, seed};
 use crate::inventory::Node;
 use crate::pipeline::step::{Outcome, Steps, Stop};
 use crate::profiles::image::{BootMethod, ImageProfile, OsFamily};
@@ -47,6 +47,10 @@ pub struct Deadlines {
     pub ssh: Duration,
     /// One SSH connection attempt (the `check-installed` probe, commands).
     pub connect: Duration,
+    /// From power-on to the deploy agent's first call (image-based
+    /// deploys): a node that never boots the deploy environment fails
+    /// after this, not after `install`.
+    pub agent: Duration,
 }
 
 impl Default for Deadlines {
@@ -57,6 +61,7 @@ impl Default for Deadlines {
             install: Duration::from_secs(60 * 60),
             ssh: Duration::from_secs(10 * 60),
             connect: Duration::from_secs(10),
+            agent: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -71,8 +76,9 @@ pub struct ImageCx {
     pub bmc: Arc<BmcClient>,
     /// The boot server the node fetches from.
     pub server: Arc<BootServer>,
-    /// The installer image on this machine.
-    pub installer: PathBuf,
+    /// What the node boots: an installer, or the deploy environment and
+    /// a disk image.
+    pub media: Media,
     /// Public-key lines that may log in afterwards (the inventory's key).
     pub authorized_keys: Vec<String>,
     /// Loaded SSH keys, shared across nodes.
@@ -113,6 +119,8 @@ struct Prepared {
     layout: Layout,
     reg: Registration,
     http_boot: bool,
+    /// An image-based deploy.
+    disk: Option<DiskMedia>,
 }
 
 /// Images one node. `steps` records each step; `Steps::unjournaled(node,
@@ -163,13 +171,26 @@ pub async fn deploy(cx: &ImageCx, steps: &mut Steps) -> Result<Deployed, Stop> {
     let prepared = prepare(cx).await;
     let summary = match &prepared {
         Ok(p) => Ok(format!(
-            "{:?} ({}), seed at the boot server, {}",
+            "{:?} ({}), seed at the boot server, {}{}",
             p.layout.identity.vendor,
             p.layout.identity.model,
             if p.http_boot {
                 "UEFI HTTP boot"
             } else {
                 "virtual CD"
+            },
+            match &p.disk {
+                Some(d) => format!(
+                    ", deploy environment writes {}",
+                    match &d.image {
+                        DiskSource::Local(path) => format!(
+                            "{} served by kiln",
+                            path.file_name().unwrap_or_default().to_string_lossy()
+                        ),
+                        DiskSource::Url(u) => u.clone(),
+                    }
+                ),
+                None => String::new(),
             }
         )),
         Err(e) => Err(format!("{e:#}")),
@@ -278,66 +299,48 @@ pub async fn deploy(cx: &ImageCx, steps: &mut Steps) -> Result<Deployed, Stop> {
         })
         .await?;
 
-    // A run resumed after power-on (kiln was killed or the laptop slept
-    // while the node installed): the installer may have lost the boot
-    // server it was reading from, and is then restarted once.
-    let resumed = steps.ended_before("power-on") && !steps.ended_before("wait-installed");
     // Installing takes minutes: no BMC connection is kept meanwhile.
     c.close_idle();
     let started = Instant::now();
     let mut progress = p.reg.progress.clone();
-    steps
-        .run("wait-installed", d.install * 2 + d.connect * 2, || async {
-            let restart = resumed.then_some((&**c, layout, waits, p.http_boot, iso_url.as_str()));
-            wait_installed(cx, &mut progress, d.install, restart).await
-        })
-        .await?;
+    if p.disk.is_some() {
+        steps
+            .run("wait-written", d.install + d.agent + d.connect, || async {
+                wait_written(cx, &mut progress, d.agent, d.install).await
+            })
+            .await?;
+        eject_step(steps, cx, &p).await?;
+        boot_disk_step(steps, cx, layout).await?;
+        steps
+            .run("power-on-disk", d.bmc * 2 + d.graceful, || async {
+                power_on_disk(cx, layout, d.graceful).await
+            })
+            .await?;
+        c.close_idle();
+        steps
+            .run("wait-installed", d.install + d.connect * 2, || async {
+                wait_installed(cx, &mut progress, d.install, None).await
+            })
+            .await?;
+        wait_ssh_step(steps, cx).await?;
+    } else {
+        // A run resumed after power-on (kiln was killed or the laptop slept
+        // while the node installed): the installer may have lost the boot
+        // server it was reading from, and is then restarted once.
+        let resumed = steps.ended_before("power-on") && !steps.ended_before("wait-installed");
+        steps
+            .run("wait-installed", d.install * 2 + d.connect * 2, || async {
+                let restart =
+                    resumed.then_some((&**c, layout, waits, p.http_boot, iso_url.as_str()));
+                wait_installed(cx, &mut progress, d.install, restart).await
+            })
+            .await?;
+        wait_ssh_step(steps, cx).await?;
+        eject_step(steps, cx, &p).await?;
+        boot_disk_step(steps, cx, layout).await?;
+    }
 
     let mut verified: Option<(String, String)> = None;
-    steps
-        .run("wait-ssh", d.ssh + d.connect, || async {
-            let pool = pool(cx);
-            let target = Target::from_node(&cx.node);
-            let session = pool.wait_for_ssh(&target, d.ssh).await?;
-            let trust = session.host_key().0.clone();
-            pool.close(&node).await;
-            Ok(Outcome::done(format!(
-                "SSH verified with kiln's host key {trust}"
-            )))
-        })
-        .await?;
-
-    steps
-        .run("eject", d.bmc, || async {
-            if p.http_boot {
-                return Ok(Outcome::skipped("nothing inserted (UEFI HTTP boot)"));
-            }
-            let out = ops::eject_media(c, layout, waits).await.map_err(clean)?;
-            Ok(if out.is_empty() {
-                Outcome::skipped("nothing inserted")
-            } else {
-                Outcome::done("installer ejected")
-            })
-        })
-        .await?;
-
-    steps
-        .run("boot-disk", d.bmc, || async {
-            if !layout.boot_targets.is_empty() && !layout.boot_targets.iter().any(|t| t == "Hdd") {
-                return Ok(Outcome::skipped(
-                    "the BMC offers no Hdd boot target; the one-time override has lapsed",
-                ));
-            }
-            let persistent = layout.boot_enabled.is_empty()
-                || layout.boot_enabled.iter().any(|e| e == "Continuous");
-            let out = ops::set_boot(c, layout, BootDevice::Disk, persistent, None).await?;
-            Ok(Outcome::done(format!(
-                "boot: {} ({})",
-                out.target, out.enabled
-            )))
-        })
-        .await?;
-
     steps
         .run("verify-os", d.connect * 5, || async {
             let (os, kernel) = os_over_ssh(cx, d.connect).await?;
@@ -368,6 +371,187 @@ pub async fn deploy(cx: &ImageCx, steps: &mut Steps) -> Result<Deployed, Stop> {
             "virtual-media"
         }),
     })
+}
+
+async fn wait_ssh_step(steps: &mut Steps, cx: &ImageCx) -> Result<(), Stop> {
+    let d = cx.deadlines;
+    steps
+        .run("wait-ssh", d.ssh + d.connect, || async {
+            let pool = pool(cx);
+            let target = Target::from_node(&cx.node);
+            let session = pool.wait_for_ssh(&target, d.ssh).await?;
+            let trust = session.host_key().0.clone();
+            pool.close(&cx.node.name).await;
+            Ok(Outcome::done(format!(
+                "SSH verified with kiln's host key {trust}"
+            )))
+        })
+        .await?;
+    Ok(())
+}
+
+async fn eject_step(steps: &mut Steps, cx: &ImageCx, p: &Prepared) -> Result<(), Stop> {
+    let (c, layout, waits) = (&cx.bmc, &p.layout, &cx.waits);
+    steps
+        .run("eject", cx.deadlines.bmc, || async {
+            if p.http_boot {
+                return Ok(Outcome::skipped("nothing inserted (UEFI HTTP boot)"));
+            }
+            let out = ops::eject_media(c, layout, waits).await.map_err(clean)?;
+            Ok(if out.is_empty() {
+                Outcome::skipped("nothing inserted")
+            } else if p.disk.is_some() {
+                Outcome::done("deploy environment ejected")
+            } else {
+                Outcome::done("installer ejected")
+            })
+        })
+        .await?;
+    Ok(())
+}
+
+async fn boot_disk_step(steps: &mut Steps, cx: &ImageCx, layout: &Layout) -> Result<(), Stop> {
+    let c = &cx.bmc;
+    steps
+        .run("boot-disk", cx.deadlines.bmc, || async {
+            if !layout.boot_targets.is_empty() && !layout.boot_targets.iter().any(|t| t == "Hdd") {
+                return Ok(Outcome::skipped(
+                    "the BMC offers no Hdd boot target; the one-time override has lapsed",
+                ));
+            }
+            let persistent = layout.boot_enabled.is_empty()
+                || layout.boot_enabled.iter().any(|e| e == "Continuous");
+            let out = ops::set_boot(c, layout, BootDevice::Disk, persistent, None).await?;
+            Ok(Outcome::done(format!(
+                "boot: {} ({})",
+                out.target, out.enabled
+            )))
+        })
+        .await?;
+    Ok(())
+}
+
+/// Waits for the deploy agent to write the image: its `hello` within
+/// `boot` of power-on, its `done` or `failed` within `write` after that.
+async fn wait_written(
+    cx: &ImageCx,
+    progress: &mut tokio::sync::watch::Receiver<Progress>,
+    boot: Duration,
+    write: Duration,
+) -> anyhow::Result<Outcome> {
+    let node = &cx.node.name;
+    let start = Instant::now();
+    let mut deadline = tokio::time::Instant::now() + boot;
+    let mut said_hello = false;
+    let mut next_note = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = progress.borrow().clone();
+        let agent = &seen.agent;
+        if let Some(done) = &agent.done {
+            let field = |k: &str| done.get(k).cloned().unwrap_or_default();
+            let bytes: u64 = field("bytes").parse().unwrap_or(agent.written);
+            let seconds: f64 = field("seconds").parse().unwrap_or(0.0);
+            let rate = if seconds > 0.0 {
+                bytes as f64 / seconds / f64::from(1u32 << 20)
+            } else {
+                0.0
+            };
+            let device = agent.device.clone().unwrap_or_else(|| field("device"));
+            return Ok(Outcome::done(format!(
+                "wrote {:.2} GiB to {device} in {seconds:.0} s ({rate:.0} MiB/s), SHA-256 verified; root {} grown, seed written",
+                bytes as f64 / f64::from(1u32 << 30),
+                field("root")
+            ))
+            .with_metrics(json!({
+                "device": device,
+                "bytes": bytes,
+                "write_s": seconds,
+                "write_mib_s": rate,
+                "sha256": field("sha256"),
+                "disks": agent.disks,
+                "written_after_s": start.elapsed().as_secs_f64(),
+            })));
+        }
+        if let Some(why) = &agent.failed {
+            return Ok(Outcome::failed(format!(
+                "{node}: the deploy environment failed on {}: {why}",
+                agent.device.as_deref().unwrap_or("its disk")
+            )));
+        }
+        if let Some(why) = &agent.refused {
+            return Ok(Outcome::failed(format!("{node}: {why}")));
+        }
+        if agent.hellos > 0 && !said_hello {
+            said_hello = true;
+            deadline = tokio::time::Instant::now() + write;
+        }
+        if Instant::now() >= next_note {
+            next_note = Instant::now() + Duration::from_secs(30);
+            if agent.hellos > 0 {
+                tracing::info!(node = %node, written = agent.written, total = ?agent.total, "deploy agent writing");
+            }
+        }
+        let wake = deadline.min(tokio::time::Instant::now() + Duration::from_secs(5));
+        match tokio::time::timeout_at(wake, progress.changed()).await {
+            Ok(Ok(())) | Err(_) => {}
+            Ok(Err(_)) => anyhow::bail!("the boot server stopped"),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let seen = progress.borrow().clone();
+            return Ok(Outcome::failed(if seen.agent.hellos == 0 {
+                format!(
+                    "{node}: the deploy environment never called the boot server within {} s of power-on; {}",
+                    boot.as_secs(),
+                    if seen.iso_requests == 0 {
+                        "the BMC did not fetch it either (did the virtual media mount?)"
+                    } else {
+                        "the BMC fetched it, so the node did not boot it, or it has no network path to the boot server"
+                    }
+                )
+            } else {
+                format!(
+                    "{node}: the deploy environment started writing {} but did not finish within {} s ({} bytes written)",
+                    seen.agent.device.as_deref().unwrap_or("its disk"),
+                    write.as_secs(),
+                    seen.agent.written
+                )
+            }));
+        }
+    }
+}
+
+/// Boots the disk kiln just wrote: the deploy agent powers the node off
+/// when it is done (forced off if it has not within `graceful`), then on
+/// (in the rack's power-on wave).
+async fn power_on_disk(cx: &ImageCx, layout: &Layout, graceful: Duration) -> anyhow::Result<Outcome> {
+    let (c, waits) = (&cx.bmc, &cx.waits);
+    let start = Instant::now();
+    let mut forced = false;
+    loop {
+        let state = ops::power_state(c, layout).await?;
+        if state == "Off" {
+            break;
+        }
+        if start.elapsed() >= graceful {
+            ops::power(c, layout, PowerOp::Off, waits).await?;
+            forced = true;
+            break;
+        }
+        tokio::time::sleep(waits.poll).await;
+    }
+    if let Some(gates) = &cx.gates {
+        gates.power_on(&cx.node.rack).await;
+    }
+    let out = ops::power(c, layout, PowerOp::On, waits).await?;
+    Ok(Outcome::done(format!(
+        "{}powered on from disk ({})",
+        if forced {
+            "forced off (the deploy environment had not powered it off), "
+        } else {
+            ""
+        },
+        out.sent.join(", ")
+    )))
 }
 
 fn first_line(e: &anyhow::Error) -> String {
@@ -430,8 +614,24 @@ async fn prepare(cx: &ImageCx) -> anyhow::Result<Prepared> {
         node,
         std::slice::from_ref(&key.public),
     )?;
-    let (found, original) = iso::read_file(&cx.installer, &cx.profile.installer.grub_cfg)
-        .with_context(|| format!("reading the installer {}", cx.installer.display()))?;
+    let (boot_iso, grub_path, disk) = match &cx.media {
+        Media::Installer(path) => (
+            path.clone(),
+            cx.profile
+                .installer
+                .as_ref()
+                .map(|i| i.grub_cfg.clone())
+                .unwrap_or_else(|| "/boot/grub/grub.cfg".to_owned()),
+            None,
+        ),
+        Media::Disk(d) => (
+            d.deploy_iso.clone(),
+            seed::DEPLOY_GRUB_CFG.to_owned(),
+            Some(d.clone()),
+        ),
+    };
+    let (found, original) = iso::read_file(&boot_iso, &grub_path)
+        .with_context(|| format!("reading {}", boot_iso.display()))?;
     let original = String::from_utf8_lossy(&original).into_owned();
     let instance_id = format!("kiln-{node}-{}", crate::pipeline::step::now_ms());
     let token = hostkeys::node_token(&cx.state_dir, node, &key)?;
@@ -451,21 +651,37 @@ async fn prepare(cx: &ImageCx) -> anyhow::Result<Prepared> {
             &instance_id,
         );
         let files = seed::render_seed(&cx.profile, &scx)?;
-        let grub = seed::grub_cfg(&cx.profile, node, &original, seed_url, &scx.ks_url)?;
-        let overlay = iso::plan_replace(
-            &cx.installer,
-            &cx.profile.installer.grub_cfg,
-            &found,
-            grub.as_bytes(),
-        )?;
-        let mut served = ServedFile::plain(&cx.installer)?;
+        let grub = match &disk {
+            Some(_) => seed::deploy_grub_cfg(&original, node, &urls.agent)?,
+            None => seed::grub_cfg(&cx.profile, node, &original, seed_url, &scx.ks_url)?,
+        };
+        let overlay = iso::plan_replace(&boot_iso, &grub_path, &found, grub.as_bytes())?;
+        let mut served = ServedFile::plain(&boot_iso)?;
         served.overlay = Arc::new(overlay);
         Ok::<_, anyhow::Error>((files, Some(served)))
     })?;
+    if let Some(d) = &disk {
+        let (image_url, image_file) = match &d.image {
+            DiskSource::Local(path) => (None, Some(ServedFile::plain(path)?)),
+            DiskSource::Url(url) => (Some(url.clone()), None),
+        };
+        cx.server.set_agent_plan(
+            node,
+            AgentPlan {
+                hints: cx.profile.root_device.clone(),
+                image_url,
+                image_file,
+                sha256: d.sha256.clone(),
+                compression: d.compression,
+                root_partition: d.root_partition,
+            },
+        );
+    }
     Ok(Prepared {
         layout,
         reg,
         http_boot,
+        disk,
     })
 }
 
@@ -733,6 +949,7 @@ pub fn parse_hostnamectl(text: &str) -> Option<(String, String)> {
 pub fn matches_profile(profile: &ImageProfile, os: &str) -> Result<(), String> {
     let family_ok = match profile.family {
         OsFamily::Ubuntu => os.starts_with("Ubuntu"),
+        OsFamily::Debian => os.starts_with("Debian"),
         OsFamily::Rhel => ["Rocky Linux", "Red Hat Enterprise Linux", "AlmaLinux"]
             .iter()
             .any(|p| os.starts_with(p)),

@@ -22,6 +22,7 @@ pub mod hostkeys;
 pub mod iso;
 pub mod seed;
 pub mod server;
+pub mod rootdev;
 pub mod verify;
 
 use std::path::{Path, PathBuf};
@@ -38,15 +39,22 @@ pub fn installer_path(
     iso: Option<&Path>,
     iso_dir: Option<&Path>,
 ) -> anyhow::Result<PathBuf> {
-    let path = match (iso, &profile.installer.path, iso_dir) {
+    let Some(installer) = &profile.installer else {
+        return Err(BadInput(format!(
+            "{} is a disk image, written by kiln's deploy environment, not an installer",
+            profile.name
+        ))
+        .into());
+    };
+    let path = match (iso, &installer.path, iso_dir) {
         (Some(p), _, _) => p.to_owned(),
         (None, Some(p), _) => PathBuf::from(p),
-        (None, None, Some(dir)) => dir.join(profile.installer.file_name().unwrap_or_default()),
+        (None, None, Some(dir)) => dir.join(installer.file_name().unwrap_or_default()),
         (None, None, None) => {
             return Err(BadInput(format!(
                 "no local copy of the {} installer: download {} and pass --iso FILE or --iso-dir DIR (or KILN_ISO_DIR)",
                 profile.name,
-                profile.installer.url.as_deref().unwrap_or("it")
+                installer.url.as_deref().unwrap_or("it")
             ))
             .into());
         }
@@ -56,8 +64,7 @@ pub fn installer_path(
             "installer image {} of {} does not exist{}",
             path.display(),
             profile.name,
-            profile
-                .installer
+            installer
                 .url
                 .as_deref()
                 .map(|u| format!(" (download {u})"))
@@ -66,6 +73,171 @@ pub fn installer_path(
         .into());
     }
     Ok(path)
+}
+
+/// What the image stage boots and writes for one image profile, found
+/// (and a local disk image's digest checked) before any node is touched.
+#[derive(Clone, Debug)]
+pub enum Media {
+    /// An installer ISO on this machine, booted with a per-node grub.cfg.
+    Installer(PathBuf),
+    /// A disk image written by kiln's deploy environment.
+    Disk(DiskMedia),
+}
+
+/// An image-based deploy's parts.
+#[derive(Clone, Debug)]
+pub struct DiskMedia {
+    /// The deploy environment's ISO (`deploy.iso` of `kiln image build
+    /// deploy-env`), booted with a per-node grub.cfg.
+    pub deploy_iso: PathBuf,
+    /// Where the nodes fetch the image from.
+    pub image: DiskSource,
+    /// The SHA-256 the deploy environment checks while writing.
+    pub sha256: String,
+    /// How the file is compressed.
+    pub compression: crate::profiles::image::Compression,
+    /// The partition grown and seeded (0: the last).
+    pub root_partition: u32,
+}
+
+/// Where a disk image comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DiskSource {
+    /// A file on this machine, served by kiln's boot server.
+    Local(PathBuf),
+    /// A mirror or object store the nodes fetch from directly.
+    Url(String),
+}
+
+/// The deploy environment's files, as `kiln image build deploy-env` lays
+/// them out.
+pub const DEPLOY_ISO: &str = "deploy.iso";
+
+/// Where imaging looks for what it boots and writes.
+#[derive(Clone, Copy, Debug)]
+pub struct Places<'a> {
+    /// `--iso FILE`: the installer for every node.
+    pub iso: Option<&'a Path>,
+    /// `--iso-dir`/`--image-dir`: downloaded installers and disk images.
+    pub image_dir: Option<&'a Path>,
+    /// `--deploy-env DIR`.
+    pub deploy_env: Option<&'a Path>,
+    /// The state folder: `deploy-env/` and `images/` there are where
+    /// `kiln image build` puts what it builds.
+    pub state: &'a Path,
+}
+
+/// Finds what `profile` needs on this machine: the installer ISO, or the
+/// deploy environment and the disk image (a local copy: the profile's
+/// `path`, or its file name in the image folder or the state folder's
+/// `images/`; else the profile's URL). A local image is hashed here, so a
+/// corrupt copy fails the run before any node is powered off.
+pub fn locate(profile: &ImageProfile, places: Places<'_>) -> anyhow::Result<Media> {
+    let Some(disk) = &profile.disk_image else {
+        return installer_path(profile, places.iso, places.image_dir).map(Media::Installer);
+    };
+    let built_env = places.state.join("deploy-env");
+    let deploy_env = places.deploy_env.unwrap_or(&built_env);
+    let deploy_iso = deploy_env.join(DEPLOY_ISO);
+    if !deploy_iso.is_file() {
+        return Err(BadInput(format!(
+            "{} is deployed from a disk image, but there is no deploy environment at {}: \
+             build it with `kiln image build deploy-env` (or pass --deploy-env DIR)",
+            profile.name,
+            deploy_iso.display(),
+        ))
+        .into());
+    }
+    if disk.format == crate::profiles::image::DiskFormat::Qcow2 {
+        return Err(BadInput(format!(
+            "{}: qcow2 disk images are not written by the deploy environment yet; \
+             convert it once with `qemu-img convert -O raw IMAGE IMAGE.raw && gzip -1 IMAGE.raw` \
+             and name the .raw.gz with its sha256",
+            profile.name
+        ))
+        .into());
+    }
+    let candidates: Vec<PathBuf> = [
+        disk.path.as_deref().map(PathBuf::from),
+        places
+            .image_dir
+            .and_then(|d| disk.file_name().map(|f| d.join(f))),
+        disk.file_name().map(|f| places.state.join("images").join(f)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let local = candidates.iter().find(|p| p.is_file()).cloned();
+    let (source, sha256) = match (local, &disk.url) {
+        (Some(path), _) => {
+            let expected = match &disk.sha256 {
+                Some(d) => d.clone(),
+                None => sidecar_digest(&path).map_err(|e| BadInput(format!("{}: {e}", profile.name)))?,
+            };
+            let actual = verify::sha256_file(&path, |_| {})
+                .map_err(|e| BadInput(format!("reading {}: {e}", path.display())))?;
+            if actual != expected {
+                return Err(BadInput(format!(
+                    "disk image {} of {} has SHA-256 {actual}, not {expected}",
+                    path.display(),
+                    profile.name
+                ))
+                .into());
+            }
+            (DiskSource::Local(path), expected)
+        }
+        (None, Some(url)) => match &disk.sha256 {
+            Some(d) => (DiskSource::Url(url.clone()), d.clone()),
+            None => {
+                return Err(BadInput(format!(
+                    "{}: a disk image fetched from {url} needs its sha256 in the profile",
+                    profile.name
+                ))
+                .into());
+            }
+        },
+        (None, None) => {
+            return Err(BadInput(format!(
+                "no local copy of the {} disk image (looked for {}): build it (`kiln image build debian-12`) \
+                 or download it, or pass --image-dir DIR",
+                profile.name,
+                candidates
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+            .into());
+        }
+    };
+    Ok(Media::Disk(DiskMedia {
+        deploy_iso,
+        image: source,
+        sha256,
+        compression: disk.compression,
+        root_partition: disk.root_partition,
+    }))
+}
+
+/// The digest in `FILE.sha256` beside a local image (its first word, as
+/// `sha256sum` writes it).
+fn sidecar_digest(path: &Path) -> Result<String, String> {
+    let mut side = path.as_os_str().to_owned();
+    side.push(".sha256");
+    let side = PathBuf::from(side);
+    let text = std::fs::read_to_string(&side).map_err(|e| {
+        format!(
+            "the profile gives no sha256 and {} cannot be read ({e})",
+            side.display()
+        )
+    })?;
+    let word = text.split_whitespace().next().unwrap_or_default().to_ascii_lowercase();
+    if word.len() == 64 && word.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(word)
+    } else {
+        Err(format!("{} does not start with a SHA-256", side.display()))
+    }
 }
 
 /// The public-key lines the seed authorizes: the inventory's `ssh.key`

@@ -282,6 +282,52 @@ pub fn installer_args(profile: &ImageProfile, seed_url: &str, ks_url: &str) -> S
     args.join(" ")
 }
 
+/// Where the deploy environment's ISO keeps the grub.cfg kiln rewrites.
+pub const DEPLOY_GRUB_CFG: &str = "/boot/grub/grub.cfg";
+
+/// The placeholder on the deploy environment's kernel line that kiln
+/// replaces with the node's agent URL (`scripts/deploy-env/build.sh`).
+pub const AGENT_URL_PLACEHOLDER: &str = "kiln.url=http://kiln.invalid/agent/NOTOKEN";
+
+/// The deploy environment's grub.cfg for one node: the shipped one with
+/// its comments (the padding that keeps the file longer than any node's)
+/// dropped and the agent URL placeholder replaced by `agent_url`.
+pub fn deploy_grub_cfg(
+    original: &str,
+    hostname: &str,
+    agent_url: &str,
+) -> Result<String, RenderError> {
+    if !original.contains(AGENT_URL_PLACEHOLDER) {
+        return Err(RenderError::Unsafe(format!(
+            "the deploy environment's grub.cfg has no `{AGENT_URL_PLACEHOLDER}`: rebuild it with `kiln image build deploy-env`"
+        )));
+    }
+    if !agent_url
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/:._-[]".contains(&b))
+    {
+        return Err(RenderError::Unsafe(format!(
+            "agent URL `{agent_url}` has characters grub would read as syntax"
+        )));
+    }
+    let mut out = format!("# Written by kiln for {}: the deploy environment.\n", grub_word(hostname));
+    for line in original.lines() {
+        if line.trim_start().starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        out.push_str(&line.replace(AGENT_URL_PLACEHOLDER, &format!("kiln.url={agent_url}")));
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// A word safe in a grub comment line.
+fn grub_word(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .collect()
+}
+
 /// Builds the per-node grub.cfg from the image's own: its first `linux`
 /// line's arguments (`inst.stage2=hd:LABEL=…`, `---`) are kept after kiln's
 /// so the installer still finds its own media.
@@ -294,8 +340,10 @@ pub fn grub_cfg(
 ) -> Result<String, RenderError> {
     let mut linux_cmd = "linux".to_owned();
     let mut initrd_cmd = "initrd".to_owned();
-    let mut kernel = profile.installer.kernel.clone();
-    let mut initrd = profile.installer.initrd.clone();
+    let (mut kernel, mut initrd) = match &profile.installer {
+        Some(i) => (i.kernel.clone(), i.initrd.clone()),
+        None => ("/vmlinuz".to_owned(), "/initrd.img".to_owned()),
+    };
     let mut kept = Vec::new();
     let mut seen_linux = false;
     for line in original.lines() {

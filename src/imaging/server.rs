@@ -11,7 +11,17 @@
 //!   call-back (cloud-init `phone_home`);
 //! - `POST /report/TOKEN` — the installer's progress events (subiquity's
 //!   webhook reporter, kickstart's `%post`/`%onerror`), which tell a node
-//!   whose installer failed from one whose installed OS never came up.
+//!   whose installer failed from one whose installed OS never came up;
+//! - `POST /agent/TOKEN/{hello,progress,done,failed}` — the deploy
+//!   environment's agent (`scripts/deploy-env/PROTOCOL.md`): its disks,
+//!   answered by the plan (the disk the root-device hints choose, the image
+//!   URL and digest, the seed), then progress and the outcome;
+//! - `GET|HEAD /node/TOKEN/disk.img` — the disk image, when kiln serves it
+//!   (not when the plan names a mirror).
+//!
+//! BMCs fetch virtual media at the media URL (`with_media_url`), which may
+//! differ from the URL nodes use: a BMC sits on the management network,
+//! the node's deploy environment on the provisioning network.
 //!
 //! Tokens are 128 random bits per node and registration: a node that knows
 //! its own token cannot guess another's, so it cannot read another node's
@@ -83,6 +93,48 @@ pub struct Progress {
     pub installer_done: bool,
     /// The first failure the installer reported (`name: description`).
     pub installer_error: Option<String>,
+    /// What the deploy environment's agent reported (image-based deploys).
+    pub agent: AgentProgress,
+}
+
+/// What the deploy agent of one node has reported.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AgentProgress {
+    /// `hello`s received (the agent retries until it gets a plan).
+    pub hellos: u32,
+    /// The disks it found.
+    pub disks: Vec<crate::imaging::rootdev::Disk>,
+    /// The disk kiln chose (`/dev/NAME`).
+    pub device: Option<String>,
+    /// Why kiln refused to give it a plan (no disk fits the hints).
+    pub refused: Option<String>,
+    /// Requests for the disk image served by kiln.
+    pub image_requests: u32,
+    /// Bytes written so far, and the download's length when known.
+    pub written: u64,
+    /// The download's length, when the agent knows it.
+    pub total: Option<u64>,
+    /// `done`'s fields, once it came.
+    pub done: Option<BTreeMap<String, String>>,
+    /// `failed`'s reason, once it came.
+    pub failed: Option<String>,
+}
+
+/// What the deploy agent of one node is told to write.
+#[derive(Clone, Debug)]
+pub struct AgentPlan {
+    /// Which disk.
+    pub hints: crate::profiles::image::RootDeviceHints,
+    /// A mirror URL, or `None` when this server serves `image_file`.
+    pub image_url: Option<String>,
+    /// The image served at `/node/TOKEN/disk.img`.
+    pub image_file: Option<ServedFile>,
+    /// Its SHA-256 as fetched.
+    pub sha256: String,
+    /// How it is compressed.
+    pub compression: crate::profiles::image::Compression,
+    /// The partition grown and seeded (0: the last).
+    pub root_partition: u32,
 }
 
 impl Progress {
@@ -115,12 +167,16 @@ struct NodeEntry {
     files: BTreeMap<String, String>,
     iso: Option<ServedFile>,
     progress: watch::Sender<Progress>,
+    /// The node's URLs (the agent's plan names its seed and image).
+    urls: Urls,
 }
 
 #[derive(Default)]
 struct State {
     by_token: HashMap<String, Arc<NodeEntry>>,
     isos: BTreeMap<String, ServedFile>,
+    /// Deploy-agent plans by node name.
+    agents: HashMap<String, Arc<AgentPlan>>,
 }
 
 /// A node's URLs on the boot server (each carries its token).
@@ -134,6 +190,10 @@ pub struct Urls {
     pub done: String,
     /// Where the installer posts progress events.
     pub report: String,
+    /// The deploy agent's base URL (`kiln.url=` on its kernel line).
+    pub agent: String,
+    /// The disk image, when this server serves it.
+    pub image: String,
 }
 
 /// A node's registration: its URLs and what the server sees it do.
@@ -147,6 +207,8 @@ pub struct Registration {
     pub done_url: String,
     /// The installer's progress-event URL.
     pub report_url: String,
+    /// The deploy agent's base URL.
+    pub agent_url: String,
     /// What the server sees the node fetch and post.
     pub progress: watch::Receiver<Progress>,
 }
@@ -156,6 +218,8 @@ pub struct BootServer {
     state: Arc<RwLock<State>>,
     addr: SocketAddr,
     base: String,
+    /// Where BMCs fetch virtual media (default: `base`).
+    media_base: String,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -236,9 +300,26 @@ impl BootServer {
         Ok(BootServer {
             state,
             addr,
+            media_base: base.clone(),
             base,
             task,
         })
+    }
+
+    /// BMCs fetch virtual media at `url` (`http://HOST:PORT`) instead of
+    /// the URL nodes use, where the management network reaches this
+    /// machine at another address than the provisioning network does.
+    pub fn with_media_url(mut self, url: Option<&str>) -> BootServer {
+        if let Some(u) = url {
+            self.media_base = u.trim_end_matches('/').to_owned();
+            tracing::info!(target: "kiln::bootserver", "BMCs reach the boot server at {}", self.media_base);
+        }
+        self
+    }
+
+    /// The URL BMCs fetch virtual media from.
+    pub fn media_url(&self) -> &str {
+        &self.media_base
     }
 
     /// The bound address.
@@ -279,28 +360,33 @@ impl BootServer {
         };
         let urls = Urls {
             seed: format!("{}/seed/{token}/", self.base),
-            iso: format!("{}/node/{token}/installer.iso", self.base),
+            iso: format!("{}/node/{token}/installer.iso", self.media_base),
             done: format!("{}/done/{token}", self.base),
             report: format!("{}/report/{token}", self.base),
+            agent: format!("{}/agent/{token}", self.base),
+            image: format!("{}/node/{token}/disk.img", self.base),
         };
         let (files, iso) = build(&urls)?;
         let (tx, rx) = watch::channel(Progress::default());
+        let reg = Registration {
+            seed_url: urls.seed.clone(),
+            iso_url: urls.iso.clone(),
+            done_url: urls.done.clone(),
+            report_url: urls.report.clone(),
+            agent_url: urls.agent.clone(),
+            progress: rx,
+        };
         let entry = Arc::new(NodeEntry {
             node: node.to_owned(),
             files,
             iso,
             progress: tx,
+            urls,
         });
         let mut st = self.write();
         st.by_token.retain(|_, e| e.node != node);
         st.by_token.insert(token, entry);
-        Ok(Registration {
-            seed_url: urls.seed,
-            iso_url: urls.iso,
-            done_url: urls.done,
-            report_url: urls.report,
-            progress: rx,
-        })
+        Ok(reg)
     }
 
     /// Registers `node` under a fresh random token (see
@@ -316,9 +402,16 @@ impl BootServer {
         self.register_as(node, None, build)
     }
 
+    /// Gives `node`'s deploy agent its plan (an image-based deploy).
+    pub fn set_agent_plan(&self, node: &str, plan: AgentPlan) {
+        self.write().agents.insert(node.to_owned(), Arc::new(plan));
+    }
+
     /// Forgets `node`'s registration (its URLs answer 404 from now on).
     pub fn unregister(&self, node: &str) {
-        self.write().by_token.retain(|_, e| e.node != node);
+        let mut st = self.write();
+        st.by_token.retain(|_, e| e.node != node);
+        st.agents.remove(node);
     }
 }
 
@@ -476,7 +569,35 @@ async fn handle(
             }
             None => text(StatusCode::NOT_FOUND, "unknown token\n"),
         },
-        (_, ["iso" | "node" | "seed" | "done" | "report", ..]) => {
+        (Method::GET | Method::HEAD, ["node", token, "disk.img"]) => match lookup(token) {
+            Some(e) => {
+                shown = format!("/node/<{}>/disk.img", e.node);
+                let plan = agent_plan(state, &e.node);
+                match plan.as_ref().and_then(|p| p.image_file.as_ref()) {
+                    Some(f) => {
+                        e.progress.send_modify(|p| p.agent.image_requests += 1);
+                        serve_file(f, &req).await
+                    }
+                    None => text(StatusCode::NOT_FOUND, "no disk image for this node\n"),
+                }
+            }
+            None => text(StatusCode::NOT_FOUND, "unknown token\n"),
+        },
+        (Method::POST, ["agent", token, call]) => match lookup(token) {
+            Some(e) => {
+                shown = format!("/agent/<{}>/{call}", e.node);
+                let body = http_body_util::Limited::new(req.into_body(), CALLBACK_LIMIT)
+                    .collect()
+                    .await
+                    .map(|c| c.to_bytes());
+                match body {
+                    Ok(bytes) => agent_call(state, &e, call, &String::from_utf8_lossy(&bytes)),
+                    Err(_) => text(StatusCode::PAYLOAD_TOO_LARGE, "report too large\n"),
+                }
+            }
+            None => text(StatusCode::NOT_FOUND, "unknown token\n"),
+        },
+        (_, ["iso" | "node" | "seed" | "done" | "report" | "agent", ..]) => {
             shown = "/…".into();
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
@@ -487,6 +608,109 @@ async fn handle(
     };
     tracing::info!(target: "kiln::bootserver", %peer, %method, path = %shown, status = resp.status().as_u16(), "request");
     resp
+}
+
+fn agent_plan(state: &RwLock<State>, node: &str) -> Option<Arc<AgentPlan>> {
+    state
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .agents
+        .get(node)
+        .cloned()
+}
+
+/// `key=value` lines (the deploy agent's bodies); the last of a key wins.
+pub fn kv_lines(body: &str) -> BTreeMap<String, String> {
+    body.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim_end_matches('\r').to_owned()))
+        .collect()
+}
+
+/// One line of a plan: no line breaks or control characters inside.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// Handles one deploy-agent call (`hello`, `progress`, `done`, `failed`).
+fn agent_call(state: &RwLock<State>, e: &NodeEntry, call: &str, body: &str) -> Response<Payload> {
+    let Some(plan) = agent_plan(state, &e.node) else {
+        return text(StatusCode::NOT_FOUND, "no deploy plan for this node\n");
+    };
+    match call {
+        "hello" => {
+            let disks = match crate::imaging::rootdev::parse_disks(body) {
+                Ok(d) => d,
+                Err(why) => {
+                    return text(StatusCode::BAD_REQUEST, format!("{}\n", one_line(&why)));
+                }
+            };
+            let chosen = crate::imaging::rootdev::choose(&disks, &plan.hints)
+                .map(|d| format!("/dev/{}", d.name));
+            tracing::info!(target: "kiln::bootserver", node = %e.node, disks = disks.len(), chosen = ?chosen, "deploy agent hello");
+            let answer = match &chosen {
+                Ok(device) => {
+                    let image = plan.image_url.clone().unwrap_or_else(|| e.urls.image.clone());
+                    format!(
+                        "action=deploy\ndevice={device}\nimage={image}\nsha256={}\ncompression={}\nroot_partition={}\nseed={}\n",
+                        plan.sha256,
+                        match plan.compression {
+                            crate::profiles::image::Compression::None => "none",
+                            crate::profiles::image::Compression::Gzip => "gzip",
+                        },
+                        plan.root_partition,
+                        e.urls.seed
+                    )
+                }
+                Err(why) => format!("action=fail\nreason={}\n", one_line(why)),
+            };
+            e.progress.send_modify(|p| {
+                p.agent.hellos += 1;
+                p.agent.disks = disks;
+                match chosen {
+                    Ok(d) => {
+                        p.agent.device = Some(d);
+                        p.agent.refused = None;
+                    }
+                    Err(why) => p.agent.refused = Some(why),
+                }
+            });
+            text(StatusCode::OK, answer)
+        }
+        "progress" => {
+            let f = kv_lines(body);
+            let num = |k: &str| f.get(k).and_then(|v| v.trim().parse::<u64>().ok());
+            e.progress.send_modify(|p| {
+                if let Some(w) = num("written") {
+                    p.agent.written = w;
+                }
+                if let Some(t) = num("total") {
+                    p.agent.total = Some(t);
+                }
+            });
+            text(StatusCode::OK, "ok\n")
+        }
+        "done" => {
+            let f = kv_lines(body);
+            tracing::info!(target: "kiln::bootserver", node = %e.node, "deploy agent wrote the image: {f:?}");
+            e.progress.send_modify(|p| p.agent.done = Some(f));
+            text(StatusCode::OK, "ok\n")
+        }
+        "failed" => {
+            let f = kv_lines(body);
+            let reason = one_line(f.get("reason").map(String::as_str).unwrap_or("no reason given"));
+            tracing::warn!(target: "kiln::bootserver", node = %e.node, "deploy agent failed: {reason}");
+            e.progress.send_modify(|p| {
+                if p.agent.failed.is_none() {
+                    p.agent.failed = Some(reason);
+                }
+            });
+            text(StatusCode::OK, "ok\n")
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
 }
 
 /// `application/x-www-form-urlencoded` fields (cloud-init's phone_home).

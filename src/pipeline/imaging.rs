@@ -4,7 +4,6 @@
 //! other stage's, so a resumed run never powers a node off twice.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::bmc::ops::Waits;
@@ -17,8 +16,8 @@ use crate::pipeline::step::{Outcome, Steps, Stop};
 pub struct ImagingSetup {
     /// The boot server every node's BMC fetches its installer from.
     pub server: Arc<BootServer>,
-    /// The installer image on this machine, per image profile name.
-    pub installers: HashMap<String, PathBuf>,
+    /// What each image profile boots and writes, by profile name.
+    pub installers: HashMap<String, crate::imaging::Media>,
     /// Step deadlines.
     pub deadlines: Deadlines,
     /// BMC read-back waits.
@@ -50,7 +49,7 @@ pub async fn run(cx: &NodeCx, steps: &mut Steps) -> Result<(), Stop> {
         profile: (*cx.image).clone(),
         bmc: Arc::clone(cx.bmc()),
         server: Arc::clone(&setup.server),
-        installer: installer.clone(),
+        media: installer.clone(),
         authorized_keys,
         credentials: Arc::clone(&cx.site.credentials),
         state_dir: cx.site.state.clone(),

@@ -15,6 +15,8 @@ pub enum OsFamily {
     Ubuntu,
     /// Rocky Linux / RHEL (dnf, kickstart).
     Rhel,
+    /// Debian (apt, cloud-init), deployed from a disk image.
+    Debian,
 }
 
 /// How the node boots the installer.
@@ -73,6 +75,163 @@ impl Installer {
     }
 }
 
+/// How a disk image's bytes are laid out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    /// A raw whole-disk image, written byte for byte.
+    #[default]
+    Raw,
+    /// QEMU's qcow2: converted to raw once on kiln's machine (`qemu-img
+    /// convert`), since the deploy environment writes raw streams.
+    Qcow2,
+}
+
+/// How a disk image file is compressed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Not compressed.
+    #[default]
+    None,
+    /// gzip (`.gz`): decompressed by the deploy environment as it streams.
+    Gzip,
+}
+
+/// A whole-disk image written by kiln's deploy environment (the
+/// image-based deploy of Ironic's agent, MAAS or Tinkerbell).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct DiskImage {
+    /// Where nodes fetch it (an HTTP(S) mirror or object store): at site
+    /// scale the bytes then never pass through kiln's machine.
+    pub url: Option<String>,
+    /// A local copy, served by kiln's boot server; preferred over `url`
+    /// when it exists.
+    pub path: Option<String>,
+    /// SHA-256 of the file as fetched (compressed bytes), 64 hex digits.
+    /// A local copy may carry it in `FILE.sha256` beside it instead (as
+    /// `kiln image build` writes it); a URL alone needs it here.
+    pub sha256: Option<String>,
+    /// Raw or qcow2.
+    pub format: DiskFormat,
+    /// How the file is compressed (default: from the name, `.gz`).
+    pub compression: Compression,
+    /// The partition the deploy environment grows to the end of the disk
+    /// and writes the NoCloud seed into; 0 for the last one.
+    pub root_partition: u32,
+}
+
+impl DiskImage {
+    /// The file name of the image (the path's or URL's last segment).
+    pub fn file_name(&self) -> Option<&str> {
+        self.path
+            .as_deref()
+            .or(self.url.as_deref())
+            .and_then(|p| p.rsplit('/').next())
+            .filter(|s| !s.is_empty())
+    }
+}
+
+/// A size bound in whole GiB, as Ironic writes root-device hints
+/// (`100`, `>= 100`, `< 2000`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum SizeHint {
+    /// Exactly this many GiB (rounded down, as Ironic does).
+    Eq(u64),
+    /// At least.
+    Ge(u64),
+    /// At most.
+    Le(u64),
+    /// More than.
+    Gt(u64),
+    /// Less than.
+    Lt(u64),
+}
+
+impl SizeHint {
+    /// Whether a disk of `bytes` satisfies the bound.
+    pub fn accepts(self, bytes: u64) -> bool {
+        let gib = bytes >> 30;
+        match self {
+            SizeHint::Eq(n) => gib == n,
+            SizeHint::Ge(n) => gib >= n,
+            SizeHint::Le(n) => gib <= n,
+            SizeHint::Gt(n) => gib > n,
+            SizeHint::Lt(n) => gib < n,
+        }
+    }
+
+    /// Parses `N`, `== N`, `>= N`, `<= N`, `> N`, `< N` (GiB).
+    pub fn parse(text: &str) -> Result<SizeHint, String> {
+        let t = text.trim();
+        let (op, rest) = ["==", ">=", "<=", ">", "<"]
+            .iter()
+            .find_map(|op| t.strip_prefix(op).map(|r| (*op, r)))
+            .unwrap_or(("==", t));
+        let n: u64 = rest.trim().parse().map_err(|_| {
+            format!("size hint `{text}` is not a whole number of GiB, optionally after ==, >=, <=, > or <")
+        })?;
+        Ok(match op {
+            ">=" => SizeHint::Ge(n),
+            "<=" => SizeHint::Le(n),
+            ">" => SizeHint::Gt(n),
+            "<" => SizeHint::Lt(n),
+            _ => SizeHint::Eq(n),
+        })
+    }
+}
+
+impl std::fmt::Display for SizeHint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SizeHint::Eq(n) => write!(f, "{n} GiB"),
+            SizeHint::Ge(n) => write!(f, ">= {n} GiB"),
+            SizeHint::Le(n) => write!(f, "<= {n} GiB"),
+            SizeHint::Gt(n) => write!(f, "> {n} GiB"),
+            SizeHint::Lt(n) => write!(f, "< {n} GiB"),
+        }
+    }
+}
+
+/// Which disk the image is written to, as Ironic's root-device hints say
+/// it: every hint given must match. Without hints: the smallest disk of
+/// at least 4 GiB.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RootDeviceHints {
+    /// The device name (`/dev/nvme0n1` or `nvme0n1`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Its size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<SizeHint>,
+    /// The model string the disk reports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The vendor string.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
+    /// The serial number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// The World Wide Name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wwn: Option<String>,
+    /// The udev `/dev/disk/by-path` name (`pci-0000:00:17.0-ata-1`, with
+    /// or without the folder).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by_path: Option<String>,
+    /// Spinning (true) or solid-state (false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotational: Option<bool>,
+}
+
+impl RootDeviceHints {
+    /// Whether no hint is given.
+    pub fn is_empty(&self) -> bool {
+        *self == RootDeviceHints::default()
+    }
+}
+
 /// One installable operating system.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct ImageProfile {
@@ -86,8 +245,13 @@ pub struct ImageProfile {
     pub version: String,
     /// Whether the image already carries the NVIDIA driver stack.
     pub includes_driver_stack: bool,
-    /// The installer image.
-    pub installer: Installer,
+    /// The installer image (installer-based profiles).
+    pub installer: Option<Installer>,
+    /// The disk image written by kiln's deploy environment (image-based
+    /// profiles). Exactly one of `installer` and `disk_image` is set.
+    pub disk_image: Option<DiskImage>,
+    /// Which disk an image-based deploy writes to.
+    pub root_device: RootDeviceHints,
     /// How the node boots it.
     pub boot: BootMethod,
     /// How the installer is configured (and so which templates render).
@@ -122,10 +286,11 @@ impl FromNode for OsFamily {
         match String::from_node(cx, node)?.as_str() {
             "ubuntu" => Some(OsFamily::Ubuntu),
             "rhel" => Some(OsFamily::Rhel),
+            "debian" => Some(OsFamily::Debian),
             other => {
                 cx.error(
                     node.pos,
-                    format!("unknown OS family `{other}` (ubuntu or rhel)"),
+                    format!("unknown OS family `{other}` (ubuntu, rhel or debian)"),
                 );
                 None
             }
@@ -226,6 +391,135 @@ impl FromNode for Installer {
     }
 }
 
+impl FromNode for DiskFormat {
+    fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
+        match String::from_node(cx, node)?.as_str() {
+            "raw" => Some(DiskFormat::Raw),
+            "qcow2" => Some(DiskFormat::Qcow2),
+            other => {
+                cx.error(
+                    node.pos,
+                    format!("unknown disk image format `{other}` (raw or qcow2)"),
+                );
+                None
+            }
+        }
+    }
+}
+
+impl FromNode for Compression {
+    fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
+        match String::from_node(cx, node)?.as_str() {
+            "none" => Some(Compression::None),
+            "gzip" => Some(Compression::Gzip),
+            other => {
+                cx.error(
+                    node.pos,
+                    format!("unknown compression `{other}` (none or gzip)"),
+                );
+                None
+            }
+        }
+    }
+}
+
+impl FromNode for DiskImage {
+    fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
+        let mut m = cx.map(node, "disk_image")?;
+        let url: Option<String> = m.opt(cx, "url");
+        let path: Option<String> = m.opt(cx, "path");
+        let sha256: Option<String> = m.opt(cx, "sha256");
+        let format: Option<DiskFormat> = m.opt(cx, "format");
+        let compression: Option<Compression> = m.opt(cx, "compression");
+        let root_partition: Option<u32> = m.opt(cx, "root_partition");
+        m.finish(cx);
+        if url.is_none() && path.is_none() {
+            cx.error(node.pos, "disk_image needs a `url` or a `path`");
+        }
+        if let Some(u) = &url
+            && !(u.starts_with("https://") || u.starts_with("http://"))
+        {
+            cx.error(node.pos, format!("disk_image url `{u}` is not http(s)://"));
+        }
+        if let Some(u) = &url
+            && !u.bytes().all(|b| b.is_ascii_graphic() && !b"\"'`\\;$".contains(&b))
+        {
+            cx.error(
+                node.pos,
+                format!("disk_image url `{u}` has spaces, quotes or shell metacharacters"),
+            );
+        }
+        match &sha256 {
+            Some(d) if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                cx.error(node.pos, format!("disk_image sha256 `{d}` is not 64 hex digits"));
+            }
+            None if path.is_none() => cx.error_help(
+                node.pos,
+                "disk_image with only a `url` needs its `sha256`",
+                "the digest, not the mirror, is what kiln trusts",
+            ),
+            _ => {}
+        }
+        let mut image = DiskImage {
+            url,
+            path,
+            sha256: sha256.map(|d| d.to_ascii_lowercase()),
+            format: format.unwrap_or_default(),
+            compression: Compression::None,
+            root_partition: root_partition.unwrap_or(0),
+        };
+        image.compression = compression.unwrap_or(
+            if image.file_name().is_some_and(|f| f.ends_with(".gz")) {
+                Compression::Gzip
+            } else {
+                Compression::None
+            },
+        );
+        if image.format == DiskFormat::Qcow2 && image.compression != Compression::None {
+            cx.error(node.pos, "a qcow2 image is compressed inside; give it uncompressed");
+        }
+        Some(image)
+    }
+}
+
+impl FromNode for RootDeviceHints {
+    fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
+        let mut m = cx.map(node, "root_device")?;
+        let name: Option<String> = m.opt(cx, "name");
+        let size_node = m.get("size");
+        let model: Option<String> = m.opt(cx, "model");
+        let vendor: Option<String> = m.opt(cx, "vendor");
+        let serial: Option<String> = m.opt(cx, "serial");
+        let wwn: Option<String> = m.opt(cx, "wwn");
+        let by_path: Option<String> = m.opt(cx, "by_path");
+        let rotational: Option<bool> = m.opt(cx, "rotational");
+        m.finish(cx);
+        let size = match size_node {
+            None => None,
+            Some(n) => {
+                let text = String::from_node(cx, n)?;
+                match SizeHint::parse(&text) {
+                    Ok(h) => Some(h),
+                    Err(e) => {
+                        cx.error(n.pos, e);
+                        None
+                    }
+                }
+            }
+        };
+        Some(RootDeviceHints {
+            name: name.map(|n| n.trim_start_matches("/dev/").to_owned()),
+            size,
+            model,
+            vendor,
+            serial,
+            wwn,
+            by_path: by_path.map(|p| p.trim_start_matches("/dev/disk/by-path/").to_owned()),
+            rotational,
+        })
+    }
+}
+
 impl FromNode for ImageProfile {
     fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
         let mut m = cx.map(node, "image profile")?;
@@ -234,11 +528,29 @@ impl FromNode for ImageProfile {
         let family: Option<OsFamily> = m.req(cx, "family");
         let version: Option<String> = m.req(cx, "version");
         let includes_driver_stack: Option<bool> = m.opt(cx, "includes_driver_stack");
-        let installer: Option<Installer> = m.req(cx, "installer");
+        let installer: Option<Installer> = m.opt(cx, "installer");
+        let disk_image: Option<DiskImage> = m.opt(cx, "disk_image");
+        let root_device: Option<RootDeviceHints> = m.opt(cx, "root_device");
         let boot: Option<BootMethod> = m.opt(cx, "boot");
         let seed: Option<SeedKind> = m.opt(cx, "seed");
         let kernel_args: Option<Vec<String>> = m.opt(cx, "kernel_args");
+        let pos = m.pos();
         m.finish(cx);
+        match (&installer, &disk_image) {
+            (Some(_), Some(_)) => cx.error(
+                pos,
+                "an image profile has an `installer` or a `disk_image`, not both",
+            ),
+            (None, None) => cx.error_help(
+                pos,
+                "an image profile needs an `installer` (an ISO kiln boots) or a `disk_image` (written by kiln's deploy environment)",
+                "see images/ubuntu-24.04.yaml and images/debian-12.yaml",
+            ),
+            _ => {}
+        }
+        if installer.is_some() && root_device.is_some() {
+            cx.error(pos, "`root_device` hints apply to a `disk_image` only (the installer picks its own disk)");
+        }
         let family = family?;
         let kernel_args = kernel_args.unwrap_or_default();
         for arg in &kernel_args {
@@ -256,16 +568,23 @@ impl FromNode for ImageProfile {
             }
         }
         let seed = seed.unwrap_or(match family {
+            _ if disk_image.is_some() => SeedKind::Nocloud,
             OsFamily::Ubuntu => SeedKind::Autoinstall,
             OsFamily::Rhel => SeedKind::Kickstart,
+            OsFamily::Debian => SeedKind::Nocloud,
         });
+        if disk_image.is_some() && seed != SeedKind::Nocloud {
+            cx.error(pos, "a `disk_image` is configured by a NoCloud seed (`seed: nocloud`)");
+        }
         Some(ImageProfile {
             name: name?,
             description: description?,
             family,
             version: version?,
             includes_driver_stack: includes_driver_stack.unwrap_or(false),
-            installer: installer?,
+            installer,
+            disk_image,
+            root_device: root_device.unwrap_or_default(),
             boot: boot.unwrap_or_default(),
             seed,
             kernel_args,

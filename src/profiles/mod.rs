@@ -48,6 +48,10 @@ const IMAGES: &[Builtin] = &[
         file: "images/rocky-9.yaml",
         text: include_str!("../../images/rocky-9.yaml"),
     },
+    Builtin {
+        file: "images/debian-12.yaml",
+        text: include_str!("../../images/debian-12.yaml"),
+    },
 ];
 
 /// A profile together with the file it came from (shown by `profile show`).
@@ -157,44 +161,60 @@ impl Catalog {
         }
     }
 
-    /// Adds every `*.yaml` hardware profile in `dir` (if it exists),
-    /// replacing built-ins of the same name. Problems go to `diags`.
+    /// Adds every `*.yaml` profile in `dir` (if it exists), replacing
+    /// built-ins of the same name: hardware profiles in `dir` itself,
+    /// image profiles in `dir/images/`. Problems go to `diags`.
     pub fn add_hardware_dir(&mut self, dir: &Path, diags: &mut Vec<Diagnostic>) {
-        let Ok(read) = std::fs::read_dir(dir) else {
-            return;
-        };
-        let mut files: Vec<_> = read
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
-            .collect();
-        files.sort();
-        for path in files {
-            let name = path.display().to_string();
-            match std::fs::read(&path) {
-                Ok(bytes) if bytes.len() as u64 <= crate::yaml::MAX_FILE_BYTES => {
-                    let text = String::from_utf8_lossy(&bytes);
-                    if let Some((name, entry)) = parse_profile(&name, &text, diags) {
-                        self.hardware.insert(name, entry);
-                    }
-                }
-                Ok(_) => diags.push(Diagnostic {
-                    severity: crate::diag::Severity::Error,
-                    source: Source::new(name, ""),
-                    pos: None,
-                    message: "profile file is too large".into(),
-                    help: None,
-                }),
-                Err(e) => diags.push(Diagnostic {
-                    severity: crate::diag::Severity::Error,
-                    source: Source::new(name, ""),
-                    pos: None,
-                    message: format!("cannot read profile: {e}"),
-                    help: None,
-                }),
-            }
+        for (name, entry) in read_dir_profiles(dir, diags) {
+            self.hardware.insert(name, entry);
+        }
+        for (name, entry) in read_dir_profiles(&dir.join("images"), diags) {
+            self.images.insert(name, entry);
         }
     }
+}
+
+/// Every `*.yaml` profile of one kind in `dir`, in file-name order.
+fn read_dir_profiles<T: FromNode + Named>(
+    dir: &Path,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<(String, Entry<T>)> {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<_> = read
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file() && p.extension().is_some_and(|e| e == "yaml" || e == "yml")
+        })
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for path in files {
+        let name = path.display().to_string();
+        match std::fs::read(&path) {
+            Ok(bytes) if bytes.len() as u64 <= crate::yaml::MAX_FILE_BYTES => {
+                let text = String::from_utf8_lossy(&bytes);
+                out.extend(parse_profile(&name, &text, diags));
+            }
+            Ok(_) => diags.push(Diagnostic {
+                severity: crate::diag::Severity::Error,
+                source: Source::new(name, ""),
+                pos: None,
+                message: "profile file is too large".into(),
+                help: None,
+            }),
+            Err(e) => diags.push(Diagnostic {
+                severity: crate::diag::Severity::Error,
+                source: Source::new(name, ""),
+                pos: None,
+                message: format!("cannot read profile: {e}"),
+                help: None,
+            }),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -211,7 +231,7 @@ mod tests {
             ),
         };
         assert_eq!(catalog.hardware.len(), 3);
-        assert_eq!(catalog.images.len(), 3);
+        assert_eq!(catalog.images.len(), 4);
         for entry in catalog.hardware.values() {
             let p = &entry.profile;
             assert_eq!(p.gpu.count, 8, "{}", p.name);

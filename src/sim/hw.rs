@@ -884,6 +884,7 @@ fn kernel_of(family: OsFamily, version: &str) -> String {
         (OsFamily::Ubuntu, "22.04") => "5.15.0-126-generic",
         (OsFamily::Ubuntu, _) => "6.8.0-49-generic",
         (OsFamily::Rhel, _) => "5.14.0-503.14.1.el9_5.x86_64",
+        (OsFamily::Debian, _) => "6.1.0-37-cloud-amd64",
     }
     .to_owned()
 }
@@ -916,7 +917,9 @@ impl SoftwareState {
             .iter()
             .map(|u| {
                 let on = match family {
-                    OsFamily::Ubuntu => matches!(*u, "ssh" | "cron" | "rsyslog" | "chrony"),
+                    OsFamily::Ubuntu | OsFamily::Debian => {
+                        matches!(*u, "ssh" | "cron" | "rsyslog" | "chrony")
+                    }
                     OsFamily::Rhel => matches!(*u, "sshd" | "crond" | "rsyslog" | "chronyd"),
                 };
                 (
@@ -943,6 +946,7 @@ impl SoftwareState {
             os_name: match family {
                 OsFamily::Ubuntu => "Ubuntu 24.04 LTS".into(),
                 OsFamily::Rhel => "Rocky Linux 9".into(),
+                OsFamily::Debian => "Debian GNU/Linux 12 (bookworm)".into(),
             },
             kernel: kernel_of(family, ""),
             peermem_loaded: false,
@@ -958,11 +962,12 @@ impl SoftwareState {
         sw.os_name = match image.family {
             OsFamily::Ubuntu => format!("Ubuntu {} LTS", image.version),
             OsFamily::Rhel => format!("Rocky Linux {}", image.version),
+            OsFamily::Debian => format!("Debian GNU/Linux {}", image.version),
         };
         sw.kernel = kernel_of(image.family, &image.version);
         if image.includes_driver_stack {
             let (driver, fm, dcgm) = match image.family {
-                OsFamily::Ubuntu => (
+                OsFamily::Ubuntu | OsFamily::Debian => (
                     "nvidia-driver-570-server-open",
                     "nvidia-fabricmanager-570",
                     "datacenter-gpu-manager-4-cuda12",
@@ -1002,6 +1007,7 @@ impl SoftwareState {
             match self.family {
                 OsFamily::Ubuntu => format!("{v}-0ubuntu0.24.04.1"),
                 OsFamily::Rhel => format!("{v}-1.el9"),
+                OsFamily::Debian => format!("{v}-1"),
             }
         };
         if let Some(p) = pinned {

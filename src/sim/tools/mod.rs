@@ -228,7 +228,7 @@ pub fn is_available(sw: &SoftwareState, name: &str) -> bool {
         "ib_write_bw" => sw.has_kind(|k| k == PkgKind::Perftest),
         "mpirun" | "mpiexec" => sw.has_kind(|k| k == PkgKind::Mpi),
         "apt-get" | "apt" | "apt-cache" | "dpkg-query" | "dpkg" | "update-initramfs" => {
-            sw.family == OsFamily::Ubuntu
+            matches!(sw.family, OsFamily::Ubuntu | OsFamily::Debian)
         }
         "dnf" | "yum" | "rpm" | "dracut" => sw.family == OsFamily::Rhel,
         _ => is_simulated(name),

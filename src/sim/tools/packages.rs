@@ -114,7 +114,7 @@ fn deps(sw: &SoftwareState, name: &str) -> Vec<String> {
                 .or_else(|| sw.driver.as_deref().and_then(crate::sim::hw::branch_of))
                 .unwrap_or(580);
             match sw.family {
-                OsFamily::Ubuntu => {
+                OsFamily::Ubuntu | OsFamily::Debian => {
                     let flavour = if name.contains("-server") {
                         "-server"
                     } else {
