@@ -25,4 +25,5 @@ pub mod report;
 pub mod secret;
 pub mod sim;
 pub mod ssh;
+pub mod vmlab;
 pub mod yaml;

@@ -86,7 +86,7 @@ async fn uefi_http_boot_where_the_bmc_takes_a_uri() {
         profile,
         bmc,
         server,
-        installer,
+        media: kiln::imaging::Media::Installer(installer),
         authorized_keys: vec![public.trim().to_owned()],
         credentials: Arc::new(Credentials::new()),
         state_dir: state.clone(),

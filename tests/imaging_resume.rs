@@ -121,7 +121,7 @@ async fn a_resumed_run_picks_up_the_install_under_way() {
             .clone(),
         bmc: Arc::clone(&bmc),
         server,
-        installer: installer.clone(),
+        media: kiln::imaging::Media::Installer(installer.clone()),
         authorized_keys: keys.clone(),
         credentials: Arc::clone(&creds),
         state_dir: state.clone(),

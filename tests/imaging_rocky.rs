@@ -106,7 +106,7 @@ async fn rocky_installs_by_kickstart_over_uefi_http_boot() {
         profile,
         bmc,
         server,
-        installer,
+        media: kiln::imaging::Media::Installer(installer),
         credentials: creds,
         state_dir: state.clone(),
         known_hosts: state.join("ssh_known_hosts"),

@@ -281,6 +281,30 @@ pub enum ImageCommand {
     /// once, wait for the install to call back and SSH to answer with the
     /// host key kiln gave the node, boot from disk, verify the OS.
     Deploy(DeployArgs),
+    /// Build, from Debian's packages, the deploy environment (kernel and
+    /// busybox initramfs whose agent writes disk images; ISO and files)
+    /// or the debian-12 disk image. Needs Debian's mmdebstrap, xorriso,
+    /// grub-efi-amd64-bin, mtools, dosfstools, fdisk, e2fsprogs, cpio.
+    Build {
+        /// What to build.
+        #[arg(value_enum)]
+        what: BuildTarget,
+        /// Output folder (default: the state folder's `deploy-env/` or
+        /// `images/`, where `provision` and `image deploy` look).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+}
+
+/// What `kiln image build` makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BuildTarget {
+    /// The deploy environment: vmlinuz, initrd.img, deploy.iso.
+    DeployEnv,
+    /// A small Debian 12 UEFI disk image with cloud-init:
+    /// debian-12.raw.gz and its .sha256.
+    #[value(name = "debian-12")]
+    Debian12,
 }
 
 /// `kiln drivers …`

@@ -128,6 +128,12 @@ pub fn run(ctx: &Ctx, cmd: ImageCommand) -> anyhow::Result<ExitStatus> {
                 }
             }
         }
+        ImageCommand::Build { what, out } => {
+            // The state folder beside the inventory when there is one, else
+            // `KILN_STATE_DIR` or `./.kiln`.
+            let state = state_dir(ctx.global.inventory.as_deref().unwrap_or(Path::new("x")));
+            super::image_build::build(ctx, what, out.as_deref(), &state)
+        }
         ImageCommand::Deploy(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod demo_cloud;
 pub mod drivers;
 pub mod image;
+pub mod image_build;
 pub mod inventory;
 pub mod judge;
 pub mod keys;
