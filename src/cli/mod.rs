@@ -153,6 +153,16 @@ pub struct DemoArgs {
     /// Inject no faults: every node should be accepted.
     #[arg(long)]
     pub no_faults: bool,
+    /// Image real machines instead: QEMU/OVMF virtual machines behind
+    /// sushy-tools Redfish BMCs (libvirt), Debian 12 written by kiln's
+    /// deploy environment (needs root, Debian's qemu-system-x86, ovmf,
+    /// libvirt and mmdebstrap; `scripts/vmrack/deps.sh` installs them).
+    #[arg(long, conflicts_with_all = ["faults", "no_faults", "time_scale"])]
+    pub vm: bool,
+    /// With --vm: how many machines (the last of three or more is given a
+    /// root-device hint that matches no disk, to show a failure).
+    #[arg(long, value_name = "N", default_value_t = 3, requires = "vm")]
+    pub vms: u8,
 }
 
 /// `kiln provision`

@@ -36,6 +36,9 @@ const CLOUD: ([u8; 4], u16) = ([127, 10, 0, 253], 8480);
 
 /// Runs `kiln demo`.
 pub fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<ExitStatus> {
+    if args.vm {
+        return super::demo_vm::run(ctx, args);
+    }
     if !(args.time_scale.is_finite() && args.time_scale >= 1.0) {
         return Err(BadInput(format!(
             "--time-scale must be 1 or more, not {}",
@@ -147,7 +150,7 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<ExitStatus> {
 }
 
 /// Empties the demo folder, refusing one that kiln did not make.
-fn prepare(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn prepare(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() {
         let empty = std::fs::read_dir(dir)
             .with_context(|| format!("cannot read {}", dir.display()))?

@@ -9,6 +9,7 @@ pub mod bench_ssh;
 pub mod bmc;
 pub mod demo;
 pub mod demo_cloud;
+pub mod demo_vm;
 pub mod drivers;
 pub mod image;
 pub mod image_build;
