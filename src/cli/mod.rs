@@ -290,7 +290,7 @@ pub enum ImageCommand {
     /// Image the selected nodes: power off, insert the installer, boot it
     /// once, wait for the install to call back and SSH to answer with the
     /// host key kiln gave the node, boot from disk, verify the OS.
-    Deploy(DeployArgs),
+    Deploy(Box<DeployArgs>),
     /// Build, from Debian's packages, the deploy environment (kernel and
     /// busybox initramfs whose agent writes disk images; ISO and files)
     /// or the debian-12 disk image. Needs Debian's mmdebstrap, xorriso,
@@ -882,6 +882,18 @@ pub enum BenchCommand {
         /// Timed rounds per server (interleaved); the median is reported.
         #[arg(long, default_value_t = 3)]
         runs: u32,
+    },
+    /// Image a rack of real VMs (`kiln demo --vm`'s): power-on to verified
+    /// SSH per machine, the deploy agent's write rate against a plain dd
+    /// of the same image to the same disk, kiln's CPU per GiB served.
+    Deploy {
+        /// Virtual machines.
+        #[arg(long, default_value_t = 2)]
+        vms: u8,
+        /// Work folder (default: kiln-bench-deploy in the temporary
+        /// folder; cleared first).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
     /// Run `true` on many hosts with `kiln exec`, pdsh and clush, against
     /// one local OpenSSH server on a loopback address per host.

@@ -37,6 +37,7 @@ pub fn run(ctx: &Ctx, cmd: BenchCommand) -> anyhow::Result<ExitStatus> {
             clients,
             runs,
         } => super::bench_bootserver::run(ctx, size, clients, runs),
+        BenchCommand::Deploy { vms, dir } => super::bench_deploy::run(ctx, vms, dir),
         BenchCommand::Ssh {
             hosts,
             fanout,

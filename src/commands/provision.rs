@@ -83,6 +83,9 @@ pub struct ImagingRequest {
     pub boot_timeout: Option<Duration>,
     /// `--reimage`.
     pub reimage: bool,
+    /// Have each deploy agent time a plain copy of the image first
+    /// (`kiln bench deploy`).
+    pub bench_peer: bool,
     /// `--install-timeout` (default 60 minutes).
     pub install_timeout: Option<Duration>,
     /// Longest wait from the install call-back to a verified SSH login
@@ -113,6 +116,7 @@ impl From<&ProvisionArgs> for Request {
                 advertise_bmc: a.advertise_bmc.clone(),
                 boot_timeout: Some(a.boot_timeout),
                 reimage: a.reimage,
+                bench_peer: false,
                 install_timeout: Some(a.install_timeout),
                 ssh_timeout: None,
                 poll: None,
@@ -498,8 +502,11 @@ fn check_imaging(
                 state,
             },
         ) {
-            Ok(path) => {
-                installers.insert(name.clone(), path);
+            Ok(mut media) => {
+                if let crate::imaging::Media::Disk(d) = &mut media {
+                    d.bench_peer = request.bench_peer;
+                }
+                installers.insert(name.clone(), media);
             }
             Err(e) => problems.push(format!("{e:#}")),
         }

@@ -468,6 +468,7 @@ async fn wait_written(
                 "write_s": seconds,
                 "write_mib_s": rate,
                 "sha256": field("sha256"),
+                "peer_write_s": field("peer_seconds").parse::<f64>().ok(),
                 "disks": agent.disks,
                 "written_after_s": start.elapsed().as_secs_f64(),
             })));
@@ -674,6 +675,7 @@ async fn prepare(cx: &ImageCx) -> anyhow::Result<Prepared> {
                 sha256: d.sha256.clone(),
                 compression: d.compression,
                 root_partition: d.root_partition,
+                bench_peer: d.bench_peer,
             },
         );
     }

@@ -99,6 +99,8 @@ pub struct DiskMedia {
     pub compression: crate::profiles::image::Compression,
     /// The partition grown and seeded (0: the last).
     pub root_partition: u32,
+    /// Time a plain copy of the image first (`kiln bench deploy`).
+    pub bench_peer: bool,
 }
 
 /// Where a disk image comes from.
@@ -217,6 +219,7 @@ pub fn locate(profile: &ImageProfile, places: Places<'_>) -> anyhow::Result<Medi
         sha256,
         compression: disk.compression,
         root_partition: disk.root_partition,
+        bench_peer: false,
     }))
 }
 

@@ -54,6 +54,15 @@ const IN_FLIGHT: usize = 4;
 /// Largest call-back body accepted.
 const CALLBACK_LIMIT: usize = 64 << 10;
 
+/// File bytes handed to clients by every boot server of this process
+/// (`kiln bench deploy` divides its CPU time by them).
+static SERVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// File bytes served so far by the boot servers of this process.
+pub fn bytes_served() -> u64 {
+    SERVED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A file the server streams, with bytes laid over it.
 #[derive(Clone, Debug)]
 pub struct ServedFile {
@@ -135,6 +144,10 @@ pub struct AgentPlan {
     pub compression: crate::profiles::image::Compression,
     /// The partition grown and seeded (0: the last).
     pub root_partition: u32,
+    /// Before writing, time a plain `wget | gunzip | dd` of the same image
+    /// to the same disk (`kiln bench deploy`'s peer; `peer_seconds` in
+    /// `done`).
+    pub bench_peer: bool,
 }
 
 impl Progress {
@@ -662,7 +675,7 @@ fn agent_call(state: &RwLock<State>, e: &NodeEntry, call: &str, body: &str) -> R
                         },
                         plan.root_partition,
                         e.urls.seed
-                    )
+                    ) + if plan.bench_peer { "bench=1\n" } else { "" }
                 }
                 Err(why) => format!("action=fail\nreason={}\n", one_line(why)),
             };
@@ -890,6 +903,7 @@ fn pump(
         if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
             return; // The client went away.
         }
+        SERVED.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         pos += n as u64;
     }
 }
