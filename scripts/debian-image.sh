@@ -49,7 +49,7 @@ log() { printf '%s debian-image: %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "run as root (mmdebstrap root mode, file ownership in the image)"
-for tool in mmdebstrap sfdisk mkfs.ext4 mkfs.vfat mmd mcopy gzip sha256sum; do
+for tool in mmdebstrap sfdisk mkfs.ext4 dumpe2fs debugfs e2fsck mkfs.vfat mmd mcopy gzip sha256sum; do
     command -v "$tool" >/dev/null || die "missing $tool (apt-get install mmdebstrap fdisk e2fsprogs dosfstools mtools)"
 done
 
@@ -156,8 +156,9 @@ rm -f "$ROOT/var/lib/dbus/machine-id"
 rm -rf "$ROOT"/var/lib/apt/lists/* "$ROOT"/var/cache/apt/*.bin "$ROOT"/var/cache/apt/archives/*.deb \
     "$ROOT"/var/cache/debconf/*-old "$ROOT"/var/lib/dpkg/*-old "$ROOT"/var/cache/ldconfig/aux-cache \
     "$ROOT"/var/log/*.log "$ROOT"/var/log/apt/* "$ROOT"/tmp/* "$ROOT"/var/tmp/*
-[ -e "$ROOT/vmlinuz" ] && [ -e "$ROOT/initrd.img" ] ||
+if [ ! -e "$ROOT/vmlinuz" ] || [ ! -e "$ROOT/initrd.img" ]; then
     die "the kernel postinst made no /vmlinuz, /initrd.img links"
+fi
 
 # --- 3. the EFI loader: standalone GRUB from the image's grub-efi-amd64-bin ----
 # Prefers the last partition (gpt2) of the disk the loader came from, so a
@@ -178,12 +179,18 @@ menuentry 'Debian GNU/Linux 12' {
   initrd /initrd.img
 }
 EOF
-cp "$WORK/grub-embed.cfg" "$ROOT/tmp/grub-embed.cfg"
-chroot "$ROOT" grub-mkstandalone --format=x86_64-efi --output=/tmp/BOOTX64.EFI \
-    --modules="part_gpt part_msdos ext2 fat search search_label linux normal serial terminal echo regexp probe test" \
-    --locales= --fonts= --themes= "boot/grub/grub.cfg=/tmp/grub-embed.cfg"
+# What grub-mkstandalone does, minus its time-stamped memdisk: the config in
+# a fixed tar, every module built in (all_video: the kernel gets the EFI
+# framebuffer, so console=tty0 shows on a BMC's remote screen).
+mkdir -p "$WORK/memdisk/boot/grub"
+cp "$WORK/grub-embed.cfg" "$WORK/memdisk/boot/grub/grub.cfg"
+tar --sort=name --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 --numeric-owner \
+    --format=ustar -C "$WORK/memdisk" -cf "$ROOT/tmp/memdisk.tar" boot
+chroot "$ROOT" grub-mkimage -O x86_64-efi -o /tmp/BOOTX64.EFI -p '(memdisk)/boot/grub' \
+    -m /tmp/memdisk.tar memdisk tar part_gpt part_msdos ext2 fat search search_label \
+    linux normal configfile serial terminal echo regexp probe test all_video
 mv "$ROOT/tmp/BOOTX64.EFI" "$WORK/BOOTX64.EFI"
-rm -f "$ROOT/tmp/grub-embed.cfg"
+rm -f "$ROOT/tmp/memdisk.tar"
 step "configured, BOOTX64.EFI built"
 
 # Fixed mtimes (files created by maintainer scripts carry the build's time).
@@ -207,6 +214,29 @@ EOF
 E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mkfs.ext4 -q -F -L "$LABEL" -U "$ROOT_FS_UUID" \
     -E "offset=$((ROOT_START * 512)),nodiscard,hash_seed=$ROOT_FS_UUID,root_owner=0:0" \
     -d "$ROOT" "$RAW" "$((ROOT_MIB * 1024))k" >&2
+# mke2fs -d (1.47.0) copies each file's ctime and atime, which are the
+# build's clock, and stamps the superblock's write time: set them all to
+# SOURCE_DATE_EPOCH (every inode in use).
+ROOT_FS="$RAW?offset=$((ROOT_START * 512))"
+dumpe2fs "$ROOT_FS" 2>/dev/null | awk -v t="@$SOURCE_DATE_EPOCH" '
+/^Inodes per group:/ { ipg = $4 }
+/^Group [0-9]+:/ { g = $2; sub(":", "", g) }
+/^  Free inodes:/ {
+    delete free
+    n = split(substr($0, index($0, ":") + 1), parts, ",")
+    for (i = 1; i <= n; i++) {
+        p = parts[i]; gsub(/ /, "", p)
+        if (p == "") continue
+        if (split(p, r, "-") == 2) { for (j = r[1]; j <= r[2]; j++) free[j] = 1 } else free[p] = 1
+    }
+    for (j = g * ipg + 1; j <= (g + 1) * ipg; j++)
+        if (!(j in free)) printf "sif <%d> ctime %s\nsif <%d> atime %s\n", j, t, j, t
+}' > "$WORK/times.debugfs"
+[ -s "$WORK/times.debugfs" ] || die "dumpe2fs listed no inodes in use"
+echo "ssv wtime @$SOURCE_DATE_EPOCH" >> "$WORK/times.debugfs"
+E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH debugfs -w -f "$WORK/times.debugfs" "$ROOT_FS" >/dev/null 2>"$WORK/debugfs.err" ||
+    die "debugfs: $(tail -n 3 "$WORK/debugfs.err")"
+e2fsck -fn "$ROOT_FS" >"$WORK/e2fsck.log" 2>&1 || die "e2fsck: $(tail -n 5 "$WORK/e2fsck.log")"
 # ESP: a FAT32 file system image, copied into partition 1.
 ESP_IMG="$WORK/esp.img"
 rm -f "$ESP_IMG"
@@ -224,6 +254,7 @@ mv "$OUT_GZ.tmp" "$OUT_GZ"
 mv "$OUT_SUM.tmp" "$OUT_SUM"
 step "compressed: $(du -h "$OUT_GZ" | cut -f1), sha256 $(cat "$OUT_SUM")"
 rm -rf "$WORK"
+rmdir "$(dirname "$WORK")" 2>/dev/null || true
 echo "$WANT_STAMP" > "$STAMP"
 log "done in $(($(date +%s) - START)) s"
 printf '%s\n%s\n' "$OUT_GZ" "$OUT_SUM"

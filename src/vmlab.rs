@@ -43,19 +43,31 @@ pub struct VmSpec {
     /// With a network card (false: a node that boots but can never reach
     /// the boot server).
     pub nic: bool,
-    /// Where the guest's sshd is forwarded (`127.0.0.1:PORT`).
-    pub ssh_port: u16,
+    /// Where the guest's sshd is forwarded (`127.0.0.1:PORT`); none
+    /// without a NIC.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh_port: Option<u16>,
     /// The BMC's loopback address.
     pub bmc_ip: String,
     /// The BMC's port.
     pub bmc_port: u16,
-    /// The NIC's MAC.
-    pub mac: String,
+    /// The NIC's MAC; none without a NIC.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
     /// `ok`, or `refuse`: the BMC refuses virtual media.
     pub media: String,
 }
 
 impl VmSpec {
+    /// The same machine without a network card: it boots, but can never
+    /// reach anything.
+    pub fn without_nic(mut self) -> VmSpec {
+        self.nic = false;
+        self.ssh_port = None;
+        self.mac = None;
+        self
+    }
+
     /// A healthy node `name`, number `i` (from 0) of rack network `net`
     /// (BMC on 127.NET.0.(i+1), SSH on 127.0.0.1:(20000 + NET×32 + i)).
     pub fn new(name: &str, net: u8, i: u8) -> VmSpec {
@@ -65,10 +77,10 @@ impl VmSpec {
             memory_mib: 1024,
             vcpus: 2,
             nic: true,
-            ssh_port: 20000 + u16::from(net) * 32 + u16::from(i),
+            ssh_port: Some(20000 + u16::from(net) * 32 + u16::from(i)),
             bmc_ip: format!("127.{net}.0.{}", u16::from(i) + 1),
             bmc_port: 8443,
-            mac: format!("52:54:00:6b:{net:02x}:{:02x}", i + 1),
+            mac: Some(format!("52:54:00:6b:{net:02x}:{:02x}", i + 1)),
             media: "ok".into(),
         }
     }
@@ -93,10 +105,10 @@ pub struct VmNode {
     pub password: String,
     /// The BMC certificate's SHA-256 fingerprint (`sha256:AB:CD:…`).
     pub fingerprint: String,
-    /// `127.0.0.1:PORT`.
-    pub ssh: String,
-    /// The NIC's MAC.
-    pub mac: String,
+    /// `127.0.0.1:PORT`; none without a NIC.
+    pub ssh: Option<String>,
+    /// The NIC's MAC; none without a NIC.
+    pub mac: Option<String>,
     /// The serial console's log file.
     pub serial_log: PathBuf,
 }
@@ -116,6 +128,8 @@ pub struct VmRack {
     pub workdir: PathBuf,
     /// What is running.
     pub info: RackInfo,
+    /// What was asked for.
+    pub specs: Vec<VmSpec>,
 }
 
 /// What this machine lacks to run a VM rack (empty: nothing).
@@ -182,6 +196,7 @@ impl VmRack {
         Ok(VmRack {
             workdir: workdir.to_owned(),
             info,
+            specs: vms.to_vec(),
         })
     }
 
@@ -203,15 +218,20 @@ impl VmRack {
             "limits:\n  per_bmc: 1\n  power_on: {per_rack: 16, interval: 1s}\nracks:\n  - name: vm\n    nodes:\n",
         );
         for n in &self.info.nodes {
+            // A machine without a NIC still needs an SSH address: the
+            // discard port, where nothing answers.
+            let ssh = n.ssh.clone().unwrap_or_else(|| "127.0.0.1:9".to_owned());
             y.push_str(&format!(
-                "      - name: {}\n        bmc: {{address: {}, system: {}, tls: {{pin: {}}}}}\n        ssh: {}\n        mac: {}\n",
+                "      - name: {}\n        bmc: {{address: {}, system: {}, tls: {{pin: {}}}}}\n        ssh: {}\n",
                 n.name,
                 json_str(&n.bmc_url),
                 json_str(&n.uuid),
                 json_str(&n.fingerprint),
-                json_str(&n.ssh),
-                json_str(&n.mac)
+                json_str(&ssh),
             ));
+            if let Some(mac) = &n.mac {
+                y.push_str(&format!("        mac: {}\n", json_str(mac)));
+            }
             if let Some((_, image)) = images.iter().find(|(node, _)| *node == n.name) {
                 y.push_str(&format!("        image: {}\n", json_str(image)));
             }

@@ -37,7 +37,7 @@ const MIRROR_PORT: u16 = 18202;
 
 fn kiln(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .env("KILN_VM_BMC_PASSWORD", "sushy-pass")
+        .env("KILN_VM_BMC_PASSWORD", "vmrack-pass")
         .env("KILN_STATE_DIR", dir.join("state"))
         .env("NO_COLOR", "1")
         .env_remove("RUST_LOG")
@@ -165,18 +165,23 @@ fn vm_rack_images_real_uefi_machines_end_to_end() {
         profiles.join("debian-12-mirror.yaml"),
         format!(
             "name: debian-12-mirror\ndescription: Debian 12 from a mirror, with the wrong digest\n\
-             family: debian\nversion: \"12\"\ndisk_image:\n  url: http://10.0.2.2:{MIRROR_PORT}/debian-12.raw.gz\n\
+             family: debian\nversion: \"12\"\ndisk_image:\n  url: http://10.0.2.2:{MIRROR_PORT}/debian-12-mirror.raw.gz\n\
              \x20 sha256: {}\nseed: nocloud\n",
             "0".repeat(64)
         ),
     )
     .unwrap();
-    let _mirror = mirror(&images);
+    // The mirror's copy has its own name: a local file of the URL's name
+    // would be served by kiln instead (and its digest checked before).
+    let mirrored = dir.join("mirror");
+    std::fs::create_dir_all(&mirrored).unwrap();
+    std::os::unix::fs::symlink(&image, mirrored.join("debian-12-mirror.raw.gz")).unwrap();
+    let _mirror = mirror(&mirrored);
 
     let mut vms: Vec<VmSpec> = (0..6)
         .map(|i| VmSpec::new(&format!("vm-n{}", i + 1), NET, i))
         .collect();
-    vms[4].nic = false; // never reaches the boot server
+    vms[4] = vms[4].clone().without_nic(); // never reaches the boot server
     vms[5].media = "refuse".into(); // its BMC refuses virtual media
     for vm in &mut vms[2..] {
         // The fault nodes never run an OS: less memory, fewer vCPUs.
@@ -231,8 +236,8 @@ fn vm_rack_images_real_uefi_machines_end_to_end() {
         )
     };
     let out = provision("vm-n*");
-    let record: Value =
-        serde_json::from_slice(&kiln(dir, &["--json", "runs", "show"]).stdout).unwrap();
+    let record: Value = serde_json::from_slice(&kiln(dir, &["--json", "runs", "show"]).stdout)
+        .unwrap_or_else(|e| panic!("no run record ({e}):\n{}", text(&out)));
     let why = || format!("{}\n{}\n{}", text(&out), record, consoles(&rack));
     eprintln!("vm_rack: first run ended after {:?}", started.elapsed());
     assert_eq!(out.status.code(), Some(1), "{}", why());

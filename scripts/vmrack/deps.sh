@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Installs what scripts/vmrack/up.sh needs on Debian 12 (bookworm), if missing:
 #
-#   scripts/vmrack/deps.sh            # the rack: QEMU, OVMF, libvirt, libvirt-python
-#   scripts/vmrack/deps.sh --smoke    # also what smoke.sh needs to build its test ISO
+#   scripts/vmrack/deps.sh            # the rack (QEMU, OVMF, libvirt, libvirt-python)
+#                                     # and `kiln image build` (mmdebstrap, grub, xorriso, ...)
+#   scripts/vmrack/deps.sh --smoke    # the same (smoke.sh's test ISO needs nothing more)
 #
-# 1. apt packages (root; DEBIAN_FRONTEND=noninteractive, --no-install-recommends).
-#    qemu-utils must come from the same QEMU build as qemu-system-x86: a
-#    qemu-utils from bookworm-backports (10.x) conflicts with bookworm's
-#    qemu-system-x86 7.2. Only when the installed qemu-utils differs from the
-#    version of qemu-system-x86 apt would use is it pinned to that version
-#    (with --allow-downgrades).
+# 1. apt packages (root; DEBIAN_FRONTEND=noninteractive, --no-install-recommends),
+#    only those not installed. A qemu-utils from bookworm-backports (10.x)
+#    conflicts with bookworm's qemu-system-x86 7.2: only when apt's
+#    simulation of the install fails and the installed qemu-utils is of
+#    another version than the qemu-system-x86 apt would use, qemu-utils is
+#    pinned to that version (--allow-downgrades).
 # 2. the interop venv (tests/interop/setup-python.sh, target/interop-venv)
 #    plus libvirt-python, built from its sdist against libvirt-dev.
 #
@@ -40,7 +41,9 @@ pkgs=(qemu-system-x86 qemu-utils ovmf
     libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
     libvirt-dev pkg-config gcc python3-dev python3-venv
     openssl curl ca-certificates)
-((smoke)) && pkgs+=(grub-efi-amd64-bin grub-common xorriso mtools)
+# `kiln image build deploy-env|debian-12` (also smoke.sh's test ISO).
+pkgs+=(mmdebstrap grub-efi-amd64-bin grub-common xorriso mtools dosfstools fdisk e2fsprogs cpio)
+: "$smoke"
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
@@ -52,11 +55,11 @@ fail() {
 }
 
 installed_version() { # prints the installed version of $1, or nothing
-    dpkg-query -W -f='${db:Status-Abbrev} ${Version}\n' "$1" 2>/dev/null |
+    { dpkg-query -W -f='${db:Status-Abbrev} ${Version}\n' "$1" 2>/dev/null || true; } |
         awk '$1 == "ii" { print $2 }'
 }
 candidate_version() {
-    apt-cache policy "$1" 2>/dev/null | awk '$1 == "Candidate:" { print $2 }'
+    { apt-cache policy "$1" 2>/dev/null || true; } | awk '$1 == "Candidate:" { print $2 }'
 }
 
 missing=()
@@ -64,50 +67,39 @@ for p in "${pkgs[@]}"; do
     [[ -n $(installed_version "$p") ]] || missing+=("$p")
 done
 
-# The QEMU version apt will use: the installed qemu-system-x86, else its candidate.
-qemu_utils_pin=
-qemu_ver=$(installed_version qemu-system-x86)
-utils_ver=$(installed_version qemu-utils)
-if [[ -n $utils_ver ]]; then
-    if [[ -z $qemu_ver ]]; then
-        if ((${#missing[@]})); then
-            apt-get update -qq >"$log" 2>&1 || fail "apt-get update"
-            updated=1
-        fi
-        qemu_ver=$(candidate_version qemu-system-x86)
-    fi
-    if [[ -n $qemu_ver && $qemu_ver != "(none)" && $utils_ver != "$qemu_ver" ]]; then
-        qemu_utils_pin="qemu-utils=$qemu_ver"
-        missing+=(qemu-utils)
-    fi
-fi
-
 if ((${#missing[@]})); then
     if [[ $(id -u) != 0 ]]; then
         echo "vmrack deps.sh: missing packages ${missing[*]}; run as root" >&2
         exit 1
     fi
     export DEBIAN_FRONTEND=noninteractive
-    if [[ -z ${updated:-} ]]; then
-        apt-get update -qq >"$log" 2>&1 || fail "apt-get update"
-    fi
-    install=()
-    for p in "${missing[@]}"; do
-        if [[ $p == qemu-utils && -n $qemu_utils_pin ]]; then
-            install+=("$qemu_utils_pin")
-        else
-            install+=("$p")
-        fi
-    done
-    # Deduplicate (qemu-utils may be listed twice).
-    mapfile -t install < <(printf '%s\n' "${install[@]}" | awk '!seen[$0]++')
+    apt-get update -qq >"$log" 2>&1 || fail "apt-get update"
+    opts=(-y -qq --no-install-recommends
+        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
+    install=("${missing[@]}")
     extra=()
-    [[ -n $qemu_utils_pin ]] && extra+=(--allow-downgrades)
+    if ! apt-get install -s "${opts[@]}" "${install[@]}" >"$log" 2>&1; then
+        # The known conflict: a qemu-utils of another QEMU build (e.g. 10.x from
+        # bookworm-backports) than the qemu-system-x86 apt is going to use.
+        # Then take qemu-utils from that same build.
+        utils_ver=$(installed_version qemu-utils)
+        qemu_ver=$(installed_version qemu-system-x86)
+        [[ -n $qemu_ver ]] || qemu_ver=$(candidate_version qemu-system-x86)
+        if [[ -n $utils_ver && -n $qemu_ver && $qemu_ver != "(none)" && $utils_ver != "$qemu_ver" ]]; then
+            install=()
+            for p in "${missing[@]}"; do
+                [[ $p == qemu-utils ]] || install+=("$p")
+            done
+            install+=("qemu-utils=$qemu_ver")
+            extra=(--allow-downgrades)
+            echo "vmrack deps.sh: qemu-utils $utils_ver does not fit qemu-system-x86 $qemu_ver; installing qemu-utils=$qemu_ver" >&2
+        else
+            fail "apt-get install -s ${install[*]} (simulation)"
+        fi
+    fi
     echo "vmrack deps.sh: apt-get install ${install[*]}" >&2
-    apt-get install -y -qq --no-install-recommends "${extra[@]}" \
-        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-        "${install[@]}" >"$log" 2>&1 ||
-        fail "apt-get install ${install[*]}"
+    apt-get install "${opts[@]}" "${extra[@]}" "${install[@]}" >"$log" 2>&1 ||
+        fail "apt-get install ${extra[*]} ${install[*]}"
 fi
 
 venv=$("$root/tests/interop/setup-python.sh")

@@ -40,16 +40,16 @@ running() {
 }
 # stop_pid PID COMM: SIGTERM, then SIGKILL after 10 s, if PID still is COMM.
 stop_pid() {
-    local pid=$1 comm=$2 i
+    local pid=$1 comm=$2
     [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$comm" ]] || return 0
     running "$pid" || return 0
     kill -TERM "$pid" 2>/dev/null
-    for i in $(seq 100); do
+    for _ in $(seq 100); do
         running "$pid" || return 0
         sleep 0.1
     done
     kill -KILL "$pid" 2>/dev/null
-    for i in $(seq 30); do
+    for _ in $(seq 30); do
         running "$pid" || return 0
         sleep 0.1
     done
@@ -126,7 +126,8 @@ if [[ -f $workdir/pool-created ]]; then
         target=$("${virsh[@]}" pool-dumpxml default 2>/dev/null | sed -n 's|.*<path>\(.*\)</path>.*|\1|p' | head -1)
         if [[ $target == "$(cat "$workdir/pool-created")" ]]; then
             "${virsh[@]}" pool-refresh default >/dev/null 2>&1 || true
-            if [[ -z $("${virsh[@]}" vol-list default --name 2>/dev/null | tr -d '[:space:]') ]]; then
+            vols=$("${virsh[@]}" vol-list default 2>&1) || vols="? $vols"
+            if [[ -z ${vols//[[:space:]]/} ]]; then
                 "${virsh[@]}" pool-destroy default >/dev/null 2>&1 || true
                 "${virsh[@]}" pool-undefine default >/dev/null 2>&1 || true
                 rm -f "$workdir/pool-created"

@@ -5,6 +5,8 @@ configs and the output line. Standard library only (runs under any python3).
       validates the spec, writes WORKDIR/rack.json, WORKDIR/NAME.xml and
       WORKDIR/bmc-NAME/emulator.conf, prints one TAB-separated line per node:
       name domain uuid bmc_ip bmc_port disk_path disk_gib username password
+  rack.py check SPEC.json
+      validates the spec only
   rack.py output WORKDIR
       prints the JSON line of up.sh (reads WORKDIR/rack.json and each
       WORKDIR/bmc-NAME/fingerprint)
@@ -271,13 +273,16 @@ def emulator_conf(n):
     return '\n'.join(lines) + '\n'
 
 
-def cmd_plan(workdir, spec_path, pool_path, accel):
+def read_spec(spec_path):
     try:
         with open(spec_path) as f:
-            spec = json.load(f)
+            return json.load(f)
     except (OSError, ValueError) as e:
         raise SpecError('cannot read %s: %s' % (spec_path, e))
-    rack = normalize(spec, workdir, pool_path, accel)
+
+
+def cmd_plan(workdir, spec_path, pool_path, accel):
+    rack = normalize(read_spec(spec_path), workdir, pool_path, accel)
     os.makedirs(os.path.join(workdir, 'nvram'), exist_ok=True)
     for n in rack['nodes']:
         with open(n['xml'], 'w') as f:
@@ -312,6 +317,7 @@ def cmd_output(workdir):
             'uuid': n['uuid'],
             'bmc_url': 'https://%s:%d' % (n['bmc_ip'], n['bmc_port']),
             'system': '/redfish/v1/Systems/%s' % n['uuid'],
+            'manager': '/redfish/v1/Managers/%s' % n['uuid'],
             'username': n['username'],
             'password': n['password'],
             'fingerprint': fp,
@@ -335,6 +341,8 @@ def main(argv):
     try:
         if len(argv) == 6 and argv[1] == 'plan':
             cmd_plan(*argv[2:])
+        elif len(argv) == 3 and argv[1] == 'check':
+            normalize(read_spec(argv[2]), '/nonexistent', '/nonexistent', 'tcg')
         elif len(argv) == 3 and argv[1] == 'output':
             cmd_output(argv[2])
         elif len(argv) == 4 and argv[1] == 'field':

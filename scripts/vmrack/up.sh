@@ -27,7 +27,7 @@
 #  3. per node: a sushy-emulator on BMC_IP:BMC_PORT serving only that domain,
 #     files in WORKDIR/bmc-NAME/ (emulator.conf, cert.pem, key.pem, htpasswd,
 #     state/, tmp/, emulator.log, emulator.pid, fingerprint).
-#  4. prints {"accel":"tcg","nodes":[{"name","domain","uuid","bmc_url","system",
+#  4. prints {"accel":"tcg","nodes":[{"name","domain","uuid","bmc_url","system","manager",
 #     "username","password","fingerprint","cert","ssh","mac","media",
 #     "serial_log","disk","disk_serial"}, ...]}
 #
@@ -109,6 +109,8 @@ py=$venv/bin/python
 "$py" -c 'import libvirt' 2>/dev/null || missing "the libvirt module in $venv (pip package libvirt-python)"
 "$py" -c 'import sushy_tools' 2>/dev/null || missing "sushy-tools in $venv"
 
+spec_err=$("$py" "$here/rack.py" check "$spec" 2>&1) || fail "bad spec $spec: $spec_err"
+
 # --- 2. not twice in one WORKDIR ------------------------------------------
 if [[ -f $workdir/rack.json ]]; then
     for d in "$workdir"/bmc-*/; do
@@ -124,12 +126,12 @@ fi
 # set_qemu_conf KEY VALUE: make `KEY = VALUE` the only active setting of KEY.
 set_qemu_conf() {
     local key=$1 val=$2
-    if grep -qE "^[[:space:]]*$key[[:space:]]*=[[:space:]]*$val[[:space:]]*(#.*)?$" "$QEMU_CONF" &&
-        [[ $(grep -cE "^[[:space:]]*$key[[:space:]]*=" "$QEMU_CONF") == 1 ]]; then
+    if grep -qE "^[[:space:]]*${key}[[:space:]]*=[[:space:]]*${val}[[:space:]]*(#.*)?$" "$QEMU_CONF" &&
+        [[ $(grep -cE "^[[:space:]]*${key}[[:space:]]*=" "$QEMU_CONF") == 1 ]]; then
         return 0
     fi
     [[ -f $QEMU_CONF.kiln-orig ]] || cp -p "$QEMU_CONF" "$QEMU_CONF.kiln-orig"
-    sed -i -E "s|^([[:space:]]*$key[[:space:]]*=.*)$|# \\1   # (kiln vmrack)|" "$QEMU_CONF"
+    sed -i -E "s|^([[:space:]]*${key}[[:space:]]*=.*)$|# \\1   # (kiln vmrack)|" "$QEMU_CONF"
     grep -qxF "# kiln scripts/vmrack/up.sh (libvirtd without systemd, runs QEMU as root):" "$QEMU_CONF" ||
         printf '\n%s\n' "# kiln scripts/vmrack/up.sh (libvirtd without systemd, runs QEMU as root):" >>"$QEMU_CONF"
     echo "$key = $val" >>"$QEMU_CONF"

@@ -72,9 +72,20 @@ pub async fn firmware(client: &BmcClient) -> Result<Vec<Firmware>, BmcError> {
     let Some(inventory) = inventory else {
         return Ok(Vec::new());
     };
+    // A linked inventory that is not there (sushy-tools' libvirt driver
+    // links one and answers 404) is no inventory, not a failed node.
+    let listing = match client.get(&inventory).await {
+        Ok(doc) => doc,
+        Err(e) if e.is_absent() => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
     let mut out = Vec::new();
-    for path in members(&client.get(&inventory).await?) {
-        let doc = client.get(&path).await?;
+    for path in members(&listing) {
+        let doc = match client.get(&path).await {
+            Ok(doc) => doc,
+            Err(e) if e.is_absent() => continue,
+            Err(e) => return Err(e),
+        };
         out.push(Firmware {
             id: text(&doc["Id"]),
             name: text(&doc["Name"]),

@@ -115,7 +115,7 @@ pub fn run(ctx: &Ctx, vms: u8, dir: Option<PathBuf>) -> anyhow::Result<ExitStatu
             ));
         }
         text.push_str(&format!(
-            "  boot server: {gib:.2} GiB served; kiln's CPU {:.1} s in all, {} s per GiB served (whole process)\n  write-rate goal: >= 0.8 of the plain copy; lowest {}",
+            "  boot server: {gib:.2} GiB served; kiln's CPU {:.1} s in all, {} s per GiB served (whole process)\n  write-rate goal: >= 0.8 of the plain copy; lowest {}\n",
             run.cpu_s,
             fmt(&report["kiln_cpu_s_per_gib_served"]),
             fmt(&report["write_rate_ratio_min"]),

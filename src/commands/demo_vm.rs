@@ -227,7 +227,8 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<ExitStatus> {
             .arg("cloud-init status --long | head -3; uname -r; findmnt -n -o SOURCE,FSTYPE,SIZE /")
             .output()?;
         ctx.printer.info("kiln exec on the accepted machines:");
-        ctx.printer.data(String::from_utf8_lossy(&out.stdout).trim_end());
+        ctx.printer
+            .data(&format!("{}\n", String::from_utf8_lossy(&out.stdout).trim_end()));
     }
     ctx.printer.info(&format!(
         "consoles: {}/NODE/console.log\nexplore the run: kiln -i {} runs show {}\nthe machines are being stopped and removed",

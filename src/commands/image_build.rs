@@ -155,9 +155,8 @@ pub fn build(
         ctx.printer
             .json_data(&serde_json::json!({ "out": dir, "files": files }))?;
     } else {
-        for f in &files {
-            ctx.printer.data(&f.display().to_string());
-        }
+        let lines: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        ctx.printer.data(&(lines.join("\n") + "\n"));
     }
     Ok(ExitStatus::Success)
 }
