@@ -83,7 +83,10 @@ fn mirror(dir: &Path) -> Mirror {
         .unwrap();
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", MIRROR_PORT)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(10), "mirror did not start");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "mirror did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     Mirror(child)
@@ -199,10 +202,7 @@ fn vm_rack_images_real_uefi_machines_end_to_end() {
         dir.join("site.yaml"),
         rack.inventory(
             &key,
-            &[
-                ("vm-n3", "debian-12-nodisk"),
-                ("vm-n4", "debian-12-mirror"),
-            ],
+            &[("vm-n3", "debian-12-nodisk"), ("vm-n4", "debian-12-mirror")],
         ),
     )
     .unwrap();
@@ -248,7 +248,10 @@ fn vm_rack_images_real_uefi_machines_end_to_end() {
         assert_eq!(written["metrics"]["device"], "/dev/vda", "{}", why());
         let os = step(&record, good, "verify-os").expect("verify-os");
         assert!(
-            os["detail"].as_str().unwrap().contains("Debian GNU/Linux 12"),
+            os["detail"]
+                .as_str()
+                .unwrap()
+                .contains("Debian GNU/Linux 12"),
             "{}",
             why()
         );
@@ -271,12 +274,7 @@ fn vm_rack_images_real_uefi_machines_end_to_end() {
         "{}",
         why()
     );
-    assert_eq!(
-        node(&record, "vm-n6")["failed_stage"],
-        "image",
-        "{}",
-        why()
-    );
+    assert_eq!(node(&record, "vm-n6")["failed_stage"], "image", "{}", why());
     assert!(
         step(&record, "vm-n6", "insert-installer").is_some_and(|s| s["status"] == "failed"),
         "{}",
@@ -305,7 +303,10 @@ fn vm_rack_images_real_uefi_machines_end_to_end() {
         // The 5 GiB disk, not the image's smaller root: the partition was
         // grown and cloud-init grew the filesystem.
         let size: u64 = stdout.lines().last().unwrap().trim().parse().unwrap();
-        assert!(size > 4_000_000_000, "root filesystem of {size} bytes: {stdout}");
+        assert!(
+            size > 4_000_000_000,
+            "root filesystem of {size} bytes: {stdout}"
+        );
     }
 
     // A second run: the imaged machines are only checked.

@@ -210,7 +210,12 @@ pub struct ProvisionArgs {
     #[arg(long, value_name = "FILE")]
     pub iso: Option<PathBuf>,
     /// Folder holding downloaded installer and disk images.
-    #[arg(long, visible_alias = "image-dir", value_name = "DIR", env = "KILN_ISO_DIR")]
+    #[arg(
+        long,
+        visible_alias = "image-dir",
+        value_name = "DIR",
+        env = "KILN_ISO_DIR"
+    )]
     pub iso_dir: Option<PathBuf>,
     /// The deploy environment for disk-image profiles (`kiln image build
     /// deploy-env`; default: the state folder's `deploy-env/`).
@@ -365,7 +370,12 @@ pub struct DeployArgs {
     #[arg(long, value_name = "FILE")]
     pub iso: Option<PathBuf>,
     /// Folder holding downloaded installer and disk images.
-    #[arg(long, visible_alias = "image-dir", value_name = "DIR", env = "KILN_ISO_DIR")]
+    #[arg(
+        long,
+        visible_alias = "image-dir",
+        value_name = "DIR",
+        env = "KILN_ISO_DIR"
+    )]
     pub iso_dir: Option<PathBuf>,
     /// The deploy environment for disk-image profiles (`kiln image build
     /// deploy-env`; default: the state folder's `deploy-env/`).

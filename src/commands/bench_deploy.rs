@@ -48,8 +48,7 @@ pub fn run(ctx: &Ctx, vms: u8, dir: Option<PathBuf>) -> anyhow::Result<ExitStatu
     let mut ratios = Vec::new();
     for n in &finished.record.nodes {
         let on = step(n, "power-on").and_then(|s| s.started_ms);
-        let ssh = step(n, "wait-ssh")
-            .and_then(|s| Some(s.started_ms? + s.duration_ms?));
+        let ssh = step(n, "wait-ssh").and_then(|s| Some(s.started_ms? + s.duration_ms?));
         let written = step(n, "wait-written");
         let m = written.map(|s| &s.metrics);
         let write_s = m.and_then(|m| m["write_s"].as_f64());

@@ -81,7 +81,8 @@ pub(crate) fn image_rack(
     let profiles = dir.join("profiles/images");
     std::fs::create_dir_all(&profiles)?;
     let image_path =
-        serde_json::Value::String(images.join("debian-12.raw.gz").display().to_string()).to_string();
+        serde_json::Value::String(images.join("debian-12.raw.gz").display().to_string())
+            .to_string();
     for (_, name, yaml) in overrides {
         std::fs::write(
             profiles.join(format!("{name}.yaml")),
@@ -227,8 +228,10 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<ExitStatus> {
             .arg("cloud-init status --long | head -3; uname -r; findmnt -n -o SOURCE,FSTYPE,SIZE /")
             .output()?;
         ctx.printer.info("kiln exec on the accepted machines:");
-        ctx.printer
-            .data(&format!("{}\n", String::from_utf8_lossy(&out.stdout).trim_end()));
+        ctx.printer.data(&format!(
+            "{}\n",
+            String::from_utf8_lossy(&out.stdout).trim_end()
+        ));
     }
     ctx.printer.info(&format!(
         "consoles: {}/NODE/console.log\nexplore the run: kiln -i {} runs show {}\nthe machines are being stopped and removed",

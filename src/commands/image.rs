@@ -59,13 +59,7 @@ pub fn run(ctx: &Ctx, cmd: ImageCommand) -> anyhow::Result<ExitStatus> {
                 .collect();
             ctx.printer.data(&table(
                 &[
-                    "NAME",
-                    "FAMILY",
-                    "VERSION",
-                    "BOOT",
-                    "SEED",
-                    "DRIVERS",
-                    "IMAGE",
+                    "NAME", "FAMILY", "VERSION", "BOOT", "SEED", "DRIVERS", "IMAGE",
                 ],
                 &rows,
             ));

@@ -524,7 +524,11 @@ async fn wait_written(
 /// Boots the disk kiln just wrote: the deploy agent powers the node off
 /// when it is done (forced off if it has not within `graceful`), then on
 /// (in the rack's power-on wave).
-async fn power_on_disk(cx: &ImageCx, layout: &Layout, graceful: Duration) -> anyhow::Result<Outcome> {
+async fn power_on_disk(
+    cx: &ImageCx,
+    layout: &Layout,
+    graceful: Duration,
+) -> anyhow::Result<Outcome> {
     let (c, waits) = (&cx.bmc, &cx.waits);
     let start = Instant::now();
     let mut forced = false;

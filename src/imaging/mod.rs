@@ -20,9 +20,9 @@
 pub mod deploy;
 pub mod hostkeys;
 pub mod iso;
+pub mod rootdev;
 pub mod seed;
 pub mod server;
-pub mod rootdev;
 pub mod verify;
 
 use std::path::{Path, PathBuf};
@@ -165,7 +165,8 @@ pub fn locate(profile: &ImageProfile, places: Places<'_>) -> anyhow::Result<Medi
         places
             .image_dir
             .and_then(|d| disk.file_name().map(|f| d.join(f))),
-        disk.file_name().map(|f| places.state.join("images").join(f)),
+        disk.file_name()
+            .map(|f| places.state.join("images").join(f)),
     ]
     .into_iter()
     .flatten()
@@ -175,7 +176,9 @@ pub fn locate(profile: &ImageProfile, places: Places<'_>) -> anyhow::Result<Medi
         (Some(path), _) => {
             let expected = match &disk.sha256 {
                 Some(d) => d.clone(),
-                None => sidecar_digest(&path).map_err(|e| BadInput(format!("{}: {e}", profile.name)))?,
+                None => {
+                    sidecar_digest(&path).map_err(|e| BadInput(format!("{}: {e}", profile.name)))?
+                }
             };
             let actual = verify::sha256_file(&path, |_| {})
                 .map_err(|e| BadInput(format!("reading {}: {e}", path.display())))?;
@@ -235,7 +238,11 @@ fn sidecar_digest(path: &Path) -> Result<String, String> {
             side.display()
         )
     })?;
-    let word = text.split_whitespace().next().unwrap_or_default().to_ascii_lowercase();
+    let word = text
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     if word.len() == 64 && word.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(word)
     } else {

@@ -36,7 +36,12 @@ pub struct Disk {
 
 impl std::fmt::Display for Disk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {:.1} GiB", self.name, self.size as f64 / (1u64 << 30) as f64)?;
+        write!(
+            f,
+            "{} {:.1} GiB",
+            self.name,
+            self.size as f64 / (1u64 << 30) as f64
+        )?;
         for (k, v) in [
             ("model", &self.model),
             ("serial", &self.serial),
@@ -125,8 +130,8 @@ pub fn choose<'d>(disks: &'d [Disk], hints: &RootDeviceHints) -> Result<&'d Disk
             "no disk of at least 4 GiB".to_owned()
         } else {
             format!(
-                "no disk matches the root-device hints {}",
-                serde_json::to_string(hints).unwrap_or_default()
+                "no disk matches the root-device hints ({})",
+                describe(hints)
             )
         };
         if disks.is_empty() {
@@ -142,6 +147,30 @@ pub fn choose<'d>(disks: &'d [Disk], hints: &RootDeviceHints) -> Result<&'d Disk
             )
         }
     })
+}
+
+/// The hints as a technician reads them: `serial no-such-disk, size >= 4 GiB`.
+pub fn describe(hints: &RootDeviceHints) -> String {
+    let mut parts = Vec::new();
+    for (k, v) in [
+        ("name", &hints.name),
+        ("model", &hints.model),
+        ("vendor", &hints.vendor),
+        ("serial", &hints.serial),
+        ("wwn", &hints.wwn),
+        ("by_path", &hints.by_path),
+    ] {
+        if let Some(v) = v {
+            parts.push(format!("{k} {v}"));
+        }
+    }
+    if let Some(size) = hints.size {
+        parts.push(format!("size {size}"));
+    }
+    if let Some(r) = hints.rotational {
+        parts.push(if r { "rotational" } else { "solid-state" }.to_owned());
+    }
+    parts.join(", ")
 }
 
 #[cfg(test)]
@@ -189,11 +218,15 @@ mod tests {
         };
         let why = choose(&disks, &serial).unwrap_err();
         assert!(
-            why.contains("\"serial\":\"nope\"") && why.contains("vda 5.0 GiB"),
+            why.contains("hints (serial nope)") && why.contains("vda 5.0 GiB"),
             "{why}"
         );
         let small = parse_disks("disk\tsdb\t1073741824\t0\tUSB\t\t\t\t").unwrap();
-        assert!(choose(&small, &none).unwrap_err().contains("at least 4 GiB"));
+        assert!(
+            choose(&small, &none)
+                .unwrap_err()
+                .contains("at least 4 GiB")
+        );
         assert!(choose(&[], &none).unwrap_err().contains("no disk at all"));
     }
 }

@@ -310,7 +310,10 @@ pub fn deploy_grub_cfg(
             "agent URL `{agent_url}` has characters grub would read as syntax"
         )));
     }
-    let mut out = format!("# Written by kiln for {}: the deploy environment.\n", grub_word(hostname));
+    let mut out = format!(
+        "# Written by kiln for {}: the deploy environment.\n",
+        grub_word(hostname)
+    );
     for line in original.lines() {
         if line.trim_start().starts_with('#') || line.trim().is_empty() {
             continue;
@@ -324,7 +327,13 @@ pub fn deploy_grub_cfg(
 /// A word safe in a grub comment line.
 fn grub_word(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 

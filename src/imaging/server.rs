@@ -665,7 +665,10 @@ fn agent_call(state: &RwLock<State>, e: &NodeEntry, call: &str, body: &str) -> R
             tracing::info!(target: "kiln::bootserver", node = %e.node, disks = disks.len(), chosen = ?chosen, "deploy agent hello");
             let answer = match &chosen {
                 Ok(device) => {
-                    let image = plan.image_url.clone().unwrap_or_else(|| e.urls.image.clone());
+                    let image = plan
+                        .image_url
+                        .clone()
+                        .unwrap_or_else(|| e.urls.image.clone());
                     format!(
                         "action=deploy\ndevice={device}\nimage={image}\nsha256={}\ncompression={}\nroot_partition={}\nseed={}\n",
                         plan.sha256,
@@ -713,7 +716,11 @@ fn agent_call(state: &RwLock<State>, e: &NodeEntry, call: &str, body: &str) -> R
         }
         "failed" => {
             let f = kv_lines(body);
-            let reason = one_line(f.get("reason").map(String::as_str).unwrap_or("no reason given"));
+            let reason = one_line(
+                f.get("reason")
+                    .map(String::as_str)
+                    .unwrap_or("no reason given"),
+            );
             tracing::warn!(target: "kiln::bootserver", node = %e.node, "deploy agent failed: {reason}");
             e.progress.send_modify(|p| {
                 if p.agent.failed.is_none() {

@@ -442,7 +442,9 @@ impl FromNode for DiskImage {
             cx.error(node.pos, format!("disk_image url `{u}` is not http(s)://"));
         }
         if let Some(u) = &url
-            && !u.bytes().all(|b| b.is_ascii_graphic() && !b"\"'`\\;$".contains(&b))
+            && !u
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"\"'`\\;$".contains(&b))
         {
             cx.error(
                 node.pos,
@@ -451,7 +453,10 @@ impl FromNode for DiskImage {
         }
         match &sha256 {
             Some(d) if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()) => {
-                cx.error(node.pos, format!("disk_image sha256 `{d}` is not 64 hex digits"));
+                cx.error(
+                    node.pos,
+                    format!("disk_image sha256 `{d}` is not 64 hex digits"),
+                );
             }
             None if path.is_none() => cx.error_help(
                 node.pos,
@@ -468,15 +473,17 @@ impl FromNode for DiskImage {
             compression: Compression::None,
             root_partition: root_partition.unwrap_or(0),
         };
-        image.compression = compression.unwrap_or(
-            if image.file_name().is_some_and(|f| f.ends_with(".gz")) {
+        image.compression =
+            compression.unwrap_or(if image.file_name().is_some_and(|f| f.ends_with(".gz")) {
                 Compression::Gzip
             } else {
                 Compression::None
-            },
-        );
+            });
         if image.format == DiskFormat::Qcow2 && image.compression != Compression::None {
-            cx.error(node.pos, "a qcow2 image is compressed inside; give it uncompressed");
+            cx.error(
+                node.pos,
+                "a qcow2 image is compressed inside; give it uncompressed",
+            );
         }
         Some(image)
     }
@@ -574,7 +581,10 @@ impl FromNode for ImageProfile {
             OsFamily::Debian => SeedKind::Nocloud,
         });
         if disk_image.is_some() && seed != SeedKind::Nocloud {
-            cx.error(pos, "a `disk_image` is configured by a NoCloud seed (`seed: nocloud`)");
+            cx.error(
+                pos,
+                "a `disk_image` is configured by a NoCloud seed (`seed: nocloud`)",
+            );
         }
         Some(ImageProfile {
             name: name?,

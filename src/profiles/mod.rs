@@ -185,9 +185,7 @@ fn read_dir_profiles<T: FromNode + Named>(
     let mut files: Vec<_> = read
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| {
-            p.is_file() && p.extension().is_some_and(|e| e == "yaml" || e == "yml")
-        })
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
         .collect();
     files.sort();
     let mut out = Vec::new();
