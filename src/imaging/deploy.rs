@@ -673,7 +673,11 @@ async fn prepare(cx: &ImageCx) -> anyhow::Result<Prepared> {
         cx.server.set_agent_plan(
             node,
             AgentPlan {
-                hints: cx.profile.root_device.clone(),
+                hints: cx
+                    .node
+                    .root_device
+                    .clone()
+                    .unwrap_or_else(|| cx.profile.root_device.clone()),
                 image_url,
                 image_file,
                 sha256: d.sha256.clone(),

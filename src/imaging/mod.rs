@@ -9,6 +9,8 @@
 //! - `server.rs` is the boot server (images with Range, seeds behind
 //!   per-node tokens, the install-finished call-back);
 //! - `deploy.rs` is the imaging stage as named, resumable steps;
+//! - `qcow2.rs` converts a qcow2 disk image once to gzip-compressed raw;
+//! - `rootdev.rs` picks the target disk from root-device hints;
 //! - `verify.rs` checks an installer image's digest.
 //!
 //! Seed delivery works with one virtual CD: the node's BMC mounts
@@ -20,6 +22,7 @@
 pub mod deploy;
 pub mod hostkeys;
 pub mod iso;
+pub mod qcow2;
 pub mod rootdev;
 pub mod seed;
 pub mod server;
@@ -151,15 +154,6 @@ pub fn locate(profile: &ImageProfile, places: Places<'_>) -> anyhow::Result<Medi
         ))
         .into());
     }
-    if disk.format == crate::profiles::image::DiskFormat::Qcow2 {
-        return Err(BadInput(format!(
-            "{}: qcow2 disk images are not written by the deploy environment yet; \
-             convert it once with `qemu-img convert -O raw IMAGE IMAGE.raw && gzip -1 IMAGE.raw` \
-             and name the .raw.gz with its sha256",
-            profile.name
-        ))
-        .into());
-    }
     let candidates: Vec<PathBuf> = [
         disk.path.as_deref().map(PathBuf::from),
         places
@@ -172,6 +166,7 @@ pub fn locate(profile: &ImageProfile, places: Places<'_>) -> anyhow::Result<Medi
     .flatten()
     .collect();
     let local = candidates.iter().find(|p| p.is_file()).cloned();
+    let qcow2 = disk.format == crate::profiles::image::DiskFormat::Qcow2;
     let (source, sha256) = match (local, &disk.url) {
         (Some(path), _) => {
             let expected = match &disk.sha256 {
@@ -191,6 +186,14 @@ pub fn locate(profile: &ImageProfile, places: Places<'_>) -> anyhow::Result<Medi
                 .into());
             }
             (DiskSource::Local(path), expected)
+        }
+        (None, Some(url)) if qcow2 => {
+            return Err(BadInput(format!(
+                "{}: a qcow2 image is converted to raw on this machine before nodes get it; \
+                 download {url} into --image-dir (its sha256 is checked there)",
+                profile.name
+            ))
+            .into());
         }
         (None, Some(url)) => match &disk.sha256 {
             Some(d) => (DiskSource::Url(url.clone()), d.clone()),
@@ -216,11 +219,28 @@ pub fn locate(profile: &ImageProfile, places: Places<'_>) -> anyhow::Result<Medi
             .into());
         }
     };
+    let (source, sha256, compression) = match source {
+        DiskSource::Local(path) if qcow2 => {
+            let cache = places.state.join("images").join("converted");
+            let c = qcow2::to_raw_gz(&path, &sha256, &cache).map_err(|e| {
+                e.context(format!("{}: converting {}", profile.name, path.display()))
+            })?;
+            tracing::info!(
+                image = %path.display(),
+                raw = %c.path.display(),
+                "{} qcow2 image as gzip-compressed raw",
+                if c.fresh { "converted the" } else { "reusing the converted" }
+            );
+            let gzip = crate::profiles::image::Compression::Gzip;
+            (DiskSource::Local(c.path), c.sha256, gzip)
+        }
+        other => (other, sha256, disk.compression),
+    };
     Ok(Media::Disk(DiskMedia {
         deploy_iso,
         image: source,
         sha256,
-        compression: disk.compression,
+        compression,
         root_partition: disk.root_partition,
         bench_peer: false,
     }))
@@ -268,4 +288,129 @@ pub fn authorized_keys(creds: &Credentials, node: &Node) -> anyhow::Result<Vec<S
         .to_openssh()
         .map_err(|e| BadInput(format!("{}: {e}", node.name)))?;
     Ok(vec![format!("{line} kiln")])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profiles::image::{Compression, DiskFormat, DiskImage};
+
+    fn profile(disk: DiskImage) -> ImageProfile {
+        let catalog = crate::profiles::Catalog::builtin().unwrap();
+        let mut p = catalog.images["debian-12"].profile.clone();
+        p.disk_image = Some(disk);
+        p
+    }
+
+    fn disk(path: &Path, format: DiskFormat, sha256: Option<String>) -> DiskImage {
+        DiskImage {
+            url: None,
+            path: Some(path.display().to_string()),
+            sha256,
+            format,
+            compression: Compression::None,
+            root_partition: 0,
+        }
+    }
+
+    fn places(state: &Path) -> Places<'_> {
+        Places {
+            iso: None,
+            image_dir: None,
+            deploy_env: None,
+            state,
+        }
+    }
+
+    fn setup() -> (tempfile::TempDir, PathBuf, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("deploy-env")).unwrap();
+        std::fs::write(dir.path().join("deploy-env").join(DEPLOY_ISO), b"iso").unwrap();
+        // Two MiB with a recognisable pattern and a hole.
+        let mut raw = vec![0u8; 2 << 20];
+        for (i, b) in raw[..64 << 10].iter_mut().enumerate() {
+            *b = (i % 251) as u8;
+        }
+        raw[(2 << 20) - 5..].copy_from_slice(b"tail!");
+        let path = dir.path().join("disk.raw");
+        std::fs::write(&path, &raw).unwrap();
+        (dir, path, raw)
+    }
+
+    #[test]
+    fn a_local_raw_image_is_checked_before_any_node() {
+        let (dir, path, _) = setup();
+        let good = verify::sha256_file(&path, |_| {}).unwrap();
+        let p = profile(disk(&path, DiskFormat::Raw, Some(good.clone())));
+        let Media::Disk(d) = locate(&p, places(dir.path())).unwrap() else {
+            panic!("not a disk image")
+        };
+        assert_eq!((d.image, d.sha256), (DiskSource::Local(path.clone()), good));
+        let p = profile(disk(&path, DiskFormat::Raw, Some("0".repeat(64))));
+        let err = locate(&p, places(dir.path())).unwrap_err().to_string();
+        assert!(err.contains("has SHA-256"), "{err}");
+    }
+
+    /// A qcow2 image reaches the nodes as gzip-compressed raw whose bytes
+    /// are the image's disk, and a second run reuses the conversion.
+    #[test]
+    fn a_qcow2_image_is_converted_once() {
+        let have = std::process::Command::new("qemu-img")
+            .arg("--version")
+            .output()
+            .is_ok();
+        if !have {
+            assert!(
+                std::env::var_os("KILN_REQUIRE_VM").is_none(),
+                "qemu-img is missing"
+            );
+            eprintln!("skipped: qemu-img is not installed");
+            return;
+        }
+        let (dir, raw_path, raw) = setup();
+        let qcow = dir.path().join("disk.qcow2");
+        let ok = std::process::Command::new("qemu-img")
+            .args(["convert", "-f", "raw", "-O", "qcow2"])
+            .arg(&raw_path)
+            .arg(&qcow)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let digest = verify::sha256_file(&qcow, |_| {}).unwrap();
+        let p = profile(disk(&qcow, DiskFormat::Qcow2, Some(digest)));
+        let Media::Disk(d) = locate(&p, places(dir.path())).unwrap() else {
+            panic!("not a disk image")
+        };
+        assert_eq!(d.compression, Compression::Gzip);
+        let DiskSource::Local(gz) = &d.image else {
+            panic!("not local")
+        };
+        assert_eq!(verify::sha256_file(gz, |_| {}).unwrap(), d.sha256);
+        let out = std::process::Command::new("gzip")
+            .args(["-dc"])
+            .arg(gz)
+            .output()
+            .unwrap();
+        assert!(
+            out.stdout == raw,
+            "the converted image differs from the disk"
+        );
+        let Media::Disk(again) = locate(&p, places(dir.path())).unwrap() else {
+            panic!("not a disk image")
+        };
+        assert_eq!((again.image, again.sha256), (d.image, d.sha256));
+        // A qcow2 that reads another file is refused before conversion.
+        let backed = dir.path().join("backed.qcow2");
+        let ok = std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+            .arg(&raw_path)
+            .arg(&backed)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let digest = verify::sha256_file(&backed, |_| {}).unwrap();
+        let p = profile(disk(&backed, DiskFormat::Qcow2, Some(digest)));
+        let err = format!("{:#}", locate(&p, places(dir.path())).unwrap_err());
+        assert!(err.contains("backing file"), "{err}");
+    }
 }

@@ -81,6 +81,8 @@ pub struct Node {
     /// trailing `/`), instead of NVIDIA's public repository.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mirror: Option<String>,
+    /// Root-device hints that replace the image profile's for this node.
+    pub root_device: Option<crate::profiles::image::RootDeviceHints>,
 }
 
 /// A node's BMC.

@@ -385,5 +385,6 @@ fn resolve_node(
         labels,
         in_service: pick([&n.in_service, &r.in_service, &d.in_service]).unwrap_or(false),
         mirror: pick([&n.mirror, &r.mirror, &d.mirror]).map(|m| m.value.0),
+        root_device: pick([&n.root_device, &r.root_device, &d.root_device]).map(|h| h.value),
     })
 }

@@ -45,6 +45,9 @@ pub struct Settings {
     /// The package mirror the drivers stage installs from (air-gapped and
     /// sovereign sites), instead of NVIDIA's public repository.
     pub mirror: Option<Spanned<MirrorUrl>>,
+    /// Which disk an image-based deploy writes to, replacing the image
+    /// profile's hints (a node's disk serial, a rack's by-path).
+    pub root_device: Option<Spanned<crate::profiles::image::RootDeviceHints>>,
     /// Handoff targets (site defaults and racks only).
     pub handoff: Option<super::handoff::HandoffFile>,
     /// Keys that were written but invalid (already reported), so resolving
@@ -453,6 +456,7 @@ fn settings(cx: &mut Cx, m: &mut MapReader<'_>) -> Settings {
             .unwrap_or_default(),
         in_service: m.opt(cx, "in_service"),
         mirror: m.opt(cx, "mirror"),
+        root_device: m.opt(cx, "root_device"),
         handoff: m.get("handoff").and_then(|n| super::handoff::decode(cx, n)),
         bad,
     }
