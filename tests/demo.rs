@@ -64,13 +64,19 @@ fn the_demo_fails_exactly_the_faulty_nodes_and_writes_a_report() {
             .find(|s| s["stage"] == "image" && s["step"] == "verify-os")
             .unwrap_or_else(|| panic!("{node}"));
         assert_eq!(verified["status"], "done", "{verified}");
+        // r01 runs an installer; r02 is written from a disk image by the
+        // deploy environment.
+        let name = node["name"].as_str().unwrap();
+        let (os, method_step) = if name.starts_with("r02") {
+            ("Debian GNU/Linux 12", "wait-written")
+        } else {
+            ("Ubuntu 24.04", "wait-installed")
+        };
         assert!(
-            verified["detail"]
-                .as_str()
-                .unwrap()
-                .contains("Ubuntu 24.04"),
+            verified["detail"].as_str().unwrap().contains(os),
             "{verified}"
         );
+        assert!(steps.iter().any(|s| s["step"] == method_step), "{node}");
     }
     // The stand-in cloud received a signed record per node (failed ones
     // too, marked so), and a receiver verifies it with the site's key.

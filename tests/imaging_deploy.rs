@@ -240,3 +240,134 @@ fn every_vendor_flavour_is_imaged() {
         assert_eq!(code, 0, "{flavour}: {stdout}{stderr}");
     }
 }
+
+/// A mirror that answers every GET with `body` (the nodes fetch a disk
+/// image from it directly, not through kiln).
+fn mirror(addr: &str, body: Vec<u8>) -> String {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind(addr).unwrap();
+    // A name with no local copy: a local copy would be served instead.
+    let url = format!(
+        "http://{}/mirror-copy.raw.gz",
+        listener.local_addr().unwrap()
+    );
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut head = [0u8; 4096];
+            let _ = conn.read(&mut head);
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(&body);
+        }
+    });
+    url
+}
+
+/// The disk-image path on the virtual rack: kiln boots its deploy
+/// environment on each node, the node's agent says which disks it has and
+/// gets its plan, downloads the image and checks its digest, reads its
+/// seed, and the first boot from disk phones home; the login is verified
+/// with kiln's host key. A mirror serving the wrong bytes and a
+/// root-device hint no disk matches each end only their node.
+#[test]
+fn a_disk_image_is_written_by_the_deploy_agent() {
+    let rack = Rack::start(RackSpec {
+        net: 73,
+        nodes: 3,
+        imaged: false,
+        image: "debian-12",
+        ..RackSpec::default()
+    });
+    let dir = rack.dir.path();
+    let state = dir.join("state");
+    std::fs::create_dir_all(state.join("deploy-env")).unwrap();
+    std::fs::write(
+        state.join("deploy-env/deploy.iso"),
+        kiln::imaging::iso::demo_deploy_env(64 << 10),
+    )
+    .unwrap();
+    std::fs::create_dir_all(state.join("images")).unwrap();
+    let image: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 253) as u8).collect();
+    std::fs::write(state.join("images/debian-12.raw.gz"), &image).unwrap();
+    let digest =
+        kiln::imaging::verify::sha256_file(&state.join("images/debian-12.raw.gz"), |_| {}).unwrap();
+    std::fs::write(
+        state.join("images/debian-12.raw.gz.sha256"),
+        format!("{digest}  debian-12.raw.gz\n"),
+    )
+    .unwrap();
+    // t-n02 fetches from a mirror whose copy is not the image named.
+    let url = mirror("127.73.0.9:0", b"not the image".to_vec());
+    std::fs::create_dir_all(dir.join("profiles/images")).unwrap();
+    std::fs::write(
+        dir.join("profiles/images/debian-12-mirror.yaml"),
+        format!(
+            "name: debian-12-mirror\ndescription: Debian 12 from a mirror\nfamily: debian\nversion: \"12\"\n\
+             disk_image:\n  url: {url}\n  sha256: {digest}\nseed: nocloud\n"
+        ),
+    )
+    .unwrap();
+    let site = dir.join("site.yaml");
+    let inv = std::fs::read_to_string(&site)
+        .unwrap()
+        .replace(
+            "    user: kiln\n",
+            &format!("    user: kiln\n    key: {}\n", rack.key().display()),
+        )
+        .replace("{name: t-n02,", "{name: t-n02, image: debian-12-mirror,")
+        .replace(
+            "{name: t-n03,",
+            "{name: t-n03, root_device: {serial: S-NO-SUCH-DISK},",
+        );
+    std::fs::write(&site, inv).unwrap();
+    let out = kiln(&rack, &["bmc", "trust"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let iso = dir.join("unused.iso");
+    let out = deploy(&rack, &iso, 73, "40s", &["--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let node = |name: &str| {
+        doc["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {doc}"))
+            .clone()
+    };
+    let n1 = node("t-n01");
+    assert!(
+        n1["result"]["os"]
+            .as_str()
+            .unwrap()
+            .starts_with("Debian GNU/Linux 12"),
+        "{n1}"
+    );
+    let n2 = node("t-n02").to_string();
+    assert!(
+        n2.contains("wait-written") && n2.contains("does not match"),
+        "{n2}"
+    );
+    let n3 = node("t-n03").to_string();
+    assert!(
+        n3.contains("no disk matches the root-device hints") && n3.contains("S-NO-SUCH-DISK"),
+        "{n3}"
+    );
+    let (code, stdout, stderr) = ssh_verified(&rack, 0, "hostnamectl");
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("Debian GNU/Linux 12"), "{stdout}");
+
+    // A second run leaves the imaged node alone.
+    let out = deploy(&rack, &iso, 73, "40s", &["--select", "t-n01"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("t-n01  already imaged"),
+        "{}",
+        text(&out)
+    );
+}

@@ -44,9 +44,12 @@ pub fn run(ctx: &Ctx, vms: u8, dir: Option<PathBuf>) -> anyhow::Result<ExitStatu
     let Some(finished) = &run.finished else {
         return Ok(ExitStatus::Success);
     };
+    // The run's summary leaves out step metrics; the journal has them.
+    let full =
+        crate::pipeline::journal::Journal::open(&run.state)?.load(&finished.record.run.id)?;
     let mut rows = Vec::new();
     let mut ratios = Vec::new();
-    for n in &finished.record.nodes {
+    for n in &full.nodes {
         let on = step(n, "power-on").and_then(|s| s.started_ms);
         let ssh = step(n, "wait-ssh").and_then(|s| Some(s.started_ms? + s.duration_ms?));
         let written = step(n, "wait-written");

@@ -109,6 +109,9 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<ExitStatus> {
             imaging: ImagingRequest {
                 bind: Some(std::net::SocketAddr::from(([127, 10, 0, 254], 0))),
                 iso: Some(dir.join("installer.iso")),
+                // r02's disk image and the deploy environment that writes it.
+                iso_dir: Some(dir.join("images")),
+                deploy_env: Some(dir.join("deploy-env")),
                 // Simulated minutes pass in real seconds.
                 install_timeout: Some(Duration::from_secs(120)),
                 ssh_timeout: Some(Duration::from_secs(60)),
@@ -203,17 +206,36 @@ fn write_files(dir: &Path, faults: &str) -> anyhow::Result<PathBuf> {
     // The mirror's one file the drivers stage downloads itself (apt does
     // the rest): NVIDIA's repository keyring package. A Debian package is
     // an ar archive; the simulated dpkg checks that much.
-    let repo = dir.join("mirror").join("ubuntu2404").join("x86_64");
-    std::fs::create_dir_all(&repo)?;
-    std::fs::write(
-        repo.join("cuda-keyring_1.1-1_all.deb"),
-        b"!<arch>\ndebian-binary   0           0     0     100644  4         `\n2.0\n",
-    )?;
+    for distro in ["ubuntu2404", "debian12"] {
+        let repo = dir.join("mirror").join(distro).join("x86_64");
+        std::fs::create_dir_all(&repo)?;
+        std::fs::write(
+            repo.join("cuda-keyring_1.1-1_all.deb"),
+            b"!<arch>\ndebian-binary   0           0     0     100644  4         `\n2.0\n",
+        )?;
+    }
     // A small installer image in the shape of Ubuntu's (the simulated BMCs
     // fetch it for real, range by range, from the boot server).
     std::fs::write(
         dir.join("installer.iso"),
         crate::imaging::iso::demo_installer(256 << 10),
+    )?;
+    // r02's: the deploy environment's ISO (its grub.cfg names the agent's
+    // URL, which the simulated nodes follow) and a small disk image whose
+    // digest each node's agent checks as it downloads it.
+    std::fs::create_dir_all(dir.join("deploy-env"))?;
+    std::fs::write(
+        dir.join("deploy-env").join(crate::imaging::DEPLOY_ISO),
+        crate::imaging::iso::demo_deploy_env(256 << 10),
+    )?;
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images)?;
+    let image: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+    std::fs::write(images.join("debian-12.raw.gz"), &image)?;
+    let digest = crate::imaging::verify::sha256_file(&images.join("debian-12.raw.gz"), |_| {})?;
+    std::fs::write(
+        images.join("debian-12.raw.gz.sha256"),
+        format!("{digest}  debian-12.raw.gz\n"),
     )?;
     let mut bytes = [0u8; 12];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)

@@ -492,6 +492,30 @@ pub fn demo_installer(payload: usize) -> Vec<u8> {
     ])
 }
 
+/// A stand-in for `kiln image build deploy-env`'s `deploy.iso`, for the
+/// demo and tests on the virtual rack: the same grub.cfg layout (kernel
+/// line with the agent URL placeholder, padded to 4 KiB so every node's
+/// own fits) and `payload` bytes of "kernel". The simulated nodes play the
+/// agent it would start.
+pub fn demo_deploy_env(payload: usize) -> Vec<u8> {
+    let mut cfg = format!(
+        "# kiln deploy environment (simulated).\n\
+         set default=0\nset timeout=1\nmenuentry 'kiln deploy agent' {{\n\
+         \tlinux\t/vmlinuz console=tty0 console=ttyS0,115200 {}\n\
+         \tinitrd\t/initrd.img\n}}\n",
+        crate::imaging::seed::AGENT_URL_PLACEHOLDER
+    );
+    while cfg.len() < 4096 {
+        cfg.push_str("#\n");
+    }
+    let kernel = vec![0x4du8; payload];
+    write(&[
+        ("/boot/grub/grub.cfg", cfg.as_bytes()),
+        ("/vmlinuz", &kernel),
+        ("/initrd.img", &kernel),
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -119,11 +119,18 @@ pub async fn stream(
 
 /// POSTs a small form (cloud-init's phone_home); the status must be 2xx.
 pub async fn post_form(url: &str, body: String) -> Result<(), FetchError> {
-    post(url, "application/x-www-form-urlencoded", body).await
+    post(url, "application/x-www-form-urlencoded", body)
+        .await
+        .map(drop)
 }
 
-/// POSTs a small body; the status must be 2xx.
-pub async fn post(url: &str, content_type: &str, body: String) -> Result<(), FetchError> {
+/// The most of a POST's answer kept (the deploy agent's plan is a few
+/// lines).
+const ANSWER_LIMIT: usize = 64 << 10;
+
+/// POSTs a small body; the status must be 2xx. Returns the answer's text
+/// (at most 64 KiB of it).
+pub async fn post(url: &str, content_type: &str, body: String) -> Result<String, FetchError> {
     let io = |reason: String| FetchError::Io {
         url: url.to_owned(),
         reason,
@@ -169,7 +176,16 @@ pub async fn post(url: &str, content_type: &str, body: String) -> Result<(), Fet
                 status: resp.status().as_u16(),
             });
         }
-        Ok(())
+        let mut answer = Vec::new();
+        let mut body = resp.into_body();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| io(e.to_string()))?;
+            if let Some(data) = frame.data_ref() {
+                let room = ANSWER_LIMIT.saturating_sub(answer.len());
+                answer.extend_from_slice(&data[..data.len().min(room)]);
+            }
+        }
+        Ok(String::from_utf8_lossy(&answer).into_owned())
     };
     tokio::time::timeout(TIMEOUT, work)
         .await
@@ -223,6 +239,18 @@ impl SeedScanner {
 }
 
 fn find_seed(hay: &[u8]) -> Option<String> {
+    // kiln's deploy environment: `kiln.url=http://…/agent/TOKEN` (reported
+    // as `agent:URL`).
+    if let Some(at) = find(hay, b"kiln.url=") {
+        let rest = &hay[at + b"kiln.url=".len()..];
+        let end = rest
+            .iter()
+            .position(|b| b.is_ascii_whitespace() || *b == b'"' || *b == b'\'' || *b == 0)?;
+        let url = String::from_utf8_lossy(&rest[..end]).into_owned();
+        if url.starts_with("http://") {
+            return Some(format!("agent:{url}"));
+        }
+    }
     // Anaconda's kickstart: `inst.ks=http://…` (reported as `ks:URL`).
     if let Some(at) = find(hay, b"inst.ks=") {
         let rest = &hay[at + b"inst.ks=".len()..];

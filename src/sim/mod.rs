@@ -11,6 +11,7 @@
 //! - [`toolsock`]: how those tools reach the node's hardware model.
 //! - [`hw`] and [`tools`]: the hardware model and the tools' outputs.
 
+pub mod agent;
 pub mod faults;
 pub mod fetch;
 pub mod https;
@@ -327,6 +328,7 @@ pub async fn start(
             package_failures_left: faults.host.package_install_failures,
             load_users: 0,
             last_event: String::new(),
+            first_boot: false,
         };
         let sim_node = Arc::new(node::SimNode::new(
             inv_node.name.clone(),

@@ -134,6 +134,9 @@ pub struct NodeState {
     pub load_users: u32,
     /// Seconds-resolution history for operators: the last boot problem.
     pub last_event: String,
+    /// A disk image was written and cloud-init has yet to run on it (its
+    /// first boot phones home).
+    pub first_boot: bool,
 }
 
 /// A simulated node.
@@ -373,7 +376,7 @@ fn installer_on(media: &Media) -> BootFrom {
     match &media.seed_url {
         Some(seed) => BootFrom::Installer(seed.clone()),
         None => BootFrom::Nothing(format!(
-            "booted {} but it is not an installer with a NoCloud seed",
+            "booted {} but it is neither an installer with a NoCloud seed nor kiln's deploy environment",
             media.image.as_deref().unwrap_or("the virtual media")
         )),
     }
@@ -399,7 +402,18 @@ async fn boot(node: Arc<SimNode>, clock: Clock, epoch: u64) {
     };
     match from {
         BootFrom::Nothing(why) => set_phase(&node, epoch, Phase::Stuck(why)),
-        BootFrom::Disk => boot_os(&node, &clock, epoch).await,
+        BootFrom::Disk => {
+            boot_os(&node, &clock, epoch).await;
+            let first = {
+                let mut st = node.lock();
+                std::mem::take(&mut st.first_boot) && st.epoch == epoch
+            };
+            if first {
+                // cloud-init on a written image's first boot: the seed the
+                // deploy agent put on the root file system.
+                phone_home(&node, epoch).await;
+            }
+        }
         BootFrom::Installer(seed) => {
             set_phase(&node, epoch, Phase::Installing);
             let seed = match seed.strip_prefix("http-boot:") {
@@ -410,6 +424,10 @@ async fn boot(node: Arc<SimNode>, clock: Clock, epoch: u64) {
                 },
                 None => seed,
             };
+            // kiln's deploy environment (`kiln.url=` on its kernel line).
+            if let Some(base) = seed.strip_prefix("agent:") {
+                return crate::sim::agent::run(&node, &clock, epoch, base).await;
+            }
             // Anaconda (`inst.ks=`) or subiquity/cloud-init (`ds=nocloud`).
             let read = match seed.strip_prefix("ks:") {
                 Some(ks) => read_kickstart(ks).await,
@@ -548,7 +566,7 @@ async fn phone_home(node: &Arc<SimNode>, epoch: u64) {
     }
 }
 
-fn set_phase(node: &SimNode, epoch: u64, phase: Phase) {
+pub(crate) fn set_phase(node: &SimNode, epoch: u64, phase: Phase) {
     let mut st = node.lock();
     if st.epoch != epoch {
         return;
@@ -574,7 +592,7 @@ pub async fn seed_of_image(url: &str) -> Result<String, String> {
         .ok_or_else(|| format!("{url} is not an installer with a NoCloud seed"))
 }
 
-async fn read_seed(seed: &str) -> Result<InstalledOs, String> {
+pub(crate) async fn read_seed(seed: &str) -> Result<InstalledOs, String> {
     let base = if seed.ends_with('/') {
         seed.to_owned()
     } else {

@@ -32,6 +32,8 @@ pub struct RackSpec<'a> {
     pub faults: Option<&'a str>,
     /// `--time-scale`.
     pub time_scale: u32,
+    /// The site's image profile.
+    pub image: &'a str,
 }
 
 impl Default for RackSpec<'_> {
@@ -43,6 +45,7 @@ impl Default for RackSpec<'_> {
             imaged: true,
             faults: None,
             time_scale: 600,
+            image: "ubuntu-24.04",
         }
     }
 }
@@ -59,7 +62,8 @@ impl Rack {
             ));
         }
         let inventory = format!(
-            "site: simtest\ndefaults:\n  hardware: hgx-h100-80gb-8x\n  image: ubuntu-24.04\n  bmc:\n    username: admin\n    password: {{env: KILN_TEST_BMC_PASSWORD}}\n  ssh:\n    user: kiln\nracks:\n  - name: r01\n    nodes:\n{nodes}"
+            "site: simtest\ndefaults:\n  hardware: hgx-h100-80gb-8x\n  image: {image}\n  bmc:\n    username: admin\n    password: {{env: KILN_TEST_BMC_PASSWORD}}\n  ssh:\n    user: kiln\nracks:\n  - name: r01\n    nodes:\n{nodes}",
+            image = spec.image
         );
         std::fs::write(dir.path().join("site.yaml"), inventory).unwrap();
         let key = dir.path().join("id_ed25519");
