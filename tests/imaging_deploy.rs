@@ -271,13 +271,14 @@ fn mirror(addr: &str, body: Vec<u8>) -> String {
 /// environment on each node, the node's agent says which disks it has and
 /// gets its plan, downloads the image and checks its digest, reads its
 /// seed, and the first boot from disk phones home; the login is verified
-/// with kiln's host key. A mirror serving the wrong bytes and a
-/// root-device hint no disk matches each end only their node.
+/// with kiln's host key; t-n04's firmware fetches the deploy environment
+/// by UEFI HTTP boot instead of virtual media. A mirror serving the wrong
+/// bytes and a root-device hint no disk matches each end only their node.
 #[test]
 fn a_disk_image_is_written_by_the_deploy_agent() {
     let rack = Rack::start(RackSpec {
         net: 73,
-        nodes: 3,
+        nodes: 4,
         imaged: false,
         image: "debian-12",
         ..RackSpec::default()
@@ -311,6 +312,15 @@ fn a_disk_image_is_written_by_the_deploy_agent() {
         ),
     )
     .unwrap();
+    std::fs::write(
+        dir.join("profiles/images/debian-12-http.yaml"),
+        format!(
+            "name: debian-12-http\ndescription: Debian 12, deploy environment by UEFI HTTP boot\n\
+             family: debian\nversion: \"12\"\ndisk_image:\n  path: {}\nboot: uefi-http\nseed: nocloud\n",
+            state.join("images/debian-12.raw.gz").display()
+        ),
+    )
+    .unwrap();
     let site = dir.join("site.yaml");
     let inv = std::fs::read_to_string(&site)
         .unwrap()
@@ -319,6 +329,7 @@ fn a_disk_image_is_written_by_the_deploy_agent() {
             &format!("    user: kiln\n    key: {}\n", rack.key().display()),
         )
         .replace("{name: t-n02,", "{name: t-n02, image: debian-12-mirror,")
+        .replace("{name: t-n04,", "{name: t-n04, image: debian-12-http,")
         .replace(
             "{name: t-n03,",
             "{name: t-n03, root_device: {serial: S-NO-SUCH-DISK},",
@@ -348,6 +359,10 @@ fn a_disk_image_is_written_by_the_deploy_agent() {
             .starts_with("Debian GNU/Linux 12"),
         "{n1}"
     );
+    assert_eq!(n1["result"]["booted_via"], "virtual-media", "{n1}");
+    let n4 = node("t-n04");
+    assert_eq!(n4["result"]["booted_via"], "uefi-http", "{n4}");
+    assert!(n4["result"]["os"].as_str().unwrap().starts_with("Debian GNU/Linux 12"), "{n4}");
     let n2 = node("t-n02").to_string();
     assert!(
         n2.contains("wait-written") && n2.contains("does not match"),
