@@ -10,7 +10,9 @@
 #          grub-efi-amd64-bin; partition 2 (the last) = ext4 root, label
 #          "debroot", fstab by label. kiln's deploy agent grows the last
 #          partition to the disk and cloud-init's resizefs grows the filesystem.
-# Inside:  linux-image-cloud-amd64, systemd, openssh-server (no host keys),
+# Inside:  linux-image-cloud-amd64 (KILN_IMAGE_KERNEL=generic: linux-image-amd64,
+#          for real servers: the cloud kernel lacks ahci, so no SATA disks),
+#          systemd, openssh-server (no host keys),
 #          cloud-init (NoCloud, None) rendering network config through netplan
 #          onto systemd-networkd + systemd-resolved, serial console on ttyS0,
 #          empty machine-id, no docs/man/translations, no apt lists.
@@ -20,7 +22,8 @@
 #          No loop devices, no mounts of the image.
 # Env:     SOURCE_DATE_EPOCH (default 1735689600) — fixed mtimes, filesystem
 #          times and GRUB/FAT timestamps; DEBIAN_MIRROR, DEBIAN_SECURITY_MIRROR;
-#          ROOT_MIB (default 1024) root partition size; KILN_WORK (default
+#          ROOT_MIB (default 1024; 2048 with the generic kernel) root
+#          partition size; KILN_IMAGE_KERNEL (cloud or generic); KILN_WORK (default
 #          OUTDIR/.work) scratch space (~1.5 GB while building, removed after).
 # Reruns:  outputs are reused when OUTDIR/.debian-12.stamp matches this
 #          script's checksum and the settings above.
@@ -34,7 +37,12 @@ OUTDIR=$1
 export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-1735689600}"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 SECURITY="${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}"
-ROOT_MIB="${ROOT_MIB:-1024}"
+KERNEL_FLAVOUR="${KILN_IMAGE_KERNEL:-cloud}"
+case "$KERNEL_FLAVOUR" in
+    cloud) KERNEL_PKG=linux-image-cloud-amd64; ROOT_MIB="${ROOT_MIB:-1024}" ;;
+    generic) KERNEL_PKG=linux-image-amd64; ROOT_MIB="${ROOT_MIB:-2048}" ;;
+    *) echo "KILN_IMAGE_KERNEL must be cloud or generic, not $KERNEL_FLAVOUR" >&2; exit 2 ;;
+esac
 ESP_MIB=64
 LABEL=debroot
 # Fixed identifiers keep the image reproducible (every cloud image shares its
@@ -58,7 +66,7 @@ OUTDIR=$(cd "$OUTDIR" && pwd)
 OUT_GZ="$OUTDIR/debian-12.raw.gz"
 OUT_SUM="$OUTDIR/debian-12.raw.gz.sha256"
 STAMP="$OUTDIR/.debian-12.stamp"
-WANT_STAMP="$(sha256sum "$0" | cut -d' ' -f1) $SOURCE_DATE_EPOCH $MIRROR $SECURITY $ROOT_MIB"
+WANT_STAMP="$(sha256sum "$0" | cut -d' ' -f1) $SOURCE_DATE_EPOCH $MIRROR $SECURITY $ROOT_MIB $KERNEL_PKG"
 
 if [ -f "$OUT_GZ" ] && [ -f "$OUT_SUM" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT_STAMP" ]; then
     log "up to date (stamp matches), reusing $OUT_GZ"
@@ -83,7 +91,7 @@ mkdir -p "$WORK"
 
 # --- 1. the root filesystem from Debian's packages ---------------------------
 PACKAGES=(
-    linux-image-cloud-amd64 systemd-sysv udev dbus openssh-server cloud-init
+    "$KERNEL_PKG" systemd-sysv udev dbus openssh-server cloud-init
     sudo curl ca-certificates iproute2 e2fsprogs initramfs-tools zstd
     grub-efi-amd64-bin netbase
     # cloud-init's netplan renderer passes kiln's v2 network-config through

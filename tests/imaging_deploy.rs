@@ -362,7 +362,13 @@ fn a_disk_image_is_written_by_the_deploy_agent() {
     assert_eq!(n1["result"]["booted_via"], "virtual-media", "{n1}");
     let n4 = node("t-n04");
     assert_eq!(n4["result"]["booted_via"], "uefi-http", "{n4}");
-    assert!(n4["result"]["os"].as_str().unwrap().starts_with("Debian GNU/Linux 12"), "{n4}");
+    assert!(
+        n4["result"]["os"]
+            .as_str()
+            .unwrap()
+            .starts_with("Debian GNU/Linux 12"),
+        "{n4}"
+    );
     let n2 = node("t-n02").to_string();
     assert!(
         n2.contains("wait-written") && n2.contains("does not match"),

@@ -174,6 +174,29 @@ fn vm_rack_images_real_uefi_machines_end_to_end() {
         ),
     )
     .unwrap();
+    // vm-n2's image as qcow2 (what many image pipelines publish): kiln
+    // converts it back to raw once and the VM must still boot it.
+    let raw = dir.join("debian-12.raw");
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(r#"gzip -dc "$1" > "$2" && qemu-img convert -q -f raw -O qcow2 "$2" "$3" && rm "$2""#)
+        .args(["sh", image.to_str().unwrap(), raw.to_str().unwrap()])
+        .arg(dir.join("debian-12.qcow2"))
+        .status()
+        .unwrap();
+    assert!(ok.success(), "could not make the qcow2 image");
+    let qcow_digest =
+        kiln::imaging::verify::sha256_file(&dir.join("debian-12.qcow2"), |_| {}).unwrap();
+    std::fs::write(
+        profiles.join("debian-12-qcow2.yaml"),
+        format!(
+            "name: debian-12-qcow2\ndescription: Debian 12 as qcow2\n\
+             family: debian\nversion: \"12\"\ndisk_image:\n  path: {}\n  format: qcow2\n\
+             \x20 sha256: {qcow_digest}\nseed: nocloud\n",
+            dir.join("debian-12.qcow2").display()
+        ),
+    )
+    .unwrap();
     // The mirror's copy has its own name: a local file of the URL's name
     // would be served by kiln instead (and its digest checked before).
     let mirrored = dir.join("mirror");
@@ -202,7 +225,11 @@ fn vm_rack_images_real_uefi_machines_end_to_end() {
         dir.join("site.yaml"),
         rack.inventory(
             &key,
-            &[("vm-n3", "debian-12-nodisk"), ("vm-n4", "debian-12-mirror")],
+            &[
+                ("vm-n2", "debian-12-qcow2"),
+                ("vm-n3", "debian-12-nodisk"),
+                ("vm-n4", "debian-12-mirror"),
+            ],
         ),
     )
     .unwrap();
@@ -256,6 +283,9 @@ fn vm_rack_images_real_uefi_machines_end_to_end() {
             why()
         );
     }
+    // vm-n2 was written from the qcow2's conversion, not the raw.gz.
+    let digest = |n: &str| step(&record, n, "wait-written").unwrap()["metrics"]["sha256"].clone();
+    assert_ne!(digest("vm-n1"), digest("vm-n2"), "{}", why());
     let reason = |n: &str| node(&record, n)["reasons"].to_string();
     assert_eq!(node(&record, "vm-n3")["verdict"], "failed", "{}", why());
     assert!(

@@ -304,10 +304,20 @@ pub async fn deploy(cx: &ImageCx, steps: &mut Steps) -> Result<Deployed, Stop> {
     let started = Instant::now();
     let mut progress = p.reg.progress.clone();
     if p.disk.is_some() {
+        // A run resumed after power-on: the agent may have finished (and
+        // powered off) or given up while no kiln was listening; a write
+        // kiln did not see end is started again (writing is idempotent).
+        let resumed = steps.ended_before("power-on") && !steps.ended_before("wait-written");
         steps
-            .run("wait-written", d.install + d.agent + d.connect, || async {
-                wait_written(cx, &mut progress, d.agent, d.install).await
-            })
+            .run(
+                "wait-written",
+                d.install * 2 + d.agent + d.connect,
+                || async {
+                    let restart =
+                        resumed.then_some((&**c, layout, waits, p.http_boot, iso_url.as_str()));
+                    wait_written(cx, &mut progress, d.agent, d.install, restart).await
+                },
+            )
             .await?;
         eject_step(steps, cx, &p).await?;
         boot_disk_step(steps, cx, layout).await?;
@@ -438,10 +448,13 @@ async fn wait_written(
     progress: &mut tokio::sync::watch::Receiver<Progress>,
     boot: Duration,
     write: Duration,
+    mut restart: Option<Restart<'_>>,
 ) -> anyhow::Result<Outcome> {
     let node = &cx.node.name;
     let start = Instant::now();
     let mut deadline = tokio::time::Instant::now() + boot;
+    // How long a resumed agent may stay silent before it is restarted.
+    let quiet = (boot / 4).clamp(Duration::from_secs(1), Duration::from_secs(120));
     let mut said_hello = false;
     let mut next_note = Instant::now() + Duration::from_secs(30);
     loop {
@@ -481,6 +494,29 @@ async fn wait_written(
         }
         if let Some(why) = &agent.refused {
             return Ok(Outcome::failed(format!("{node}: {why}")));
+        }
+        if let Some((c, layout, waits, http_boot, iso_url)) = restart
+            && agent.hellos == 0
+            && agent.written == 0
+        {
+            let off = ops::power_state(c, layout).await? == "Off";
+            if off || start.elapsed() >= quiet {
+                restart = None;
+                tracing::warn!(node = %node, "the deploy environment started before kiln resumed is {}; starting it again",
+                    if off { "off" } else { "silent" });
+                if http_boot {
+                    ops::set_boot(c, layout, BootDevice::Http, false, Some(iso_url))
+                        .await
+                        .map_err(clean)?;
+                } else {
+                    ops::set_boot(c, layout, BootDevice::Cd, false, None).await?;
+                }
+                let op = if off { PowerOp::On } else { PowerOp::Reset };
+                ops::power(c, layout, op, waits).await?;
+                deadline = tokio::time::Instant::now() + boot;
+            }
+        } else if agent.hellos > 0 || agent.written > 0 {
+            restart = None;
         }
         if agent.hellos > 0 && !said_hello {
             said_hello = true;
