@@ -168,7 +168,13 @@ pub async fn read_response<R: AsyncRead + Unpin>(
                     "the head is over {HEAD_LIMIT} bytes"
                 )));
             }
-            if fill(io, &mut buf).await? == 0 {
+            // A BMC that drops a kept-alive connection often skips TLS
+            // close_notify: that is a close like any other here.
+            let read = match fill(io, &mut buf).await {
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+                other => other?,
+            };
+            if read == 0 {
                 return Err(if buf.is_empty() {
                     H1Error::Closed
                 } else {
