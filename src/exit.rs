@@ -13,16 +13,20 @@ pub enum ExitStatus {
     BadInput,
     /// kiln itself failed (a bug, or the machine it runs on).
     Internal,
+    /// `kiln verify`: the record is intact, but no trusted key vouched for
+    /// who signed it (no `--key` and no site key at hand).
+    Unverified,
 }
 
 impl ExitStatus {
-    /// The numeric code: 0, 1, 2 or 3.
+    /// The numeric code: 0, 1, 2, 3, or 4 (`kiln verify` only).
     pub fn code(self) -> u8 {
         match self {
             ExitStatus::Success => 0,
             ExitStatus::NodeFailed => 1,
             ExitStatus::BadInput => 2,
             ExitStatus::Internal => 3,
+            ExitStatus::Unverified => 4,
         }
     }
 }

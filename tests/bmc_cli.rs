@@ -146,9 +146,16 @@ fn power_boot_and_media_are_verified_on_a_lenovo_rack() {
     });
     let inv = site(&rack);
     let www = tempfile::tempdir().unwrap();
-    std::fs::write(www.path().join("installer.iso"), vec![0u8; 1 << 20]).unwrap();
+    // A path like the boot server's, with a node's token in it.
+    let token = "0123456789abcdef0123456789abcdef";
+    std::fs::create_dir(www.path().join(token)).unwrap();
+    std::fs::write(
+        www.path().join(token).join("installer.iso"),
+        vec![0u8; 1 << 20],
+    )
+    .unwrap();
     let files = FileServer::start(www.path(), "127.217.3.1");
-    let image = format!("{}/installer.iso", files.url);
+    let image = format!("{}/{token}/installer.iso", files.url);
 
     assert!(kiln(&rack, &inv, &["bmc", "trust"]).status.success());
 
@@ -165,6 +172,16 @@ fn power_boot_and_media_are_verified_on_a_lenovo_rack() {
     // Inserting the same image again changes nothing.
     let out = kiln(&rack, &inv, &["--json", "bmc", "media", "insert", &image]);
     assert_eq!(result(&json(&out), 0)["unchanged"], true);
+    // kiln shows the image, never its token.
+    for args in [
+        &["--json", "bmc", "media", "insert", &image][..],
+        &["bmc", "media", "status"],
+    ] {
+        let out = kiln(&rack, &inv, args);
+        let shown = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+        assert!(shown.contains("[token]/installer.iso"), "{shown}");
+        assert!(!shown.contains(token), "{shown}");
+    }
 
     // Boot once is set while the nodes are off: a node that is posting
     // would consume the override before it could be read back.

@@ -339,3 +339,34 @@ fn judge_captured_outputs() {
     let (code, _, err) = run(kiln().args(["judge", "nccl", "no-such-file"]));
     assert_eq!(code, 2, "{err}");
 }
+
+#[test]
+fn verify_without_a_trusted_key_is_not_a_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, key) = kiln::handoff::sign::SiteKey::generate().unwrap();
+    let signed = key.sign(serde_json::json!({"node": "r01-n01", "verdict": "accepted"}));
+    let record = dir.path().join("acceptance.json");
+    std::fs::write(&record, serde_json::to_string_pretty(&signed).unwrap()).unwrap();
+    let public = dir.path().join("site-key.pub");
+    std::fs::write(&public, key.public_line()).unwrap();
+
+    let (code, _, err) = run(kiln().arg("verify").arg(&record));
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("NOT VERIFIED") && err.contains("--key"),
+        "{err}"
+    );
+    let (code, out, err) = run(kiln().args(["verify", "--json"]).arg(&record));
+    assert_eq!(code, 4, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (doc["valid"].as_bool(), doc["origin_verified"].as_bool()),
+        (Some(true), Some(false))
+    );
+
+    let (code, _, err) = run(kiln().arg("verify").arg(&record).arg("--integrity-only"));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("not checked"), "{err}");
+    let (code, _, err) = run(kiln().arg("verify").arg(&record).arg("--key").arg(&public));
+    assert_eq!(code, 0, "{err}");
+}

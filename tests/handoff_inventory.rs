@@ -129,3 +129,34 @@ fn mistakes_are_reported_where_they_are() {
     let e = errors(&on_node);
     assert!(e[0].2.contains("not a node"), "{e:?}");
 }
+
+#[test]
+fn a_token_over_plain_http_needs_an_explicit_opt_in() {
+    let plain = BASE.replace(
+        "https://intake.example/nodes",
+        "http://intake.example/nodes",
+    );
+    assert_ne!(plain, BASE);
+    let e = errors(&plain);
+    assert!(
+        e.iter()
+            .any(|(line, _, m)| *line == 8 && m.contains("sent in clear over http://")),
+        "{e:?}"
+    );
+    let allowed = plain.replace("failed: true}", "failed: true, insecure_http: true}");
+    let checked = common::check(&allowed);
+    assert!(checked.inventory.is_some(), "{:?}", errors(&allowed));
+    assert!(
+        checked
+            .diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Warning
+                && d.message.contains("sent in clear")
+                && d.message.contains("insecure_http")),
+        "{:?}",
+        checked.diagnostics
+    );
+    // A webhook without a token may use http:// freely.
+    let tokenless = plain.replace(", token: {env: KILN_TEST_HOOK}", "");
+    assert!(errors(&tokenless).is_empty(), "{:?}", errors(&tokenless));
+}

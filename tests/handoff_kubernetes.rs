@@ -5,6 +5,8 @@
 //! bearer token, content type and the JSON body — against the recording.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -128,6 +130,7 @@ async fn api_calls_match_the_recorded_exchange() {
         labels: BTreeMap::from([("pool".into(), "h100".into())]),
         taints: vec!["kiln/burnin=done:NoSchedule".parse().unwrap()],
         join: None,
+        insecure_http: true,
     };
     let run = "20261125-030000-ab12";
     let mut labels = BTreeMap::from([("site".to_owned(), "simtest".to_owned())]);
@@ -206,6 +209,7 @@ async fn an_absent_node_without_a_join_is_an_error_naming_it() {
         labels: BTreeMap::new(),
         taints: Vec::new(),
         join: None,
+        insecure_http: true,
     };
     let e = deliver(
         &target,
@@ -220,4 +224,97 @@ async fn an_absent_node_without_a_join_is_an_error_naming_it() {
     .await
     .unwrap_err();
     assert!(format!("{e:#}").contains("t-n05 is not a member"), "{e:#}");
+}
+
+/// The join's bootstrap token must reach nothing but the node's stdin: not
+/// the error the step records (journal, reports, terminal), even when the
+/// SSH connection dies mid-join and the error names the command.
+#[test]
+fn a_failed_join_never_shows_its_token() {
+    use common::simrack::{Rack, RackSpec};
+    let rack = Rack::start(RackSpec {
+        net: 87,
+        nodes: 1,
+        time_scale: 1,
+        faults: Some("faults:\n  - nodes: \"t-n01\"\n    ssh_drop_after: 0s\n"),
+        ..RackSpec::default()
+    });
+    let secret = "abcdef.0123456789abcdef";
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let replay = Arc::new(Mutex::new(Replay {
+            exchanges: vec![serde_json::json!({
+                "request": {"method": "GET", "path": "/api/v1/nodes/t-n01"},
+                "response": {"status": 404, "body": {"kind": "Status", "code": 404}}
+            })],
+            next: 0,
+            problems: Vec::new(),
+        }));
+        let addr = serve(Arc::clone(&replay)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let api_token = dir.path().join("token");
+        std::fs::write(&api_token, "kube-token").unwrap();
+        let join_token = dir.path().join("join-token");
+        std::fs::write(&join_token, secret).unwrap();
+        let target = KubernetesTarget {
+            api: Url::parse(&format!("http://{addr}")).unwrap(),
+            token: SecretRef::File(api_token),
+            ca: None,
+            labels: BTreeMap::new(),
+            taints: Vec::new(),
+            join: Some(kiln::inventory::handoff::JoinSpec {
+                endpoint: "10.0.0.1:6443".into(),
+                token: SecretRef::File(join_token),
+                ca_cert_hash: format!("sha256:{}", "0".repeat(64)),
+            }),
+            insecure_http: true,
+        };
+        let addr = rack.nodes[0]["ssh"].as_str().unwrap();
+        let (host, port) = addr.rsplit_once(':').unwrap();
+        let node = kiln::ssh::Target {
+            node: "t-n01".into(),
+            host: host.to_owned(),
+            port: port.parse().unwrap(),
+            user: "kiln".into(),
+            key: Some(rack.key()),
+            known_hosts: Some(rack.dir.path().join("known_hosts")),
+            jump: None,
+        };
+        let pool = kiln::ssh::Pool::new(kiln::ssh::Client::new(
+            Arc::new(kiln::ssh::hostkeys::Verifier::new(Vec::new(), None, false)),
+            Arc::new(kiln::ssh::auth::Credentials::new()),
+            kiln::ssh::ClientOptions::default(),
+        ));
+        pool.wait_for_ssh(&node, Duration::from_secs(20))
+            .await
+            .unwrap();
+        let remote = kiln::ssh::Remote::Ssh {
+            pool: Arc::new(pool),
+            target: node,
+        };
+        let e = deliver(
+            &target,
+            "t-n01",
+            "run",
+            Action::Accept {
+                labels: &BTreeMap::new(),
+                remote: Some(&remote),
+            },
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap_err();
+        // What the step records in the journal and every report shows.
+        let recorded = kiln::pipeline::step::error_text(&e);
+        assert!(
+            recorded.contains("connection lost while running"),
+            "{recorded}"
+        );
+        for shown in [recorded, format!("{e:#}"), format!("{e:?}")] {
+            assert!(!shown.contains(secret), "the token leaked: {shown}");
+        }
+    });
 }

@@ -100,7 +100,7 @@ fn accepted_nodes_are_posted_signed_and_failures_are_reported() {
     let yaml = std::fs::read_to_string(&site).unwrap().replace(
         "defaults:\n",
         &format!(
-            "defaults:\n  handoff:\n    - webhook: {{url: \"http://127.85.9.1:{}/intake\", token: {{env: KILN_TEST_WEBHOOK_TOKEN}}, attempts: 3, failed: true}}\n",
+            "defaults:\n  handoff:\n    - webhook: {{url: \"http://127.85.9.1:{}/intake\", token: {{env: KILN_TEST_WEBHOOK_TOKEN}}, insecure_http: true, attempts: 3, failed: true}}\n",
             recv.port
         ),
     );

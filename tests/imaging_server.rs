@@ -205,6 +205,12 @@ async fn images_seeds_tokens_and_call_backs() {
     let done = a.progress.borrow().done.clone().unwrap();
     assert_eq!(done["pub_key_ed25519"], "ssh-ed25519 AAAA");
     assert!(b.progress.borrow().done.is_none());
+    // A call-back body is read up to 64 KiB, no further.
+    let url = b.done_url.clone();
+    let big = format!("x={}", "a".repeat(100 << 10));
+    let (code, _, _) = blocking(move || curl(&["-X", "POST", "--data", &big, &url])).await;
+    assert_eq!(code, 413);
+    assert!(b.progress.borrow().done.is_none());
 
     // Unregistered: the token stops working.
     server.unregister("n1");

@@ -59,6 +59,13 @@ impl BmcError {
         matches!(self.status(), Some(404 | 405 | 501))
     }
 
+    /// The request may have reached the BMC and been carried out, though
+    /// no answer said so (a timeout or a broken connection after it was
+    /// sent): read the state back before asking again.
+    pub fn maybe_acted(&self) -> bool {
+        matches!(self, BmcError::Transport { source, .. } if !source.not_sent())
+    }
+
     /// The HTTP status, for an HTTP error.
     pub fn status(&self) -> Option<u16> {
         match self {

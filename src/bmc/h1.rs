@@ -168,7 +168,13 @@ pub async fn read_response<R: AsyncRead + Unpin>(
                     "the head is over {HEAD_LIMIT} bytes"
                 )));
             }
-            if fill(io, &mut buf).await? == 0 {
+            // A BMC that drops a kept-alive connection often skips TLS
+            // close_notify: that is a close like any other here.
+            let read = match fill(io, &mut buf).await {
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+                other => other?,
+            };
+            if read == 0 {
                 return Err(if buf.is_empty() {
                     H1Error::Closed
                 } else {
@@ -210,9 +216,19 @@ pub async fn read_response<R: AsyncRead + Unpin>(
             }
             buf.split_to(len).freeze()
         } else {
-            // No length: the body runs to the end of the connection.
+            // No length: the body runs to the end of the connection
+            // (RFC 9112 §6.3). Many BMCs end such a reply, often an error,
+            // by closing TCP without TLS close_notify; curl takes that as
+            // the end too, and so does kiln here, where nothing else could
+            // mark it. (A cut-short JSON document still fails to parse.)
             keep_alive = false;
-            while fill(io, &mut buf).await? > 0 {
+            loop {
+                match fill(io, &mut buf).await {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                    Err(e) => return Err(e.into()),
+                }
                 if buf.len() > body_limit {
                     return Err(H1Error::TooLarge(body_limit));
                 }
@@ -316,7 +332,9 @@ async fn read_chunked<R: AsyncRead + Unpin>(
                 }
             }
         }
-        if body.len() + size > limit {
+        // Checked: a size near usize::MAX would wrap the sum in a release
+        // build, and the loop below would then buffer until memory ran out.
+        if body.len().checked_add(size).is_none_or(|n| n > limit) {
             return Err(H1Error::TooLarge(limit));
         }
         while buf.len() < size + 2 {
@@ -401,6 +419,13 @@ mod tests {
         assert!(matches!(
             parse(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab").await,
             Err(H1Error::Malformed(_))
+        ));
+        // A chunk size that would wrap `len + size`.
+        let mut io: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+            1\r\na\r\nffffffffffffffff\r\nbbbb";
+        assert!(matches!(
+            read_response(&mut io, false, 4).await,
+            Err(H1Error::TooLarge(4))
         ));
         let mut io: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789";
         assert!(matches!(

@@ -93,13 +93,31 @@ async fn reset(
     kind: &str,
     sent: &mut Vec<String>,
 ) -> Result<(), BmcError> {
-    client
-        .action(
-            &layout.reset_target,
-            &json!({"ResetType": kind}),
-            Duration::from_secs(120),
-        )
-        .await?;
+    let body = json!({"ResetType": kind});
+    let limit = Duration::from_secs(120);
+    match client.action(&layout.reset_target, &body, limit).await {
+        Ok(()) => {}
+        Err(e) if e.maybe_acted() => {
+            // The reset may have been carried out: look before asking
+            // again. A restart cannot be told from the state, so it is
+            // never repeated; the step fails and says why.
+            sent.push(kind.to_owned());
+            let settled = match kind {
+                "On" | "ForceOn" => "On",
+                "ForceOff" | "GracefulShutdown" => "Off",
+                _ => return Err(e),
+            };
+            let now = power_state(client, layout).await?;
+            tracing::warn!(node = %client.node, reset = kind, power = %now, "no answer to the reset ({e}); power read back");
+            if now != settled {
+                // Still as before: sending the same reset to a node
+                // already on its way there does no harm.
+                client.action(&layout.reset_target, &body, limit).await?;
+            }
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    }
     sent.push(kind.to_owned());
     Ok(())
 }

@@ -3,6 +3,13 @@
 //! connection failures, a cap on requests in flight (BMCs fall over under
 //! parallel load), and a circuit breaker so a dead BMC fails fast instead
 //! of holding up a whole rack.
+//!
+//! A POST or PATCH that may have reached the BMC (written, then no answer
+//! or a broken one) is never sent again here: a repeated Reset reboots a
+//! node twice, a repeated session POST leaks a session. Those are retried
+//! only when nothing was sent (the connection could not be made) or the
+//! BMC answered 503/429 (it did not act); callers that must know read the
+//! state back before asking again (`ops.rs`).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -94,6 +101,18 @@ pub enum TransportError {
         /// What happened.
         reason: String,
     },
+    /// The answer is over the size kiln reads; never retried.
+    #[error("{bmc}: {method} {path}: the answer is over {limit} bytes")]
+    TooLarge {
+        /// BMC address.
+        bmc: String,
+        /// Method.
+        method: String,
+        /// Path.
+        path: String,
+        /// The limit.
+        limit: usize,
+    },
     /// Too many recent failures: not trying for a while.
     #[error("{bmc}: not answering ({failures} failures in a row); not retrying for {secs} s")]
     CircuitOpen {
@@ -104,6 +123,28 @@ pub enum TransportError {
         /// Seconds until the next try.
         secs: u64,
     },
+}
+
+impl TransportError {
+    /// Whether the request certainly never reached the BMC (nothing was
+    /// written), so any method may be sent again.
+    pub fn not_sent(&self) -> bool {
+        matches!(
+            self,
+            TransportError::Connect { .. }
+                | TransportError::Untrusted { .. }
+                | TransportError::CircuitOpen { .. }
+        )
+    }
+}
+
+/// Whether sending `method` twice has the effect of sending it once
+/// (RFC 9110 §9.2.2). Redfish's POST (actions, sessions) and PATCH are not.
+pub fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
+    )
 }
 
 /// A response, body read whole (Redfish documents are small).
@@ -147,7 +188,11 @@ impl std::fmt::Debug for Transport {
     }
 }
 
-const BODY_LIMIT: usize = 16 << 20;
+/// The largest answer read. A Redfish resource is a few kilobytes (the
+/// largest of the ten vendor mockups is under 100 KB, and kiln asks for no
+/// `$expand`); parsed into JSON values a body takes several times its size
+/// in memory, per BMC, and any BMC may be hostile.
+pub const BODY_LIMIT: usize = 4 << 20;
 
 impl Transport {
     /// A transport to `host:port` trusting per `tls`.
@@ -270,12 +315,17 @@ impl Transport {
             attempt += 1;
             let result = self.once(&method, path, headers, body.clone()).await;
             let wait = match &result {
+                // The BMC says it did not act: safe for any method.
                 Ok(reply) if matches!(reply.status.as_u16(), 503 | 429) => {
                     Some(retry_after(&reply.headers))
                 }
                 Ok(_) => None,
-                Err(TransportError::Untrusted { .. }) => None,
-                Err(_) => Some(None),
+                Err(TransportError::Untrusted { .. } | TransportError::TooLarge { .. }) => None,
+                Err(e) if e.not_sent() || idempotent(&method) => Some(None),
+                Err(e) => {
+                    tracing::debug!(bmc = %self.bmc, %method, path, "not sending again: it may have reached the BMC ({e})");
+                    None
+                }
             };
             let last = attempt >= self.options.attempts;
             match (wait, last) {
@@ -338,6 +388,9 @@ impl Transport {
         all.extend(headers.iter().map(|(k, v)| (*k, v.as_str())));
         let wire = h1::encode_request(method, path, &all, body.as_deref().unwrap_or_default())
             .map_err(|e| io(e.to_string()))?;
+        // Set once the first byte of the request may have left: a timeout
+        // before that (a slow connect) is a failure to connect.
+        let sent = std::sync::atomic::AtomicBool::new(false);
         let exchange = async {
             // A kept-alive connection the BMC has closed meanwhile is found
             // before use where possible; one found closed only when the
@@ -352,6 +405,7 @@ impl Transport {
                     // inline it would be copied with every request's future.
                     None => Box::pin(self.connect()).await?,
                 };
+                sent.store(true, std::sync::atomic::Ordering::Relaxed);
                 match h1::exchange(&mut stream, method, &wire, BODY_LIMIT).await {
                     Ok(reply) => return Ok((stream, reply)),
                     Err(h1::H1Error::Closed)
@@ -359,17 +413,37 @@ impl Transport {
                     {
                         continue;
                     }
+                    Err(h1::H1Error::TooLarge(limit)) => {
+                        return Err(TransportError::TooLarge {
+                            bmc: self.bmc.clone(),
+                            method: method.to_string(),
+                            path: path.to_owned(),
+                            limit,
+                        });
+                    }
                     Err(e) => return Err(io(e.to_string())),
                 }
             }
         };
         let (stream, reply) = tokio::time::timeout(self.options.request_timeout, exchange)
             .await
-            .map_err(|_| TransportError::Timeout {
-                bmc: self.bmc.clone(),
-                method: method.to_string(),
-                path: path.to_owned(),
-                secs: self.options.request_timeout.as_secs(),
+            .map_err(|_| {
+                if sent.load(std::sync::atomic::Ordering::Relaxed) {
+                    TransportError::Timeout {
+                        bmc: self.bmc.clone(),
+                        method: method.to_string(),
+                        path: path.to_owned(),
+                        secs: self.options.request_timeout.as_secs(),
+                    }
+                } else {
+                    TransportError::Connect {
+                        bmc: self.bmc.clone(),
+                        reason: format!(
+                            "timed out after {} s",
+                            self.options.request_timeout.as_secs()
+                        ),
+                    }
+                }
             })??;
         // Keep the connection for the next request unless it must close.
         if reply.keep_alive {

@@ -105,7 +105,8 @@ pub enum Command {
     #[command(subcommand)]
     Keys(KeysCommand),
     /// Check a signed acceptance record and print its verdicts (exit 0
-    /// valid, 1 invalid or tampered, 2 unreadable).
+    /// valid, 1 invalid or tampered, 2 unreadable, 4 intact but its signer
+    /// not checked against a trusted key).
     Verify(VerifyArgs),
 }
 
@@ -131,10 +132,16 @@ pub struct VerifyArgs {
     #[arg(value_name = "RECORD")]
     pub record: PathBuf,
     /// The site's public key: a `site-key.pub` file or its base64. Without
-    /// it, the state folder's key when an inventory is given, else only
-    /// the key inside the record (which proves integrity, not origin).
+    /// it, the state folder's key when an inventory is given; with neither,
+    /// the record is checked against the key inside it, which proves it
+    /// intact but not who signed it, and kiln exits 4.
     #[arg(long, value_name = "PUB")]
     pub key: Option<String>,
+    /// Check only that the record is intact (against the key inside it)
+    /// and exit 0 when it is: anyone can sign a record with a key of their
+    /// own, so this says nothing about who did.
+    #[arg(long, conflicts_with = "key")]
+    pub integrity_only: bool,
 }
 
 /// `kiln demo`

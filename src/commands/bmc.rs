@@ -20,6 +20,7 @@ use crate::bmc::{connect, facts};
 use crate::cli::{BmcCommand, BmcTarget, MediaCommand};
 use crate::commands::Ctx;
 use crate::exit::{BadInput, ExitStatus};
+use crate::imaging::deploy::redact_tokens;
 use crate::inventory::{Inventory, Node, Selection, TlsPolicy};
 use crate::output::table;
 
@@ -318,7 +319,8 @@ impl Work {
                     client.logout().await;
                     let (result, error) = match outcome {
                         Ok(v) => (Some(v), None),
-                        Err(e) => (None, Some(e.to_string())),
+                        // A BMC's error may echo an image URL and its token.
+                        Err(e) => (None, Some(redact_tokens(&e.to_string()))),
                     };
                     if report {
                         match &error {
@@ -371,6 +373,17 @@ impl Work {
     }
 }
 
+/// Virtual-media URLs carry boot-server tokens (`/iso/TOKEN/…`): what
+/// `kiln bmc` prints, as tables, JSON or errors, has them cut.
+fn redact_json(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => *s = redact_tokens(s),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_json),
+        serde_json::Value::Object(map) => map.values_mut().for_each(redact_json),
+        _ => {}
+    }
+}
+
 fn finish<T: Serialize>(
     ctx: &Ctx,
     rows: &[Row<T>],
@@ -388,14 +401,16 @@ fn finish<T: Serialize>(
         return Err(BadInput(first.to_owned()).into());
     }
     if ctx.printer.json {
-        ctx.printer.json_data(&json!({ "nodes": rows }))?;
+        let mut nodes = serde_json::to_value(rows)?;
+        redact_json(&mut nodes);
+        ctx.printer.json_data(&json!({ "nodes": nodes }))?;
     } else {
         let table_rows: Vec<Vec<String>> = rows
             .iter()
             .filter_map(|r| {
                 r.result.as_ref().map(|v| {
                     let mut row = vec![r.node.clone()];
-                    row.extend(cells(v));
+                    row.extend(cells(v).iter().map(|c| redact_tokens(c)));
                     row
                 })
             })

@@ -46,8 +46,10 @@ pub fn keys(ctx: &Ctx, cmd: KeysCommand) -> anyhow::Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
-/// Runs `kiln verify RECORD [--key PUB]`: exit 0 when the signature is
-/// valid, 1 when it is not, 2 when the file or key cannot be read.
+/// Runs `kiln verify RECORD [--key PUB | --integrity-only]`: exit 0 when
+/// the signature is valid for a trusted key, 1 when it is not valid, 2
+/// when the file or key cannot be read, 4 when it is valid only for the
+/// key inside the record and `--integrity-only` was not asked for.
 pub fn verify(ctx: &Ctx, args: &VerifyArgs) -> anyhow::Result<ExitStatus> {
     let text = std::fs::read_to_string(&args.record)
         .map_err(|e| BadInput(format!("cannot read {}: {e}", args.record.display())))?;
@@ -113,9 +115,11 @@ pub fn verify(ctx: &Ctx, args: &VerifyArgs) -> anyhow::Result<ExitStatus> {
         Verified::Valid { key_id } => (true, format!("valid signature by {key_id}")),
         Verified::Invalid(why) => (false, why.clone()),
     };
+    let origin_verified = valid && trusted.is_some();
     if ctx.printer.json {
         ctx.printer.json_data(&json!({
-            "valid": valid, "detail": why, "checked_against": source,
+            "valid": valid, "origin_verified": origin_verified,
+            "detail": why, "checked_against": source,
             "node": r["node"], "verdict": r["verdict"], "reasons": r["reasons"],
             "checks": r["checks"].as_array().map(|a| a.iter().map(|c| json!({
                 "stage": c["stage"], "step": c["step"], "verdict": c["verdict"]})).collect::<Vec<_>>()),
@@ -136,17 +140,27 @@ pub fn verify(ctx: &Ctx, args: &VerifyArgs) -> anyhow::Result<ExitStatus> {
         ctx.printer
             .data(&table(&["CHECK", "VERDICT", "DETAIL"], &checks));
     }
-    if valid {
+    if origin_verified {
         ctx.printer.info(&format!(
             "{}: {why}, checked against {source}",
             args.record.display()
         ));
-        if trusted.is_none() {
-            ctx.printer.info(
-                "warning: no trusted key given; this proves the record is intact, not who signed it (pass --key site-key.pub)",
-            );
-        }
         Ok(ExitStatus::Success)
+    } else if valid && args.integrity_only {
+        ctx.printer.info(&format!(
+            "{}: intact ({why}, the key inside the record); who signed it is not checked (--integrity-only)",
+            args.record.display()
+        ));
+        Ok(ExitStatus::Success)
+    } else if valid {
+        // Anyone can make a self-consistent record with a key of their
+        // own: without a trusted key this is not a pass.
+        ctx.printer.info(&format!(
+            "{}: NOT VERIFIED: intact, but signed by {}, a key nothing here vouches for; pass --key site-key.pub (or --integrity-only to check integrity alone)",
+            args.record.display(),
+            signed.signature.key_id
+        ));
+        Ok(ExitStatus::Unverified)
     } else {
         ctx.printer.info(&format!(
             "{}: INVALID: {why} (checked against {source})",

@@ -139,6 +139,14 @@ pub enum HttpError {
         /// The limit.
         after: Duration,
     },
+    /// A credential would travel in clear and the target did not allow it.
+    #[error(
+        "{url}: refusing to send a token over plain http:// (use https://, or set `insecure_http: true` on the target)"
+    )]
+    PlainHttp {
+        /// Where.
+        url: String,
+    },
     /// The TLS configuration could not be built.
     #[error("TLS setup for {url}: {reason}")]
     Tls {
@@ -175,7 +183,17 @@ impl Reply {
 pub struct Client {
     tls: Option<Arc<rustls::ClientConfig>>,
     timeout: Duration,
+    insecure_http: bool,
 }
+
+/// Headers that carry credentials (never sent over plain http:// unless
+/// the target allows it).
+const CREDENTIAL_HEADERS: [&str; 4] = [
+    "authorization",
+    "x-slurm-user-token",
+    "x-auth-token",
+    "cookie",
+];
 
 impl Client {
     /// A client trusting the PEM bundle `ca`, else the system's bundle
@@ -195,7 +213,19 @@ impl Client {
             })?),
             None => None,
         };
-        Ok(Client { tls, timeout })
+        Ok(Client {
+            tls,
+            timeout,
+            insecure_http: false,
+        })
+    }
+
+    /// Lets tokens go over plain http:// (the inventory's `insecure_http:
+    /// true`); without it a request carrying one to an http:// URL is
+    /// refused before anything is sent.
+    pub fn insecure_http(mut self, allow: bool) -> Client {
+        self.insecure_http = allow;
+        self
     }
 
     /// Sends one request. `bearer` becomes `Authorization: Bearer …`;
@@ -209,6 +239,13 @@ impl Client {
         body: Option<(&str, Vec<u8>)>,
     ) -> Result<Reply, HttpError> {
         let shown = url.to_string();
+        let credentials = bearer.is_some()
+            || headers
+                .iter()
+                .any(|(k, _)| CREDENTIAL_HEADERS.contains(&k.to_ascii_lowercase().as_str()));
+        if credentials && !url.https && !self.insecure_http {
+            return Err(HttpError::PlainHttp { url: shown });
+        }
         match tokio::time::timeout(self.timeout, self.once(method, url, headers, bearer, body))
             .await
         {

@@ -103,7 +103,8 @@ impl Api {
             .resolve()
             .map_err(|e| anyhow::anyhow!("kubernetes {}: token: {e}", target.api))?;
         Ok(Api {
-            client: Client::new(target.ca.as_deref(), Duration::from_secs(30))?,
+            client: Client::new(target.ca.as_deref(), Duration::from_secs(30))?
+                .insecure_http(target.insecure_http),
             base: target.api.clone(),
             token,
         })
@@ -190,13 +191,10 @@ pub fn reject_patch(verdict: &str, reason: &str, run: &str) -> Value {
     })
 }
 
-/// The join command for `node`, every value shell-quoted.
-pub fn render_join(
-    node: &str,
-    endpoint: &str,
-    token: &str,
-    ca_cert_hash: &str,
-) -> anyhow::Result<String> {
+/// The join command for `node`, every value shell-quoted. It reads the
+/// bootstrap token from its stdin: the token is never part of the script,
+/// so no error, log line or report that names the command can hold it.
+pub fn render_join(node: &str, endpoint: &str, ca_cert_hash: &str) -> anyhow::Result<String> {
     let mut tera = tera::Tera::default();
     tera.autoescape_on(vec![]);
     tera.add_raw_template(
@@ -216,7 +214,6 @@ pub fn render_join(
     let mut cx = tera::Context::new();
     cx.insert("node", node);
     cx.insert("endpoint", endpoint);
-    cx.insert("token", token);
     cx.insert("ca_cert_hash", ca_cert_hash);
     Ok(tera.render("kubernetes/join.sh", &cx)?)
 }
@@ -323,16 +320,18 @@ async fn run_join(
         .token
         .resolve()
         .map_err(|e| anyhow::anyhow!("kubernetes join token: {e}"))?;
-    let script = render_join(node, &join.endpoint, token.expose(), &join.ca_cert_hash)?;
+    let script = render_join(node, &join.endpoint, &join.ca_cert_hash)?;
     let cmd = RemoteCommand::shell(script)
         .sudo(true)
-        .timeout(Some(Duration::from_secs(600)));
+        .timeout(Some(Duration::from_secs(600)))
+        .sensitive("kubeadm join");
+    let stdin = Input::Bytes(format!("{}\n", token.expose()).into_bytes().into());
     let out = remote
-        .run(&cmd, Input::None, &mut Discard, &ExecOptions::default())
+        .run(&cmd, stdin, &mut Discard, &ExecOptions::default())
         .await
         .with_context(|| format!("running the kubernetes join on {node}"))?;
     if !out.success() {
-        // Never the command line: it holds the bootstrap token.
+        // kubeadm may echo its arguments.
         let tail = out.stderr.tail_text().replace(token.expose(), "[redacted]");
         anyhow::bail!(
             "the kubernetes join on {node} {}: {}",
@@ -366,8 +365,11 @@ mod tests {
 
     #[test]
     fn join_quotes_every_value() {
-        let s = render_join("r01-n01", "10.0.0.1:6443", "abc'; rm -rf / #", "sha256:00").unwrap();
-        assert!(s.contains("--token 'abc'\\''; rm -rf / #'"), "{s}");
+        let s = render_join("r01-n01", "10.0.0.1:6443'; rm -rf / #", "sha256:00").unwrap();
+        assert!(s.contains("join '10.0.0.1:6443'\\''; rm -rf / #'"), "{s}");
+        // The token is read from stdin, never written into the script.
+        assert!(s.contains("--token \"$token\""), "{s}");
+        let s = render_join("r01-n01", "10.0.0.1:6443", "sha256:00").unwrap();
         assert!(
             s.contains("kubeadm join 10.0.0.1:6443") || s.contains("kubeadm join '10.0.0.1:6443'"),
             "{s}"

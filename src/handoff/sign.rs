@@ -370,6 +370,38 @@ mod tests {
     }
 
     #[test]
+    fn records_with_any_float_verify_after_a_round_trip_through_text() {
+        // Without exact float parsing some 17-digit values come back one
+        // ULP off, and a genuine record fails its signature.
+        let (_, key) = SiteKey::generate().unwrap();
+        let public = parse_public(&key.public_line()).unwrap();
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut floats = Vec::new();
+        while floats.len() < 20_000 {
+            // splitmix64
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            let f = f64::from_bits(z);
+            if f.is_finite() {
+                floats.push(json!(f));
+            }
+            // Measurements as kiln records them, too.
+            floats.push(json!((z % 1_000_000_000) as f64 / 997.0));
+        }
+        let signed = key.sign(json!({"node": "r01-n01", "metrics": floats}));
+        let text = serde_json::to_string_pretty(&signed).unwrap();
+        let back: SignedRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.record, signed.record, "floats changed on the way");
+        assert!(matches!(
+            verify(&back, Some(&public)),
+            Verified::Valid { .. }
+        ));
+    }
+
+    #[test]
     fn keys_are_written_private_and_not_replaced() {
         let dir = tempfile::tempdir().unwrap();
         let key = SiteKey::init(dir.path(), false).unwrap();

@@ -95,11 +95,13 @@ pub async fn deliver(
             token,
             api,
             ca,
+            insecure_http,
         } => {
             let token = token
                 .resolve()
                 .map_err(|e| anyhow::anyhow!("slurmrestd {url}: token: {e}"))?;
-            let client = Client::new(ca.as_deref(), Duration::from_secs(30))?;
+            let client =
+                Client::new(ca.as_deref(), Duration::from_secs(30))?.insecure_http(*insecure_http);
             let path = format!("/slurm/{api}/node/{node}");
             let body = match action {
                 Action::Resume => json!({"state": ["RESUME"]}),

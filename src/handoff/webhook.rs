@@ -35,7 +35,8 @@ pub async fn deliver(
         ),
         None => None,
     };
-    let client = Client::new(target.ca.as_deref(), target.timeout)?;
+    let client =
+        Client::new(target.ca.as_deref(), target.timeout)?.insecure_http(target.insecure_http);
     let mut last: Result<Reply, HttpError> = Err(HttpError::Connect {
         url: target.url.to_string(),
         reason: "not tried".into(),

@@ -6,7 +6,7 @@
 //! handoff:
 //!   - webhook: {url: https://intake.example/nodes, token: {env: KILN_WEBHOOK_TOKEN},
 //!               attempts: 3, failed: true}
-//!   - slurm: {restd: http://ctl:6820, user: slurm, token: {env: SLURM_JWT}}
+//!   - slurm: {restd: https://ctl:6820, user: slurm, token: {env: SLURM_JWT}}
 //!   - slurm: {scontrol: ops@ctl:22}          # or `scontrol: local`
 //!   - kubernetes: {api: https://k8s:6443, token: {env: KUBE_TOKEN}, ca: k8s-ca.pem,
 //!                  labels: {pool: h100}, taints: ["kiln/new=true:NoSchedule"],
@@ -134,6 +134,9 @@ pub struct WebhookTarget {
     /// Per-attempt timeout (default 30 s).
     #[serde(serialize_with = "secs")]
     pub timeout: Duration,
+    /// Send the token over plain http:// anyway (refused otherwise).
+    #[serde(skip_serializing_if = "is_false")]
+    pub insecure_http: bool,
 }
 
 /// A Slurm controller.
@@ -161,6 +164,9 @@ pub enum SlurmVia {
         /// CA bundle for https.
         #[serde(skip_serializing_if = "Option::is_none")]
         ca: Option<PathBuf>,
+        /// Send the token over plain http:// anyway (refused otherwise).
+        #[serde(skip_serializing_if = "is_false")]
+        insecure_http: bool,
     },
     /// `scontrol update` on the controller over SSH (or on this machine).
     Scontrol {
@@ -188,6 +194,9 @@ pub struct KubernetesTarget {
     /// How the node joins the cluster, if it is not yet a member.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub join: Option<JoinSpec>,
+    /// Send the token over plain http:// anyway (refused otherwise).
+    #[serde(skip_serializing_if = "is_false")]
+    pub insecure_http: bool,
 }
 
 /// A Kubernetes taint.
@@ -237,6 +246,31 @@ pub struct JoinSpec {
     pub token: SecretRef,
     /// `sha256:…` of the cluster CA's public key.
     pub ca_cert_hash: String,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A token bound for a plain http:// URL: an error unless the target says
+/// `insecure_http: true`, and then a warning (`kiln inventory check` shows
+/// it), so a bearer token never crosses a network in clear by accident.
+fn plain_http(cx: &mut Cx, pos: Pos, what: &str, url: &Url, token: bool, insecure: bool) {
+    if url.https || !token {
+        return;
+    }
+    if insecure {
+        cx.warn(
+            pos,
+            format!("{what} token is sent in clear over {url} (`insecure_http: true`)"),
+        );
+    } else {
+        cx.error_help(
+            pos,
+            format!("{what} token would be sent in clear over {url}"),
+            "use https://, or add `insecure_http: true` to this target to send it anyway",
+        );
+    }
 }
 
 fn display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -375,14 +409,19 @@ fn webhook(cx: &mut Cx, node: &Node) -> Option<WebhookTarget> {
     };
     let failed = m.opt(cx, "failed").unwrap_or(false);
     let timeout: Option<HumanDuration> = m.opt(cx, "timeout");
+    let insecure_http = m.opt(cx, "insecure_http").unwrap_or(false);
+    let pos = m.pos();
     m.finish(cx);
+    let url = url?;
+    plain_http(cx, pos, "webhook", &url, token.is_some(), insecure_http);
     Some(WebhookTarget {
-        url: url?,
+        url,
         token,
         ca,
         attempts: attempts.unwrap_or(3),
         failed,
         timeout: timeout.map_or(Duration::from_secs(30), |d| d.0),
+        insecure_http,
     })
 }
 
@@ -394,6 +433,7 @@ fn slurm(cx: &mut Cx, node: &Node) -> Option<SlurmTarget> {
     let token: Option<SecretRef> = m.opt(cx, "token");
     let api: Option<String> = m.opt(cx, "api");
     let ca = ca(cx, &mut m);
+    let insecure_http = m.opt(cx, "insecure_http").unwrap_or(false);
     let pos = m.pos();
     m.finish(cx);
     let via = match (restd, scontrol) {
@@ -414,12 +454,14 @@ fn slurm(cx: &mut Cx, node: &Node) -> Option<SlurmTarget> {
                 );
                 return None;
             };
+            plain_http(cx, pos, "slurmrestd", &url, true, insecure_http);
             SlurmVia::Restd {
                 url,
                 user: user.unwrap_or_else(|| "root".into()),
                 token,
                 api,
                 ca,
+                insecure_http,
             }
         }
         (None, Some(n)) => {
@@ -474,14 +516,19 @@ fn kubernetes(cx: &mut Cx, node: &Node) -> Option<KubernetesTarget> {
         Some(n) => join(cx, n),
         None => None,
     };
+    let insecure_http = m.opt(cx, "insecure_http").unwrap_or(false);
+    let pos = m.pos();
     m.finish(cx);
+    let api = api?;
+    plain_http(cx, pos, "kubernetes", &api, true, insecure_http);
     Some(KubernetesTarget {
-        api: api?,
+        api,
         token: token?,
         ca,
         labels,
         taints,
         join,
+        insecure_http,
     })
 }
 

@@ -181,12 +181,12 @@ fn parse_xml(text: &str) -> Option<Parsed> {
                 });
             }
             Event::Open { .. } => {}
-            Event::Leaf(leaf) => match leaf.path.get(1).map(String::as_str) {
+            Event::Leaf(leaf) => match leaf.segment(1) {
                 Some("attached_gpus") => p.attached = leaf.text.parse().ok(),
                 Some("driver_version") => p.driver = Some(leaf.text),
                 Some("gpu") => {
                     if let Some(gpu) = p.gpus.last_mut() {
-                        let path = leaf.path.get(2..).unwrap_or_default().join("/");
+                        let path = leaf.path_from(2).to_owned();
                         gpu.fields.push((path, leaf.text));
                     }
                 }

@@ -21,6 +21,11 @@ const SUDO_PROMPT: &str = "[kiln-sudo-prompt]";
 /// Printed on stderr by the command once sudo let it run: from here on
 /// stdin belongs to the command and stderr is the command's.
 const SUDO_READY: &str = "[kiln-sudo-ready]";
+/// stderr held while waiting for sudo's markers: beyond it, all but a
+/// marker's length goes on to the capture and the sink, so what a node
+/// prints before sudo lets the command run is neither hoarded nor scanned
+/// again with every chunk.
+const SUDO_PENDING: usize = 4 << 10;
 /// Grace after a timeout for the remote `timeout` to kill and report,
 /// before kiln kills the channel itself.
 const KILL_GRACE: Duration = Duration::from_secs(5);
@@ -37,6 +42,9 @@ pub struct RemoteCommand {
     /// Run with `LC_ALL=C`, so parsers and output grouping see the same
     /// text on every node.
     pub fixed_locale: bool,
+    /// What errors show instead of the script, for a command that holds
+    /// a secret ([`RemoteCommand::sensitive`]).
+    pub label: Option<String>,
 }
 
 impl RemoteCommand {
@@ -47,6 +55,7 @@ impl RemoteCommand {
             sudo: false,
             timeout: None,
             fixed_locale: true,
+            label: None,
         }
     }
 
@@ -60,6 +69,23 @@ impl RemoteCommand {
     pub fn sudo(mut self, on: bool) -> RemoteCommand {
         self.sudo = on;
         self
+    }
+
+    /// Marks the script as holding a secret: errors, logs and reports name
+    /// it as `label`, never by its text. Better still, pass the secret on
+    /// stdin ([`Input::Bytes`]) so it is not in the script at all.
+    pub fn sensitive(mut self, label: impl Into<String>) -> RemoteCommand {
+        self.label = Some(label.into());
+        self
+    }
+
+    /// The command as messages show it: the script, or its label when it
+    /// is sensitive.
+    pub fn shown(&self) -> String {
+        match &self.label {
+            Some(label) => format!("{label} (script not shown)"),
+            None => self.script.clone(),
+        }
     }
 
     /// Kills it after `d`.
@@ -295,7 +321,7 @@ impl Output {
         }
         Err(CommandFailed {
             node: node.to_owned(),
-            command: command.script.clone(),
+            command: command.shown(),
             outcome: self.outcome(),
             stdout_tail: last_lines(&self.stdout.tail_text(), 10),
             stderr_tail: last_lines(&self.stderr.tail_text(), 10),
@@ -519,7 +545,7 @@ pub(crate) async fn drive<P: Proc>(
                 return Err(ExecError::Refused {
                     node: at.node.to_owned(),
                     addr: at.addr.to_owned(),
-                    command: cmd.script.clone(),
+                    command: cmd.shown(),
                     why: "the server refused the exec request".into(),
                 });
             }
@@ -571,6 +597,14 @@ pub(crate) async fn drive<P: Proc>(
                     let line = format!("{}\n", password.expose());
                     proc.write(Bytes::from(line)).await;
                 }
+                if matches!(sudo, SudoState::Waiting { .. }) && pending_err.len() > SUDO_PENDING {
+                    // Keep what could be the start of a marker.
+                    let keep = SUDO_READY.len().max(SUDO_PROMPT.len()) - 1;
+                    let cut = pending_err.len() - keep;
+                    stderr.push(&pending_err[..cut]);
+                    sink.output(Stream::Stderr, &pending_err[..cut]);
+                    pending_err.drain(..cut);
+                }
             }
         }
     };
@@ -593,7 +627,7 @@ pub(crate) async fn drive<P: Proc>(
         return Err(ExecError::Dropped {
             node: at.node.to_owned(),
             addr: at.addr.to_owned(),
-            command: cmd.script.clone(),
+            command: cmd.shown(),
         });
     }
     let exit = exit.unwrap_or(Exit::Unknown);
@@ -636,6 +670,92 @@ mod tests {
         small.push(b"hello");
         assert_eq!(small.tail_text(), "llo");
         assert!(!small.truncated());
+    }
+
+    /// A command that prints `chunks` × 32 KiB on stderr before sudo's
+    /// ready marker, then exits; it notes how much the sink had seen by then.
+    struct Chatty {
+        chunks: usize,
+        seen: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        seen_at_end: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        step: usize,
+    }
+
+    impl Proc for Chatty {
+        async fn next(&mut self) -> Option<Event> {
+            use std::sync::atomic::Ordering::Relaxed;
+            self.step += 1;
+            Some(match self.step {
+                n if n <= self.chunks => {
+                    Event::Data(Stream::Stderr, Bytes::from(vec![b'x'; 32 << 10]))
+                }
+                n if n == self.chunks + 1 => {
+                    self.seen_at_end.store(self.seen.load(Relaxed), Relaxed);
+                    Event::Data(Stream::Stderr, Bytes::from_static(b"[kiln-sudo-ready]\n"))
+                }
+                n if n == self.chunks + 2 => Event::Exit(Exit::Code(0)),
+                _ => Event::Closed,
+            })
+        }
+        async fn write(&mut self, _: Bytes) -> bool {
+            true
+        }
+        fn start_input(
+            &mut self,
+            _: Input,
+        ) -> tokio::sync::oneshot::Receiver<(PathBuf, std::io::Error)> {
+            tokio::sync::oneshot::channel().1
+        }
+        async fn terminate(&mut self) {}
+        async fn kill(&mut self) {}
+    }
+
+    struct Counting(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Sink for Counting {
+        fn output(&mut self, _: Stream, data: &[u8]) {
+            self.0
+                .fetch_add(data.len(), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    #[tokio::test]
+    async fn output_before_sudo_is_ready_streams_instead_of_piling_up() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen_at_end = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let chunks = 640; // 20 MiB
+        let proc = Chatty {
+            chunks,
+            seen: seen.clone(),
+            seen_at_end: seen_at_end.clone(),
+            step: 0,
+        };
+        let cmd = RemoteCommand::shell("true").sudo(true);
+        let at = Where {
+            node: "n1",
+            addr: "test",
+        };
+        let start = Instant::now();
+        let out = drive(
+            at,
+            proc,
+            &cmd,
+            Input::None,
+            &mut Counting(seen.clone()),
+            &ExecOptions::default(),
+        )
+        .await
+        .unwrap();
+        assert!(out.success());
+        let total = chunks * (32 << 10);
+        assert!(
+            seen_at_end.load(Relaxed) + SUDO_PENDING + (32 << 10) >= total,
+            "only {} of {total} bytes passed on while waiting for sudo",
+            seen_at_end.load(Relaxed)
+        );
+        assert_eq!(out.stderr.total, total as u64);
+        assert!(start.elapsed() < Duration::from_secs(10));
     }
 
     #[test]

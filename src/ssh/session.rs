@@ -294,7 +294,7 @@ impl Session {
             .map_err(|e| ExecError::Refused {
                 node: self.target.node.clone(),
                 addr: self.target.addr(),
-                command: cmd.script.clone(),
+                command: cmd.shown(),
                 why: format!("cannot open a channel: {e}"),
             })?;
         run_on(&self.target, channel, cmd, input, sink, opts).await
@@ -316,7 +316,7 @@ async fn run_on(
         return Err(ExecError::Dropped {
             node: target.node.clone(),
             addr,
-            command: cmd.script.clone(),
+            command: cmd.shown(),
         });
     }
     let proc = SshProc { read, write };
@@ -697,7 +697,7 @@ impl Pool {
                     .map_err(|e| ExecError::Refused {
                         node: target.node.clone(),
                         addr: target.addr(),
-                        command: cmd.script.clone(),
+                        command: cmd.shown(),
                         why: format!("cannot open a channel: {e}"),
                     })?
             }
