@@ -189,3 +189,108 @@ async fn get_raw(c: &BmcClient, path: &str) -> (u16, serde_json::Value) {
         Err(e) => (e.status().unwrap_or(0), serde_json::Value::Null),
     }
 }
+
+/// `kiln provision --stages preflight` on reshaped BMCs: the wrong GPUs
+/// fail with what was found, a sled node not named in `bmc.system` fails
+/// rather than being guessed, and a node whose BMC lists its GPUs only as
+/// PCIe functions, in pages, links no chassis and reports a null power
+/// total is accepted, its record carrying what was found and expected.
+#[test]
+fn preflight_refuses_what_it_must_and_accepts_the_rest() {
+    use common::simrack::{Rack, RackSpec};
+    let rack = Rack::start(RackSpec {
+        net: 226,
+        nodes: 3,
+        imaged: false,
+        faults: Some(
+            "faults:
+  - nodes: t-n01
+    bmc_gpu_model: {model: \"AMD Instinct MI250X OAM\", vendor: \"Advanced Micro Devices, Inc.\"}
+  - nodes: t-n02
+    bmc_sled: true
+  - nodes: t-n03
+    bmc_gpus_as_pcie: true
+    bmc_page_size: 3
+    bmc_unlinked_chassis: true
+    bmc_null_power: true
+",
+        ),
+        ..RackSpec::default()
+    });
+    let kiln = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .env("KILN_TEST_BMC_PASSWORD", "test")
+            .env("KILN_STATE_DIR", rack.dir.path().join("state"))
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .arg("-i")
+            .arg(rack.dir.path().join("site.yaml"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = kiln(&["bmc", "trust"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = kiln(&["--json", "provision", "--stages", "preflight"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let run = events.last().unwrap()["run"].as_str().unwrap().to_owned();
+    let out = kiln(&["--json", "runs", "show", &run]);
+    let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let node = |name: &str| {
+        record["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let step = |n: &serde_json::Value, name: &str| {
+        n["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["step"] == name)
+            .unwrap()
+            .clone()
+    };
+
+    let amd = node("t-n01");
+    assert_eq!(amd["verdict"], "failed");
+    let why = amd["reasons"][0].as_str().unwrap();
+    assert!(
+        why.contains("8 × AMD Instinct MI250X OAM") && why.contains("made by AMD, not NVIDIA"),
+        "{why}"
+    );
+
+    let sled = node("t-n02");
+    assert_eq!(sled["verdict"], "failed");
+    let why = sled["reasons"][0].as_str().unwrap();
+    assert!(
+        why.contains("2 host systems") && why.contains("bmc.system"),
+        "{why}"
+    );
+
+    let shaped = node("t-n03");
+    assert_eq!(shaped["verdict"], "accepted", "{shaped}");
+    let gpus = step(&shaped, "gpus");
+    assert_eq!(gpus["metrics"]["gpus"].as_array().unwrap().len(), 8);
+    assert_eq!(gpus["metrics"]["gpus"][0]["vendor"], "NVIDIA Corporation");
+    assert_eq!(
+        gpus["metrics"]["expected"]["model"],
+        "NVIDIA H100 80GB HBM3"
+    );
+}
