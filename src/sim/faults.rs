@@ -77,13 +77,6 @@ pub struct TreeShape {
     pub gpu_model: Option<(String, String)>,
 }
 
-impl TreeShape {
-    /// Whether the tree is the flavour's own.
-    pub fn is_plain(&self) -> bool {
-        *self == TreeShape::default()
-    }
-}
-
 /// Faults that act on the host: boot, SSH and hardware.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct HostFaults {
@@ -457,6 +450,22 @@ mod tests {
                 HwFault::InletHot { temp_c: 41 }
             ]
         );
+    }
+
+    #[test]
+    fn tree_shapes_parse_and_a_page_holds_a_member() {
+        let plan = FaultPlan::parse(
+            "f",
+            "faults:\n  - nodes: a\n    bmc_sled: true\n    bmc_page_size: 50\n    bmc_gpu_model: {model: MI250X, vendor: AMD}\n",
+        )
+        .unwrap();
+        let t = &plan.rules[0].bmc;
+        assert_eq!(t.sled, Some(true));
+        assert_eq!(t.page_size, Some(50));
+        assert_eq!(t.gpu_model, Some(("MI250X".into(), "AMD".into())));
+        let err =
+            FaultPlan::parse("f", "faults:\n  - nodes: a\n    bmc_page_size: 0\n").unwrap_err();
+        assert!(err.to_string().contains("at least 1"), "{err}");
     }
 
     #[test]
