@@ -190,6 +190,11 @@ async fn every_vendor_tree_is_discovered() {
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", case.dir));
         let found = gpus(&c, &layout).await.unwrap();
+        // The crawls dropped Power and Thermal: links that lead nowhere
+        // read as absent, and the sensors say what they lack.
+        let sensors = kiln::bmc::facts::sensors(&c, &layout)
+            .await
+            .unwrap_or_else(|e| panic!("{}: sensors: {e}", case.dir));
         let cd = layout.cd_slot();
         report.push_str(&format!(
             "{}: {:?} system={} extra={} cd={:?} gpus={} boot={:?} reset={:?}\n",
@@ -225,6 +230,15 @@ async fn every_vendor_tree_is_discovered() {
             _ => check(false, "cd slot presence"),
         }
         check(found.len() == case.gpus, "gpu count");
+        check(
+            layout.chassis.is_some() && !sensors.notes.is_empty(),
+            "chassis found, missing readings said",
+        );
+        check(
+            layout.other_hosts.is_empty() && layout.baseboards.len() == case.extra_systems,
+            "the host's own baseboards",
+        );
+        check(!layout.identity.firmware.is_empty(), "BMC firmware");
         // AMI hides its slots until an OEM action enables remote media.
         check(
             layout.media_enable.is_some() == (case.vendor == Vendor::Ami),

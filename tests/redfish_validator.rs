@@ -162,3 +162,38 @@ fn every_flavour_passes_the_dmtf_validator_as_well_as_its_real_bmc() {
         }
     }
 }
+
+/// The tree shapes the simulator gives BMCs unlike its mockups (a sled's
+/// second system and enclosure manager, GPUs as PCIe functions, paged
+/// collections, no chassis link, a null power total), all at once on one
+/// generic BMC: no failure at all.
+#[test]
+fn reshaped_trees_pass_the_dmtf_validator() {
+    if skip() {
+        return;
+    }
+    let rack = Rack::start(RackSpec {
+        net: 235,
+        faults: Some(
+            "faults:\n  - nodes: \"*\"\n    bmc_sled: true\n    bmc_gpus_as_pcie: true\n    bmc_page_size: 2\n    bmc_unlinked_chassis: true\n    bmc_null_power: true\n",
+        ),
+        ..RackSpec::default()
+    });
+    let out = tempfile::tempdir().unwrap();
+    let failures = validate(&rack, out.path());
+    let text = std::fs::read_to_string(&failures).unwrap();
+    assert!(text.trim().is_empty(), "reshaped tree failures:\n{text}");
+    let results = std::fs::read_to_string(out.path().join("results.json")).unwrap();
+    for reached in [
+        "Systems/437XR1138R2-Node1/Processors/FPGA1",
+        "Managers/Enclosure",
+        "PCIeDevices/",
+        "PCIeFunctions/0",
+        "Chassis/1U/Power",
+    ] {
+        assert!(
+            results.contains(reached),
+            "the validator did not reach {reached}"
+        );
+    }
+}

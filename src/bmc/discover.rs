@@ -1,8 +1,38 @@
 //! What a BMC offers, found once per BMC and then used by every operation:
-//! which system is the host (HGX machines list their GPU baseboard as a
-//! second system), which manager, where the virtual-media slots live and
-//! how they take an image, which boot targets and reset types the system
-//! allows, and the GPUs the BMC sees.
+//! which system is the host, which manager and chassis are its own, where
+//! the virtual-media slots live and how they take an image, which boot
+//! targets and reset types the system allows, and the GPUs the BMC sees.
+//!
+//! Everything is decided by links and types, in this order:
+//!
+//! - **Host system**: the one the inventory's `bmc.system` names (by `Id`
+//!   or path); otherwise the first system that is not an HGX baseboard
+//!   (`HGX_…`, NVIDIA's GPU board listed as a second system). Other
+//!   non-baseboard systems are other hosts (a sled's other nodes, a
+//!   blade enclosure's blades): kept in [`Layout::other_hosts`], never
+//!   searched for GPUs, and preflight refuses to guess among them.
+//! - **Baseboards**: `HGX_…` systems belong to the host only when the BMC
+//!   serves a single host; with several hosts nothing links a baseboard to
+//!   its host, so none is counted.
+//! - **Manager**: the host system's `Links.ManagedBy` (when it lists
+//!   several, the one whose `ManagerType` is `BMC`); without that link,
+//!   the first manager of type `BMC` in the Managers collection, else the
+//!   first that is not a baseboard's. Vendor, model and firmware are read
+//!   from it, never from an auxiliary or enclosure controller listed first.
+//! - **Chassis**: the host system's `Links.Chassis`; without it, the
+//!   chassis whose `Links.ComputerSystems` names the host; failing that,
+//!   the only chassis when there is one. Sensors then also climb
+//!   `Links.ContainedBy` when the node's own chassis has no readings
+//!   ([`crate::bmc::facts::sensors`]).
+//! - **GPUs** ([`gpus`]): processors of `ProcessorType: GPU` under the host
+//!   and its baseboards; failing that, PCIe devices of the host system
+//!   (`PCIeDevices`) and of its chassis (unless that chassis also holds
+//!   other hosts) that are GPUs by their functions' class
+//!   (`DisplayController`, `ProcessingAccelerators`, or class code
+//!   `0x03…`/`0x12…`) and vendor id (NVIDIA `0x10DE`, AMD `0x1002`), or
+//!   that name themselves GPUs (`Id` `GPU…`, Supermicro's `GPUVendor`).
+//! - **Collections** are read whole: `Members@odata.nextLink` is followed
+//!   page by page, up to [`MAX_PAGES`] pages and [`MAX_MEMBERS`] members.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -94,11 +124,16 @@ pub struct Layout {
     pub identity: Identity,
     /// The host system's path.
     pub system: String,
-    /// Other systems the BMC lists (HGX baseboards).
+    /// Every other system the BMC lists (baseboards and other hosts).
     pub extra_systems: Vec<String>,
-    /// The BMC's own manager.
+    /// The host's own GPU baseboards (`HGX_…` systems), searched for GPUs.
+    pub baseboards: Vec<String>,
+    /// Other host systems the same BMC serves (a sled's other nodes):
+    /// never searched for GPUs.
+    pub other_hosts: Vec<String>,
+    /// The host's manager (its `ManagedBy`, or the BMC-type manager).
     pub manager: String,
-    /// The host's chassis, when linked.
+    /// The host's chassis, found by links (see the module docs).
     pub chassis: Option<String>,
     /// The ComputerSystem.Reset action's target.
     pub reset_target: String,
@@ -145,6 +180,13 @@ pub struct Gpu {
     pub id: String,
     /// `Model` (or `Name` when the model is not given).
     pub model: String,
+    /// `Name`, when it says more than the model (HPE gives a part number
+    /// as `Model` and the product as `Name`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Who made it: `Manufacturer`, or the PCI vendor its function names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
     /// `SerialNumber`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub serial: Option<String>,
@@ -182,6 +224,83 @@ pub fn members(doc: &Value) -> Vec<String> {
         }
     }
     out
+}
+
+/// The most pages of one collection kiln reads (a BMC whose next links
+/// loop or never end must not hold a node forever).
+pub const MAX_PAGES: usize = 64;
+
+/// The most members kiln reads from one collection.
+pub const MAX_MEMBERS: usize = 10_000;
+
+/// The path of a collection page's `Members@odata.nextLink`: absolute,
+/// relative to the collection (`?$skip=50`), or a full URL on the BMC.
+fn next_link(doc: &Value, collection: &str) -> Option<String> {
+    let next = doc["Members@odata.nextLink"].as_str()?.trim();
+    if next.is_empty() {
+        return None;
+    }
+    if next.starts_with('/') {
+        return Some(next.to_owned());
+    }
+    if next.starts_with('?') {
+        let base = collection.split('?').next().unwrap_or(collection);
+        return Some(format!("{base}{next}"));
+    }
+    let rest = next
+        .strip_prefix("https://")
+        .or_else(|| next.strip_prefix("http://"))?;
+    rest.find('/').map(|i| rest[i..].to_owned())
+}
+
+/// The member paths of the collection at `path`, every page of it
+/// (`Members@odata.nextLink` followed, bounded by [`MAX_PAGES`] and
+/// [`MAX_MEMBERS`]), each once. `None` when the collection is not there
+/// (404, 405, 501); a next page that is not there ends the listing.
+pub async fn collection(client: &BmcClient, path: &str) -> Result<Option<Vec<String>>, BmcError> {
+    let Some(first) = get_optional(client, path).await? else {
+        return Ok(None);
+    };
+    let mut out = members(&first);
+    let mut have: std::collections::HashSet<String> = out.iter().cloned().collect();
+    let mut next = next_link(&first, path);
+    drop(first);
+    let mut seen = std::collections::HashSet::new();
+    seen.insert(path.to_owned());
+    let mut pages = 1;
+    while let Some(page_path) = next.take() {
+        if pages >= MAX_PAGES || out.len() >= MAX_MEMBERS || !seen.insert(page_path.clone()) {
+            tracing::warn!(
+                node = %client.node,
+                collection = path,
+                pages,
+                members = out.len(),
+                "stopped following Members@odata.nextLink"
+            );
+            break;
+        }
+        let Some(page) = get_optional(client, &page_path).await? else {
+            break;
+        };
+        pages += 1;
+        for m in members(&page) {
+            if have.insert(m.clone()) {
+                out.push(m);
+            }
+        }
+        next = next_link(&page, path);
+    }
+    out.truncate(MAX_MEMBERS);
+    Ok(Some(out))
+}
+
+/// Links from an array of link objects (`Links.Chassis`), or from a
+/// single one.
+fn links(v: &Value) -> Vec<String> {
+    match v.as_array() {
+        Some(a) => a.iter().filter_map(link).collect(),
+        None => link(v).into_iter().collect(),
+    }
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -303,48 +422,109 @@ fn identity_part(doc: &Value) -> Value {
     Value::Object(out)
 }
 
+/// Picks the host's manager: the system's `ManagedBy` (the one of type
+/// `BMC` when it lists several), else the first manager of type `BMC` in
+/// the Managers collection, else the first that is not a baseboard's.
+/// Returns its path and document.
+async fn choose_manager(
+    client: &BmcClient,
+    managed_by: &[String],
+    managers_path: &str,
+) -> Result<(String, Value), BmcError> {
+    if let Some(found) = pick_manager(client, managed_by).await? {
+        return Ok(found);
+    }
+    let listed = collection(client, managers_path).await?.unwrap_or_default();
+    pick_manager(client, &listed)
+        .await?
+        .ok_or_else(|| protocol(client, managers_path, "the BMC lists no managers".into()))
+}
+
+/// The manager among `candidates`: the only one, else the first of type
+/// `BMC`, else the first that answers; baseboards' managers last.
+async fn pick_manager(
+    client: &BmcClient,
+    candidates: &[String],
+) -> Result<Option<(String, Value)>, BmcError> {
+    let mut ordered: Vec<&String> = candidates.iter().filter(|p| !is_baseboard(p)).collect();
+    ordered.extend(candidates.iter().filter(|p| is_baseboard(p)));
+    let mut fallback: Option<(String, Value)> = None;
+    // A few are enough: BMCs list their own first or second.
+    for path in ordered.into_iter().take(8) {
+        let Some(doc) = get_optional(client, path).await? else {
+            continue;
+        };
+        if candidates.len() == 1 || doc["ManagerType"] == "BMC" {
+            return Ok(Some((path.clone(), doc)));
+        }
+        if fallback.is_none() {
+            fallback = Some((path.clone(), doc));
+        }
+    }
+    Ok(fallback)
+}
+
+/// Finds the host's chassis when its system links none: the chassis whose
+/// `Links.ComputerSystems` names it, else the only chassis there is.
+async fn chassis_of(
+    client: &BmcClient,
+    chassis_path: &str,
+    system: &str,
+) -> Result<Option<String>, BmcError> {
+    let all = collection(client, chassis_path).await?.unwrap_or_default();
+    for path in all.iter().take(64) {
+        let Some(doc) = get_optional(client, path).await? else {
+            continue;
+        };
+        if links(&doc["Links"]["ComputerSystems"])
+            .iter()
+            .any(|s| s == system)
+        {
+            return Ok(Some(path.clone()));
+        }
+    }
+    Ok(match all.as_slice() {
+        [only] => Some(only.clone()),
+        _ => None,
+    })
+}
+
 /// Finds the BMC's layout. `wanted_system` is the inventory's `bmc.system`.
 ///
 /// Each document is reduced to what the layout needs before the next
 /// request: a parsed document takes about ten times its text in memory,
 /// and a site discovers thousands of BMCs at once.
 pub async fn discover(client: &BmcClient, wanted_system: Option<&str>) -> Result<Layout, BmcError> {
-    let (managers_path, systems_path, root_id) = {
+    let (managers_path, systems_path, chassis_path, root_id) = {
         let root = client.get("/redfish/v1").await?;
         (
             link(&root["Managers"]).unwrap_or("/redfish/v1/Managers".into()),
             link(&root["Systems"]).unwrap_or("/redfish/v1/Systems".into()),
+            link(&root["Chassis"]).unwrap_or("/redfish/v1/Chassis".into()),
             identity_part(&root),
         )
     };
 
-    let managers = members(&client.get(&managers_path).await?);
-    let manager = managers
-        .iter()
-        .find(|p| !is_baseboard(p))
-        .or_else(|| managers.first())
-        .cloned()
-        .ok_or_else(|| protocol(client, &managers_path, "the BMC lists no managers".into()))?;
-    let (identity, manager_media, media_enable) = {
-        let manager_doc = client.get(&manager).await?;
-        let media_enable = manager_doc["Actions"]["Oem"]["#AMIVirtualMedia.EnableRMedia"]["target"]
-            .as_str()
-            .filter(|_| {
-                manager_doc.pointer("/Oem/Ami/VirtualMedia/RMediaStatus")
-                    != Some(&Value::from("Enabled"))
-            })
-            .map(str::to_owned);
-        (
-            identify(&root_id, &identity_part(&manager_doc)),
-            link(&manager_doc["VirtualMedia"]),
-            media_enable,
-        )
-    };
-    drop(root_id);
-
-    let systems = members(&client.get(&systems_path).await?);
+    let systems = collection(client, &systems_path).await?.unwrap_or_default();
     let system = choose_system(client, &systems, wanted_system)?;
-    let extra_systems = systems.iter().filter(|p| **p != system).cloned().collect();
+    let extra_systems: Vec<String> = systems.iter().filter(|p| **p != system).cloned().collect();
+    let other_hosts: Vec<String> = extra_systems
+        .iter()
+        .filter(|p| !is_baseboard(p))
+        .cloned()
+        .collect();
+    // Nothing links a baseboard to its host: only a BMC serving one host
+    // lets kiln say whose it is.
+    let baseboards: Vec<String> = if other_hosts.is_empty() {
+        extra_systems
+            .iter()
+            .filter(|p| is_baseboard(p))
+            .cloned()
+            .collect()
+    } else {
+        Vec::new()
+    };
+    drop(systems);
     let sys = client.get(&system).await?;
 
     let reset = sys["Actions"]["#ComputerSystem.Reset"].clone();
@@ -357,21 +537,46 @@ pub async fn discover(client: &BmcClient, wanted_system: Option<&str>) -> Result
     let boot_enabled = strings(&boot["BootSourceOverrideEnabled@Redfish.AllowableValues"]);
     let boot_mode = boot.get("BootSourceOverrideMode").is_some();
     let http_boot_uri = boot.get("HttpBootUri").is_some();
-    let chassis = sys["Links"]["Chassis"]
-        .as_array()
-        .and_then(|a| a.iter().find_map(link));
+    let linked_chassis = links(&sys["Links"]["Chassis"]);
+    let linked_chassis = linked_chassis
+        .iter()
+        .find(|c| !is_baseboard(c))
+        .or_else(|| linked_chassis.first())
+        .cloned();
+    let managed_by = links(&sys["Links"]["ManagedBy"]);
+    let system_media = link(&sys["VirtualMedia"]);
+    drop(sys);
+
+    let (manager, identity, manager_media, media_enable) = {
+        let (manager, manager_doc) = choose_manager(client, &managed_by, &managers_path).await?;
+        let media_enable = manager_doc["Actions"]["Oem"]["#AMIVirtualMedia.EnableRMedia"]["target"]
+            .as_str()
+            .filter(|_| {
+                manager_doc.pointer("/Oem/Ami/VirtualMedia/RMediaStatus")
+                    != Some(&Value::from("Enabled"))
+            })
+            .map(str::to_owned);
+        (
+            manager,
+            identify(&root_id, &identity_part(&manager_doc)),
+            link(&manager_doc["VirtualMedia"]),
+            media_enable,
+        )
+    };
+    drop(root_id);
+
+    let chassis = match linked_chassis {
+        Some(c) => Some(c),
+        None => chassis_of(client, &chassis_path, &system).await?,
+    };
     // Under the system first: where both exist (newer iDRAC firmware), the
     // system's slots are the ones that boot the host.
     let mut media_collections = Vec::new();
-    for collection in [link(&sys["VirtualMedia"]), manager_media]
-        .into_iter()
-        .flatten()
-    {
+    for collection in [system_media, manager_media].into_iter().flatten() {
         if !media_collections.contains(&collection) {
             media_collections.push(collection);
         }
     }
-    drop(sys);
     let reset_types = allowed_values(client, &reset, "ResetType").await?;
     drop(reset);
     let media = read_slots(client, &media_collections).await?;
@@ -379,6 +584,8 @@ pub async fn discover(client: &BmcClient, wanted_system: Option<&str>) -> Result
     Ok(Layout {
         identity,
         extra_systems,
+        baseboards,
+        other_hosts,
         manager,
         chassis,
         reset_target,
@@ -403,9 +610,8 @@ pub async fn read_slots(
     for collection in collections {
         // A collection that is not there (licence missing, feature off)
         // means no slots here, not a broken BMC.
-        let paths = match get_optional(client, collection).await? {
-            Some(list) => members(&list),
-            None => continue,
+        let Some(paths) = self::collection(client, collection).await? else {
+            continue;
         };
         for path in paths {
             if media.iter().any(|m| m.path == path) {
@@ -461,30 +667,129 @@ pub async fn read_slot(client: &BmcClient, path: &str, doc: &Value) -> Result<Me
     })
 }
 
-/// The GPUs the BMC sees: processors of type GPU under the host and any
-/// baseboard system; failing that, PCIe devices of the host's chassis that
-/// are GPUs (Supermicro lists them only there).
+/// The GPUs the BMC sees (the rules are in the module docs): processors
+/// of type GPU under the host and its own baseboards; failing that, GPUs
+/// among the PCIe devices of the host system and of its chassis.
 pub async fn gpus(client: &BmcClient, layout: &Layout) -> Result<Vec<Gpu>, BmcError> {
     let mut found = Vec::new();
-    for system in std::iter::once(&layout.system).chain(&layout.extra_systems) {
+    for system in std::iter::once(&layout.system).chain(&layout.baseboards) {
         for_each_member(client, &format!("{system}/Processors"), |path, doc| {
             if doc["ProcessorType"] == "GPU" {
-                found.push(gpu_of(path, doc));
+                found.push(gpu_of(path, doc, None));
             }
         })
         .await?;
     }
-    if found.is_empty()
-        && let Some(chassis) = &layout.chassis
-    {
-        for_each_member(client, &format!("{chassis}/PCIeDevices"), |path, doc| {
-            if is_gpu_device(doc) {
-                found.push(gpu_of(path, doc));
+    if found.is_empty() {
+        for device in pcie_devices(client, layout).await? {
+            if let Some(doc) = get_optional(client, &device).await? {
+                found.extend(pcie_gpus(client, &device, &doc).await?);
             }
-        })
-        .await?;
+        }
     }
     Ok(found)
+}
+
+/// The PCIe devices that belong to the host: the system's `PCIeDevices`
+/// (a collection, or an array of links on older BMCs), then its
+/// chassis's, unless that chassis also holds other hosts (a sled's shared
+/// chassis: nothing says whose a device is).
+async fn pcie_devices(client: &BmcClient, layout: &Layout) -> Result<Vec<String>, BmcError> {
+    let mut out: Vec<String> = Vec::new();
+    let mut add = |paths: Vec<String>| {
+        for p in paths {
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+    };
+    let mut owners = vec![layout.system.clone()];
+    owners.extend(layout.chassis.clone());
+    for owner in &owners {
+        let Some(doc) = get_optional(client, owner).await? else {
+            continue;
+        };
+        let shared = links(&doc["Links"]["ComputerSystems"])
+            .iter()
+            .any(|s| layout.other_hosts.contains(s));
+        if shared {
+            tracing::debug!(node = %client.node, chassis = owner, "PCIe devices of a chassis shared with other hosts are not counted");
+            continue;
+        }
+        let listed = &doc["PCIeDevices"];
+        if listed.is_array() {
+            add(links(listed));
+        } else if let Some(c) = link(listed) {
+            add(collection(client, &c).await?.unwrap_or_default());
+        }
+    }
+    Ok(out)
+}
+
+/// PCI vendor ids of GPU makers, and their names.
+const GPU_VENDORS: [(u32, &str); 2] = [(0x10DE, "NVIDIA"), (0x1002, "AMD")];
+
+/// The GPU maker a function's `VendorId` names, when its class is a GPU's
+/// (`DisplayController`, `ProcessingAccelerators`, or class code 0x03…
+/// or 0x12…) and it is a physical function.
+fn gpu_function_vendor(f: &Value) -> Option<&'static str> {
+    let class = f["DeviceClass"].as_str().unwrap_or_default();
+    let code = f["ClassCode"]
+        .as_str()
+        .map(|c| c.trim_start_matches("0x").trim_start_matches("0X"))
+        .unwrap_or_default();
+    let gpu_class = matches!(class, "DisplayController" | "ProcessingAccelerators")
+        || code.starts_with("03")
+        || code.starts_with("12");
+    if !gpu_class || f["FunctionType"] == "Virtual" {
+        return None;
+    }
+    let id = f["VendorId"].as_str()?;
+    let id = u32::from_str_radix(
+        id.trim().trim_start_matches("0x").trim_start_matches("0X"),
+        16,
+    )
+    .ok()?;
+    GPU_VENDORS
+        .iter()
+        .find(|(v, _)| *v == id)
+        .map(|(_, name)| *name)
+}
+
+/// The GPUs one PCIe device holds: itself when it names itself a GPU,
+/// else one per GPU function (an HGX board can be one device with a
+/// function per GPU).
+async fn pcie_gpus(client: &BmcClient, path: &str, doc: &Value) -> Result<Vec<Gpu>, BmcError> {
+    if is_gpu_device(doc) {
+        return Ok(vec![gpu_of(path, doc, None)]);
+    }
+    let functions = match link(&doc["PCIeFunctions"]) {
+        Some(c) => collection(client, &c).await?.unwrap_or_default(),
+        None => links(&doc["Links"]["PCIeFunctions"]),
+    };
+    let mut out = Vec::new();
+    // A GPU is a device's first functions; a device with dozens of
+    // functions (a NIC's virtual functions) is not read through.
+    for f in functions.iter().take(8) {
+        let Some(fdoc) = get_optional(client, f).await? else {
+            continue;
+        };
+        if let Some(vendor) = gpu_function_vendor(&fdoc) {
+            out.push((f.clone(), opt_text(&fdoc["Id"]), vendor));
+        }
+    }
+    let several = out.len() > 1;
+    Ok(out
+        .into_iter()
+        .map(|(fpath, fid, vendor)| {
+            let mut g = gpu_of(path, doc, Some(vendor));
+            if several {
+                g.path = fpath;
+                g.id = format!("{}.{}", g.id, fid.unwrap_or_default());
+            }
+            g
+        })
+        .collect())
 }
 
 /// GETs a resource that a BMC may lack: `None` when it answers 404, 405
@@ -497,16 +802,15 @@ async fn get_optional(client: &BmcClient, path: &str) -> Result<Option<Value>, B
     }
 }
 
-/// Reads each member of a collection that exists and hands it to `each`;
-/// only one member's document is held at a time.
+/// Reads each member of a collection that exists (every page of it) and
+/// hands it to `each`; only one member's document is held at a time.
 async fn for_each_member(
     client: &BmcClient,
     collection: &str,
     mut each: impl FnMut(&str, &Value),
 ) -> Result<(), BmcError> {
-    let paths = match get_optional(client, collection).await? {
-        Some(list) => members(&list),
-        None => return Ok(()),
+    let Some(paths) = self::collection(client, collection).await? else {
+        return Ok(());
     };
     for path in paths {
         if let Some(doc) = get_optional(client, &path).await? {
@@ -516,7 +820,7 @@ async fn for_each_member(
     Ok(())
 }
 
-/// Whether a PCIe device document describes a GPU.
+/// Whether a PCIe device document names itself a GPU.
 fn is_gpu_device(doc: &Value) -> bool {
     let id = doc["Id"].as_str().unwrap_or_default();
     doc["DeviceType"] == "GPU"
@@ -526,13 +830,19 @@ fn is_gpu_device(doc: &Value) -> bool {
             .is_some_and(|v| !v.is_null())
 }
 
-fn gpu_of(path: &str, doc: &Value) -> Gpu {
+fn gpu_of(path: &str, doc: &Value, pci_vendor: Option<&str>) -> Gpu {
+    let model = opt_text(&doc["Model"]);
+    let name = opt_text(&doc["Name"]);
     Gpu {
         path: path.to_owned(),
         id: opt_text(&doc["Id"]).unwrap_or_else(|| last_segment(path).to_owned()),
-        model: opt_text(&doc["Model"])
-            .or_else(|| opt_text(&doc["Name"]))
-            .unwrap_or_default(),
+        name: name
+            .clone()
+            .filter(|n| model.is_some() && Some(n) != model.as_ref()),
+        model: model.or(name).unwrap_or_default(),
+        vendor: opt_text(&doc["Manufacturer"])
+            .or_else(|| doc.pointer("/Oem/Supermicro/GPUVendor").and_then(opt_text))
+            .or_else(|| pci_vendor.map(str::to_owned)),
         serial: opt_text(&doc["SerialNumber"]),
         part_number: opt_text(&doc["PartNumber"]),
         firmware: opt_text(&doc["FirmwareVersion"]),
@@ -553,6 +863,51 @@ mod tests {
         assert!(!s.inserted);
         let s = MediaState::of(&json!({"Image": "http://x/a.iso", "Inserted": false}));
         assert!(!s.inserted);
+    }
+
+    #[test]
+    fn next_links_of_every_spelling_lead_to_a_path() {
+        let c = "/redfish/v1/Chassis/1/PCIeDevices";
+        let next = |v: &str| next_link(&json!({ "Members@odata.nextLink": v }), c);
+        assert_eq!(
+            next("/redfish/v1/Chassis/1/PCIeDevices?$skip=50").as_deref(),
+            Some("/redfish/v1/Chassis/1/PCIeDevices?$skip=50")
+        );
+        assert_eq!(
+            next("?$skip=50").as_deref(),
+            Some("/redfish/v1/Chassis/1/PCIeDevices?$skip=50")
+        );
+        assert_eq!(
+            next("https://10.0.0.5/redfish/v1/X?$skip=2").as_deref(),
+            Some("/redfish/v1/X?$skip=2")
+        );
+        assert_eq!(next(""), None);
+        assert_eq!(next_link(&json!({}), c), None);
+    }
+
+    #[test]
+    fn gpu_functions_are_told_by_class_and_vendor() {
+        let f = |class: &str, vendor: &str| json!({"DeviceClass": class, "VendorId": vendor, "FunctionType": "Physical"});
+        assert_eq!(
+            gpu_function_vendor(&f("DisplayController", "0x10DE")),
+            Some("NVIDIA")
+        );
+        assert_eq!(
+            gpu_function_vendor(&f("ProcessingAccelerators", "0x1002")),
+            Some("AMD")
+        );
+        // An NVSwitch is NVIDIA's but a bridge; a BMC's VGA is a display
+        // controller by ASPEED; a NIC is neither.
+        assert_eq!(gpu_function_vendor(&f("Bridge", "0x10de")), None);
+        assert_eq!(gpu_function_vendor(&f("DisplayController", "0x1A03")), None);
+        assert_eq!(gpu_function_vendor(&f("NetworkController", "0x15B3")), None);
+        assert_eq!(
+            gpu_function_vendor(&json!({"ClassCode": "0x030200", "VendorId": "0x10DE"})),
+            Some("NVIDIA")
+        );
+        let mut virt = f("DisplayController", "0x10DE");
+        virt["FunctionType"] = json!("Virtual");
+        assert_eq!(gpu_function_vendor(&virt), None);
     }
 
     #[test]

@@ -53,6 +53,10 @@ pub struct Quirks {
     pub boot_on_next_reset: bool,
     /// The BMC lists extra systems (HGX baseboards) next to the host.
     pub extra_systems: bool,
+    /// The BMC lists the GPUs it sees (as processors or PCIe devices), so
+    /// a GPU node whose BMC lists none has lost them; on other BMCs
+    /// (plain DMTF Redfish, sushy-tools) an empty list proves nothing.
+    pub lists_gpus: bool,
 }
 
 fn text(v: &Value) -> String {
@@ -113,6 +117,7 @@ impl Identity {
             force_restart_hangs: false,
             boot_on_next_reset: false,
             extra_systems: false,
+            lists_gpus: self.vendor != Vendor::Generic,
         };
         match self.vendor {
             Vendor::Dell => q.omit_insert_params = &["Inserted", "WriteProtected"],

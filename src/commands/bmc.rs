@@ -212,7 +212,12 @@ async fn dispatch(ctx: &Ctx, cmd: BmcCommand) -> anyhow::Result<ExitStatus> {
                         celsius(s.hottest("intake").or_else(|| s.hottest("inlet"))),
                         celsius(s.hottest("cpu")),
                         celsius(s.hottest("gpu")),
-                        s.temperatures.len().to_string(),
+                        // What the BMC did not report is said, not left blank.
+                        if s.notes.is_empty() {
+                            s.temperatures.len().to_string()
+                        } else {
+                            format!("{} ({})", s.temperatures.len(), s.notes.join("; "))
+                        },
                     ]
                 },
             )

@@ -106,6 +106,7 @@ pub fn identity(node: &NodeRecord, mac: Option<String>) -> (Value, Agreement) {
             json!({
                 "id": g.get("id").cloned().unwrap_or(Value::Null),
                 "model": g.get("model").cloned().unwrap_or(Value::Null),
+                "vendor": or_not_recorded(g.get("vendor")),
                 "serial": or_not_recorded(g.get("serial")),
             })
         })

@@ -14,6 +14,13 @@
 //!   - nodes: "r01-n05"
 //!     pcie_slow: { gpu: 2, factor: 0.5 }
 //!     inlet_hot: { temp_c: 41 }
+//!   - nodes: "rack:r03"          # BMC trees shaped as on other servers
+//!     bmc_sled: true             # a second host system with its own GPUs
+//!     bmc_gpus_as_pcie: true     # GPUs only as PCIe devices and functions
+//!     bmc_page_size: 3           # collections in pages, with next links
+//!     bmc_unlinked_chassis: true # the system links no chassis
+//!     bmc_null_power: true       # PowerConsumedWatts null
+//!     bmc_gpu_model: { model: "AMD Instinct MI250X OAM", vendor: "AMD" }
 //! ```
 
 use std::path::Path;
@@ -41,6 +48,33 @@ pub struct BmcFaults {
     pub hang: bool,
     /// The next N virtual-media inserts fail.
     pub media_insert_failures: u32,
+    /// How the BMC's tree differs from its flavour's mockup.
+    pub tree: TreeShape,
+}
+
+/// Shapes of Redfish trees seen on servers the flavours' mockups do not
+/// cover: each is a way a BMC may lay out the same facts.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TreeShape {
+    /// A two-node sled: the BMC also serves the other node's system (with
+    /// GPUs of its own, in the same chassis), and lists an enclosure
+    /// manager before its own.
+    pub sled: bool,
+    /// GPUs are not processors: each is a PCIe device of the chassis
+    /// named after the HGX board, whose function says `DisplayController`
+    /// and the maker's PCI vendor id.
+    pub gpus_as_pcie: bool,
+    /// Collections answer in pages of this many members, each with
+    /// `Members@odata.nextLink` to the next.
+    pub page_size: Option<usize>,
+    /// The system links no chassis; the chassis still names the system.
+    pub unlinked_chassis: bool,
+    /// `PowerConsumedWatts` is null; `PowerMetrics.AverageConsumedWatts`
+    /// and the power supplies' `PowerInputWatts` carry the draw.
+    pub null_power: bool,
+    /// The GPUs the BMC lists are this model by this maker (the wrong
+    /// parts fitted), instead of the hardware profile's.
+    pub gpu_model: Option<(String, String)>,
 }
 
 /// Faults that act on the host: boot, SSH and hardware.
@@ -91,6 +125,12 @@ struct PartialBmc {
     retry_after: Option<Duration>,
     hang: Option<bool>,
     media_insert_failures: Option<u32>,
+    sled: Option<bool>,
+    gpus_as_pcie: Option<bool>,
+    page_size: Option<usize>,
+    unlinked_chassis: Option<bool>,
+    null_power: Option<bool>,
+    gpu_model: Option<(String, String)>,
 }
 
 /// A parsed faults file.
@@ -189,6 +229,15 @@ impl FaultPlan {
             o.retry_after = b.retry_after.unwrap_or(o.retry_after);
             o.hang = b.hang.unwrap_or(o.hang);
             o.media_insert_failures = b.media_insert_failures.unwrap_or(o.media_insert_failures);
+            let t = &mut o.tree;
+            t.sled = b.sled.unwrap_or(t.sled);
+            t.gpus_as_pcie = b.gpus_as_pcie.unwrap_or(t.gpus_as_pcie);
+            t.page_size = b.page_size.or(t.page_size);
+            t.unlinked_chassis = b.unlinked_chassis.unwrap_or(t.unlinked_chassis);
+            t.null_power = b.null_power.unwrap_or(t.null_power);
+            if b.gpu_model.is_some() {
+                t.gpu_model.clone_from(&b.gpu_model);
+            }
             let h = &rule.host;
             out.host.boot_hang |= h.boot_hang;
             out.host.broken_seed |= h.broken_seed;
@@ -235,6 +284,12 @@ fn rule(cx: &mut Cx, node: &YamlNode) -> Option<Rule> {
         retry_after: duration(cx, &mut m, "bmc_retry_after"),
         hang: m.opt(cx, "bmc_hang"),
         media_insert_failures: m.opt(cx, "media_insert_failures"),
+        sled: m.opt(cx, "bmc_sled"),
+        gpus_as_pcie: m.opt(cx, "bmc_gpus_as_pcie"),
+        page_size: page_size(cx, &mut m),
+        unlinked_chassis: m.opt(cx, "bmc_unlinked_chassis"),
+        null_power: m.opt(cx, "bmc_null_power"),
+        gpu_model: gpu_model(cx, &mut m),
     };
     let mut host = HostFaults {
         boot_hang: m.opt(cx, "boot_hang").unwrap_or(false),
@@ -317,6 +372,27 @@ fn rule(cx: &mut Cx, node: &YamlNode) -> Option<Rule> {
     })
 }
 
+/// Reads `bmc_page_size`: at least one member a page.
+fn page_size(cx: &mut Cx, m: &mut crate::yaml::decode::MapReader) -> Option<usize> {
+    let node = m.get("bmc_page_size")?;
+    let value = u32::from_node(cx, node)?;
+    if value == 0 {
+        cx.error(node.pos, "`bmc_page_size` is members per page, at least 1");
+        return None;
+    }
+    Some(value as usize)
+}
+
+/// Reads `bmc_gpu_model: {model: …, vendor: …}`.
+fn gpu_model(cx: &mut Cx, m: &mut crate::yaml::decode::MapReader) -> Option<(String, String)> {
+    let node = m.get("bmc_gpu_model")?;
+    let mut d = cx.map(node, "`bmc_gpu_model`")?;
+    let model = d.req::<String>(cx, "model");
+    let vendor = d.req::<String>(cx, "vendor");
+    d.finish(cx);
+    Some((model?, vendor?))
+}
+
 /// Reads `{gpu: N, <other>: X}`.
 fn gpu_and(
     cx: &mut Cx,
@@ -374,6 +450,22 @@ mod tests {
                 HwFault::InletHot { temp_c: 41 }
             ]
         );
+    }
+
+    #[test]
+    fn tree_shapes_parse_and_a_page_holds_a_member() {
+        let plan = FaultPlan::parse(
+            "f",
+            "faults:\n  - nodes: a\n    bmc_sled: true\n    bmc_page_size: 50\n    bmc_gpu_model: {model: MI250X, vendor: AMD}\n",
+        )
+        .unwrap();
+        let t = &plan.rules[0].bmc;
+        assert_eq!(t.sled, Some(true));
+        assert_eq!(t.page_size, Some(50));
+        assert_eq!(t.gpu_model, Some(("MI250X".into(), "AMD".into())));
+        let err =
+            FaultPlan::parse("f", "faults:\n  - nodes: a\n    bmc_page_size: 0\n").unwrap_err();
+        assert!(err.to_string().contains("at least 1"), "{err}");
     }
 
     #[test]

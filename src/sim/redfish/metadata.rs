@@ -11,8 +11,12 @@ use serde_json::{Value, json};
 use crate::sim::redfish::flavour::Flavour;
 
 /// Types the simulator generates besides the flavour's own.
-const GENERATED: [&str; 6] = [
+const GENERATED: [&str; 10] = [
     "#Power.v1_5_0.Power",
+    "#PCIeDevice.v1_9_0.PCIeDevice",
+    "#PCIeDeviceCollection.PCIeDeviceCollection",
+    "#PCIeFunction.v1_5_0.PCIeFunction",
+    "#PCIeFunctionCollection.PCIeFunctionCollection",
     "#Thermal.v1_4_0.Thermal",
     "#Session.v1_0_0.Session",
     "#Task.v1_4_3.Task",

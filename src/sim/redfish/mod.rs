@@ -201,6 +201,16 @@ impl Bmc {
             path
         };
         let method = req.method().clone();
+        let skip = req
+            .uri()
+            .query()
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .find_map(|kv| {
+                kv.strip_prefix("$skip=")
+                    .or_else(|| kv.strip_prefix("%24skip="))
+            })
+            .and_then(|n| n.parse::<usize>().ok());
         if path == "/redfish" && method == Method::GET {
             return json_reply(StatusCode::OK, &json!({"v1": "/redfish/v1/"}));
         }
@@ -244,7 +254,7 @@ impl Bmc {
         };
         match method {
             Method::GET | Method::HEAD => {
-                let mut r = self.get(&path);
+                let mut r = self.get(&path, skip);
                 if method == Method::HEAD {
                     *r.body_mut() = Full::new(Bytes::new());
                 }
@@ -291,10 +301,17 @@ impl Bmc {
     fn render(&self, path: &str) -> Option<Value> {
         let st = self.node.lock();
         let bmc = self.bmc_state();
-        render::resource(&self.flavour, &self.node.name, &st, &bmc, path)
+        render::resource(
+            &self.flavour,
+            &self.node.name,
+            &st,
+            &bmc,
+            &self.node.faults.bmc.tree,
+            path,
+        )
     }
 
-    fn get(&self, path: &str) -> Reply {
+    fn get(&self, path: &str, skip: Option<usize>) -> Reply {
         if path == "/redfish/v1/$metadata" {
             let mut r = Response::new(Full::new(Bytes::from(self.metadata.as_bytes().to_vec())));
             r.headers_mut().insert(
@@ -314,8 +331,13 @@ impl Bmc {
         {
             return self.task_monitor(id);
         }
+        let page_size = self.node.faults.bmc.tree.page_size;
         match self.render(path) {
             Some(doc) => {
+                let doc = match page_size {
+                    Some(size) => page(doc, path, skip.unwrap_or(0), size),
+                    None => doc,
+                };
                 // Serialized once, for the body and its ETag.
                 let text = doc.to_string();
                 let tag = etag_of(text.as_bytes());
@@ -734,6 +756,31 @@ impl Bmc {
         st.media[i] = node::Media::default();
         empty(StatusCode::NO_CONTENT)
     }
+}
+
+/// One page of a collection: `size` members from `skip`, with
+/// `Members@odata.nextLink` when more follow (`Members@odata.count` stays
+/// the whole collection's). Other documents are left as they are.
+fn page(mut doc: Value, path: &str, skip: usize, size: usize) -> Value {
+    let Some(members) = doc.get_mut("Members").and_then(Value::as_array_mut) else {
+        return doc;
+    };
+    let total = members.len();
+    let from = skip.min(total);
+    let to = (from + size).min(total);
+    let kept: Vec<Value> = members.drain(..).skip(from).take(to - from).collect();
+    *members = kept;
+    if let Some(map) = doc.as_object_mut() {
+        map.remove("Members@odata.nextLink");
+        map.insert("Members@odata.count".into(), json!(total));
+        if to < total {
+            map.insert(
+                "Members@odata.nextLink".into(),
+                json!(format!("{path}?$skip={to}")),
+            );
+        }
+    }
+    doc
 }
 
 /// Fetches the image like a BMC does before it reports media inserted.

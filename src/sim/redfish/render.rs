@@ -1,9 +1,12 @@
 //! Renders one BMC's resources: the flavour's static tree with the node's
 //! live state laid over it (power, boot, media, GPUs, telemetry, sessions,
-//! tasks, firmware).
+//! tasks, firmware), reshaped where the node's faults give its tree
+//! another shape ([`TreeShape`]: a sled's second system, GPUs as PCIe
+//! devices, no chassis link, a null power total).
 
 use serde_json::{Value, json};
 
+use crate::sim::faults::TreeShape;
 use crate::sim::node::{NodeState, Power};
 use crate::sim::redfish::flavour::Flavour;
 use crate::sim::redfish::{BmcState, TaskState};
@@ -14,22 +17,46 @@ pub fn resource(
     node: &str,
     st: &NodeState,
     bmc: &BmcState,
+    tree: &TreeShape,
     path: &str,
 ) -> Option<Value> {
+    if tree.sled
+        && let Some(doc) = sled(f, node, st, bmc, tree, path)
+    {
+        return doc;
+    }
     if path == f.system {
-        return Some(system(f, node, st));
+        let mut doc = system(f, node, st);
+        if tree.unlinked_chassis
+            && let Some(links) = doc["Links"].as_object_mut()
+        {
+            links.remove("Chassis");
+            links.remove("Chassis@odata.count");
+        }
+        return Some(doc);
+    }
+    if path == f.chassis {
+        return f.docs.get(path).map(|d| chassis(f, tree, d.clone()));
     }
     if path == f.processors {
-        return f.docs.get(path).map(|d| processors(f, st, d.clone()));
+        return f.docs.get(path).map(|d| processors(f, st, tree, d.clone()));
     }
     if let Some(n) = path
         .strip_prefix(&format!("{}/GPU", f.processors))
         .and_then(|rest| rest.parse::<usize>().ok())
     {
-        return gpu(f, st, n);
+        if tree.gpus_as_pcie {
+            return None;
+        }
+        return gpu(f, st, tree, n);
+    }
+    if tree.gpus_as_pcie
+        && let Some(rest) = path.strip_prefix(&format!("{}/PCIeDevices", f.chassis))
+    {
+        return pcie(f, st, tree, path, rest);
     }
     if path == format!("{}/Power", f.chassis) {
-        return Some(power(f, st));
+        return Some(power(f, st, tree));
     }
     if path == format!("{}/Thermal", f.chassis) {
         return Some(thermal(f, st));
@@ -189,7 +216,209 @@ fn system(f: &Flavour, node: &str, st: &NodeState) -> Value {
     doc
 }
 
-fn processors(f: &Flavour, st: &NodeState, doc: Value) -> Value {
+/// The other node of a sled (`tree.sled`): its system mirrors this one's
+/// under another path; an enclosure manager is listed before the BMC.
+/// `None` when `path` is not reshaped by the sled.
+fn sled(
+    f: &Flavour,
+    node: &str,
+    st: &NodeState,
+    bmc: &BmcState,
+    tree: &TreeShape,
+    path: &str,
+) -> Option<Option<Value>> {
+    let peer = peer_system(f);
+    if path == "/redfish/v1/Systems" {
+        let doc = f.docs.get(path).cloned()?;
+        let mut members = member_ids(&doc);
+        members.push(peer);
+        return Some(Some(with_members(doc, members.into_iter())));
+    }
+    if path == "/redfish/v1/Managers" {
+        let doc = f.docs.get(path).cloned()?;
+        let mut members = vec![ENCLOSURE_MANAGER.to_owned()];
+        members.extend(member_ids(&doc));
+        return Some(Some(with_members(doc, members.into_iter())));
+    }
+    if path == ENCLOSURE_MANAGER {
+        let ty = f
+            .docs
+            .get(&f.manager)
+            .and_then(|m| m["@odata.type"].as_str())
+            .unwrap_or("#Manager.v1_10_0.Manager");
+        return Some(Some(json!({
+            "@odata.id": ENCLOSURE_MANAGER,
+            "@odata.type": ty,
+            "Id": "Enclosure",
+            "Name": "Sled enclosure controller",
+            "ManagerType": "EnclosureManager",
+            "Status": {"State": "Enabled", "Health": "OK"},
+        })));
+    }
+    let rest = path.strip_prefix(peer.as_str())?;
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        return None;
+    }
+    let mirrored = format!("{}{rest}", f.system);
+    let plain = TreeShape {
+        sled: false,
+        ..tree.clone()
+    };
+    let Some(mut doc) = resource(f, node, st, bmc, &plain, &mirrored) else {
+        return Some(None);
+    };
+    if rest.is_empty() {
+        doc["SerialNumber"] = json!(format!(
+            "KS{:010}",
+            fnv(&format!("{node}/peer")) % 10_000_000_000
+        ));
+        doc["UUID"] = json!(uuid_for(node, "peer-system"));
+        doc["HostName"] = json!(format!("{node}-peer"));
+    }
+    let text = doc.to_string();
+    let own_id = f.system.rsplit('/').next().unwrap_or_default();
+    let peer_id = peer.rsplit('/').next().unwrap_or_default();
+    let mut text = text;
+    for end in ['"', '/', '#'] {
+        text = text.replace(&format!("\"{}{end}", f.system), &format!("\"{peer}{end}"));
+    }
+    text = text.replace(
+        &format!("\"Id\":\"{own_id}\""),
+        &format!("\"Id\":\"{peer_id}\""),
+    );
+    Some(serde_json::from_str(&text).ok())
+}
+
+/// The path of a sled's other system.
+pub fn peer_system(f: &Flavour) -> String {
+    format!("{}-Node1", f.system)
+}
+
+/// The enclosure manager a sled lists before its BMC.
+pub const ENCLOSURE_MANAGER: &str = "/redfish/v1/Managers/Enclosure";
+
+/// The chassis: linked to the system's GPUs as PCIe devices, and naming
+/// the systems it holds (both of a sled's).
+fn chassis(f: &Flavour, tree: &TreeShape, mut doc: Value) -> Value {
+    if tree.gpus_as_pcie {
+        doc["PCIeDevices"] = json!({"@odata.id": format!("{}/PCIeDevices", f.chassis)});
+    }
+    if tree.unlinked_chassis || tree.sled {
+        let mut systems = doc["Links"]["ComputerSystems"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut want = vec![f.system.clone()];
+        if tree.sled {
+            want.push(peer_system(f));
+        }
+        for s in want {
+            if !systems.iter().any(|v| v["@odata.id"] == s.as_str()) {
+                systems.push(json!({"@odata.id": s}));
+            }
+        }
+        if !doc["Links"].is_object() {
+            doc["Links"] = json!({});
+        }
+        doc["Links"]["ComputerSystems"] = Value::Array(systems);
+    }
+    doc
+}
+
+/// The GPUs' model and maker as the BMC lists them.
+fn gpu_identity(st: &NodeState, tree: &TreeShape) -> (String, String) {
+    match &tree.gpu_model {
+        Some((model, vendor)) => (model.clone(), vendor.clone()),
+        None => (st.hw.profile.gpu.model.clone(), "NVIDIA Corporation".into()),
+    }
+}
+
+/// The chassis's PCIe devices when GPUs are listed only there: one device
+/// per GPU named after the board (`HGX H100 8-GPU`), each with one
+/// function whose class and vendor id say what it is.
+fn pcie(f: &Flavour, st: &NodeState, tree: &TreeShape, path: &str, rest: &str) -> Option<Value> {
+    let base = format!("{}/PCIeDevices", f.chassis);
+    let bus = |g: &crate::sim::hw::Gpu| format!("{:02X}_00", g.pci_bus);
+    let gpus: Vec<&crate::sim::hw::Gpu> = st.hw.present_gpus().collect();
+    if rest.is_empty() {
+        let mut doc = f.docs.get(path).cloned().unwrap_or_else(|| {
+            collection_shell(
+                path,
+                "#PCIeDeviceCollection.PCIeDeviceCollection",
+                "PCIe Device Collection",
+            )
+        });
+        let mut members = member_ids(&doc);
+        members.extend(gpus.iter().map(|g| format!("{base}/{}", bus(g))));
+        doc = with_members(doc, members.into_iter());
+        return Some(doc);
+    }
+    let mut parts = rest.trim_start_matches('/').splitn(3, '/');
+    let id = parts.next()?;
+    let g = gpus.iter().find(|g| bus(g) == id)?;
+    let device = format!("{base}/{id}");
+    let (model, vendor) = gpu_identity(st, tree);
+    let amd = vendor.to_ascii_uppercase().contains("AMD");
+    let vendor_id = if amd { "0x1002" } else { "0x10DE" };
+    match (parts.next(), parts.next()) {
+        (None, _) => {
+            let product = model
+                .split_whitespace()
+                .find(|w| w.chars().any(|c| c.is_ascii_digit()))
+                .unwrap_or("GPU");
+            let board = if tree.gpu_model.is_some() {
+                model.clone()
+            } else {
+                format!("HGX {product} {}-GPU", st.hw.gpus.len())
+            };
+            let mut doc = json!({
+                "@odata.id": device,
+                "@odata.type": "#PCIeDevice.v1_9_0.PCIeDevice",
+                "Id": id,
+                "Name": format!("PCIe Device {}", id.replace('_', ":")),
+                "Manufacturer": vendor,
+                "Model": board,
+                "SerialNumber": g.serial_string(),
+                "PartNumber": PART_NUMBER,
+                "FirmwareVersion": st.hw.vbios_version(),
+                "DeviceType": "SingleFunction",
+                "Status": {"State": "Enabled", "Health": "OK"},
+                "PCIeFunctions": {"@odata.id": format!("{device}/PCIeFunctions")},
+            });
+            if amd {
+                doc["PartNumber"] = json!("102-D65209-00");
+            }
+            Some(doc)
+        }
+        (Some("PCIeFunctions"), None) => Some(with_members(
+            collection_shell(
+                path,
+                "#PCIeFunctionCollection.PCIeFunctionCollection",
+                "PCIe Function Collection",
+            ),
+            std::iter::once(format!("{device}/PCIeFunctions/0")),
+        )),
+        (Some("PCIeFunctions"), Some("0")) => Some(json!({
+            "@odata.id": path,
+            "@odata.type": "#PCIeFunction.v1_5_0.PCIeFunction",
+            "Id": "0",
+            "Name": "PCIe Function 0",
+            "FunctionId": 0,
+            "FunctionType": "Physical",
+            "DeviceClass": "DisplayController",
+            "ClassCode": "0x030200",
+            "VendorId": vendor_id,
+            "DeviceId": if amd { "0x740C" } else { "0x2330" },
+            "SubsystemVendorId": vendor_id,
+            "SubsystemId": if amd { "0x0C34" } else { "0x16C1" },
+            "Status": {"State": "Enabled", "Health": "OK"},
+            "Links": {"PCIeDevice": {"@odata.id": device}},
+        })),
+        _ => None,
+    }
+}
+
+fn processors(f: &Flavour, st: &NodeState, tree: &TreeShape, doc: Value) -> Value {
     // The mockup's own GPU entries may share the generated names (Lenovo
     // lists GPU1..GPU8): only the node's present GPUs are listed.
     let generated = format!("{}/GPU", f.processors);
@@ -197,15 +426,17 @@ fn processors(f: &Flavour, st: &NodeState, doc: Value) -> Value {
         .into_iter()
         .filter(|m| !m.starts_with(&generated))
         .collect();
-    members.extend(
-        st.hw
-            .present_gpus()
-            .map(|g| format!("{}/GPU{}", f.processors, g.index + 1)),
-    );
+    if !tree.gpus_as_pcie {
+        members.extend(
+            st.hw
+                .present_gpus()
+                .map(|g| format!("{}/GPU{}", f.processors, g.index + 1)),
+        );
+    }
     with_members(doc, members.into_iter())
 }
 
-fn gpu(f: &Flavour, st: &NodeState, n: usize) -> Option<Value> {
+fn gpu(f: &Flavour, st: &NodeState, tree: &TreeShape, n: usize) -> Option<Value> {
     let g = st.hw.present_gpus().find(|g| g.index as usize + 1 == n)?;
     let path = format!("{}/GPU{n}", f.processors);
     let mut doc = f.gpu_template.clone();
@@ -225,8 +456,9 @@ fn gpu(f: &Flavour, st: &NodeState, n: usize) -> Option<Value> {
     doc["Id"] = json!(format!("GPU{n}"));
     doc["Name"] = json!(format!("GPU {n}"));
     doc["ProcessorType"] = json!("GPU");
-    doc["Manufacturer"] = json!("NVIDIA Corporation");
-    doc["Model"] = json!(st.hw.profile.gpu.model);
+    let (model, vendor) = gpu_identity(st, tree);
+    doc["Manufacturer"] = json!(vendor);
+    doc["Model"] = json!(model);
     doc["SerialNumber"] = json!(g.serial_string());
     doc["PartNumber"] = json!(PART_NUMBER);
     if doc.get("FirmwareVersion").is_some() {
@@ -262,7 +494,7 @@ fn readings(st: &NodeState) -> Vec<crate::sim::hw::GpuReading> {
     st.hw.readings(load)
 }
 
-fn power(f: &Flavour, st: &NodeState) -> Value {
+fn power(f: &Flavour, st: &NodeState, tree: &TreeShape) -> Value {
     let path = format!("{}/Power", f.chassis);
     let on = st.power == Power::On;
     let gpu_watts: f64 = if on {
@@ -272,7 +504,7 @@ fn power(f: &Flavour, st: &NodeState) -> Value {
     };
     // CPUs, fans, NICs and memory of an idle 8-GPU server draw roughly 1.5 kW.
     let watts = if on { 1500.0 + gpu_watts } else { 18.0 };
-    json!({
+    let mut doc = json!({
         "@odata.id": path,
         "@odata.type": "#Power.v1_5_0.Power",
         "Id": "Power",
@@ -285,7 +517,34 @@ fn power(f: &Flavour, st: &NodeState) -> Value {
             "PowerCapacityWatts": 10200,
             "Status": {"State": "Enabled", "Health": "OK"},
         }],
-    })
+    });
+    if tree.null_power {
+        // Some BMCs leave the total null and report the average and each
+        // supply's input instead.
+        let control = &mut doc["PowerControl"][0];
+        control["PowerConsumedWatts"] = Value::Null;
+        control["PowerMetrics"] = json!({
+            "IntervalInMin": 1,
+            "MinConsumedWatts": (watts * 0.97).round(),
+            "MaxConsumedWatts": (watts * 1.03).round(),
+            "AverageConsumedWatts": watts.round(),
+        });
+        doc["PowerSupplies"] = json!(
+            (0..2)
+                .map(|i| json!({
+                    "@odata.id": format!("{path}#/PowerSupplies/{i}"),
+                    "MemberId": i.to_string(),
+                    "Name": format!("PSU {}", i + 1),
+                    "PowerSupplyType": "AC",
+                    "LineInputVoltage": 230,
+                    "PowerCapacityWatts": 5100,
+                    "PowerInputWatts": (watts / 2.0).round(),
+                    "Status": {"State": "Enabled", "Health": "OK"},
+                }))
+                .collect::<Vec<_>>()
+        );
+    }
+    doc
 }
 
 fn thermal(f: &Flavour, st: &NodeState) -> Value {
