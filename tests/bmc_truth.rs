@@ -1,6 +1,7 @@
 //! BMC truth on trees shaped unlike the flavours' mockups: a two-node sled,
 //! GPUs only as PCIe functions, paged collections, a system that links no
-//! chassis, a null power total, and GPUs of the wrong model. Discovery,
+//! chassis, a null power total, GPUs of the wrong model, and a BMC that
+//! ends error replies by closing without TLS `close_notify`. Discovery,
 //! facts and preflight's GPU verdict are run in-process against the
 //! virtual rack (each node's tree reshaped by its faults), and once end to
 //! end through `kiln provision --stages preflight`.
@@ -38,11 +39,14 @@ const SHAPES: &str = "faults:
     bmc_page_size: 2
     bmc_unlinked_chassis: true
     bmc_null_power: true
+  - nodes: c-n09
+    bmc_close_delimited_errors: true
+    bmc_page_size: 4
 ";
 
 async fn rack(net: u8) -> (SimRack, kiln::inventory::Inventory) {
     let mut list = String::new();
-    for n in 1..=8 {
+    for n in 1..=9 {
         list.push_str(&format!(
             "      - {{name: c-n{n:02}, bmc: \"127.{net}.1.{n}:8443\", ssh: \"127.{net}.2.{n}:2222\"}}\n"
         ));
@@ -181,6 +185,52 @@ async fn every_shape_gives_the_same_truth_as_the_plain_tree() {
         s.power_watts.is_some() && !s.temperatures.is_empty(),
         "{s:?}"
     );
+
+    // 10: error replies without a length, ended by a close without
+    // close_notify, are answers like any other: a missing resource reads
+    // as a 404 at once (not after retries), and discovery is unchanged.
+    let raw = raw_error_reply(&rack, 8).await;
+    assert!(raw.starts_with("HTTP/1.1 404"), "{raw}");
+    assert!(
+        !raw.to_ascii_lowercase().contains("content-length"),
+        "{raw}"
+    );
+    let c = client(&rack, 8);
+    let started = std::time::Instant::now();
+    assert_eq!(get_raw(&c, "/redfish/v1/Systems/NoSuchSystem").await.0, 404);
+    assert!(started.elapsed() < Duration::from_secs(3), "retried");
+    let layout = discover(&c, None).await.unwrap();
+    assert_eq!(layout.chassis, plain.chassis);
+    assert_eq!(layout.identity, plain.identity);
+    assert_eq!(gpus(&c, &layout).await.unwrap().len(), 8);
+    assert_eq!(
+        facts::firmware(&c).await.unwrap().len(),
+        plain_firmware.len()
+    );
+}
+
+/// A GET of a missing resource from node `i`'s BMC, read to the close,
+/// bytes as sent: the fault is on the wire, not only in kiln's reading.
+async fn raw_error_reply(rack: &SimRack, i: usize) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let e = &rack.endpoints[i];
+    let tls = kiln::bmc::tls::pinned(e.bmc_fingerprint.replace(':', "").parse().unwrap()).unwrap();
+    let addr = e.bmc_url.trim_start_matches("https://");
+    let (host, _) = addr.rsplit_once(':').unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned()).unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tls.write_all(b"GET /no-such-thing HTTP/1.1\r\nHost: bmc\r\n\r\n")
+        .await
+        .unwrap();
+    let mut bytes = Vec::new();
+    // No close_notify: the read ends in UnexpectedEof, the bytes are kept.
+    let end = tls.read_to_end(&mut bytes).await;
+    assert!(end.is_err(), "the BMC sent close_notify");
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 async fn get_raw(c: &BmcClient, path: &str) -> (u16, serde_json::Value) {

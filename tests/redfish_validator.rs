@@ -165,8 +165,9 @@ fn every_flavour_passes_the_dmtf_validator_as_well_as_its_real_bmc() {
 
 /// The tree shapes the simulator gives BMCs unlike its mockups (a sled's
 /// second system and enclosure manager, GPUs as PCIe functions, paged
-/// collections, no chassis link, a null power total), all at once on one
-/// generic BMC: no failure at all.
+/// collections, no chassis link, a null power total, another GPU model,
+/// error replies ended by a close), all at once on one generic BMC: no
+/// failure at all.
 #[test]
 fn reshaped_trees_pass_the_dmtf_validator() {
     if skip() {
@@ -175,7 +176,7 @@ fn reshaped_trees_pass_the_dmtf_validator() {
     let rack = Rack::start(RackSpec {
         net: 235,
         faults: Some(
-            "faults:\n  - nodes: \"*\"\n    bmc_sled: true\n    bmc_gpus_as_pcie: true\n    bmc_page_size: 2\n    bmc_unlinked_chassis: true\n    bmc_null_power: true\n",
+            "faults:\n  - nodes: \"*\"\n    bmc_sled: true\n    bmc_gpus_as_pcie: true\n    bmc_page_size: 2\n    bmc_unlinked_chassis: true\n    bmc_null_power: true\n    bmc_gpu_model: {model: \"AMD Instinct MI250X OAM\", vendor: AMD}\n    bmc_close_delimited_errors: true\n",
         ),
         ..RackSpec::default()
     });

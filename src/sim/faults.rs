@@ -21,6 +21,8 @@
 //!     bmc_unlinked_chassis: true # the system links no chassis
 //!     bmc_null_power: true       # PowerConsumedWatts null
 //!     bmc_gpu_model: { model: "AMD Instinct MI250X OAM", vendor: "AMD" }
+//!   - nodes: "r01-n02"
+//!     bmc_close_delimited_errors: true # errors end by a close, no close_notify
 //! ```
 
 use std::path::Path;
@@ -48,6 +50,10 @@ pub struct BmcFaults {
     pub hang: bool,
     /// The next N virtual-media inserts fail.
     pub media_insert_failures: u32,
+    /// Error replies (status 400 and up) carry no length and end by
+    /// closing TCP without TLS `close_notify`, as some BMCs' web servers
+    /// do; the client must take the close as the end of the body.
+    pub close_delimited_errors: bool,
     /// How the BMC's tree differs from its flavour's mockup.
     pub tree: TreeShape,
 }
@@ -125,6 +131,7 @@ struct PartialBmc {
     retry_after: Option<Duration>,
     hang: Option<bool>,
     media_insert_failures: Option<u32>,
+    close_delimited_errors: Option<bool>,
     sled: Option<bool>,
     gpus_as_pcie: Option<bool>,
     page_size: Option<usize>,
@@ -229,6 +236,7 @@ impl FaultPlan {
             o.retry_after = b.retry_after.unwrap_or(o.retry_after);
             o.hang = b.hang.unwrap_or(o.hang);
             o.media_insert_failures = b.media_insert_failures.unwrap_or(o.media_insert_failures);
+            o.close_delimited_errors = b.close_delimited_errors.unwrap_or(o.close_delimited_errors);
             let t = &mut o.tree;
             t.sled = b.sled.unwrap_or(t.sled);
             t.gpus_as_pcie = b.gpus_as_pcie.unwrap_or(t.gpus_as_pcie);
@@ -284,6 +292,7 @@ fn rule(cx: &mut Cx, node: &YamlNode) -> Option<Rule> {
         retry_after: duration(cx, &mut m, "bmc_retry_after"),
         hang: m.opt(cx, "bmc_hang"),
         media_insert_failures: m.opt(cx, "media_insert_failures"),
+        close_delimited_errors: m.opt(cx, "bmc_close_delimited_errors"),
         sled: m.opt(cx, "bmc_sled"),
         gpus_as_pcie: m.opt(cx, "bmc_gpus_as_pcie"),
         page_size: page_size(cx, &mut m),

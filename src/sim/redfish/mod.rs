@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
@@ -94,7 +93,24 @@ impl std::fmt::Debug for Bmc {
     }
 }
 
-type Reply = Response<Full<Bytes>>;
+/// What the service answers.
+pub type Reply = Response<Full<Bytes>>;
+
+/// A request body the service can read: hyper's own, or one already read
+/// whole (the close-delimited error fault reads requests itself).
+pub trait ReqBody:
+    hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+    + Send
+    + 'static
+{
+}
+
+impl<B> ReqBody for B where
+    B: hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static
+{
+}
 
 const BODY_LIMIT: usize = 1 << 20;
 
@@ -138,9 +154,9 @@ impl Bmc {
     }
 
     /// Answers one HTTP request.
-    pub async fn handle(
+    pub async fn handle<B: ReqBody>(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<B>,
     ) -> Result<Reply, std::convert::Infallible> {
         // Counted down on drop too: a client that gives up drops the request.
         struct InFlight<'a>(&'a AtomicUsize);
@@ -155,9 +171,9 @@ impl Bmc {
         Arc::clone(&self).answer(req).await
     }
 
-    async fn answer(
+    async fn answer<B: ReqBody>(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<B>,
     ) -> Result<Reply, std::convert::Infallible> {
         let faults = &self.node.faults.bmc;
         let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
@@ -193,7 +209,7 @@ impl Bmc {
         Ok(self.route(req).await)
     }
 
-    async fn route(self: &Arc<Self>, req: Request<Incoming>) -> Reply {
+    async fn route<B: ReqBody>(self: &Arc<Self>, req: Request<B>) -> Reply {
         let path = req.uri().path().trim_end_matches('/').to_owned();
         let path = if path.is_empty() {
             "/".to_owned()
@@ -271,7 +287,7 @@ impl Bmc {
         }
     }
 
-    fn authenticate(&self, req: &Request<Incoming>) -> Option<String> {
+    fn authenticate<B>(&self, req: &Request<B>) -> Option<String> {
         if let Some(token) = req
             .headers()
             .get("x-auth-token")
@@ -827,7 +843,7 @@ fn etag_of(text: &[u8]) -> String {
     format!("W/\"{h:016x}\"")
 }
 
-async fn read_json(req: Request<Incoming>) -> Result<Value, Reply> {
+async fn read_json<B: ReqBody>(req: Request<B>) -> Result<Value, Reply> {
     let bytes = Limited::new(req.into_body(), BODY_LIMIT)
         .collect()
         .await
