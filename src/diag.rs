@@ -59,6 +59,9 @@ pub struct Diagnostic {
     pub message: String,
     /// How to fix it, when kiln can tell.
     pub help: Option<String>,
+    /// A warning that a setting is unsafe (`tls: insecure`, a token over
+    /// plain HTTP): shown even with `-q`.
+    pub unsafe_setting: bool,
 }
 
 /// The JSON form of a diagnostic.
@@ -202,6 +205,7 @@ mod tests {
             }),
             message: "unknown key `nmae` in rack".into(),
             help: Some("did you mean `name`?".into()),
+            unsafe_setting: false,
         };
         let text = d.render(false);
         assert_eq!(

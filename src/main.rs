@@ -53,8 +53,9 @@ fn init_logging(verbose: u8, quiet: bool) {
         (false, 2) => "debug",
         _ => "trace",
     };
+    // `-q` keeps the warning that a BMC's certificate goes unchecked.
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("kiln={level}")));
+        .unwrap_or_else(|_| EnvFilter::new(format!("kiln={level},kiln::bmc::tls=warn")));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let _ = tracing_subscriber::fmt()

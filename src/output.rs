@@ -2,6 +2,7 @@
 //! and diagnostics on stderr, colour only where it is wanted.
 #![allow(clippy::print_stdout)]
 
+use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
 
 use serde::Serialize;
@@ -31,6 +32,11 @@ pub struct Printer {
     pub color: bool,
     /// Colour on stdout.
     pub color_stdout: bool,
+    /// Whether stdout is a terminal: remote text written there has its
+    /// control characters escaped.
+    pub stdout_tty: bool,
+    /// Whether stderr is a terminal.
+    pub stderr_tty: bool,
 }
 
 impl Printer {
@@ -44,16 +50,26 @@ impl Printer {
                 is_tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
             }
         };
+        let stdout_tty = std::io::stdout().is_terminal();
+        let stderr_tty = std::io::stderr().is_terminal();
         Printer {
             json,
             quiet,
-            color: wanted(std::io::stderr().is_terminal()),
-            color_stdout: wanted(std::io::stdout().is_terminal()),
+            color: wanted(stderr_tty),
+            color_stdout: wanted(stdout_tty),
+            stdout_tty,
+            stderr_tty,
         }
     }
 
     /// Writes data to stdout. A closed pipe (`kiln … | head`) is not an error.
+    /// On a terminal, control characters from remote text are escaped.
     pub fn data(&self, text: &str) {
+        let text = if self.stdout_tty {
+            printable(text)
+        } else {
+            Cow::Borrowed(text)
+        };
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(text.as_bytes());
         let _ = out.flush();
@@ -62,6 +78,11 @@ impl Printer {
     /// Writes a node's own stderr (remote command output) to stderr; shown
     /// even with `-q`, as it is the command's output, not kiln's chatter.
     pub fn data_stderr(&self, text: &str) {
+        let text = if self.stderr_tty {
+            printable(text)
+        } else {
+            Cow::Borrowed(text)
+        };
         let mut err = std::io::stderr().lock();
         let _ = err.write_all(text.as_bytes());
         let _ = err.flush();
@@ -78,13 +99,15 @@ impl Printer {
     /// An informational line on stderr (hidden by `-q`).
     pub fn info(&self, text: &str) {
         if !self.quiet {
-            eprintln!("{text}");
+            eprintln!("{}", printable(text));
         }
     }
 
-    /// A diagnostic about an input file, on stderr.
+    /// A diagnostic about an input file, on stderr. `-q` hides warnings,
+    /// but not those saying a setting is unsafe (`tls: insecure`, a token
+    /// over plain HTTP).
     pub fn diagnostic(&self, d: &Diagnostic) {
-        if self.quiet && d.severity == crate::diag::Severity::Warning {
+        if self.quiet && d.severity == crate::diag::Severity::Warning && !d.unsafe_setting {
             return;
         }
         eprint!("{}", d.render(self.color));
@@ -101,8 +124,39 @@ impl Printer {
         for cause in err.chain().skip(1) {
             text.push_str(&format!("\n  caused by: {cause}"));
         }
-        eprintln!("{text}");
+        eprintln!("{}", printable(&text));
     }
+}
+
+/// `text` with every control character but newline and tab written as an
+/// escape (`\u{1b}`): text from BMCs and nodes must not move the cursor,
+/// recolour or retitle the operator's terminal. Kiln's own colours are
+/// added after this, never passed through it.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    // A CR ending a line (CRLF output) is harmless; any other rewinds it.
+    let mut chars = text.chars().peekable();
+    let mut unsafe_at = Vec::new();
+    let mut i = 0;
+    while let Some(c) = chars.next() {
+        if c.is_control() && c != '\n' && c != '\t' && !(c == '\r' && chars.peek() == Some(&'\n')) {
+            unsafe_at.push(i);
+        }
+        i += 1;
+    }
+    if unsafe_at.is_empty() {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8 * unsafe_at.len());
+    let mut next = unsafe_at.iter().peekable();
+    for (i, c) in text.chars().enumerate() {
+        if next.peek() == Some(&&i) {
+            next.next();
+            out.push_str(&c.escape_unicode().to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// Lays rows out in aligned columns under a header.
@@ -110,7 +164,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+            *w = (*w).max(printable(cell).chars().count());
         }
     }
     let mut out = String::new();
@@ -120,7 +174,8 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
             if i > 0 {
                 l.push_str("  ");
             }
-            l.push_str(cell);
+            let cell = printable(cell);
+            l.push_str(&cell);
             l.extend(std::iter::repeat_n(
                 ' ',
                 w.saturating_sub(cell.chars().count()),
@@ -138,6 +193,21 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn remote_control_characters_are_escaped() {
+        use super::printable;
+        assert!(matches!(
+            printable("ok\tfine\r\n"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            printable("GPU 3\x1b]0;pwned\x07\x1b[2J\rX\u{9b}1m"),
+            "GPU 3\\u{1b}]0;pwned\\u{7}\\u{1b}[2J\\u{d}X\\u{9b}1m"
+        );
+        let t = super::table(&["A"], &[vec!["\x1b[31mred".into()]]);
+        assert_eq!(t, "A\n\\u{1b}[31mred\n");
+    }
+
     #[test]
     fn tables_align() {
         let t = super::table(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);

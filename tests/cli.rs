@@ -279,6 +279,29 @@ fn quiet_hides_warnings_and_summaries() {
     assert!(out.is_empty() && err.is_empty(), "{out}{err}");
 }
 
+/// Warnings that a setting is unsafe stay on screen with `-q`.
+#[test]
+fn quiet_keeps_unsafe_setting_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site.yaml");
+    std::fs::write(
+        &site,
+        "site: par1\ndefaults:\n  hardware: hgx-h100-80gb-8x\n  image: ubuntu-24.04\n  \
+         bmc: {username: admin, password: {env: KILN_TEST_PW}, tls: insecure}\n  ssh: {user: ubuntu}\n\
+         racks:\n  - name: r01\n    nodes:\n      - {name: r01-n01, bmc: 10.10.1.11, ssh: 10.20.1.11}\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(kiln()
+        .env("KILN_TEST_PW", "x")
+        .args(["-q", "inventory", "check", "-i"])
+        .arg(&site));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("site.yaml:5:") && err.contains("`tls: insecure`"),
+        "{err}"
+    );
+}
+
 #[test]
 fn bench_inventory_reports_ratios() {
     let (code, out, err) = run(kiln().args([

@@ -260,7 +260,7 @@ fn plain_http(cx: &mut Cx, pos: Pos, what: &str, url: &Url, token: bool, insecur
         return;
     }
     if insecure {
-        cx.warn(
+        cx.warn_unsafe(
             pos,
             format!("{what} token is sent in clear over {url} (`insecure_http: true`)"),
         );

@@ -79,7 +79,14 @@ pub enum TlsPolicy {
 impl FromNode for TlsPolicy {
     fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
         match &node.value {
-            Value::Str(s) if s == "insecure" => Some(TlsPolicy::Insecure),
+            Value::Str(s) if s == "insecure" => {
+                cx.warn_unsafe(
+                    node.pos,
+                    "`tls: insecure`: BMC certificates are not checked, so anyone on the \
+                     management network can pose as these BMCs and read their passwords",
+                );
+                Some(TlsPolicy::Insecure)
+            }
             Value::Str(s) if s == "recorded" => Some(TlsPolicy::Recorded),
             Value::Map(_) => {
                 let mut m = cx.map(node, "tls settings")?;

@@ -54,11 +54,40 @@ fn message(text: &str) -> &str {
     text.trim()
 }
 
-/// Whether a line looks like a kernel log line (`[  12.3]`, `[Sun Feb ...]`,
-/// `kernel:` from journalctl or syslog, or the NVIDIA driver's `NVRM:`).
+/// Whether a line looks like a kernel log line: a `[  12.345678]`
+/// timestamp, a `dmesg -T` one (`[Sun Feb 23 16:24:18 2025]`), or
+/// `kernel:` (journalctl, syslog) or `NVRM:` (the NVIDIA driver) as a word.
+/// Brackets alone are not enough: any text may hold `[…]`.
 fn is_kernel_line(line: &str) -> bool {
     let t = line.trim_start();
-    (t.starts_with('[') && t.contains(']')) || t.contains("kernel:") || t.contains("NVRM:")
+    if let Some(rest) = t.strip_prefix('[')
+        && let Some((stamp, _)) = rest.split_once(']')
+    {
+        let stamp = stamp.trim();
+        let monotonic = stamp.split_once('.').is_some_and(|(s, f)| {
+            !s.is_empty()
+                && !f.is_empty()
+                && s.bytes().all(|b| b.is_ascii_digit())
+                && f.bytes().all(|b| b.is_ascii_digit())
+        });
+        const DAYS: [&str; 7] = ["Mon ", "Tue ", "Wed ", "Thu ", "Fri ", "Sat ", "Sun "];
+        let wall = DAYS.iter().any(|d| stamp.starts_with(d))
+            && stamp
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b' ' || b == b':');
+        if monotonic || wall {
+            return true;
+        }
+    }
+    t.contains(" kernel: ") || t.contains("NVRM: ")
+}
+
+/// Whether `text` holds bytes no log has: NUL, other control characters
+/// than tab, CR and ESC, or the replacement character that lossy decoding
+/// leaves for bytes that were not UTF-8.
+fn is_binary(text: &str) -> bool {
+    text.chars()
+        .any(|c| c == '\u{fffd}' || (c.is_control() && !matches!(c, '\n' | '\r' | '\t' | '\u{1b}')))
 }
 
 /// Judges a kernel log for Xid and SXid errors.
@@ -80,6 +109,13 @@ pub fn judge_dmesg(text: &str, fatal: &[u32]) -> Result<Judgement, ParseError> {
     let mut ids: BTreeMap<String, String> = BTreeMap::new();
     let mut last_gpu: Option<String> = None;
     let mut kernel_lines = 0;
+    if is_binary(text) {
+        return Err(ParseError {
+            expected: "a kernel log as text (this input holds binary data: NUL, control \
+                       characters or bytes that are not UTF-8)"
+                .to_owned(),
+        });
+    }
     for line in split_lines(text) {
         if !is_kernel_line(line) {
             continue;
@@ -211,5 +247,37 @@ mod tests {
         assert_eq!(j.verdict, Verdict::Pass);
         assert!(judge_dmesg("hello\nworld\n", DEFAULT_FATAL_XIDS).is_err());
         assert!(judge_dmesg("NVRM: Xid (PCI:", &[]).is_ok());
+    }
+
+    #[test]
+    fn brackets_or_binary_data_are_not_a_log() {
+        // Brackets alone: an application log, a config file.
+        assert!(
+            judge_dmesg(
+                "[INFO] started
+[main]
+key = 1
+",
+                &[]
+            )
+            .is_err()
+        );
+        // Random bytes (decoded lossily, as the CLI reads a file) with a
+        // timestamped line planted among them.
+        let mut noise: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        noise.extend_from_slice(b"\n[    1.000000] Linux version 6.8.0\n");
+        let text = String::from_utf8_lossy(&noise);
+        let err = judge_dmesg(&text, &[]).unwrap_err();
+        assert!(err.expected.contains("binary data"), "{}", err.expected);
+        // Each timestamp form a real log uses is still read.
+        for line in [
+            "[   12.345678] nvidia: loading out-of-tree module",
+            "[Sun Feb 23 16:24:18 2025] NVRM: loading NVIDIA UNIX Open Kernel Module",
+            "Feb 23 16:24:18 gpu01 kernel: pci 0000:9b:00.0: [10de:2330]",
+        ] {
+            assert!(judge_dmesg(line, &[]).is_ok(), "{line}");
+        }
     }
 }

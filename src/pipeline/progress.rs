@@ -154,7 +154,10 @@ impl Progress {
                     && !matches!(r.status, StepStatus::Done | StepStatus::Skipped)
                 {
                     b.multi
-                        .println(format!("{node} {}/{}: {}", r.stage, r.step, r.detail))
+                        .println(crate::output::printable(&format!(
+                            "{node} {}/{}: {}",
+                            r.stage, r.step, r.detail
+                        )))
                         .ok();
                 }
             }
@@ -210,7 +213,7 @@ impl Progress {
     pub fn note(&self, text: &str) {
         match (&self.bars, self.mode) {
             (Some(b), _) => {
-                b.multi.println(text).ok();
+                b.multi.println(crate::output::printable(text)).ok();
             }
             (None, Mode::Json) => self.json_line(&json!({
                 "event": "note", "at": crate::pipeline::step::now_ms(), "text": text,
@@ -246,8 +249,9 @@ impl Progress {
         let _guard = self.out.lock().unwrap_or_else(|e| e.into_inner());
         let _ = writeln!(
             std::io::stderr().lock(),
-            "{} {text}",
-            rfc3339(crate::pipeline::step::now_ms())
+            "{} {}",
+            rfc3339(crate::pipeline::step::now_ms()),
+            crate::output::printable(text)
         );
     }
 }

@@ -202,6 +202,7 @@ fn read_dir_profiles<T: FromNode + Named>(
                 pos: None,
                 message: "profile file is too large".into(),
                 help: None,
+                unsafe_setting: false,
             }),
             Err(e) => diags.push(Diagnostic {
                 severity: crate::diag::Severity::Error,
@@ -209,6 +210,7 @@ fn read_dir_profiles<T: FromNode + Named>(
                 pos: None,
                 message: format!("cannot read profile: {e}"),
                 help: None,
+                unsafe_setting: false,
             }),
         }
     }

@@ -47,6 +47,15 @@ impl Cx {
         self.push(Severity::Warning, Some(pos), message.into(), None);
     }
 
+    /// Reports that the setting at `pos` is unsafe: a warning `-q` does not
+    /// hide.
+    pub fn warn_unsafe(&mut self, pos: Pos, message: impl Into<String>) {
+        self.push(Severity::Warning, Some(pos), message.into(), None);
+        if let Some(d) = self.diags.last_mut() {
+            d.unsafe_setting = true;
+        }
+    }
+
     /// Reports a problem.
     pub fn push(
         &mut self,
@@ -63,6 +72,7 @@ impl Cx {
             pos,
             message: crate::diag::clip(&message, 300),
             help: help.map(|h| crate::diag::clip(&h, 300)),
+            unsafe_setting: false,
         });
     }
 
