@@ -14,6 +14,8 @@ pub mod diag;
 pub mod drivers;
 pub mod exit;
 pub mod fdlimit;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handoff;
 pub mod imaging;
 pub mod inventory;

@@ -154,3 +154,127 @@ fn hostile_values_never_reach_a_node() {
         assert!(err.contains("is not a valid host name"), "{value}: {err}");
     }
 }
+
+/// Peak memory of kiln reading hostile inputs: every case runs as its own
+/// process and the largest resident set any of them reached is read from
+/// the kernel (`getrusage(RUSAGE_CHILDREN)`), then held to 256 MiB. Each
+/// input is a few MiB built to multiply work or memory: deep and wide
+/// `nvidia-smi -q -x` XML, endless kernel log and nccl-tests lines, a
+/// YAML alias bomb, a record with a huge nested body.
+#[test]
+fn peak_memory_under_hostile_inputs_stays_under_256_mib() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, bytes: Vec<u8>| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    };
+    let deep_xml = {
+        let mut s = String::from("<?xml version=\"1.0\" ?>\n<nvidia_smi_log>\n");
+        s.push_str(&"<gpu>".repeat(200_000));
+        s.push_str(&"</gpu>".repeat(200_000));
+        s.push_str("</nvidia_smi_log>\n");
+        s.into_bytes()
+    };
+    let wide_xml = {
+        let mut s = String::from("<?xml version=\"1.0\" ?>\n<nvidia_smi_log>\n");
+        for i in 0..2_000 {
+            s.push_str(&format!("<gpu id=\"{i}\"><a><b><c><d><e><f>"));
+            for j in 0..40 {
+                s.push_str(&format!("<leaf{j}>{j}</leaf{j}>"));
+            }
+            s.push_str("</f></e></d></c></b></a></gpu>\n");
+        }
+        s.push_str("</nvidia_smi_log>\n");
+        s.into_bytes()
+    };
+    let xid_flood: Vec<u8> = (0..150_000)
+        .flat_map(|i| {
+            format!(
+                "[{i}.000000] NVRM: Xid (PCI:0000:{:02x}:00): {}, pid={i}, name=x, {}\n",
+                i % 256,
+                i % 200,
+                "m".repeat(40)
+            )
+            .into_bytes()
+        })
+        .collect();
+    let nccl_flood: Vec<u8> = (0..150_000)
+        .flat_map(|i| {
+            format!(
+                "{:>12} {:>12} float sum -1 {:>8} {:>7} {:>7} 0 {:>8} {:>7} {:>7} 0\n",
+                i * 8,
+                i * 2,
+                1.5,
+                2.5,
+                3.5,
+                1.5,
+                2.5,
+                3.5
+            )
+            .into_bytes()
+        })
+        .collect();
+    let mut laughs = String::from(
+        "a0: &a0 [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
+    for i in 1..12 {
+        laughs.push_str(&format!(
+            "a{i}: &a{i} [{}]\n",
+            vec![format!("*a{}", i - 1); 9].join(",")
+        ));
+    }
+    laughs.push_str("site: x\nracks: []\n");
+    let record = format!(
+        "{{\"record\":{}1{},\"signature\":{{\"algorithm\":\"ed25519\",\"key_id\":\"k\",\"public_key\":\"AA\",\"value\":\"AA\"}}}}",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let cases: Vec<Vec<std::ffi::OsString>> = vec![
+        vec![
+            "judge".into(),
+            "nvidia-smi".into(),
+            write("deep.xml", deep_xml).into(),
+        ],
+        vec![
+            "judge".into(),
+            "nvidia-smi".into(),
+            write("wide.xml", wide_xml).into(),
+        ],
+        vec![
+            "judge".into(),
+            "dmesg".into(),
+            write("xid.log", xid_flood).into(),
+        ],
+        vec![
+            "judge".into(),
+            "nccl".into(),
+            write("nccl.log", nccl_flood).into(),
+        ],
+        vec![
+            "inventory".into(),
+            "check".into(),
+            "-i".into(),
+            write("laughs.yaml", laughs.into_bytes()).into(),
+        ],
+        vec![
+            "verify".into(),
+            "--integrity-only".into(),
+            write("record.json", record.into_bytes()).into(),
+        ],
+    ];
+    for args in &cases {
+        let (code, _, err) = run(kiln().timeout(Duration::from_secs(120)).args(args));
+        assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
+        assert!((0..=4).contains(&code), "{args:?}: exit {code}\n{err}");
+    }
+    let usage =
+        nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).unwrap();
+    // ru_maxrss is in KiB on Linux.
+    let peak_mib = usage.max_rss() / 1024;
+    eprintln!(
+        "peak resident memory of kiln over {} hostile inputs: {peak_mib} MiB",
+        cases.len()
+    );
+    assert!(peak_mib < 256, "kiln reached {peak_mib} MiB");
+}

@@ -247,6 +247,9 @@ fn crash_reason(crashes: &[String]) -> String {
     reason
 }
 
+/// The most data rows (and failure lines) kept in a judgement's metrics.
+const MAX_ROWS_KEPT: usize = 256;
+
 /// Everything read from one output.
 #[derive(Debug, Default)]
 struct Parsed {
@@ -473,9 +476,15 @@ pub fn judge_nccl(text: &str, busbw_floor_gbps: Option<f64>) -> Result<Judgement
             hosts.push(host);
         }
     }
+    // A real run has a few dozen rows per table; an output with thousands
+    // is judged whole but only its first rows are kept in the metrics, so
+    // the record stays small whatever the node prints.
+    let rows_omitted = p.rows.len().saturating_sub(MAX_ROWS_KEPT);
+    let crash_lines_omitted = p.crashes.len().saturating_sub(MAX_ROWS_KEPT);
     let rows: Vec<Value> = p
         .rows
         .iter()
+        .take(MAX_ROWS_KEPT)
         .map(|r| {
             let (wrong_out, error_out) = r.check_out.to_json();
             let (wrong_in, error_in) = r.check_in.to_json();
@@ -499,12 +508,14 @@ pub fn judge_nccl(text: &str, busbw_floor_gbps: Option<f64>) -> Result<Judgement
         "gpu_models": models,
         "hosts": hosts,
         "rows": rows,
+        "rows_omitted": rows_omitted,
         "largest_size": largest,
         "busbw_at_largest": busbw_at_largest,
         "busbw_floor": busbw_floor_gbps,
         "avg_busbw_reported": p.avg_busbw,
         "out_of_bounds": p.oob.map(|(count, ok)| json!({"count": count, "ok": ok})),
-        "crash_lines": p.crashes,
+        "crash_lines": p.crashes.iter().take(MAX_ROWS_KEPT).collect::<Vec<_>>(),
+        "crash_lines_omitted": crash_lines_omitted,
         "warnings": warnings,
     });
     Ok(Judgement::decide(KIND, failures, inconclusive, metrics))
