@@ -25,5 +25,6 @@ pub mod report;
 pub mod secret;
 pub mod sim;
 pub mod ssh;
+pub mod state;
 pub mod vmlab;
 pub mod yaml;
