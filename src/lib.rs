@@ -27,5 +27,6 @@ pub mod report;
 pub mod secret;
 pub mod sim;
 pub mod ssh;
+pub mod state;
 pub mod vmlab;
 pub mod yaml;

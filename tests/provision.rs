@@ -290,3 +290,72 @@ fn a_run_killed_mid_way_resumes_without_repeating_finished_steps() {
         ["t-n04"]
     );
 }
+
+#[test]
+fn a_second_run_on_the_same_state_folder_is_refused() {
+    // Slow BMCs keep the first run going while the others try.
+    let faults = "faults:\n  - nodes: \"t-n*\"\n    bmc_latency: 300ms\n";
+    let rack = Rack::start(RackSpec {
+        net: 248,
+        nodes: 1,
+        imaged: false,
+        faults: Some(faults),
+        ..RackSpec::default()
+    });
+    trust(&rack);
+    let mut first = kiln_cmd(&rack, &["provision", "--stages", "preflight"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = state(&rack).join("lock");
+    // The holder notes its run id once the run is recorded.
+    wait_for("the first run", Duration::from_secs(30), || {
+        std::fs::read_to_string(&lock).is_ok_and(|t| t.contains("run "))
+    });
+    let holder = std::fs::read_to_string(&lock).unwrap();
+    for args in [
+        &["provision", "--stages", "preflight"][..],
+        &["provision", "--resume"][..],
+    ] {
+        let out = kiln(&rack, args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("in use by another kiln run"), "{err}");
+        assert!(err.contains(&state(&rack).display().to_string()), "{err}");
+        assert!(err.contains(holder.trim()), "{err}");
+    }
+    assert!(first.try_wait().unwrap().is_none(), "the first run ended");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // The kernel dropped the killed run's lock: the next run starts.
+    let out = kiln(&rack, &["provision", "--resume"]);
+    assert!(stderr(&out).contains("resuming run"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_damaged_journal_is_named_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal.sqlite");
+    std::fs::write(&journal, vec![b'x'; 4096]).unwrap();
+    std::fs::write(
+        dir.path().join("site.yaml"),
+        "site: s\ndefaults:\n  hardware: hgx-h100-80gb-8x\n  image: ubuntu-24.04\n  bmc:\n    username: admin\n    password: {env: KILN_TEST_BMC_PASSWORD}\n  ssh:\n    user: kiln\nracks:\n  - name: r01\n    nodes:\n      - {name: n1, bmc: \"127.248.9.1:8443\", ssh: \"127.248.9.2:22\"}\n",
+    )
+    .unwrap();
+    for args in [&["runs", "list"][..], &["provision", "--resume"][..]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .env("KILN_STATE_DIR", dir.path())
+            .env("KILN_TEST_BMC_PASSWORD", "test")
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .arg("-i")
+            .arg(dir.path().join("site.yaml"))
+            .args(args)
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(&journal.display().to_string()), "{err}");
+    }
+}

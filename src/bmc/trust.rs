@@ -58,6 +58,9 @@ struct StoreFile {
 pub struct TrustStore {
     path: PathBuf,
     file: StoreFile,
+    /// Nodes set since loading: only these are written over what another
+    /// process may have saved meanwhile.
+    changed: std::collections::BTreeSet<String>,
 }
 
 impl TrustStore {
@@ -68,18 +71,10 @@ impl TrustStore {
 
     /// Loads the store (empty when the file does not exist yet).
     pub fn load(path: &Path) -> anyhow::Result<TrustStore> {
-        let file = match std::fs::read_to_string(path) {
-            Ok(text) => serde_json::from_str(&text)
-                .with_context(|| format!("{} is not a kiln trust store", path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StoreFile {
-                version: 1,
-                ..StoreFile::default()
-            },
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-        };
         Ok(TrustStore {
             path: path.to_owned(),
-            file,
+            file: read_file(path)?,
+            changed: Default::default(),
         })
     }
 
@@ -102,6 +97,7 @@ impl TrustStore {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
+        self.changed.insert(node.to_owned());
         self.file.bmcs.insert(
             node.to_owned(),
             Recorded {
@@ -112,17 +108,36 @@ impl TrustStore {
         );
     }
 
-    /// Writes the store atomically (a temporary file renamed over it).
+    /// Writes the pins set since loading into the file as it is now
+    /// (another process, say `kiln bmc trust` beside a run, may have saved
+    /// others meanwhile), under the store's lock, atomically.
     pub fn save(&self) -> anyhow::Result<()> {
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let _lock = crate::state::lock_beside(&self.path)
+            .with_context(|| format!("cannot lock {}", self.path.display()))?;
+        let mut file = read_file(&self.path)?;
+        for node in &self.changed {
+            if let Some(r) = self.file.bmcs.get(node) {
+                file.bmcs.insert(node.clone(), r.clone());
+            }
         }
-        let tmp = self.path.with_extension("json.tmp");
-        let text = serde_json::to_string_pretty(&self.file)?;
-        std::fs::write(&tmp, text + "\n").with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &self.path)
-            .with_context(|| format!("writing {}", self.path.display()))?;
-        Ok(())
+        let text = serde_json::to_string_pretty(&file)? + "\n";
+        crate::state::write_atomic(&self.path, text.as_bytes(), false)
+            .with_context(|| format!("writing {}", self.path.display()))
+    }
+}
+
+/// The store's file as it is on disk (empty when it does not exist yet). A
+/// damaged file is the user's to fix (exit 2), named with where it broke.
+fn read_file(path: &Path) -> anyhow::Result<StoreFile> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| {
+            crate::exit::BadInput(format!("{}: not a kiln trust store: {e}", path.display())).into()
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(StoreFile {
+            version: 1,
+            ..StoreFile::default()
+        }),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
 }
 
@@ -232,6 +247,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = TrustStore::path_in(dir.path());
         std::fs::write(&path, "{not json").unwrap();
-        assert!(TrustStore::load(&path).is_err());
+        let err = TrustStore::load(&path).unwrap_err();
+        assert!(err.to_string().contains("line 1"), "{err}");
+        assert_eq!(
+            crate::exit::status_for(&err),
+            crate::exit::ExitStatus::BadInput
+        );
+    }
+
+    #[test]
+    fn two_writers_keep_each_others_pins() {
+        // Two processes load the store, record different BMCs, and save.
+        let dir = tempfile::tempdir().unwrap();
+        let path = TrustStore::path_in(dir.path());
+        let fp: Fingerprint = "ab".repeat(32).parse().unwrap();
+        let mut a = TrustStore::load(&path).unwrap();
+        let mut b = TrustStore::load(&path).unwrap();
+        a.set("n1", "10.0.0.1:443", &fp);
+        b.set("n2", "10.0.0.2:443", &fp);
+        a.save().unwrap();
+        b.save().unwrap();
+        let store = TrustStore::load(&path).unwrap();
+        assert_eq!(store.get("n1", "10.0.0.1:443"), Some(fp));
+        assert_eq!(store.get("n2", "10.0.0.2:443"), Some(fp));
     }
 }

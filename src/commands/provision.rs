@@ -186,6 +186,12 @@ pub async fn execute(
     mode: Mode,
     ctx: &Ctx,
 ) -> anyhow::Result<Option<Finished>> {
+    // One run per state folder, held to the end: two runs would drive the
+    // same BMCs and interleave one journal. A dry run changes nothing.
+    let lock = match request.dry_run {
+        true => None,
+        false => Some(crate::state::StateLock::acquire(state)?),
+    };
     let journal = Journal::open(state)?;
     // The run's stages and nodes: new, or what is left of an earlier run.
     let (stages, nodes, resumed) = match &request.resume {
@@ -333,6 +339,9 @@ pub async fn execute(
             (journal.create_run(&info, &records)?, id)
         }
     };
+    if let Some(lock) = &lock {
+        lock.note(&format!("run {id}"))?;
+    }
     let run: Arc<RunJournal> = Arc::new(run);
     let run_dir = state.join("runs").join(&id);
     std::fs::create_dir_all(&run_dir)

@@ -78,17 +78,14 @@ fn of(key: PrivateKey, path: &Path) -> Result<HostKey, HostKeyError> {
 }
 
 /// Records `keys` as host `name`'s only keys in kiln's store
-/// ([`crate::ssh::hostkeys::replace`]), one writer at a time: `replace`
-/// rewrites the whole file through one temporary name, so two nodes
-/// recorded at once would race on it and lose one update.
+/// ([`crate::ssh::hostkeys::replace`], which takes the store's lock, so
+/// nodes recorded at once, in this process or another, keep every update).
 pub fn record(
     store: &Path,
     name: &str,
     node: &str,
     keys: &[PublicKey],
 ) -> Result<(), crate::ssh::hostkeys::HostKeyError> {
-    static STORE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = STORE.lock().unwrap_or_else(|e| e.into_inner());
     crate::ssh::hostkeys::replace(store, name, node, keys)
 }
 
@@ -99,15 +96,14 @@ pub fn record(
 /// gives a new token, and nobody without the secret can derive one.
 pub fn node_token(state_dir: &Path, node: &str, key: &HostKey) -> Result<String, HostKeyError> {
     use ring::rand::SecureRandom as _;
-    // One creator at a time in this process, so every node uses the same
-    // secret.
-    static CREATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = CREATE.lock().unwrap_or_else(|e| e.into_inner());
     let file = state_dir.join("bootserver.secret");
     let io = |source| HostKeyError::Io {
         path: file.clone(),
         source,
     };
+    // One creator at a time, in this process or another (`kiln serve`
+    // beside a run), so every node uses the same secret.
+    let _one = crate::state::lock_beside(&file).map_err(io)?;
     let secret = match std::fs::read_to_string(&file) {
         Ok(t) => t.trim().to_owned(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -116,14 +112,8 @@ pub fn node_token(state_dir: &Path, node: &str, key: &HostKey) -> Result<String,
                 .fill(&mut bytes)
                 .map_err(|_| HostKeyError::Random)?;
             let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            std::fs::create_dir_all(state_dir).map_err(io)?;
-            let tmp = file.with_extension("tmp");
-            write_private(&tmp, &text).map_err(io)?;
-            std::fs::rename(&tmp, &file).map_err(io)?;
-            std::fs::read_to_string(&file)
-                .map_err(io)?
-                .trim()
-                .to_owned()
+            crate::state::write_atomic(&file, text.as_bytes(), true).map_err(io)?;
+            text
         }
         Err(e) => return Err(io(e)),
     };
@@ -163,32 +153,18 @@ pub fn load_or_create(state_dir: &Path, node: &str) -> Result<HostKey, HostKeyEr
         path: file.clone(),
         source,
     };
-    match load(state_dir, node) {
-        Ok(Some(key)) => Ok(key),
-        Ok(None) => {
-            let key = generate(node)?;
-            if let Some(dir) = file.parent() {
-                std::fs::create_dir_all(dir).map_err(io)?;
-            }
-            let tmp = file.with_extension("tmp");
-            write_private(&tmp, key.private_pem.expose()).map_err(io)?;
-            std::fs::rename(&tmp, &file).map_err(io)?;
-            Ok(key)
-        }
-        Err(e) => Err(e),
+    if let Some(key) = load(state_dir, node)? {
+        return Ok(key);
     }
-}
-
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
+    // Made once even if two processes get here: the second finds the
+    // first's key once it holds the lock.
+    let _one = crate::state::lock_beside(&file).map_err(io)?;
+    if let Some(key) = load(state_dir, node)? {
+        return Ok(key);
     }
-    options.open(path)?.write_all(text.as_bytes())
+    let key = generate(node)?;
+    crate::state::write_atomic(&file, key.private_pem.expose().as_bytes(), true).map_err(io)?;
+    Ok(key)
 }
 
 #[cfg(test)]

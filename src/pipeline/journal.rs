@@ -105,12 +105,16 @@ impl Journal {
             .with_context(|| format!("cannot create the state folder {}", state_dir.display()))?;
         let path = state_dir.join(FILE);
         let db = Connection::open(&path)
+            .map_err(|e| damaged(&path, e))
             .with_context(|| format!("cannot open the journal {}", path.display()))?;
-        db.busy_timeout(std::time::Duration::from_secs(10))?;
-        db.pragma_update(None, "journal_mode", "WAL")?;
-        db.pragma_update(None, "synchronous", "NORMAL")?;
-        db.execute_batch(SCHEMA)
-            .with_context(|| format!("cannot prepare the journal {}", path.display()))?;
+        (|| {
+            db.busy_timeout(std::time::Duration::from_secs(10))?;
+            db.pragma_update(None, "journal_mode", "WAL")?;
+            db.pragma_update(None, "synchronous", "NORMAL")?;
+            db.execute_batch(SCHEMA)
+        })()
+        .map_err(|e| damaged(&path, e))
+        .with_context(|| format!("cannot prepare the journal {}", path.display()))?;
         Ok(Journal {
             path,
             db: Arc::new(Mutex::new(db)),
@@ -468,6 +472,20 @@ impl StepSink for RunJournal {
     }
 }
 
+/// A journal SQLite cannot read is the user's to move aside or restore
+/// (exit 2, naming the file); any other failure stays kiln's (exit 3).
+fn damaged(path: &Path, e: rusqlite::Error) -> anyhow::Error {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    match e.sqlite_error_code() {
+        Some(NotADatabase | DatabaseCorrupt) => crate::exit::BadInput(format!(
+            "{}: not a kiln journal, or damaged ({e}); move it aside to start afresh",
+            path.display()
+        ))
+        .into(),
+        _ => e.into(),
+    }
+}
+
 fn run_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunInfo> {
     Ok(RunInfo {
         id: r.get(0)?,
@@ -581,6 +599,48 @@ mod tests {
         assert_eq!(record.nodes[0].steps[1].status, StepStatus::Done);
         assert_eq!(record.nodes[1].steps.len(), 0);
         assert_eq!(journal.latest().unwrap().as_deref(), Some("r1"));
+    }
+
+    #[tokio::test]
+    async fn a_step_whose_end_cannot_be_recorded_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = Journal::open(dir.path())
+            .unwrap()
+            .create_run(&info("r1"), &[node("a")])
+            .unwrap();
+        // The disk refuses the step's end (as a full disk would).
+        Connection::open(dir.path().join(FILE))
+            .unwrap()
+            .execute_batch(
+                "CREATE TRIGGER full BEFORE UPDATE ON steps BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+            )
+            .unwrap();
+        let sink: Arc<dyn StepSink> = Arc::new(run);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut steps = Steps::new("a", "preflight", sink, stop);
+        let out = steps
+            .run("one", Duration::from_secs(5), || async {
+                Ok(Outcome::done("did one"))
+            })
+            .await;
+        let Err(crate::pipeline::step::Stop::Failed { outcome, .. }) = out else {
+            panic!("the step passed: {out:?}");
+        };
+        assert!(outcome.detail.contains("journal"), "{}", outcome.detail);
+        assert!(outcome.detail.contains("disk full"), "{}", outcome.detail);
+    }
+
+    #[test]
+    fn a_damaged_journal_is_bad_input_naming_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE), vec![b'x'; 4096]).unwrap();
+        let err = Journal::open(dir.path()).err().unwrap();
+        assert_eq!(
+            crate::exit::status_for(&err),
+            crate::exit::ExitStatus::BadInput
+        );
+        let path = dir.path().join(FILE).display().to_string();
+        assert!(format!("{err:#}").contains(&path), "{err:#}");
     }
 
     #[test]

@@ -10,8 +10,10 @@
 //!
 //! Nothing is lost by queueing: a step's end is acknowledged only once
 //! committed ([`Committed`]), so a step never runs again on resume after
-//! its node went on; [`Writer::flush`] waits for everything sent before
-//! it; dropping the writer commits what is queued and stops the thread.
+//! its node went on; one that could not be committed is answered with the
+//! error and its step fails; [`Writer::flush`] waits for everything sent
+//! before it; dropping the writer commits what is queued and stops the
+//! thread.
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -133,7 +135,7 @@ impl Write {
                 metrics,
                 artifacts,
             } => {
-                db.prepare_cached(
+                let rows = db.prepare_cached(
                     "UPDATE steps SET status = ?5, duration_ms = ?6, detail = ?7, reasons = ?8, metrics = ?9, artifacts = ?10
                      WHERE run_id = ?1 AND node = ?2 AND stage = ?3 AND step = ?4",
                 )?
@@ -149,6 +151,14 @@ impl Write {
                     metrics,
                     artifacts
                 ])?;
+                // Its start was not stored (that write failed): the end
+                // went nowhere, which is a failure too.
+                if rows == 0 {
+                    return Err(rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_NOTFOUND),
+                        Some("the step's start is not in the journal".into()),
+                    ));
+                }
             }
             Write::Verdict {
                 node,
@@ -185,18 +195,18 @@ impl Write {
 enum Ack {
     /// Nobody.
     None,
-    /// A task (a step's end).
-    Task(tokio::sync::oneshot::Sender<()>),
+    /// A task (a step's end), told whether it was stored.
+    Task(tokio::sync::oneshot::Sender<Result<(), String>>),
     /// A thread ([`Writer::flush`]).
     Thread(mpsc::SyncSender<()>),
 }
 
 impl Ack {
-    fn answer(self) {
+    fn answer(self, result: Result<(), String>) {
         match self {
             Ack::None => {}
             Ack::Task(tx) => {
-                let _ = tx.send(());
+                let _ = tx.send(result);
             }
             Ack::Thread(tx) => {
                 let _ = tx.send(());
@@ -295,10 +305,11 @@ fn lock(db: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
 
 /// Writes one job on the calling thread.
 fn direct(db: &Mutex<Connection>, run_id: &str, job: Job) {
-    if let Some(write) = &job.write {
-        report(write.apply(&lock(db), run_id), write.what());
-    }
-    job.ack.answer();
+    let result = match &job.write {
+        Some(write) => report(write.apply(&lock(db), run_id), write.what()),
+        None => Ok(()),
+    };
+    job.ack.answer(result);
 }
 
 fn write_loop(db: &Mutex<Connection>, run_id: &str, jobs: &mpsc::Receiver<Job>) {
@@ -310,40 +321,50 @@ fn write_loop(db: &Mutex<Connection>, run_id: &str, jobs: &mpsc::Receiver<Job>) 
                 Err(_) => break,
             }
         }
-        commit(db, run_id, &batch);
-        for job in batch {
-            job.ack.answer();
-        }
+        commit(db, run_id, batch);
     }
 }
 
 /// Commits a batch in one transaction; if that fails, each write alone,
-/// so one bad write does not take the others with it.
-fn commit(db: &Mutex<Connection>, run_id: &str, batch: &[Job]) {
-    let writes: Vec<&Write> = batch.iter().filter_map(|j| j.write.as_ref()).collect();
-    if writes.is_empty() {
+/// so one bad write does not take the others with it. Answers every job
+/// with whether its write was stored.
+fn commit(db: &Mutex<Connection>, run_id: &str, batch: Vec<Job>) {
+    if batch.iter().all(|j| j.write.is_none()) {
+        for job in batch {
+            job.ack.answer(Ok(()));
+        }
         return;
     }
     let mut db = lock(db);
     let together = (|| {
         let tx = db.transaction()?;
-        for write in &writes {
+        for write in batch.iter().filter_map(|j| j.write.as_ref()) {
             write.apply(&tx, run_id)?;
         }
         tx.commit()
     })();
     if together.is_ok() {
+        drop(db);
+        for job in batch {
+            job.ack.answer(Ok(()));
+        }
         return;
     }
-    for write in writes {
-        report(write.apply(&db, run_id), write.what());
+    for job in batch {
+        let result = match &job.write {
+            Some(write) => report(write.apply(&db, run_id), write.what()),
+            None => Ok(()),
+        };
+        job.ack.answer(result);
     }
 }
 
-/// A journal write that fails (disk full, the file removed) must not stop
-/// the run's real work, but it must not pass silently either.
-pub fn report(result: rusqlite::Result<()>, what: &str) {
-    if let Err(e) = result {
+/// A journal write that fails (disk full, the file removed) is logged
+/// and handed back as text: a step's end that failed fails its step, the
+/// rest must not stop the run's real work.
+pub fn report(result: rusqlite::Result<()>, what: &str) -> Result<(), String> {
+    result.map_err(|e| {
         tracing::error!("cannot record {what} in the journal: {e}");
-    }
+        e.to_string()
+    })
 }

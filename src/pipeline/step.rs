@@ -123,9 +123,9 @@ pub trait StepSink: Send + Sync {
 }
 
 /// A record on its way to the journal; [`Committed::wait`] returns once
-/// it is stored (or storing it failed and was reported).
+/// it is stored, or why storing it failed.
 #[derive(Debug)]
-pub struct Committed(Option<tokio::sync::oneshot::Receiver<()>>);
+pub struct Committed(Option<tokio::sync::oneshot::Receiver<Result<(), String>>>);
 
 impl Committed {
     /// Nothing to wait for.
@@ -133,15 +133,19 @@ impl Committed {
         Committed(None)
     }
 
-    /// Resolves when `rx` is answered (or its sender is gone).
-    pub fn when(rx: tokio::sync::oneshot::Receiver<()>) -> Committed {
+    /// Resolves when `rx` is answered: `Err` with why the write failed.
+    pub fn when(rx: tokio::sync::oneshot::Receiver<Result<(), String>>) -> Committed {
         Committed(Some(rx))
     }
 
-    /// Waits for the write.
-    pub async fn wait(self) {
-        if let Some(rx) = self.0 {
-            let _ = rx.await;
+    /// Waits for the write; `Err` if it was not stored (a writer gone
+    /// without answering stored nothing either).
+    pub async fn wait(self) -> Result<(), String> {
+        match self.0 {
+            None => Ok(()),
+            Some(rx) => rx
+                .await
+                .unwrap_or_else(|_| Err("the journal writer stopped".into())),
         }
     }
 }
@@ -254,7 +258,16 @@ impl Steps {
             metrics: outcome.metrics.clone(),
             artifacts: outcome.artifacts.clone(),
         };
-        self.sink.ended(&self.node, &record).wait().await;
+        // A step whose end is not in the journal would run again on
+        // resume, after its node went on: it fails instead.
+        if let Err(why) = self.sink.ended(&self.node, &record).wait().await {
+            return check(
+                step,
+                Outcome::failed(format!(
+                    "{step}: cannot record its end in the journal: {why}"
+                )),
+            );
+        }
         check(step, outcome)
     }
 }

@@ -297,16 +297,14 @@ impl Verifier {
 }
 
 /// Appends one `name key node` line to an OpenSSH-format file, creating it
-/// (and its folder) if needed. One `write` per line keeps concurrent
-/// appenders from interleaving.
+/// (and its folder) if needed. Under the store's lock, so a [`replace`] in
+/// another process cannot rename an older copy over the new line.
 pub fn append(path: &Path, name: &str, node: &str, key: &PublicKey) -> Result<(), HostKeyError> {
     let io = |source| HostKeyError::Io {
         path: path.to_owned(),
         source,
     };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
+    let _lock = crate::state::lock_beside(path).map_err(io)?;
     let mut key = key.clone();
     key.set_comment(node);
     let line = key.to_openssh().map_err(|e| io(std::io::Error::other(e)))?;
@@ -322,7 +320,8 @@ pub fn append(path: &Path, name: &str, node: &str, key: &PublicKey) -> Result<()
 /// Records `keys` as the only keys of host `name` in kiln's store: the
 /// imaging stage calls this with the host keys it injects, so the first
 /// login after a reimage is verified and the old keys stop being trusted.
-/// The file is rewritten through a temporary file and a rename.
+/// The file is rewritten atomically under the store's lock, so writers in
+/// other processes (a `kiln ssh` trusting on first use) keep their lines.
 pub fn replace(
     path: &Path,
     name: &str,
@@ -333,9 +332,7 @@ pub fn replace(
         path: path.to_owned(),
         source,
     };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
+    let _lock = crate::state::lock_beside(path).map_err(io)?;
     let old = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -352,9 +349,7 @@ pub fn replace(
         let line = key.to_openssh().map_err(|e| io(std::io::Error::other(e)))?;
         text.push_str(&format!("{name} {line}\n"));
     }
-    let tmp = path.with_extension("kiln-tmp");
-    std::fs::write(&tmp, text).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    crate::state::write_atomic(path, text.as_bytes(), false).map_err(io)
 }
 
 #[cfg(test)]
