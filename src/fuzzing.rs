@@ -7,8 +7,11 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
+/// One fuzz target: it takes any bytes and must not panic.
+pub type Target = fn(&[u8]);
+
 /// The targets, by name (the folder names under `fuzz/corpus/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("inventory", inventory),
     ("judge", judge),
     ("redfish_response", redfish_response),

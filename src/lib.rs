@@ -20,6 +20,7 @@ pub mod handoff;
 pub mod imaging;
 pub mod inventory;
 pub mod judge;
+pub mod listen;
 pub mod output;
 pub mod pipeline;
 pub mod profiles;

@@ -435,7 +435,8 @@ pub struct ServeArgs {
     /// Address and port to listen on.
     #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:8080")]
     pub bind: std::net::SocketAddr,
-    /// The URL nodes reach the server at (default: the bound address).
+    /// The URL nodes reach the server at (default: the bound address;
+    /// needed when binding 0.0.0.0).
     #[arg(long, value_name = "URL")]
     pub advertise: Option<String>,
     /// Serve every `*.iso` in this folder at /iso/NAME.

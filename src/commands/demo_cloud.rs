@@ -15,7 +15,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 
 use crate::handoff::sign::{SignedRecord, Verified, verify};
 
@@ -50,34 +49,24 @@ pub async fn start(
         .with_context(|| format!("cannot listen on {bind} for the demo's cloud"))?;
     let addr = listener.local_addr()?;
     let shared = Arc::new((dir, trusted, mirror));
-    let task = tokio::spawn(async move {
-        loop {
-            let tcp = match listener.accept().await {
-                Ok((tcp, _)) => tcp,
-                Err(e) => {
-                    crate::fdlimit::accept_failed(&e).await;
-                    continue;
-                }
-            };
+    let task = tokio::spawn(crate::listen::serve(
+        listener,
+        crate::listen::Limits::default(),
+        move |_peer| {
             let shared = Arc::clone(&shared);
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let shared = Arc::clone(&shared);
-                    async move {
-                        let reply = if req.method() == hyper::Method::GET {
-                            serve(req.uri().path(), &shared.2)
-                        } else {
-                            take(req, &shared.0, &shared.1).await
-                        };
-                        Ok::<_, std::convert::Infallible>(reply)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
-            });
-        }
-    });
+            hyper::service::service_fn(move |req| {
+                let shared = Arc::clone(&shared);
+                async move {
+                    let reply = if req.method() == hyper::Method::GET {
+                        serve(req.uri().path(), &shared.2)
+                    } else {
+                        take(req, &shared.0, &shared.1).await
+                    };
+                    Ok::<_, std::convert::Infallible>(reply)
+                }
+            })
+        },
+    ));
     Ok(Cloud { addr, task })
 }
 

@@ -238,14 +238,7 @@ async fn deploy_cmd(ctx: &Ctx, catalog: &Catalog, args: &DeployArgs) -> anyhow::
         ))
         .into());
     }
-    if args.bind.ip().is_unspecified() && args.advertise.is_none() {
-        return Err(BadInput(format!(
-            "--bind {} listens on every address; say which one nodes reach with --advertise http://ADDR:{}",
-            args.bind,
-            args.bind.port()
-        ))
-        .into());
-    }
+    crate::listen::check_bind(args.bind, args.advertise.as_deref()).map_err(BadInput)?;
     // Everything that would fail every node alike is checked first.
     let creds = Arc::new(Credentials::new());
     let mut problems = Vec::new();

@@ -489,13 +489,7 @@ fn check_imaging(
     state: &Path,
 ) -> Result<HashMap<String, crate::imaging::Media>, BadInput> {
     let bind = request.bind.unwrap_or(DEFAULT_BIND);
-    if bind.ip().is_unspecified() && request.advertise.is_none() {
-        return Err(BadInput(format!(
-            "the image stage's boot server would listen on every address ({bind}); \
-             say which one nodes reach with --advertise http://ADDR:{} (or --bind ADDR:PORT)",
-            bind.port()
-        )));
-    }
+    crate::listen::check_bind(bind, request.advertise.as_deref()).map_err(BadInput)?;
     let mut problems = Vec::new();
     let mut installers = HashMap::new();
     for (name, profile) in images {

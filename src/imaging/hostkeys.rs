@@ -38,6 +38,18 @@ pub enum HostKeyError {
     /// The system random generator failed.
     #[error("no randomness for a host key")]
     Random,
+    /// The boot-server secret is too short to keep tokens unguessable.
+    #[error(
+        "{path}: the boot-server secret is empty or too short ({len} characters, at least \
+         {MIN_SECRET} needed); remove the file to have kiln make a new one (nodes being \
+         installed then get new URLs)"
+    )]
+    WeakSecret {
+        /// The file.
+        path: PathBuf,
+        /// Its length, trimmed.
+        len: usize,
+    },
     /// The stored file is not an OpenSSH private key.
     #[error("{path}: not an OpenSSH private key ({why})")]
     Bad {
@@ -89,11 +101,16 @@ pub fn record(
     crate::ssh::hostkeys::replace(store, name, node, keys)
 }
 
+/// The shortest boot-server secret accepted, in characters: 128 bits as
+/// hex (kiln makes 64).
+pub const MIN_SECRET: usize = 32;
+
 /// The node's boot-server token: an HMAC of its name and host key under a
 /// secret kept in the state folder (`bootserver.secret`, 0600). Stable, so
 /// a kiln restarted mid-install serves the same URLs the node's installer
 /// is already using (its seed, its call-back); a new host key (rotation)
-/// gives a new token, and nobody without the secret can derive one.
+/// gives a new token, and nobody without the secret can derive one. A
+/// secret shorter than [`MIN_SECRET`] is refused.
 pub fn node_token(state_dir: &Path, node: &str, key: &HostKey) -> Result<String, HostKeyError> {
     use ring::rand::SecureRandom as _;
     let file = state_dir.join("bootserver.secret");
@@ -117,6 +134,14 @@ pub fn node_token(state_dir: &Path, node: &str, key: &HostKey) -> Result<String,
         }
         Err(e) => return Err(io(e)),
     };
+    // Tokens are only as strong as the secret: one a person shortened or
+    // emptied would let anyone derive every node's URLs.
+    if secret.len() < MIN_SECRET {
+        return Err(HostKeyError::WeakSecret {
+            path: file,
+            len: secret.len(),
+        });
+    }
     let mac = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
     let tag = ring::hmac::sign(&mac, format!("{node}\n{}", key.public_line).as_bytes());
     Ok(tag.as_ref()[..16]

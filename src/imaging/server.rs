@@ -25,9 +25,10 @@
 //!
 //! Tokens are 128 random bits per node and registration: a node that knows
 //! its own token cannot guess another's, so it cannot read another node's
-//! host keys. Files stream from disk with positioned reads on a blocking
-//! thread, a few chunks in flight per client, never a whole file in
-//! memory. `Range: bytes=…` (one range) gets 206 with the patched bytes,
+//! host keys. Files stream from disk with positioned reads, one chunk at a
+//! time on a bounded set of blocking threads, a few chunks in flight per
+//! client, never a whole file in memory. Connections have a header-read
+//! timeout, an idle bound and a cap (`crate::listen`). `Range: bytes=…` (one range) gets 206 with the patched bytes,
 //! an unsatisfiable one 416. Every request is logged (`tracing`, target
 //! `kiln::bootserver`) with the token replaced by the node's name.
 
@@ -42,7 +43,6 @@ use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use hyper::body::{Body, Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode, header};
-use hyper_util::rt::TokioIo;
 use tokio::sync::{mpsc, watch};
 
 use crate::imaging::iso::Overlay;
@@ -256,6 +256,10 @@ pub enum ServerError {
     /// No randomness for a token.
     #[error("no randomness for a node token")]
     Random,
+    /// Bound to every address with no `--advertise` (the message says
+    /// what to do).
+    #[error("{0}")]
+    Unadvertised(String),
 }
 
 fn new_token() -> Result<String, ServerError> {
@@ -269,12 +273,23 @@ fn new_token() -> Result<String, ServerError> {
 
 impl BootServer {
     /// Starts listening on `bind`. Nodes reach it at `advertise`
-    /// (`http://HOST:PORT`), by default the bound address (use it when
-    /// binding `0.0.0.0`).
+    /// (`http://HOST:PORT`), by default the bound address; binding every
+    /// address (`0.0.0.0`, `::`) needs `advertise`.
     pub async fn start(
         bind: SocketAddr,
         advertise: Option<&str>,
     ) -> Result<BootServer, ServerError> {
+        BootServer::start_with(bind, advertise, crate::listen::Limits::default()).await
+    }
+
+    /// [`BootServer::start`] with other connection limits (tests use short
+    /// timeouts and a small cap).
+    pub async fn start_with(
+        bind: SocketAddr,
+        advertise: Option<&str>,
+        limits: crate::listen::Limits,
+    ) -> Result<BootServer, ServerError> {
+        crate::listen::check_bind(bind, advertise).map_err(ServerError::Unadvertised)?;
         let listener = tokio::net::TcpListener::bind(bind)
             .await
             .map_err(|source| ServerError::Bind { addr: bind, source })?;
@@ -287,28 +302,13 @@ impl BootServer {
         };
         let state = Arc::new(RwLock::new(State::default()));
         let shared = Arc::clone(&state);
-        let task = tokio::spawn(async move {
-            loop {
-                let (tcp, peer) = match listener.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        crate::fdlimit::accept_failed(&e).await;
-                        continue;
-                    }
-                };
-                let _ = tcp.set_nodelay(true);
-                let state = Arc::clone(&shared);
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let state = Arc::clone(&state);
-                        async move { Ok::<_, std::convert::Infallible>(handle(&state, peer, req).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), service)
-                        .await;
-                });
-            }
-        });
+        let task = tokio::spawn(crate::listen::serve(listener, limits, move |peer| {
+            let state = Arc::clone(&shared);
+            hyper::service::service_fn(move |req| {
+                let state = Arc::clone(&state);
+                async move { Ok::<_, std::convert::Infallible>(handle(&state, peer, req).await) }
+            })
+        }));
         tracing::info!(target: "kiln::bootserver", "boot server listening on {addr}, reached at {base}");
         Ok(BootServer {
             state,
@@ -837,12 +837,15 @@ async fn serve_file(file: &ServedFile, req: &Request<Incoming>) -> Response<Payl
         Payload::Full(None)
     } else {
         let (tx, rx) = mpsc::channel(IN_FLIGHT);
-        let path = file.path.clone();
-        let overlay = Arc::clone(&file.overlay);
-        // Positioned reads on a blocking thread: one per client, its
-        // chunks handed over a small channel, so memory stays at
+        // Chunks handed over a small channel, so memory stays at
         // CHUNK × IN_FLIGHT per client whatever the file's size.
-        tokio::task::spawn_blocking(move || pump(&path, &overlay, start, end, &tx));
+        tokio::spawn(pump(
+            file.path.clone(),
+            Arc::clone(&file.overlay),
+            start,
+            end,
+            tx,
+        ));
         Payload::Stream(rx)
     };
     let mut resp = Response::new(body);
@@ -869,46 +872,73 @@ async fn serve_file(file: &ServedFile, req: &Request<Incoming>) -> Response<Payl
     resp
 }
 
-fn pump(
-    path: &Path,
-    overlay: &Overlay,
+/// Blocking file reads running at once, for every client of every boot
+/// server in this process. A read holds a blocking thread for one chunk
+/// only, never while a slow client drains its channel, so a thousand
+/// streams cost at most this many threads.
+static READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(32);
+
+/// Runs `f` on a blocking thread under a [`READS`] slot.
+async fn blocking_read<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    let _slot = READS.acquire().await.map_err(std::io::Error::other)?;
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+/// Streams bytes `start..end` of `path`, `overlay` laid over them, into
+/// `tx` until done, failed, or the client went away.
+async fn pump(
+    path: PathBuf,
+    overlay: Arc<Overlay>,
     start: u64,
     end: u64,
-    tx: &mpsc::Sender<std::io::Result<Bytes>>,
+    tx: mpsc::Sender<std::io::Result<Bytes>>,
 ) {
     use std::os::unix::fs::FileExt as _;
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
+    let file = match blocking_read(move || std::fs::File::open(path)).await {
+        Ok(f) => Arc::new(f),
         Err(e) => {
-            let _ = tx.blocking_send(Err(e));
+            let _ = tx.send(Err(e)).await;
             return;
         }
     };
     let mut pos = start;
     while pos < end {
+        // Wait for room first: no read runs ahead of the client.
+        let Ok(room) = tx.reserve().await else {
+            return; // The client went away.
+        };
         let n = CHUNK.min((end - pos) as usize);
-        let mut buf = vec![0u8; n];
-        let mut filled = 0;
-        while filled < n {
-            match file.read_at(&mut buf[filled..], pos + filled as u64) {
-                Ok(0) => {
-                    let _ = tx.blocking_send(Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "file shrank while being served",
-                    )));
-                    return;
-                }
-                Ok(k) => filled += k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
+        let (file, overlay) = (Arc::clone(&file), Arc::clone(&overlay));
+        let chunk = blocking_read(move || {
+            let mut buf = vec![0u8; n];
+            let mut filled = 0;
+            while filled < n {
+                match file.read_at(&mut buf[filled..], pos + filled as u64) {
+                    Ok(0) => {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "file shrank while being served",
+                        ));
+                    }
+                    Ok(k) => filled += k,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
                 }
             }
-        }
-        overlay.apply(pos, &mut buf);
-        if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-            return; // The client went away.
+            overlay.apply(pos, &mut buf);
+            Ok(Bytes::from(buf))
+        })
+        .await;
+        match chunk {
+            Ok(bytes) => room.send(Ok(bytes)),
+            Err(e) => {
+                room.send(Err(e));
+                return;
+            }
         }
         SERVED.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         pos += n as u64;
