@@ -24,7 +24,7 @@ export CARGO_TARGET_DIR=${KILN_FUZZ_TARGET_DIR:-$PWD/target}
 # An explicit --target keeps the flags off build scripts and proc macros,
 # which are not linked with libFuzzer.
 host=$(rustc -vV | sed -n 's/^host: //p')
-cargo build --release --target "$host" --bins
+cargo build --release --locked --target "$host" --bins
 bin=$CARGO_TARGET_DIR/$host/release
 status=0
 for t in "${targets[@]}"; do
