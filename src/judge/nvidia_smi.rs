@@ -428,6 +428,12 @@ pub fn judge_nvidia_smi(text: &str, limits: &NvidiaSmiLimits) -> Result<Judgemen
         if !ids.is_empty() {
             who.push_str(&format!(" ({})", ids.join(", ")));
         }
+        // An element with nothing in it (or only nesting, as a hostile
+        // capture may send) proves nothing about the GPU: not a pass.
+        if gpu.fields.is_empty() {
+            inconclusive.push(format!("{who}: the capture has no readings for it"));
+            continue;
+        }
 
         // ECC: an uncorrectable error means data was lost (man page,
         // "ECC Errors"); on a new node any is a failure.
@@ -662,5 +668,17 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.expected.contains("header"));
+    }
+
+    #[test]
+    fn a_gpu_without_readings_is_not_a_pass() {
+        let xml = format!(
+            "<?xml version=\"1.0\" ?>\n<nvidia_smi_log>\n<attached_gpus>1</attached_gpus>{}{}</nvidia_smi_log>\n",
+            "<gpu>".repeat(50),
+            "</gpu>".repeat(50)
+        );
+        let j = judge_nvidia_smi(&xml, &NvidiaSmiLimits::default()).unwrap();
+        assert_eq!(j.verdict, Verdict::Unknown, "{:?}", j.reasons);
+        assert!(j.reasons[0].contains("no readings"), "{:?}", j.reasons);
     }
 }
