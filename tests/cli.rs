@@ -227,6 +227,13 @@ fn profiles() {
         out.contains("https://"),
         "profile numbers carry their public sources"
     );
+    assert!(
+        out.contains(
+            "repository key (apt, cuda-keyring): EB693B3035CD5710E231E123A4B469963BF863CC"
+        ),
+        "the pins are shown: {out}"
+    );
+    assert!(out.contains("gpu-burn: sha256 none pinned"), "{out}");
     let (code, out, _) = run(kiln().args(["--json", "profile", "show", "hgx-b200-180gb-8x"]));
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();

@@ -2,7 +2,10 @@
 //! site mirror served on loopback (127.80.x.x): healthy nodes are
 //! installed and verified, an apt failure and a missing GPU fail exactly
 //! their nodes with clear reasons, a second run changes nothing, and a node
-//! running an older driver is rebooted once.
+//! running an older driver is rebooted once. The mirror's `cuda-keyring` is
+//! a real Debian package holding a real OpenPGP key made here (the nodes
+//! run the host's `dpkg-deb`, `gpg`, `sha256sum` and `tar`); a wrong key, a
+//! tampered tool tarball and an unpinned tool each fail their node.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -10,7 +13,8 @@ mod common;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::simrack::{Rack, RackSpec};
@@ -57,15 +61,107 @@ fn serve_mirror(ip: &str, root: PathBuf) -> String {
     format!("http://{addr}/nvidia")
 }
 
-/// A mirror folder laid out as NVIDIA's repository: the keyring package.
+/// An OpenPGP signing key made with gpg for a test.
+struct TestKey {
+    /// Its fingerprint (40 hex digits, upper case).
+    fpr: String,
+    /// The binary keyring holding it (what `cuda-keyring` ships).
+    keyring: Vec<u8>,
+}
+
+/// A fresh ed25519 signing key for `uid`.
+fn gpg_key(uid: &str) -> TestKey {
+    let home = tempfile::tempdir().unwrap();
+    let gpg = |args: &[&str]| {
+        let out = Command::new("gpg")
+            .env("GNUPGHOME", home.path())
+            .args(["--batch", "--quiet", "--pinentry-mode", "loopback"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "gpg {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    gpg(&[
+        "--passphrase",
+        "",
+        "--quick-gen-key",
+        uid,
+        "ed25519",
+        "sign",
+        "never",
+    ]);
+    let list = String::from_utf8(gpg(&["--with-colons", "--list-keys"])).unwrap();
+    let fpr = list
+        .lines()
+        .find(|l| l.starts_with("fpr:"))
+        .and_then(|l| l.split(':').nth(9))
+        .unwrap()
+        .to_owned();
+    let keyring = gpg(&["--export", &fpr]);
+    let _ = Command::new("gpgconf")
+        .env("GNUPGHOME", home.path())
+        .args(["--kill", "gpg-agent"])
+        .status();
+    TestKey { fpr, keyring }
+}
+
+/// The key the tests' profiles pin, standing in for NVIDIA's.
+fn pinned() -> &'static TestKey {
+    static KEY: OnceLock<TestKey> = OnceLock::new();
+    KEY.get_or_init(|| gpg_key("kiln test repository <repo@example.net>"))
+}
+
+/// A `cuda-keyring` Debian package whose keyring holds `keyring`, built
+/// with `dpkg-deb`.
+fn keyring_deb(keyring: &[u8]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("pkg");
+    std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+    std::fs::create_dir_all(root.join("usr/share/keyrings")).unwrap();
+    std::fs::write(
+        root.join("DEBIAN/control"),
+        "Package: cuda-keyring\nVersion: 1.1-1\nArchitecture: all\nMaintainer: kiln tests <tests@example.net>\nDescription: test repository keyring\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("usr/share/keyrings/cuda-archive-keyring.gpg"),
+        keyring,
+    )
+    .unwrap();
+    let deb = dir.path().join("cuda-keyring.deb");
+    let out = Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-Zgzip", "--build"])
+        .arg(&root)
+        .arg(&deb)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "dpkg-deb: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(deb).unwrap()
+}
+
+/// A mirror folder laid out as NVIDIA's repository: the keyring package,
+/// holding the pinned key.
 fn mirror_dir() -> tempfile::TempDir {
+    mirror_dir_with(&pinned().keyring)
+}
+
+/// A mirror folder whose keyring package holds `keyring`.
+fn mirror_dir_with(keyring: &[u8]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("nvidia/ubuntu2404/x86_64");
     std::fs::create_dir_all(&repo).unwrap();
-    // A Debian package is an ar archive; the simulated dpkg checks that.
     std::fs::write(
         repo.join("cuda-keyring_1.1-1_all.deb"),
-        b"!<arch>\ndebian-binary   0           0     0     100644  4         `\n2.0\n",
+        keyring_deb(keyring),
     )
     .unwrap();
     dir
@@ -108,9 +204,11 @@ fn contexts(rack: &Rack, nodes: &[Node], run_dir: &Path) -> Vec<DriversCx> {
                 known_hosts: Some(rack.dir.path().join("known_hosts")),
                 jump: None,
             };
+            let mut hardware = catalog.hardware[&node.hardware].profile.clone();
+            hardware.drivers.repo_key = Some(pinned().fpr.clone());
             DriversCx {
                 node: node.clone(),
-                hardware: Arc::new(catalog.hardware[&node.hardware].profile.clone()),
+                hardware: Arc::new(hardware),
                 image: Arc::new(catalog.images[&node.image].profile.clone()),
                 remote: Remote::Ssh {
                     pool: Arc::clone(&pool),
@@ -329,6 +427,17 @@ fn kiln_drivers_cli_installs_from_the_inventory_mirror() {
         &format!("  ssh:\n    user: kiln\n    key: id_ed25519\n    known_hosts: known_hosts\n  mirror: {mirror}\n"),
     );
     std::fs::write(&site, text).unwrap();
+    // The site's copy of the built-in profile pins the test key.
+    let profiles = rack.dir.path().join("profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    let builtin = include_str!("../inventories/profiles/hgx-h100-80gb-8x.yaml");
+    let nvidia = "EB69 3B30 35CD 5710 E231  E123 A4B4 6996 3BF8 63CC";
+    assert!(builtin.contains(nvidia));
+    std::fs::write(
+        profiles.join("hgx-h100-80gb-8x.yaml"),
+        builtin.replace(nvidia, &pinned().fpr),
+    )
+    .unwrap();
     let state = tempfile::tempdir().unwrap();
     let kiln = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
@@ -373,4 +482,138 @@ fn kiln_drivers_cli_installs_from_the_inventory_mirror() {
     );
     let (code, json, err) = kiln(&["drivers", "verify", "--select", "t-n01"]);
     assert_eq!(code, Some(0), "{err} {json}");
+}
+
+/// A gpu-burn source tarball (`gpu-burn/` at the top, as GitHub's are)
+/// whose Makefile "builds" a script standing in for the binary.
+fn gpu_burn_tarball(marker: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("gpu-burn");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("fake.sh"), format!("#!/bin/sh\necho {marker}\n")).unwrap();
+    std::fs::write(
+        src.join("Makefile"),
+        "all:\n\tcp fake.sh gpu_burn\n\ttouch compare.ptx\n",
+    )
+    .unwrap();
+    let tarball = dir.path().join("gpu-burn.tar.gz");
+    let status = Command::new("tar")
+        .arg("-czf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(dir.path())
+        .arg("gpu-burn")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::read(tarball).unwrap()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn a_wrong_repository_key_a_tampered_tarball_and_an_unpinned_tool_fail_their_nodes() {
+    let rack = Rack::start(RackSpec {
+        net: 83,
+        nodes: 5,
+        ..RackSpec::default()
+    });
+    // gpu_burn is missing on these nodes: the stage builds it from source.
+    let (code, out, err) = rack.ssh(
+        0,
+        "bin=${PATH%%:*}; rm \"$bin/gpu_burn\" && ! command -v gpu_burn",
+    );
+    assert_eq!(code, 0, "{out} {err}");
+
+    let other = gpg_key("someone else <other@example.net>");
+    let good = gpu_burn_tarball("built from the pinned source");
+    let tampered = gpu_burn_tarball("tampered");
+    let mirrors: Vec<(tempfile::TempDir, &[u8])> = vec![
+        // t-n01: cuda-keyring holds another key.
+        (mirror_dir_with(&other.keyring), &good),
+        // t-n02: the pinned key and another.
+        (
+            mirror_dir_with(&[pinned().keyring.clone(), other.keyring.clone()].concat()),
+            &good,
+        ),
+        // t-n03: a tarball that is not the one pinned.
+        (mirror_dir(), &tampered),
+        // t-n04: the profile pins no digest.
+        (mirror_dir(), &good),
+        // t-n05: the tarball pinned.
+        (mirror_dir(), &good),
+    ];
+    let mut nodes = inventory_nodes(&rack, "unused");
+    let mut servers = Vec::new();
+    for (node, (dir, tarball)) in nodes.iter_mut().zip(&mirrors) {
+        let tools = dir.path().join("nvidia/tools");
+        std::fs::create_dir_all(&tools).unwrap();
+        std::fs::write(tools.join("gpu-burn.tar.gz"), tarball).unwrap();
+        let url = serve_mirror("127.83.0.1", dir.path().to_owned());
+        node.mirror = Some(url.clone());
+        servers.push(url);
+    }
+    let run_dir = tempfile::tempdir().unwrap();
+    let mut cxs = contexts(&rack, &nodes, run_dir.path());
+    let digest = sha256_hex(&good);
+    for (i, cx) in cxs.iter_mut().enumerate() {
+        let mut hw = (*cx.hardware).clone();
+        if i != 3 {
+            hw.drivers.tools.gpu_burn.sha256 = Some(digest.clone());
+        }
+        cx.hardware = Arc::new(hw);
+    }
+    let results = run_all(&cxs);
+
+    let pin = &pinned().fpr;
+    let (step, reasons) = failure(&results[0].1);
+    assert_eq!(step, "install", "{reasons:?}");
+    let want = format!(
+        "repository key {} from {}/ubuntu2404/x86_64/cuda-keyring_1.1-1_all.deb does not match the pinned {pin} (drivers.repo_key)",
+        other.fpr, servers[0]
+    );
+    assert!(reasons[0].contains(&want), "{reasons:?}\nwant: {want}");
+    let (step, reasons) = failure(&results[1].1);
+    assert_eq!(step, "install", "{reasons:?}");
+    assert!(
+        reasons[0].contains(&format!("repository key {pin} {} from", other.fpr)),
+        "a keyring with another key besides the pinned one is refused: {reasons:?}"
+    );
+    // Neither installed the key nor pointed apt at the repository.
+    for i in 0..2 {
+        let (_, out, _) = rack.ssh(i, "ls \"$KILN_NODE_ROOT/usr/share/keyrings\" \"$KILN_NODE_ROOT/etc/apt/sources.list.d\" 2>&1");
+        assert!(!out.contains("cuda"), "t-n0{}: {out}", i + 1);
+    }
+
+    let (step, reasons) = failure(&results[2].1);
+    assert_eq!(step, "install", "{reasons:?}");
+    let want = format!(
+        "gpu-burn source SHA-256 {} does not match the pinned {digest} ({}/tools/gpu-burn.tar.gz)",
+        sha256_hex(&tampered),
+        servers[2]
+    );
+    assert!(reasons[0].contains(&want), "{reasons:?}\nwant: {want}");
+    let (step, reasons) = failure(&results[3].1);
+    assert_eq!(step, "install", "{reasons:?}");
+    assert!(
+        reasons[0].contains("the profile pins no SHA-256 for gpu-burn; add drivers.tools.gpu_burn.sha256 or preinstall it in the image"),
+        "{reasons:?}"
+    );
+    let log = std::fs::read_to_string(run_dir.path().join("t-n04/drivers/install.log")).unwrap();
+    assert!(
+        !log.contains("building gpu-burn"),
+        "nothing downloaded: {log}"
+    );
+
+    let report = results[4].1.as_ref().unwrap_or_else(|e| panic!("{e}"));
+    assert!(report.installed, "{report:?}");
+    let (_, out, _) = rack.ssh(4, "cat \"$KILN_NODE_ROOT/usr/local/bin/gpu_burn\" && \"$KILN_NODE_ROOT/opt/gpu-burn/gpu_burn\"");
+    assert!(out.contains("cd /opt/gpu-burn"), "{out}");
+    assert!(out.ends_with("built from the pinned source\n"), "{out}");
 }

@@ -98,6 +98,8 @@ fn hostile_context() -> ScriptContext {
         Some("http://m/x'$(touch /tmp/pwned)`id`\"; rm -rf /"),
     );
     cx.driver_version = "570.1'; reboot; '".into();
+    cx.repo_key = "EB69' $(reboot) '".into();
+    cx.gpu_burn_sha256 = "`reboot`\n; rm -rf /".into();
     cx
 }
 
@@ -108,20 +110,25 @@ fn hostile_values_stay_single_words() {
     // bash itself reads the assignments back: each value exactly as given.
     let vars: String = text
         .lines()
-        .filter(|l| l.starts_with("MIRROR=") || l.starts_with("DRIVER_VERSION="))
+        .skip_while(|l| !l.starts_with("REPO="))
+        .take_while(|l| !l.is_empty())
         .map(|l| format!("{l}\n"))
         .collect();
     let out = Command::new("bash")
         .arg("-c")
         .arg(format!(
-            "{vars}printf '%s\\n' \"$MIRROR\" \"$DRIVER_VERSION\""
+            "{vars}printf '%s\\n' \"$REPO\" \"$DRIVER_VERSION\" \"$REPO_KEY\" \"$GPU_BURN_SHA256\""
         ))
         .output()
         .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        format!("{}\n{}\n", cx.mirror, cx.driver_version)
+        format!(
+            "{}\n{}\n{}\n{}\n",
+            cx.repo, cx.driver_version, cx.repo_key, cx.gpu_burn_sha256
+        )
     );
+    assert!(cx.repo.starts_with(&cx.mirror));
     // The header comment is one line per value even with a newline in it.
     let header = text.lines().nth(1).unwrap();
     assert!(

@@ -29,6 +29,23 @@ const INVENTORY: &str = include_str!("../../inventories/demo.yaml");
 const FAULTS: &str = include_str!("../../inventories/demo-faults.yaml");
 /// Marks a folder as the demo's own, so a re-run may clear it.
 const MARKER: &str = ".kiln-demo";
+
+/// The demo mirror's `cuda-keyring` package: a real Debian package whose
+/// keyring holds a key made for the demo (ed25519, no private half kept),
+/// standing in for NVIDIA's. The simulated nodes check it with the host's
+/// `dpkg-deb` and `gpg` as real ones would.
+const DEMO_KEYRING_DEB: &[u8] = include_bytes!("../../inventories/demo-cuda-keyring_1.1-1_all.deb");
+
+/// The fingerprint of the key in [`DEMO_KEYRING_DEB`], which the demo's
+/// copy of the hardware profile pins instead of NVIDIA's.
+const DEMO_REPO_KEY: &str = "17043C40B511FA7E55B9245AB491AFB4A7FA5D66";
+
+/// The built-in hardware profile the demo's nodes use, and the line that
+/// pins NVIDIA's key in it.
+const DEMO_HARDWARE: (&str, &str) = (
+    include_str!("../../inventories/profiles/hgx-h100-80gb-8x.yaml"),
+    "repo_key: \"EB69 3B30 35CD 5710 E231  E123 A4B4 6996 3BF8 63CC\"",
+);
 /// The stages the demo runs.
 const DEMO_STAGES: &str = "preflight,image,drivers,burnin,nccl,handoff";
 /// Where the demo's stand-in cloud receives signed records.
@@ -204,16 +221,30 @@ fn write_files(dir: &Path, faults: &str) -> anyhow::Result<PathBuf> {
         format!("{} kiln-demo\n", crate::sim::ssh::public_line(&key)?),
     )?;
     // The mirror's one file the drivers stage downloads itself (apt does
-    // the rest): NVIDIA's repository keyring package. A Debian package is
-    // an ar archive; the simulated dpkg checks that much.
+    // the rest): the repository keyring package, holding the demo's key.
     for distro in ["ubuntu2404", "debian12"] {
         let repo = dir.join("mirror").join(distro).join("x86_64");
         std::fs::create_dir_all(&repo)?;
-        std::fs::write(
-            repo.join("cuda-keyring_1.1-1_all.deb"),
-            b"!<arch>\ndebian-binary   0           0     0     100644  4         `\n2.0\n",
-        )?;
+        std::fs::write(repo.join("cuda-keyring_1.1-1_all.deb"), DEMO_KEYRING_DEB)?;
     }
+    // The site's copy of the hardware profile pins the demo's key (the
+    // drivers stage refuses a keyring holding any other).
+    let (hardware, nvidia) = DEMO_HARDWARE;
+    anyhow::ensure!(
+        hardware.contains(nvidia),
+        "kiln bug: the built-in profile no longer pins `{nvidia}`"
+    );
+    let profiles = dir.join("profiles");
+    std::fs::create_dir_all(&profiles)?;
+    std::fs::write(
+        profiles.join("hgx-h100-80gb-8x.yaml"),
+        hardware.replace(
+            nvidia,
+            &format!(
+                "repo_key: \"{DEMO_REPO_KEY}\"   # kiln demo: the demo mirror's key, not NVIDIA's"
+            ),
+        ),
+    )?;
     // A small installer image in the shape of Ubuntu's (the simulated BMCs
     // fetch it for real, range by range, from the boot server).
     std::fs::write(

@@ -62,10 +62,53 @@ pub fn run(ctx: &Ctx, cmd: ProfileCommand) -> anyhow::Result<ExitStatus> {
             } else {
                 ctx.printer.info(&format!("# {}", entry.file));
                 ctx.printer.data(&entry.text);
+                ctx.printer.data(&pins(&entry.profile));
             }
             Ok(ExitStatus::Success)
         }
     }
+}
+
+/// What the drivers stage checks downloads against, as `kiln profile
+/// show` prints it after the profile (YAML comments, so the output stays a
+/// profile).
+pub(crate) fn pins(hw: &crate::profiles::HardwareProfile) -> String {
+    use crate::drivers::script::{
+        GPU_BURN_UPSTREAM, NCCL_TESTS_UPSTREAM, NVBANDWIDTH_UPSTREAM, tool_url,
+    };
+    let d = &hw.drivers;
+    let key = |k: &Option<String>| {
+        k.clone()
+            .unwrap_or_else(|| "none pinned: installs from it refuse to start".to_owned())
+    };
+    let mut out = String::from("# Pins the drivers stage checks downloads against:\n");
+    out.push_str(&format!(
+        "#   repository key (apt, cuda-keyring): {}\n",
+        key(&d.repo_key)
+    ));
+    out.push_str(&format!(
+        "#   repository key (rpm, D42D0685.pub): {}\n",
+        key(&d.rpm_repo_key)
+    ));
+    for (name, source, upstream) in [
+        ("nccl-tests", &d.tools.nccl_tests, NCCL_TESTS_UPSTREAM),
+        ("gpu-burn", &d.tools.gpu_burn, GPU_BURN_UPSTREAM),
+        ("nvbandwidth", &d.tools.nvbandwidth, NVBANDWIDTH_UPSTREAM),
+    ] {
+        let url = match &source.url {
+            Some(u) => u.clone(),
+            None => format!(
+                "{} (without a mirror; MIRROR/tools/{name}.tar.gz with one)",
+                tool_url(source, None, name, upstream)
+            ),
+        };
+        let sum = source
+            .sha256
+            .clone()
+            .unwrap_or_else(|| "none pinned: not built, preinstall it in the image".to_owned());
+        out.push_str(&format!("#   {name}: sha256 {sum}\n#     from {url}\n"));
+    }
+    out
 }
 
 /// The built-in profiles, plus those beside the inventory when one is given.

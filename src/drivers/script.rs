@@ -81,6 +81,46 @@ pub struct ScriptContext {
     pub gpu_burn_url: String,
     /// nvbandwidth source tarball.
     pub nvbandwidth_url: String,
+    /// The pinned fingerprint of the repository signing key for this OS
+    /// family (empty: none pinned, the script refuses to start).
+    pub repo_key: String,
+    /// The profile setting that pins it (`drivers.repo_key`,
+    /// `drivers.rpm_repo_key`), for the script's reasons.
+    pub repo_key_setting: String,
+    /// nccl-tests' pinned SHA-256 (empty: not built).
+    pub nccl_tests_sha256: String,
+    /// gpu-burn's pinned SHA-256 (empty: not built).
+    pub gpu_burn_sha256: String,
+    /// nvbandwidth's pinned SHA-256 (empty: not built).
+    pub nvbandwidth_sha256: String,
+}
+
+/// nccl-tests' upstream source: a release tag, not a branch head.
+pub const NCCL_TESTS_UPSTREAM: &str =
+    "https://github.com/NVIDIA/nccl-tests/archive/refs/tags/v2.18.3.tar.gz";
+/// gpu-burn's upstream source. gpu-burn has no releases, so this is its
+/// branch head: only a pinned SHA-256 (`drivers.tools.gpu_burn.sha256`)
+/// makes it buildable.
+pub const GPU_BURN_UPSTREAM: &str =
+    "https://github.com/wilicc/gpu-burn/archive/refs/heads/master.tar.gz";
+/// nvbandwidth's upstream source: a release tag.
+pub const NVBANDWIDTH_UPSTREAM: &str =
+    "https://github.com/NVIDIA/nvbandwidth/archive/refs/tags/v0.8.tar.gz";
+
+/// Where the drivers stage fetches tool `name`'s source (`nccl-tests`,
+/// `gpu-burn`, `nvbandwidth`): the profile's `url`, else the mirror's
+/// `tools/NAME.tar.gz`, else `upstream`.
+pub fn tool_url(
+    source: &crate::profiles::hardware::ToolSource,
+    mirror: Option<&str>,
+    name: &str,
+    upstream: &str,
+) -> String {
+    match (&source.url, mirror) {
+        (Some(url), _) => url.clone(),
+        (None, Some(m)) => format!("{}/tools/{name}.tar.gz", m.trim_end_matches('/')),
+        (None, None) => upstream.to_owned(),
+    }
 }
 
 /// The names of the packages the stage installs and verifies, per OS
@@ -168,10 +208,6 @@ impl ScriptContext {
         let distro = distro(image);
         let packages = Packages::new(hw, image.family);
         let base = mirror.unwrap_or(NVIDIA_REPOS).trim_end_matches('/');
-        let tools = |name: &str, upstream: &str| match mirror {
-            Some(m) => format!("{}/tools/{name}.tar.gz", m.trim_end_matches('/')),
-            None => upstream.to_owned(),
-        };
         let driver_package = match image.family {
             OsFamily::Ubuntu | OsFamily::Debian => packages.driver.clone(),
             OsFamily::Rhel => {
@@ -182,6 +218,10 @@ impl ScriptContext {
                 };
                 format!("{}-{flavour}", d.branch)
             }
+        };
+        let (repo_key, repo_key_setting) = match image.family {
+            OsFamily::Ubuntu | OsFamily::Debian => (&d.repo_key, "drivers.repo_key"),
+            OsFamily::Rhel => (&d.rpm_repo_key, "drivers.rpm_repo_key"),
         };
         let yes = |b: bool| if b { "yes" } else { "no" }.to_owned();
         // These three go into the header comment unquoted: one line each.
@@ -203,18 +243,24 @@ impl ScriptContext {
             cuda_package: packages.cuda,
             nccl_version: d.nccl.clone(),
             peermem: yes(hw.infiniband.nics > 0),
-            nccl_tests_url: tools(
+            nccl_tests_url: tool_url(
+                &d.tools.nccl_tests,
+                mirror,
                 "nccl-tests",
-                "https://github.com/NVIDIA/nccl-tests/archive/refs/heads/master.tar.gz",
+                NCCL_TESTS_UPSTREAM,
             ),
-            gpu_burn_url: tools(
-                "gpu-burn",
-                "https://github.com/wilicc/gpu-burn/archive/refs/heads/master.tar.gz",
-            ),
-            nvbandwidth_url: tools(
+            gpu_burn_url: tool_url(&d.tools.gpu_burn, mirror, "gpu-burn", GPU_BURN_UPSTREAM),
+            nvbandwidth_url: tool_url(
+                &d.tools.nvbandwidth,
+                mirror,
                 "nvbandwidth",
-                "https://github.com/NVIDIA/nvbandwidth/archive/refs/heads/main.tar.gz",
+                NVBANDWIDTH_UPSTREAM,
             ),
+            repo_key: repo_key.clone().unwrap_or_default(),
+            repo_key_setting: repo_key_setting.to_owned(),
+            nccl_tests_sha256: d.tools.nccl_tests.sha256.clone().unwrap_or_default(),
+            gpu_burn_sha256: d.tools.gpu_burn.sha256.clone().unwrap_or_default(),
+            nvbandwidth_sha256: d.tools.nvbandwidth.sha256.clone().unwrap_or_default(),
         }
     }
 }

@@ -53,6 +53,55 @@ pub struct DriverStack {
     pub cuda: String,
     /// NCCL version (`2.26.5`).
     pub nccl: String,
+    /// The OpenPGP fingerprint (40 hex digits, upper case) of the key that
+    /// signs NVIDIA's apt repositories: the one key `cuda-keyring` must
+    /// hold before the drivers stage trusts it. `None`: Ubuntu and Debian
+    /// installs refuse to start.
+    pub repo_key: Option<String>,
+    /// The same for NVIDIA's RPM repositories (their `D42D0685.pub`), a
+    /// different key. `None`: RHEL installs refuse to start.
+    pub rpm_repo_key: Option<String>,
+    /// Where the test tools' sources come from and their pinned digests.
+    pub tools: ToolSources,
+}
+
+/// The sources of the test tools the drivers stage builds where a node
+/// lacks them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ToolSources {
+    /// nccl-tests (`all_reduce_perf` and friends).
+    pub nccl_tests: ToolSource,
+    /// gpu-burn.
+    pub gpu_burn: ToolSource,
+    /// nvbandwidth.
+    pub nvbandwidth: ToolSource,
+}
+
+/// One tool's source tarball.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ToolSource {
+    /// The tarball's URL (`None`: the site mirror's `tools/NAME.tar.gz`, or
+    /// upstream's release without a mirror).
+    pub url: Option<String>,
+    /// Its SHA-256 (64 hex digits, lower case). `None`: the tool is not
+    /// built; a node without it fails the install.
+    pub sha256: Option<String>,
+}
+
+/// `text` as an OpenPGP v4 fingerprint: 40 hex digits, spaces allowed,
+/// upper-cased. `None` when it is not one.
+pub fn normalise_fingerprint(text: &str) -> Option<String> {
+    let hex: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    (hex.len() == 40 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| hex.to_ascii_uppercase())
+}
+
+/// `text` as a SHA-256 digest: 64 hex digits, lower-cased. `None` when it
+/// is not one.
+pub fn normalise_sha256(text: &str) -> Option<String> {
+    let hex = text.trim();
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| hex.to_ascii_lowercase())
 }
 
 /// The GPUs of a node.
@@ -220,20 +269,53 @@ impl FromNode for HardwareProfile {
 
 impl FromNode for DriverStack {
     fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
-        let spec = decode_struct!(
-            cx,
-            node,
-            "drivers",
-            DriverStack {
-                branch: u32,
-                version: String,
-                open_kernel_modules: bool,
-                dcgm_major: u32,
-                cuda: String,
-                nccl: String,
-            }
-        )?;
+        let mut m = cx.map(node, "drivers")?;
+        let branch: Option<u32> = m.req(cx, "branch");
+        let version: Option<String> = m.req(cx, "version");
+        let open_kernel_modules: Option<bool> = m.req(cx, "open_kernel_modules");
+        let dcgm_major: Option<u32> = m.req(cx, "dcgm_major");
+        let cuda: Option<String> = m.req(cx, "cuda");
+        let nccl: Option<String> = m.req(cx, "nccl");
         let mut ok = true;
+        let mut key = |cx: &mut Cx, name: &'static str| -> Option<String> {
+            let n = m.get(name)?;
+            let text = String::from_node(cx, n)?;
+            let fpr = normalise_fingerprint(&text);
+            if fpr.is_none() {
+                cx.error(
+                    n.pos,
+                    format!(
+                        "drivers.{name} `{text}` is not an OpenPGP fingerprint (40 hex digits, spaces allowed)"
+                    ),
+                );
+                ok = false;
+            }
+            fpr
+        };
+        let repo_key = key(cx, "repo_key");
+        let rpm_repo_key = key(cx, "rpm_repo_key");
+        let tools = match m.get("tools") {
+            Some(n) if n.value != crate::yaml::Value::Null => match ToolSources::from_node(cx, n) {
+                Some(t) => t,
+                None => {
+                    ok = false;
+                    ToolSources::default()
+                }
+            },
+            _ => ToolSources::default(),
+        };
+        m.finish(cx);
+        let spec = DriverStack {
+            branch: branch?,
+            version: version?,
+            open_kernel_modules: open_kernel_modules?,
+            dcgm_major: dcgm_major?,
+            cuda: cuda?,
+            nccl: nccl?,
+            repo_key,
+            rpm_repo_key,
+            tools,
+        };
         let digits = |s: &str, parts: usize| {
             let v: Vec<&str> = s.split('.').collect();
             v.len() == parts
@@ -272,6 +354,54 @@ impl FromNode for DriverStack {
             ok = false;
         }
         ok.then_some(spec)
+    }
+}
+
+impl FromNode for ToolSources {
+    fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
+        let mut m = cx.map(node, "drivers.tools")?;
+        let nccl_tests = m.opt(cx, "nccl_tests");
+        let gpu_burn = m.opt(cx, "gpu_burn");
+        let nvbandwidth = m.opt(cx, "nvbandwidth");
+        let before = cx.error_count();
+        m.finish(cx);
+        (cx.error_count() == before).then(|| ToolSources {
+            nccl_tests: nccl_tests.unwrap_or_default(),
+            gpu_burn: gpu_burn.unwrap_or_default(),
+            nvbandwidth: nvbandwidth.unwrap_or_default(),
+        })
+    }
+}
+
+impl FromNode for ToolSource {
+    fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
+        let before = cx.error_count();
+        let mut m = cx.map(node, "tool source")?;
+        let url: Option<String> = m.opt(cx, "url");
+        let sha256 = match m.get("sha256") {
+            Some(n) if n.value != crate::yaml::Value::Null => {
+                let text = String::from_node(cx, n)?;
+                let sum = normalise_sha256(&text);
+                if sum.is_none() {
+                    cx.error(
+                        n.pos,
+                        format!("sha256 `{text}` is not a SHA-256 digest (64 hex digits)"),
+                    );
+                }
+                sum
+            }
+            _ => None,
+        };
+        m.finish(cx);
+        if let Some(u) = &url
+            && !(u.starts_with("https://") || u.starts_with("http://"))
+        {
+            cx.error(
+                node.pos,
+                format!("tool source url `{u}` is not an http:// or https:// URL"),
+            );
+        }
+        (cx.error_count() == before).then_some(ToolSource { url, sha256 })
     }
 }
 

@@ -243,4 +243,102 @@ mod tests {
             assert!(!p.xid.fail.is_empty(), "{}", p.name);
         }
     }
+
+    const H100: &str = include_str!("../../inventories/profiles/hgx-h100-80gb-8x.yaml");
+    const NVIDIA_KEY: &str = "EB69 3B30 35CD 5710 E231  E123 A4B4 6996 3BF8 63CC";
+
+    fn parse_h100(text: &str) -> (Option<HardwareProfile>, String) {
+        let mut diags = Vec::new();
+        let entry = parse_profile::<HardwareProfile>("p/hgx-h100-80gb-8x.yaml", text, &mut diags);
+        let rendered = diags.iter().map(|d| d.render(false)).collect::<String>();
+        (entry.map(|(_, e)| e.profile), rendered)
+    }
+
+    #[test]
+    fn builtin_profiles_pin_nvidias_repository_key_and_no_tool_digests() {
+        let catalog = Catalog::builtin().unwrap_or_else(|_| panic!("built-ins parse"));
+        for entry in catalog.hardware.values() {
+            let d = &entry.profile.drivers;
+            assert_eq!(
+                d.repo_key.as_deref(),
+                Some("EB693B3035CD5710E231E123A4B469963BF863CC"),
+                "{}",
+                entry.profile.name
+            );
+            assert_eq!(d.rpm_repo_key, None);
+            assert_eq!(d.tools, hardware::ToolSources::default());
+        }
+    }
+
+    #[test]
+    fn pins_are_normalised() {
+        let text = H100.replace(
+            &format!("repo_key: \"{NVIDIA_KEY}\""),
+            "repo_key: \"eb69 3b30 35cd 5710 e231 e123 a4b4 6996 3bf8 63cc\"\n  \
+             rpm_repo_key: 0123456789ABCDEF0123456789ABCDEF01234567\n  \
+             tools:\n    gpu_burn:\n      url: https://mirror.example.net/gpu-burn-abc.tar.gz\n      \
+             sha256: \"ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789\"\n    \
+             nccl_tests: {sha256: null}",
+        );
+        let (profile, diags) = parse_h100(&text);
+        let d = profile.unwrap_or_else(|| panic!("{diags}")).drivers;
+        assert_eq!(
+            d.repo_key.as_deref(),
+            Some("EB693B3035CD5710E231E123A4B469963BF863CC")
+        );
+        assert_eq!(
+            d.rpm_repo_key.as_deref(),
+            Some("0123456789ABCDEF0123456789ABCDEF01234567")
+        );
+        assert_eq!(
+            d.tools.gpu_burn.sha256.as_deref(),
+            Some("abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789")
+        );
+        assert_eq!(
+            d.tools.gpu_burn.url.as_deref(),
+            Some("https://mirror.example.net/gpu-burn-abc.tar.gz")
+        );
+        assert_eq!(d.tools.nccl_tests, hardware::ToolSource::default());
+        assert_eq!(d.tools.nvbandwidth, hardware::ToolSource::default());
+    }
+
+    #[test]
+    fn bad_pins_are_refused_where_they_are() {
+        let line = H100
+            .lines()
+            .position(|l| l.contains("repo_key:"))
+            .map(|i| i + 1)
+            .unwrap_or_default();
+        let text = H100.replace(NVIDIA_KEY, "A4B469963BF863CC");
+        let (profile, diags) = parse_h100(&text);
+        assert!(profile.is_none());
+        assert!(
+            diags.contains(&format!("p/hgx-h100-80gb-8x.yaml:{line}:"))
+                && diags
+                    .contains("drivers.repo_key `A4B469963BF863CC` is not an OpenPGP fingerprint"),
+            "{diags}"
+        );
+        let text = H100.replace(
+            &format!("repo_key: \"{NVIDIA_KEY}\""),
+            &format!(
+                "repo_key: \"{NVIDIA_KEY}\"\n  tools:\n    nccl_tests:\n      sha256: abc\n    \
+                 gpu-burn:\n      sha256: null\n    nvbandwidth:\n      url: ftp://x/y.tar.gz"
+            ),
+        );
+        let (profile, diags) = parse_h100(&text);
+        assert!(profile.is_none());
+        assert!(
+            diags.contains(&format!("p/hgx-h100-80gb-8x.yaml:{}:", line + 4)),
+            "{diags}"
+        );
+        assert!(
+            diags.contains("sha256 `abc` is not a SHA-256 digest"),
+            "{diags}"
+        );
+        assert!(diags.contains("unknown key `gpu-burn`"), "{diags}");
+        assert!(
+            diags.contains("tool source url `ftp://x/y.tar.gz` is not an http:// or https:// URL"),
+            "{diags}"
+        );
+    }
 }

@@ -943,6 +943,9 @@ fn dnf_install(ctx: &mut ToolCtx, pkgs: &[&str], yes: bool, meta: &str) -> ToolR
 }
 
 pub(super) fn rpm(ctx: &mut ToolCtx, args: &[&str]) -> ToolRun {
+    if let Some((&"--import", files)) = args.split_first() {
+        return rpm_import(ctx, files);
+    }
     let all = args
         .iter()
         .any(|a| *a == "-qa" || *a == "-aq" || *a == "--all");
@@ -977,6 +980,24 @@ pub(super) fn rpm(ctx: &mut ToolCtx, args: &[&str]) -> ToolRun {
         }
     }
     ToolRun::done(missing, out, "")
+}
+
+/// `rpm --import KEY…`: each file must be an ASCII-armoured OpenPGP
+/// public key, as rpm accepts; the keys change nothing the simulator models.
+fn rpm_import(ctx: &mut ToolCtx, files: &[&str]) -> ToolRun {
+    if files.is_empty() {
+        return ToolRun::err(1, "rpm: no arguments given for import\n");
+    }
+    for f in files {
+        match (ctx.file_head)(f) {
+            None => return ToolRun::err(1, format!("error: {f}: import read failed(2).\n")),
+            Some(head) if !head.starts_with(b"-----BEGIN PGP PUBLIC KEY BLOCK-----") => {
+                return ToolRun::err(1, format!("error: {f}: key 1 import failed.\n"));
+            }
+            Some(_) => {}
+        }
+    }
+    ToolRun::ok("")
 }
 
 #[cfg(test)]
@@ -1070,5 +1091,13 @@ mod tests {
         );
         let r = b.run("dnf install nvidia-persistenced-x");
         assert_eq!(r.code, 1);
+        let r = b.run("rpm --import /etc/pki/rpm-gpg/missing");
+        assert_eq!(
+            (r.code, r.stderr.as_str()),
+            (
+                1,
+                "error: /etc/pki/rpm-gpg/missing: import read failed(2).\n"
+            )
+        );
     }
 }
