@@ -14,6 +14,33 @@ use anyhow::Context as _;
 
 use crate::exit::BadInput;
 
+/// `KILN_STATE_DIR` when it is set and not empty (empty means unset).
+pub fn state_dir_from_env() -> Option<PathBuf> {
+    std::env::var_os("KILN_STATE_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+}
+
+/// kiln's state folder for an inventory: `KILN_STATE_DIR` (see
+/// [`state_dir_from_env`]), or `.kiln/` beside the inventory file. The
+/// one place this is worked out.
+pub fn state_dir(inventory: &Path) -> PathBuf {
+    if let Some(dir) = state_dir_from_env() {
+        return dir;
+    }
+    inventory
+        .parent()
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
+        .unwrap_or(Path::new("."))
+        .join(".kiln")
+}
+
 /// The run lock's file name inside the state folder.
 pub const LOCK_FILE: &str = "lock";
 

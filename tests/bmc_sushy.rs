@@ -90,8 +90,7 @@ fn curl(s: &Sushy, path: &str) -> Value {
 
 #[test]
 fn kiln_drives_sushy_tools() {
-    if std::env::var_os("KILN_SKIP_INTEROP").is_some() {
-        eprintln!("KILN_SKIP_INTEROP is set: not running sushy-tools");
+    if common::skip_interop("sushy-tools", None) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -16,11 +16,7 @@ use std::process::Command;
 use common::simrack::{FileServer, Rack, RackSpec};
 
 fn skip() -> bool {
-    if std::env::var_os("KILN_SKIP_INTEROP").is_some() {
-        eprintln!("KILN_SKIP_INTEROP is set: not running the Redfish validator");
-        return true;
-    }
-    false
+    common::skip_interop("the Redfish validator", None)
 }
 
 /// Runs the validator against node 0 of `rack`; returns the normalised

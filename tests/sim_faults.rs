@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::simrack::{Rack, RackSpec};
 
@@ -21,7 +21,6 @@ fn install_stack(rack: &Rack, i: usize) {
          && sudo systemctl enable nvidia-fabricmanager nvidia-dcgm >/dev/null 2>&1 && sudo reboot",
     );
     assert_eq!(code, 0, "{out}{err}");
-    std::thread::sleep(Duration::from_millis(300));
     rack.wait_until(
         "SSH after the driver install",
         Duration::from_secs(30),
@@ -181,8 +180,13 @@ fn a_hot_gpu_shows_in_redfish_telemetry_under_load() {
                 .unwrap()
         }
     });
-    std::thread::sleep(Duration::from_millis(700));
-    let hot = reading("GPU 5 Temp");
+    // Poll until the load shows (the burn lasts about two seconds).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut hot = reading("GPU 5 Temp");
+    while !(hot >= 90.0 && hot > idle + 20.0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        hot = reading("GPU 5 Temp");
+    }
     let normal = reading("GPU 1 Temp");
     let out = burn.join().unwrap();
     assert!(
@@ -195,7 +199,10 @@ fn a_hot_gpu_shows_in_redfish_telemetry_under_load() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("GPU 0") || text.contains("OK"), "{text}");
+    assert!(
+        text.contains("Tested 8 GPUs:\n") && text.contains("\tGPU 0: OK\n"),
+        "{text}"
+    );
     let (_, dmesg, _) = rack.ssh(0, "dmesg");
     assert!(dmesg.contains("Xid") && dmesg.contains(": 94,"), "{dmesg}");
 }

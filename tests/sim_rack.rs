@@ -10,6 +10,8 @@ use common::simrack::{FileServer, Rack, RackSpec};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
+/// How long a poll for a state the rack reaches quickly may take.
+const POLL_LIMIT: Duration = Duration::from_secs(20);
 
 fn reset(rack: &Rack, i: usize, kind: &str) -> u16 {
     let target = format!("{}/Actions/ComputerSystem.Reset", rack.system(i));
@@ -136,13 +138,20 @@ fn power_off_drops_ssh_and_power_on_boots_the_installed_os() {
                 .arg(key)
                 .args(["-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-o"])
                 .arg(format!("UserKnownHostsFile={}", known.display()))
-                .args(["-p", port, &format!("kiln@{ip}"), "sleep 30"])
+                .args([
+                    "-p",
+                    port,
+                    &format!("kiln@{ip}"),
+                    "touch long-started; sleep 30",
+                ])
                 .status()
                 .unwrap();
             (status.code(), start.elapsed())
         }
     });
-    std::thread::sleep(Duration::from_millis(700));
+    rack.wait_until("the long command to start", POLL_LIMIT, || {
+        rack.ssh(0, "test -e long-started").0 == 0
+    });
     assert_eq!(reset(&rack, 0, "ForceOff"), 204);
     let (code, took) = long.join().unwrap();
     assert_ne!(code, Some(0));
@@ -150,6 +159,9 @@ fn power_off_drops_ssh_and_power_on_boots_the_installed_os() {
         took < Duration::from_secs(20),
         "the session outlived the power: {took:?}"
     );
+    rack.wait_until("power state Off", POLL_LIMIT, || {
+        power_state(&rack, 0) == "Off"
+    });
     assert_eq!(power_state(&rack, 0), "Off");
     let (code, _, _) = rack.ssh(0, "true");
     assert_eq!(code, 255, "SSH answers on a powered-off node");
@@ -452,11 +464,15 @@ fn a_blank_node_without_boot_media_never_answers_ssh() {
         ..RackSpec::default()
     });
     assert_eq!(reset(&rack, 0, "On"), 204);
-    // POST plus OS boot take 210 simulated seconds, 0.35 s at this scale.
-    std::thread::sleep(Duration::from_secs(2));
+    // POST plus OS boot take 210 simulated seconds, 0.35 s at this scale:
+    // SSH must stay silent well past that.
+    rack.wait_until("power state On", POLL_LIMIT, || {
+        power_state(&rack, 0) == "On"
+    });
+    rack.holds_for("no SSH on a blank node", Duration::from_secs(2), || {
+        rack.ssh(0, "true").0 == 255
+    });
     assert_eq!(power_state(&rack, 0), "On");
-    let (code, _, _) = rack.ssh(0, "true");
-    assert_eq!(code, 255);
 }
 
 #[test]
@@ -540,9 +556,13 @@ fn host_faults_boot_hang_and_ssh_drop() {
     // n02 is running now (imaged), but hangs when it boots again.
     assert_eq!(rack.ssh(1, "true").0, 0);
     assert_eq!(reset(&rack, 1, "ForceRestart"), 204);
-    std::thread::sleep(Duration::from_secs(5));
+    rack.wait_until("power state On", POLL_LIMIT, || {
+        power_state(&rack, 1) == "On"
+    });
+    rack.holds_for("n02 to stay hung", Duration::from_secs(5), || {
+        rack.ssh(1, "true").0 == 255
+    });
     assert_eq!(power_state(&rack, 1), "On");
-    assert_eq!(rack.ssh(1, "true").0, 255);
 }
 
 #[test]
@@ -553,11 +573,10 @@ fn lenovo_force_restart_hangs_until_force_off_and_on() {
         ..RackSpec::default()
     });
     assert_eq!(reset(&rack, 0, "ForceRestart"), 204);
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(
-        rack.ssh(0, "true").0,
-        255,
-        "the node should hang after ForceRestart"
+    rack.holds_for(
+        "the node to hang after ForceRestart",
+        Duration::from_secs(2),
+        || rack.ssh(0, "true").0 == 255,
     );
     assert_eq!(reset(&rack, 0, "ForceOff"), 204);
     assert_eq!(reset(&rack, 0, "On"), 204);

@@ -17,24 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::bmc::transport::{Transport, TransportError, TransportOptions};
 use crate::inventory::{Fingerprint, Node, TlsPolicy};
 
-/// kiln's state folder for an inventory: `KILN_STATE_DIR`, or `.kiln/`
-/// beside the inventory file.
-pub fn state_dir(inventory: &Path) -> PathBuf {
-    if let Some(dir) = std::env::var_os("KILN_STATE_DIR") {
-        return PathBuf::from(dir);
-    }
-    inventory
-        .parent()
-        .map(|p| {
-            if p.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                p
-            }
-        })
-        .unwrap_or(Path::new("."))
-        .join(".kiln")
-}
+pub use crate::state::state_dir;
 
 /// One recorded pin.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,8 +11,8 @@ use crate::handoff::sign::{self, PUB_FILE, SignedRecord, SiteKey, Verified};
 use crate::output::table;
 
 fn state(ctx: &Ctx) -> anyhow::Result<std::path::PathBuf> {
-    if let Some(dir) = std::env::var_os("KILN_STATE_DIR") {
-        return Ok(dir.into());
+    if let Some(dir) = crate::state::state_dir_from_env() {
+        return Ok(dir);
     }
     Ok(state_dir(ctx.inventory_path()?))
 }

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper_util::rt::TokioIo;
 
+pub use crate::inventory::address::Url;
 use crate::secret::Secret;
 
 /// The most of an answer's body kept (receivers' answers are recorded).
@@ -24,101 +25,6 @@ const SYSTEM_BUNDLES: [&str; 3] = [
     "/etc/pki/tls/certs/ca-bundle.crt",
     "/etc/ssl/cert.pem",
 ];
-
-/// An `http://` or `https://` URL, split into what a request needs.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Url {
-    /// TLS or not.
-    pub https: bool,
-    /// Host (IP or DNS name, no brackets).
-    pub host: String,
-    /// Port (80/443 unless given).
-    pub port: u16,
-    /// Path and query, starting with `/`.
-    pub path: String,
-}
-
-impl Url {
-    /// Parses `http[s]://host[:port][/path]`. Userinfo is refused: tokens
-    /// come from secrets, never from URLs that end up in logs.
-    pub fn parse(text: &str) -> Result<Url, String> {
-        let (https, rest) = if let Some(r) = text.strip_prefix("https://") {
-            (true, r)
-        } else if let Some(r) = text.strip_prefix("http://") {
-            (false, r)
-        } else {
-            return Err(format!("`{text}` is not an http:// or https:// URL"));
-        };
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        if authority.contains('@') {
-            return Err(format!(
-                "`{text}` carries credentials; give them as a secret (`token: {{env: NAME}}`)"
-            ));
-        }
-        let default_port = if https { 443 } else { 80 };
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (h, after) = v6
-                .split_once(']')
-                .ok_or_else(|| format!("`{text}`: unclosed `[` in the host"))?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => p.parse().map_err(|_| format!("`{text}`: bad port `{p}`"))?,
-                None => default_port,
-            };
-            (h.to_owned(), port)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (
-                    h.to_owned(),
-                    p.parse().map_err(|_| format!("`{text}`: bad port `{p}`"))?,
-                ),
-                None => (authority.to_owned(), default_port),
-            }
-        };
-        if host.is_empty()
-            || !host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))
-        {
-            return Err(format!("`{text}` has no valid host"));
-        }
-        if path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-            return Err(format!("`{text}` has spaces or control characters"));
-        }
-        Ok(Url {
-            https,
-            host,
-            port,
-            path: path.to_owned(),
-        })
-    }
-
-    /// This URL with `path` (absolute) instead of its own.
-    pub fn with_path(&self, path: &str) -> Url {
-        Url {
-            path: path.to_owned(),
-            ..self.clone()
-        }
-    }
-
-    /// `host:port`, bracketed for IPv6, for the Host header and messages.
-    pub fn authority(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
-}
-
-impl std::fmt::Display for Url {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let scheme = if self.https { "https" } else { "http" };
-        write!(f, "{scheme}://{}{}", self.authority(), self.path)
-    }
-}
 
 /// A request that got no HTTP answer.
 #[derive(Debug, thiserror::Error)]
@@ -344,30 +250,4 @@ where
         let _ = conn.await;
     });
     sender.send_request(req).await.map_err(|e| e.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn urls_parse_strictly() {
-        let u = Url::parse("https://cloud.example:8443/intake?x=1").unwrap();
-        assert_eq!(
-            (u.https, u.host.as_str(), u.port),
-            (true, "cloud.example", 8443)
-        );
-        assert_eq!(u.path, "/intake?x=1");
-        assert_eq!(Url::parse("http://127.0.0.1").unwrap().port, 80);
-        assert_eq!(Url::parse("http://[::1]:81/a").unwrap().host, "::1");
-        assert!(Url::parse("ftp://x").is_err());
-        assert!(
-            Url::parse("https://user:pw@x/")
-                .unwrap_err()
-                .contains("credentials")
-        );
-        assert!(Url::parse("http://x:99999/").is_err());
-        assert!(Url::parse("http://a b/").is_err());
-    }
 }

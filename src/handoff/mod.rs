@@ -11,6 +11,7 @@
 //! `webhook`, `slurm`, `kubernetes`, numbered `-2`, `-3` for a second target
 //! of a kind), so a resumed run sends nothing twice.
 //!
+//! - [`setup`]: what the stage needs for a run ([`HandoffSetup`]).
 //! - [`record`]: what a record holds; [`sign`]: canonical JSON and Ed25519.
 //! - [`webhook`], [`slurm`], [`kubernetes`]: the targets; [`http`]: their
 //!   small HTTP client.
@@ -18,6 +19,7 @@
 pub mod http;
 pub mod kubernetes;
 pub mod record;
+pub mod setup;
 pub mod sign;
 pub mod slurm;
 pub mod webhook;
@@ -32,122 +34,18 @@ use serde_json::json;
 use tokio::task::JoinSet;
 
 use crate::inventory::handoff::{HandoffTarget, HandoffTargets, SlurmVia};
-use crate::inventory::{Inventory, Mac};
-use crate::pipeline::engine::Setup;
 use crate::pipeline::node::NodeCx;
 use crate::pipeline::record::{NodeRecord, NodeVerdict};
+use crate::pipeline::setup::{Setup, fail_node};
 use crate::pipeline::stages::Stage;
 use crate::pipeline::step::{Outcome, StepSink, Steps, Stop, now_ms};
-use crate::ssh::{Pool, Remote, Target};
+use crate::ssh::{Remote, Target};
 use record::RunFacts;
-use sign::{SignedRecord, SiteKey};
+pub use setup::HandoffSetup;
+use sign::SignedRecord;
 
 /// The file each node's signed record is written to, in its run folder.
 pub const RECORD_FILE: &str = "acceptance.json";
-
-/// What the handoff stage needs for a whole run.
-pub struct HandoffSetup {
-    /// Targets per rack.
-    pub targets: HandoffTargets,
-    /// The site's signing key.
-    pub key: Arc<SiteKey>,
-    /// Site, kiln version and the inventory's digest.
-    pub facts: RunFacts,
-    /// Labels and install MAC of every inventory node, by name.
-    pub nodes: HashMap<String, (std::collections::BTreeMap<String, String>, Option<Mac>)>,
-    /// SSH pool for `scontrol` on a controller (and the node joins).
-    pub pool: Option<Arc<Pool>>,
-    /// First pause between webhook attempts (doubles each time).
-    pub retry_base: Duration,
-    /// How long a joined node may take to register with Kubernetes.
-    pub join_wait: Duration,
-    /// How many nodes are handed off at once.
-    pub concurrency: usize,
-}
-
-impl HandoffSetup {
-    /// Everything but the pool, from the inventory and the state folder;
-    /// a missing key or an unreadable token is an error that would fail
-    /// every node alike.
-    pub fn prepare(
-        inventory: &Inventory,
-        inventory_bytes: &[u8],
-        state: &std::path::Path,
-        racks: &[&str],
-    ) -> anyhow::Result<HandoffSetup> {
-        use sha2::Digest as _;
-        let mut problems = Vec::new();
-        for rack in racks {
-            let targets = inventory.handoff.for_rack(rack);
-            if targets.is_empty() {
-                problems.push(format!(
-                    "rack {rack} has no handoff targets: add `handoff:` to `defaults` or the rack"
-                ));
-            }
-            for t in targets {
-                if let Err(e) = check_secrets(t) {
-                    problems.push(format!("rack {rack}: {} : {e}", t.describe()));
-                }
-            }
-        }
-        let key = match SiteKey::load(state) {
-            Ok(k) => Some(k),
-            Err(e) => {
-                problems.push(e.to_string());
-                None
-            }
-        };
-        problems.sort();
-        problems.dedup();
-        if !problems.is_empty() || key.is_none() {
-            return Err(crate::exit::BadInput(problems.join("\n")).into());
-        }
-        let key = key.context("no site key")?;
-        let digest = sha2::Sha256::digest(inventory_bytes);
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        Ok(HandoffSetup {
-            targets: inventory.handoff.clone(),
-            key: Arc::new(key),
-            facts: RunFacts {
-                site: inventory.site.clone(),
-                inventory_sha256: format!("sha256:{hex}"),
-                kiln_version: env!("CARGO_PKG_VERSION").to_owned(),
-                ..RunFacts::default()
-            },
-            nodes: inventory
-                .nodes
-                .iter()
-                .map(|n| (n.name.clone(), (n.labels.clone(), n.mac)))
-                .collect(),
-            pool: None,
-            retry_base: Duration::from_secs(1),
-            join_wait: Duration::from_secs(300),
-            concurrency: 32,
-        })
-    }
-}
-
-fn check_secrets(t: &HandoffTarget) -> anyhow::Result<()> {
-    match t {
-        HandoffTarget::Webhook(w) => {
-            if let Some(s) = &w.token {
-                s.resolve()?;
-            }
-        }
-        HandoffTarget::Slurm(s) => {
-            if let SlurmVia::Restd { token, .. } = &s.via {
-                token.resolve()?;
-            }
-        }
-        HandoffTarget::Kubernetes(k) => {
-            k.token.resolve()?;
-            if let Some(j) = &k.join {
-                j.token.resolve()?;
-            }
-        }
-    }
-    Ok(())
-}
 
 /// Lines saying what a run would send, per rack, for `--dry-run`.
 pub fn plan(targets: &HandoffTargets, racks: &[&str]) -> Vec<(String, String, String)> {
@@ -225,7 +123,7 @@ pub async fn run(setup: &Arc<Setup>, sink: &Arc<dyn StepSink>, accepted: Vec<Arc
     let Some(hs) = hs else {
         for cx in &accepted {
             let o = Outcome::failed("handoff: no handoff setup (a bug in kiln)");
-            crate::pipeline::engine::fail_node(setup, cx, Stage::Handoff, "start", &o);
+            fail_node(setup, cx, Stage::Handoff, "start", &o);
         }
         return false;
     };
@@ -426,7 +324,7 @@ fn failed(
     let reason = format!("handoff/{step}: {}", outcome.detail);
     let mut o = outcome.clone();
     o.reasons = vec![reason.clone()];
-    crate::pipeline::engine::fail_node(setup, cx, Stage::Handoff, step, &o);
+    fail_node(setup, cx, Stage::Handoff, step, &o);
     st.verdict = if outcome.status == crate::pipeline::record::StepStatus::Unverified {
         NodeVerdict::Unverified
     } else {

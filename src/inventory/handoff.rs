@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::address::JumpHost;
-use crate::handoff::http::Url;
+use crate::inventory::address::Url;
 use crate::secret::SecretRef;
 use crate::yaml::decode::{Cx, FromNode, HumanDuration, MapReader};
 use crate::yaml::{Node, Pos, Value};

@@ -9,9 +9,8 @@
 //! are recorded. Nodes left pending keep the run resumable.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
@@ -19,36 +18,17 @@ use tokio::task::JoinSet;
 use crate::acceptance;
 use crate::acceptance::burnin::BurninOptions;
 use crate::acceptance::nccl::{NcclOptions, RackNccl};
-use crate::pipeline::gates::Gates;
 use crate::pipeline::journal::RunJournal;
 use crate::pipeline::node::NodeCx;
 use crate::pipeline::preflight;
 use crate::pipeline::progress::Progress;
-use crate::pipeline::record::{NodeVerdict, RunRecord, RunState, StepRecord, StepStatus, UnixMs};
+use crate::pipeline::record::{NodeVerdict, RunRecord, RunState, StepRecord, UnixMs};
 use crate::pipeline::stages::{Scope, Stage};
 use crate::pipeline::step::Outcome;
 use crate::pipeline::step::{Committed, StepSink, Steps, Stop};
 
-/// Everything a run needs, built by the command.
-pub struct Setup {
-    /// The nodes to work on (on resume: the ones still pending), each with
-    /// its context.
-    pub nodes: Vec<Arc<NodeCx>>,
-    /// The stages, in order.
-    pub stages: Vec<Stage>,
-    /// The run's journal.
-    pub journal: Arc<RunJournal>,
-    /// The run folder.
-    pub run_dir: PathBuf,
-    /// The site's gates.
-    pub gates: Arc<Gates>,
-    /// The live display.
-    pub progress: Arc<Progress>,
-    /// Stop every node at its first failure's news.
-    pub fail_fast: bool,
-    /// Set by Ctrl-C (or fail-fast): start no new step.
-    pub stopping: Arc<AtomicBool>,
-}
+pub use crate::pipeline::setup::Setup;
+use crate::pipeline::setup::fail_node;
 
 /// How one node's segment ended.
 enum NodeEnd {
@@ -325,40 +305,6 @@ async fn run_node(
         }
     }
     NodeEnd::Passed
-}
-
-/// Records a node's failure: verdict, event, progress; with fail-fast,
-/// stops the run.
-pub(crate) fn fail_node(setup: &Setup, cx: &NodeCx, stage: Stage, step: &str, outcome: &Outcome) {
-    let verdict = if outcome.status == StepStatus::Unverified {
-        NodeVerdict::Unverified
-    } else {
-        NodeVerdict::Failed
-    };
-    let reasons = if outcome.reasons.is_empty() {
-        vec![outcome.detail.clone()]
-    } else {
-        outcome.reasons.clone()
-    };
-    setup
-        .journal
-        .set_verdict(&cx.node.name, verdict, Some(stage.name()), &reasons);
-    setup.journal.event(
-        Some(&cx.node.name),
-        verdict.word(),
-        &format!("{stage}/{step}: {}", reasons.join("; ")),
-    );
-    setup.progress.node_finished(
-        &cx.node.name,
-        &cx.node.rack,
-        verdict,
-        Some(stage.name()),
-        &reasons,
-    );
-    if setup.fail_fast {
-        setup.stopping.store(true, Ordering::SeqCst);
-        setup.gates.close();
-    }
 }
 
 /// A rack-scoped stage: each node's own part (as a node stage), then the

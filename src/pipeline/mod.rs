@@ -17,5 +17,6 @@ pub mod node;
 pub mod preflight;
 pub mod progress;
 pub mod record;
+pub mod setup;
 pub mod stages;
 pub mod step;

@@ -32,7 +32,7 @@ pub struct SiteCx {
     /// The imaging stage's shared parts, when the run images nodes.
     pub imaging: Option<crate::pipeline::imaging::ImagingSetup>,
     /// The handoff stage's targets, key and facts, when the run hands off.
-    pub handoff: Option<Arc<crate::handoff::HandoffSetup>>,
+    pub handoff: Option<Arc<crate::handoff::setup::HandoffSetup>>,
 }
 
 /// One node's working context during a run.

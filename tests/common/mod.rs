@@ -9,6 +9,29 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 
+/// The one switch for interop tests (tests that need a program kiln does
+/// not ship: sshd, Chromium, slurmctld, xorriso, sushy-tools, the Redfish
+/// validator). `missing` is `None` when the program is there, else how to
+/// install it. Returns true, saying why on stderr, when the test should
+/// skip: `KILN_SKIP_INTEROP` is set, or the program is missing. With
+/// `KILN_REQUIRE_INTEROP` set (as CI does) a missing program fails the
+/// test instead.
+pub fn skip_interop(what: &str, missing: Option<&str>) -> bool {
+    if std::env::var_os("KILN_SKIP_INTEROP").is_some() {
+        eprintln!("KILN_SKIP_INTEROP is set: not running {what}");
+        return true;
+    }
+    let Some(install) = missing else {
+        return false;
+    };
+    assert!(
+        std::env::var_os("KILN_REQUIRE_INTEROP").is_none(),
+        "KILN_REQUIRE_INTEROP is set but {what} is missing: {install}"
+    );
+    eprintln!("{what} not found ({install}): skipping");
+    true
+}
+
 /// The repository root.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

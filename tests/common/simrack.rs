@@ -224,9 +224,23 @@ impl Rack {
             if check() {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(50));
         }
         panic!("timed out waiting for {what}");
+    }
+
+    /// Checks `check` every ~50 ms for `window` and panics the first time
+    /// it is false: for what must *not* happen (a node that must not
+    /// answer), where waiting for a condition proves nothing.
+    pub fn holds_for(&self, what: &str, window: Duration, mut check: impl FnMut() -> bool) {
+        let start = Instant::now();
+        loop {
+            assert!(check(), "not held after {:?}: {what}", start.elapsed());
+            if start.elapsed() >= window {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The system resource path of node `i`.

@@ -17,15 +17,10 @@ pub fn sshd_path() -> Option<PathBuf> {
 /// Whether to run: true when sshd is there. Without it, CI
 /// (`KILN_REQUIRE_INTEROP` set) fails loudly; elsewhere the test is skipped.
 pub fn available() -> bool {
-    if sshd_path().is_some() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("KILN_REQUIRE_INTEROP").is_none(),
-        "KILN_REQUIRE_INTEROP is set but OpenSSH's sshd is missing: apt-get install openssh-server"
-    );
-    eprintln!("sshd not found (apt-get install openssh-server): skipping the OpenSSH interop test");
-    false
+    let missing = sshd_path()
+        .is_none()
+        .then_some("apt-get install openssh-server");
+    !super::skip_interop("OpenSSH's sshd", missing)
 }
 
 /// The user the tests run as (sshd logs in as this user).
