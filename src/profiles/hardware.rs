@@ -457,21 +457,10 @@ impl FromNode for InfinibandSpec {
     }
 }
 
-impl FromNode for BurninTool {
-    fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
-        match String::from_node(cx, node)?.as_str() {
-            "gpu-burn" => Some(BurninTool::GpuBurn),
-            "dcgm" => Some(BurninTool::Dcgm),
-            other => {
-                cx.error(
-                    node.pos,
-                    format!("unknown burn-in tool `{other}` (gpu-burn or dcgm)"),
-                );
-                None
-            }
-        }
-    }
-}
+crate::keywords!(BurninTool, "burn-in tool", [
+    "gpu-burn" => BurninTool::GpuBurn,
+    "dcgm" => BurninTool::Dcgm,
+]);
 
 impl FromNode for BurninSpec {
     fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {

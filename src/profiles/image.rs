@@ -281,55 +281,22 @@ impl ImageProfile {
     }
 }
 
-impl FromNode for OsFamily {
-    fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
-        match String::from_node(cx, node)?.as_str() {
-            "ubuntu" => Some(OsFamily::Ubuntu),
-            "rhel" => Some(OsFamily::Rhel),
-            "debian" => Some(OsFamily::Debian),
-            other => {
-                cx.error(
-                    node.pos,
-                    format!("unknown OS family `{other}` (ubuntu, rhel or debian)"),
-                );
-                None
-            }
-        }
-    }
-}
+crate::keywords!(OsFamily, "OS family", [
+    "ubuntu" => OsFamily::Ubuntu,
+    "rhel" => OsFamily::Rhel,
+    "debian" => OsFamily::Debian,
+]);
 
-impl FromNode for BootMethod {
-    fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
-        match String::from_node(cx, node)?.as_str() {
-            "virtual-media" => Some(BootMethod::VirtualMedia),
-            "uefi-http" => Some(BootMethod::UefiHttp),
-            other => {
-                cx.error(
-                    node.pos,
-                    format!("unknown boot method `{other}` (virtual-media or uefi-http)"),
-                );
-                None
-            }
-        }
-    }
-}
+crate::keywords!(BootMethod, "boot method", [
+    "virtual-media" => BootMethod::VirtualMedia,
+    "uefi-http" => BootMethod::UefiHttp,
+]);
 
-impl FromNode for SeedKind {
-    fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
-        match String::from_node(cx, node)?.as_str() {
-            "autoinstall" => Some(SeedKind::Autoinstall),
-            "nocloud" => Some(SeedKind::Nocloud),
-            "kickstart" => Some(SeedKind::Kickstart),
-            other => {
-                cx.error(
-                    node.pos,
-                    format!("unknown seed kind `{other}` (autoinstall, nocloud or kickstart)"),
-                );
-                None
-            }
-        }
-    }
-}
+crate::keywords!(SeedKind, "seed kind", [
+    "autoinstall" => SeedKind::Autoinstall,
+    "nocloud" => SeedKind::Nocloud,
+    "kickstart" => SeedKind::Kickstart,
+]);
 
 /// Paths inside the image reach grub's configuration: keep them to plain
 /// absolute paths.
@@ -355,6 +322,27 @@ fn image_path(cx: &mut Cx, node: &Node, value: Option<String>, default: &str) ->
     }
 }
 
+/// A download needs a `url` (http or https) or a local `path`.
+fn check_source(cx: &mut Cx, node: &Node, what: &str, url: Option<&str>, has_path: bool) {
+    match url {
+        None if !has_path => cx.error(node.pos, format!("{what} needs a `url` or a `path`")),
+        Some(u) if !(u.starts_with("https://") || u.starts_with("http://")) => {
+            cx.error(node.pos, format!("{what} url `{u}` is not http(s)://"));
+        }
+        _ => {}
+    }
+}
+
+/// A digest the profile pins must be a SHA-256.
+fn check_sha256(cx: &mut Cx, node: &Node, what: &str, digest: &str) {
+    if crate::profiles::hardware::normalise_sha256(digest).is_none() || digest.trim() != digest {
+        cx.error(
+            node.pos,
+            format!("{what} sha256 `{digest}` is not 64 hex digits"),
+        );
+    }
+}
+
 impl FromNode for Installer {
     fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
         let mut m = cx.map(node, "installer")?;
@@ -365,21 +353,9 @@ impl FromNode for Installer {
         let kernel: Option<String> = m.opt(cx, "kernel");
         let initrd: Option<String> = m.opt(cx, "initrd");
         m.finish(cx);
-        if url.is_none() && path.is_none() {
-            cx.error(node.pos, "installer needs a `url` or a `path`");
-        }
-        if let Some(u) = &url
-            && !(u.starts_with("https://") || u.starts_with("http://"))
-        {
-            cx.error(node.pos, format!("installer url `{u}` is not http(s)://"));
-        }
+        check_source(cx, node, "installer", url.as_deref(), path.is_some());
         let sha256 = sha256?;
-        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-            cx.error(
-                node.pos,
-                format!("installer sha256 `{sha256}` is not 64 hex digits"),
-            );
-        }
+        check_sha256(cx, node, "installer", &sha256);
         Some(Installer {
             url,
             path,
@@ -391,37 +367,15 @@ impl FromNode for Installer {
     }
 }
 
-impl FromNode for DiskFormat {
-    fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
-        match String::from_node(cx, node)?.as_str() {
-            "raw" => Some(DiskFormat::Raw),
-            "qcow2" => Some(DiskFormat::Qcow2),
-            other => {
-                cx.error(
-                    node.pos,
-                    format!("unknown disk image format `{other}` (raw or qcow2)"),
-                );
-                None
-            }
-        }
-    }
-}
+crate::keywords!(DiskFormat, "disk image format", [
+    "raw" => DiskFormat::Raw,
+    "qcow2" => DiskFormat::Qcow2,
+]);
 
-impl FromNode for Compression {
-    fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
-        match String::from_node(cx, node)?.as_str() {
-            "none" => Some(Compression::None),
-            "gzip" => Some(Compression::Gzip),
-            other => {
-                cx.error(
-                    node.pos,
-                    format!("unknown compression `{other}` (none or gzip)"),
-                );
-                None
-            }
-        }
-    }
-}
+crate::keywords!(Compression, "compression", [
+    "none" => Compression::None,
+    "gzip" => Compression::Gzip,
+]);
 
 impl FromNode for DiskImage {
     fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
@@ -433,14 +387,7 @@ impl FromNode for DiskImage {
         let compression: Option<Compression> = m.opt(cx, "compression");
         let root_partition: Option<u32> = m.opt(cx, "root_partition");
         m.finish(cx);
-        if url.is_none() && path.is_none() {
-            cx.error(node.pos, "disk_image needs a `url` or a `path`");
-        }
-        if let Some(u) = &url
-            && !(u.starts_with("https://") || u.starts_with("http://"))
-        {
-            cx.error(node.pos, format!("disk_image url `{u}` is not http(s)://"));
-        }
+        check_source(cx, node, "disk_image", url.as_deref(), path.is_some());
         if let Some(u) = &url
             && !u
                 .bytes()
@@ -452,12 +399,7 @@ impl FromNode for DiskImage {
             );
         }
         match &sha256 {
-            Some(d) if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()) => {
-                cx.error(
-                    node.pos,
-                    format!("disk_image sha256 `{d}` is not 64 hex digits"),
-                );
-            }
+            Some(d) => check_sha256(cx, node, "disk_image", d),
             None if path.is_none() => cx.error_help(
                 node.pos,
                 "disk_image with only a `url` needs its `sha256`",

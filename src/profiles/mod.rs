@@ -341,4 +341,25 @@ mod tests {
             "{diags}"
         );
     }
+
+    #[test]
+    fn image_profile_words_and_sources_are_checked() {
+        let text = include_str!("../../images/ubuntu-24.04.yaml")
+            .replace("family: ubuntu", "family: gentoo")
+            .replace("boot: virtual-media", "boot: pxe")
+            .replace("url: https://releases", "url: ftp://releases")
+            .replace("sha256: c3514bf", "sha256: zz514bf");
+        let mut diags = Vec::new();
+        let entry = parse_profile::<ImageProfile>("i/ubuntu-24.04.yaml", &text, &mut diags);
+        let diags = diags.iter().map(|d| d.render(false)).collect::<String>();
+        assert!(entry.is_none());
+        for wanted in [
+            "unknown OS family `gentoo` (ubuntu, rhel or debian)",
+            "unknown boot method `pxe` (virtual-media or uefi-http)",
+            "installer url `ftp://releases.ubuntu.com/",
+            "installer sha256 `zz514bf",
+        ] {
+            assert!(diags.contains(wanted), "{wanted} missing from {diags}");
+        }
+    }
 }

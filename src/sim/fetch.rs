@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::Uri;
 use hyper_util::rt::TokioIo;
 
@@ -51,70 +51,20 @@ pub async fn stream(
     limit: u64,
     mut visit: impl FnMut(&[u8]),
 ) -> Result<u64, FetchError> {
-    let io = |reason: String| FetchError::Io {
-        url: url.to_owned(),
-        reason,
-    };
-    let uri: Uri = url
-        .parse()
-        .map_err(|_| FetchError::BadUrl(url.to_owned()))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(FetchError::BadUrl(url.to_owned()));
-    }
-    let host = uri
-        .host()
-        .ok_or_else(|| FetchError::BadUrl(url.to_owned()))?
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let port = uri.port_u16().unwrap_or(80);
-    let work = async {
-        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
-            .await
-            .map_err(|e| io(e.to_string()))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .map_err(|e| io(e.to_string()))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-        let authority = uri.authority().map_or(host.clone(), |a| a.to_string());
-        let req = hyper::Request::get(path)
-            .header(hyper::header::HOST, authority)
-            .header(hyper::header::USER_AGENT, "kiln-sim")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| io(e.to_string()))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| io(e.to_string()))?;
-        if !resp.status().is_success() {
-            return Err(FetchError::Status {
+    let mut total = 0u64;
+    exchange(url, Outgoing::Get, |data| {
+        total += data.len() as u64;
+        if total > limit {
+            return Err(FetchError::TooLarge {
                 url: url.to_owned(),
-                status: resp.status().as_u16(),
+                limit,
             });
         }
-        let mut body = resp.into_body();
-        let mut total = 0u64;
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| io(e.to_string()))?;
-            if let Some(data) = frame.data_ref() {
-                total += data.len() as u64;
-                if total > limit {
-                    return Err(FetchError::TooLarge {
-                        url: url.to_owned(),
-                        limit,
-                    });
-                }
-                visit(data);
-            }
-        }
-        Ok(total)
-    };
-    tokio::time::timeout(TIMEOUT, work)
-        .await
-        .map_err(|_| io("timed out".into()))?
+        visit(data);
+        Ok(())
+    })
+    .await?;
+    Ok(total)
 }
 
 /// POSTs a small form (cloud-init's phone_home); the status must be 2xx.
@@ -131,6 +81,36 @@ const ANSWER_LIMIT: usize = 64 << 10;
 /// POSTs a small body; the status must be 2xx. Returns the answer's text
 /// (at most 64 KiB of it).
 pub async fn post(url: &str, content_type: &str, body: String) -> Result<String, FetchError> {
+    let mut answer = Vec::new();
+    exchange(url, Outgoing::Post { content_type, body }, |data| {
+        let room = ANSWER_LIMIT.saturating_sub(answer.len());
+        answer.extend_from_slice(&data[..data.len().min(room)]);
+        Ok(())
+    })
+    .await?;
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// What a request sends.
+enum Outgoing<'a> {
+    /// A GET, as a BMC or installer fetching a file.
+    Get,
+    /// A POST of a small body, as cloud-init's phone_home.
+    Post {
+        /// Its `Content-Type`.
+        content_type: &'a str,
+        /// The body.
+        body: String,
+    },
+}
+
+/// Sends one request over a fresh connection (within [`TIMEOUT`]); a 2xx
+/// answer's body goes through `visit` frame by frame.
+async fn exchange(
+    url: &str,
+    outgoing: Outgoing<'_>,
+    mut visit: impl FnMut(&[u8]) -> Result<(), FetchError>,
+) -> Result<(), FetchError> {
     let io = |reason: String| FetchError::Io {
         url: url.to_owned(),
         reason,
@@ -160,12 +140,20 @@ pub async fn post(url: &str, content_type: &str, body: String) -> Result<String,
         });
         let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
         let authority = uri.authority().map_or(host.clone(), |a| a.to_string());
-        let req = hyper::Request::post(path)
-            .header(hyper::header::HOST, authority)
-            .header(hyper::header::USER_AGENT, "Cloud-Init/24.1 (kiln-sim)")
-            .header(hyper::header::CONTENT_TYPE, content_type)
-            .body(http_body_util::Full::new(Bytes::from(body)))
-            .map_err(|e| io(e.to_string()))?;
+        let req = match outgoing {
+            Outgoing::Get => hyper::Request::get(path)
+                .header(hyper::header::USER_AGENT, "kiln-sim")
+                .body(Full::new(Bytes::new())),
+            Outgoing::Post { content_type, body } => hyper::Request::post(path)
+                .header(hyper::header::USER_AGENT, "Cloud-Init/24.1 (kiln-sim)")
+                .header(hyper::header::CONTENT_TYPE, content_type)
+                .body(Full::new(Bytes::from(body))),
+        };
+        let mut req = req.map_err(|e| io(e.to_string()))?;
+        let authority = authority
+            .parse()
+            .map_err(|_| FetchError::BadUrl(url.to_owned()))?;
+        req.headers_mut().insert(hyper::header::HOST, authority);
         let resp = sender
             .send_request(req)
             .await
@@ -176,16 +164,14 @@ pub async fn post(url: &str, content_type: &str, body: String) -> Result<String,
                 status: resp.status().as_u16(),
             });
         }
-        let mut answer = Vec::new();
         let mut body = resp.into_body();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| io(e.to_string()))?;
             if let Some(data) = frame.data_ref() {
-                let room = ANSWER_LIMIT.saturating_sub(answer.len());
-                answer.extend_from_slice(&data[..data.len().min(room)]);
+                visit(data)?;
             }
         }
-        Ok(String::from_utf8_lossy(&answer).into_owned())
+        Ok(())
     };
     tokio::time::timeout(TIMEOUT, work)
         .await

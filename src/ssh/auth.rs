@@ -197,15 +197,7 @@ pub async fn authenticate<H: russh::client::Handler>(
                 let ids = agent.request_identities().await.unwrap_or_default();
                 for id in ids {
                     let public = id.public_key().into_owned();
-                    let hash = if public.algorithm().is_rsa() {
-                        handle
-                            .best_supported_rsa_hash()
-                            .await
-                            .map_err(AuthError::Protocol)?
-                            .flatten()
-                    } else {
-                        None
-                    };
+                    let hash = rsa_hash(handle, public.algorithm().is_rsa()).await?;
                     match handle
                         .authenticate_publickey_with(user, public, hash, &mut agent)
                         .await
@@ -242,20 +234,28 @@ pub async fn authenticate<H: russh::client::Handler>(
     Err(AuthError::Refused(tried.join(", ")))
 }
 
+/// The signature hash to use with an RSA key (the best the server
+/// offers); `None` for other key types.
+async fn rsa_hash<H: russh::client::Handler>(
+    handle: &mut Handle<H>,
+    is_rsa: bool,
+) -> Result<Option<russh::keys::HashAlg>, AuthError> {
+    if !is_rsa {
+        return Ok(None);
+    }
+    Ok(handle
+        .best_supported_rsa_hash()
+        .await
+        .map_err(AuthError::Protocol)?
+        .flatten())
+}
+
 async fn try_key<H: russh::client::Handler>(
     handle: &mut Handle<H>,
     user: &str,
     key: Arc<PrivateKey>,
 ) -> Result<bool, AuthError> {
-    let hash = if key.algorithm().is_rsa() {
-        handle
-            .best_supported_rsa_hash()
-            .await
-            .map_err(AuthError::Protocol)?
-            .flatten()
-    } else {
-        None
-    };
+    let hash = rsa_hash(handle, key.algorithm().is_rsa()).await?;
     let result = handle
         .authenticate_publickey(user, PrivateKeyWithHashAlg::new(key, hash))
         .await

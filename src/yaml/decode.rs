@@ -239,6 +239,38 @@ fn expected(cx: &mut Cx, node: &Node, what: &str) {
     cx.error(node.pos, format!("expected {what}, found {found}"));
 }
 
+/// Reads one of a fixed set of words (`choices`: word and value), naming
+/// the choices when the word is none of them: "unknown {what} `x` (a, b or c)".
+pub fn keyword<T: Copy>(cx: &mut Cx, node: &Node, what: &str, choices: &[(&str, T)]) -> Option<T> {
+    let word = String::from_node(cx, node)?;
+    if let Some((_, value)) = choices.iter().find(|(w, _)| *w == word) {
+        return Some(*value);
+    }
+    let words: Vec<&str> = choices.iter().map(|(w, _)| *w).collect();
+    let listed = match words.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => words.join(""),
+    };
+    cx.error(node.pos, format!("unknown {what} `{word}` ({listed})"));
+    None
+}
+
+/// Implements [`FromNode`] for a type read as one of a fixed set of words:
+/// `keywords!(Type, "what it is", ["word" => Type::Value, …]);`.
+#[macro_export]
+macro_rules! keywords {
+    ($ty:ty, $what:literal, [$($word:literal => $value:expr),+ $(,)?]) => {
+        impl $crate::yaml::decode::FromNode for $ty {
+            fn from_node(
+                cx: &mut $crate::yaml::decode::Cx,
+                node: &$crate::yaml::Node,
+            ) -> Option<Self> {
+                $crate::yaml::decode::keyword(cx, node, $what, &[$(($word, $value)),+])
+            }
+        }
+    };
+}
+
 impl FromNode for String {
     fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
         match &node.value {
