@@ -34,8 +34,8 @@ fn main() -> ExitCode {
             let status = status_for(&err);
             printer.error(&err);
             if status == ExitStatus::Internal {
-                eprintln!(
-                    "this is a bug in kiln or a problem with this machine; rerun with -v for details"
+                printer.notice(
+                    "this is a bug in kiln or a problem with this machine; rerun with -v for details",
                 );
             }
             status.into()
@@ -56,11 +56,12 @@ fn init_logging(verbose: u8, quiet: bool) {
     // `-q` keeps the warning that a BMC's certificate goes unchecked.
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("kiln={level},kiln::bmc::tls=warn")));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let ansi =
+        Printer::stderr_is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // The subscriber needs a `MakeWriter`; it writes whole lines to stderr.
+        .with_writer(Printer::err)
         .with_ansi(ansi)
         .with_target(false)
         .try_init();

@@ -1,9 +1,16 @@
 //! Where output goes: data on stdout (tables, or JSON with `--json`), logs
 //! and diagnostics on stderr, colour only where it is wanted.
-#![allow(clippy::print_stdout)]
+//!
+//! This module owns the terminal: everything else writes through it (a lint
+//! forbids printing and `std::io::stdout`/`stderr` elsewhere), so quiet,
+//! JSON and terminal decisions live here.
+// The printer's own implementation is the one place allowed to print.
+#![allow(clippy::print_stdout, clippy::print_stderr, clippy::disallowed_methods)]
 
 use std::borrow::Cow;
-use std::io::{IsTerminal, Write};
+use std::io::{IsTerminal, StderrLock, StdoutLock, Write};
+
+use indicatif::{ProgressBar, ProgressDrawTarget};
 
 use serde::Serialize;
 
@@ -86,6 +93,49 @@ impl Printer {
         let mut err = std::io::stderr().lock();
         let _ = err.write_all(text.as_bytes());
         let _ = err.flush();
+    }
+
+    /// A line on stderr shown even with `-q`: the summary or hint that goes
+    /// with a failure.
+    pub fn notice(&self, text: &str) {
+        eprintln!("{}", printable(text));
+    }
+
+    /// Whether live progress (bars, rewritten counters) is shown: stderr is
+    /// a terminal and neither `-q` nor `--json` was given.
+    pub fn shows_progress(&self) -> bool {
+        !self.quiet && !self.json && Printer::stderr_is_terminal()
+    }
+
+    /// A progress bar of `len` units drawn on stderr, or a hidden one when
+    /// progress is not shown (see [`Printer::shows_progress`]).
+    pub fn bar(&self, len: u64) -> ProgressBar {
+        if self.shows_progress() {
+            ProgressBar::with_draw_target(Some(len), Printer::draw_target())
+        } else {
+            ProgressBar::hidden()
+        }
+    }
+
+    /// Where progress bars draw: stderr.
+    pub fn draw_target() -> ProgressDrawTarget {
+        ProgressDrawTarget::stderr()
+    }
+
+    /// Whether stderr is a terminal, checked now.
+    pub fn stderr_is_terminal() -> bool {
+        std::io::stderr().is_terminal()
+    }
+
+    /// Locked stdout, for output streamed line by line (JSON events).
+    /// Callers ignore write errors: a closed pipe must not stop kiln.
+    pub fn out() -> StdoutLock<'static> {
+        std::io::stdout().lock()
+    }
+
+    /// Locked stderr, for output streamed line by line (progress lines).
+    pub fn err() -> StderrLock<'static> {
+        std::io::stderr().lock()
     }
 
     /// Writes one JSON document to stdout.

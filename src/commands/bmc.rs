@@ -269,14 +269,13 @@ impl Work {
             max_in_flight: inventory.limits.per_bmc.max(1),
             ..TransportOptions::default()
         };
-        use std::io::IsTerminal as _;
         Ok(Work {
             inventory,
             names,
             concurrency,
             options,
             state,
-            progress: !ctx.printer.quiet && std::io::stderr().is_terminal(),
+            progress: !ctx.printer.quiet && crate::output::Printer::stderr_is_terminal(),
         })
     }
 
@@ -348,9 +347,11 @@ impl Work {
     /// Rewrites one progress line on stderr.
     fn tick(&self, done: usize, total: usize) {
         if self.progress && total > 1 {
-            eprint!("\r{done}/{total} BMCs done");
+            use std::io::Write as _;
+            let mut err = crate::output::Printer::err();
+            let _ = write!(err, "\r{done}/{total} BMCs done");
             if done == total {
-                eprintln!();
+                let _ = writeln!(err);
             }
         }
     }

@@ -159,24 +159,18 @@ fn verify(
     path: &Path,
     expected: &str,
 ) -> anyhow::Result<ExitStatus> {
-    use std::io::IsTerminal as _;
     let len = std::fs::metadata(path)
         .with_context(|| format!("reading {}", path.display()))?
         .len();
-    let bar = if !ctx.printer.quiet && !ctx.printer.json && std::io::stderr().is_terminal() {
-        let bar = indicatif::ProgressBar::new(len);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        bar.set_message(format!("sha256 {}", profile.name));
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let bar = ctx.printer.bar(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message(format!("sha256 {}", profile.name));
     let digest = crate::imaging::verify::sha256_file(path, |done| bar.set_position(done))
         .with_context(|| format!("reading {}", path.display()))?;
     bar.finish_and_clear();

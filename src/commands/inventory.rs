@@ -52,7 +52,7 @@ fn check(ctx: &Ctx) -> anyhow::Result<ExitStatus> {
             )
         };
         if errors > 0 {
-            eprintln!("{summary}");
+            ctx.printer.notice(&summary);
         } else {
             ctx.printer.info(&summary);
         }

@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::sync::Mutex;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::json;
 
+use crate::output::Printer;
 use crate::pipeline::record::{NodeVerdict, StepRecord, StepStatus, UnixMs};
 
 /// How progress is shown.
@@ -58,7 +59,7 @@ impl Progress {
     /// A display for `nodes` (name, rack) in `mode`.
     pub fn new(mode: Mode, nodes: &[(String, String)]) -> Progress {
         let bars = (mode == Mode::Bars).then(|| {
-            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+            let multi = MultiProgress::with_draw_target(Printer::draw_target());
             let style = ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> ");
@@ -94,12 +95,11 @@ impl Progress {
 
     /// The mode for a command's flags and stderr.
     pub fn mode_for(json: bool, quiet: bool) -> Mode {
-        use std::io::IsTerminal as _;
         if json {
             Mode::Json
         } else if quiet {
             Mode::Quiet
-        } else if std::io::stderr().is_terminal() {
+        } else if Printer::stderr_is_terminal() {
             Mode::Bars
         } else {
             Mode::Lines
@@ -240,7 +240,7 @@ impl Progress {
             return;
         }
         let _guard = self.out.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out = std::io::stdout().lock();
+        let mut out = Printer::out();
         // A closed stdout (a pipe to `head`) must not stop the run.
         let _ = writeln!(out, "{value}");
     }
@@ -248,7 +248,7 @@ impl Progress {
     fn line(&self, text: &str) {
         let _guard = self.out.lock().unwrap_or_else(|e| e.into_inner());
         let _ = writeln!(
-            std::io::stderr().lock(),
+            Printer::err(),
             "{} {}",
             rfc3339(crate::pipeline::step::now_ms()),
             crate::output::printable(text)

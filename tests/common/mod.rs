@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 #![allow(dead_code)]
+#![allow(clippy::print_stderr)] // a skipped test says why on the test output
 
 pub mod simrack;
 pub mod sshd;
