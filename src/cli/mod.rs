@@ -360,9 +360,9 @@ pub struct DriversArgs {
     /// folder under the state folder's `drivers/`).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
-    /// Install on nodes marked in service too.
-    #[arg(long)]
-    pub force: bool,
+    /// Install on nodes marked in service too (old name: `--force`).
+    #[arg(long, alias = "force")]
+    pub allow_in_service: bool,
 }
 
 /// `kiln image deploy`
@@ -424,9 +424,10 @@ pub struct DeployArgs {
     /// Reimage nodes that already run their profile's OS.
     #[arg(long)]
     pub reimage: bool,
-    /// Allow imaging nodes marked in service (destroys what they run).
-    #[arg(long)]
-    pub force: bool,
+    /// Allow imaging nodes marked in service (destroys what they run;
+    /// old name: `--force`).
+    #[arg(long, alias = "force")]
+    pub allow_in_service: bool,
 }
 
 /// `kiln serve`
@@ -597,14 +598,16 @@ pub enum BmcCommand {
     /// the BMC sees, virtual media.
     Status(BmcTarget),
     /// Power on, off, cycle or reset, verified by reading the state back.
-    /// Off, cycle and reset of a node marked in service need --force.
+    /// Off, cycle and reset of a node marked in service need
+    /// --allow-in-service.
     Power {
         /// What to do.
         #[arg(value_enum)]
         op: crate::bmc::ops::PowerOp,
-        /// Allow off, cycle and reset on nodes marked in service.
-        #[arg(long)]
-        force: bool,
+        /// Allow off, cycle and reset on nodes marked in service (old
+        /// name: `--force`).
+        #[arg(long, alias = "force")]
+        allow_in_service: bool,
         /// Longest wait for the power state to change (e.g. 2m).
         #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
         wait: std::time::Duration,
