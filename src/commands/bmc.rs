@@ -511,7 +511,7 @@ async fn power(
     // Powering on disrupts nothing; off, cycle and reset do.
     if op != PowerOp::On {
         let harm = format!(
-            "refusing to power {} them",
+            "refusing a power {}, which would disrupt them",
             serde_json::to_value(op)?.as_str().unwrap_or("off")
         );
         crate::pipeline::guard::in_service(work.nodes(), &harm, allow_in_service)?;
