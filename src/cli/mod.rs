@@ -934,3 +934,36 @@ pub enum BenchCommand {
         user: Option<String>,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    /// `--allow-in-service` on every command that can disrupt a node in
+    /// service, with `--force` kept for existing scripts.
+    #[test]
+    fn in_service_opt_in_has_one_name_and_keeps_the_old_one() {
+        for flag in ["--allow-in-service", "--force"] {
+            let cli = Cli::try_parse_from(["kiln", "bmc", "power", "off", flag]).unwrap();
+            assert!(matches!(
+                cli.command,
+                Command::Bmc(BmcCommand::Power {
+                    allow_in_service: true,
+                    ..
+                })
+            ));
+            let cli = Cli::try_parse_from(["kiln", "image", "deploy", flag]).unwrap();
+            assert!(
+                matches!(cli.command, Command::Image(ImageCommand::Deploy(a)) if a.allow_in_service)
+            );
+            let cli = Cli::try_parse_from(["kiln", "drivers", "install", flag]).unwrap();
+            assert!(
+                matches!(cli.command, Command::Drivers(DriversCommand::Install(a)) if a.allow_in_service)
+            );
+            let cli = Cli::try_parse_from(["kiln", "provision", "--allow-in-service"]).unwrap();
+            assert!(matches!(cli.command, Command::Provision(a) if a.allow_in_service));
+        }
+    }
+}

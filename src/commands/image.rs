@@ -125,7 +125,10 @@ pub fn run(ctx: &Ctx, cmd: ImageCommand) -> anyhow::Result<ExitStatus> {
         ImageCommand::Build { what, out } => {
             // The state folder beside the inventory when there is one, else
             // `KILN_STATE_DIR` or `./.kiln`.
-            let state = state_dir(ctx.global.inventory.as_deref().unwrap_or(Path::new("x")));
+            let state = match ctx.global.inventory.as_deref() {
+                Some(inventory) => state_dir(inventory),
+                None => crate::state::state_dir_in(Path::new(".")),
+            };
             super::image_build::build(ctx, what, out.as_deref(), &state)
         }
         ImageCommand::Deploy(args) => {
