@@ -18,11 +18,11 @@ use serde_json::{Value, json};
 use crate::bmc::trust::TrustStore;
 use crate::commands::Ctx;
 use crate::commands::provision::notices;
-use crate::pipeline::run::{Request, execute};
 use crate::exit::{BadInput, ExitStatus};
 use crate::inventory::generate::{SiteSpec, generate};
 use crate::pipeline::progress::Mode;
 use crate::pipeline::record::NodeVerdict;
+use crate::pipeline::run::{Request, execute};
 
 /// Nodes per rack in the generated site (8-GPU HGX nodes draw ~10 kW; a
 /// 40 kW rack holds four to eight).

@@ -17,10 +17,10 @@ use crate::bmc::trust::{TrustStore, fetch_fingerprint, state_dir};
 use crate::cli::DemoArgs;
 use crate::commands::Ctx;
 use crate::commands::provision;
-use crate::pipeline::run::{self, ImagingRequest, Request};
 use crate::exit::{BadInput, ExitStatus};
 use crate::inventory::Selection;
 use crate::pipeline::progress::Progress;
+use crate::pipeline::run::{self, ImagingRequest, Request};
 use crate::sim::SimOptions;
 use crate::sim::faults::FaultPlan;
 

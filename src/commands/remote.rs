@@ -19,8 +19,8 @@ use crate::ssh::auth::Credentials;
 use crate::ssh::exec::{Captured, Exit, SUDO_PASSWORD_ENV};
 use crate::ssh::hostkeys::Trust;
 use crate::ssh::{
-    ClientOptions, ExecError, ExecOptions, Input, Output, Pool, Remote, RemoteCommand,
-    Sink, Stream, Target,
+    ClientOptions, ExecError, ExecOptions, Input, Output, Pool, Remote, RemoteCommand, Sink,
+    Stream, Target,
 };
 
 /// The nodes to act on, and the pool behind them.

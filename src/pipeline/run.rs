@@ -297,9 +297,9 @@ fn choose_work<'a>(
         return Ok((stages, inventory.select(&selection)?, None));
     };
     let id = if id.is_empty() {
-        journal.latest()?.ok_or_else(|| {
-            BadInput(format!("no run to resume in {}", journal.path().display()))
-        })?
+        journal
+            .latest()?
+            .ok_or_else(|| BadInput(format!("no run to resume in {}", journal.path().display())))?
     } else {
         id.clone()
     };

@@ -104,4 +104,3 @@ pub async fn start_imaging(
         reimage: request.reimage,
     })
 }
-

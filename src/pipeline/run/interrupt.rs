@@ -38,4 +38,3 @@ pub(super) async fn watch_ctrl_c(
     });
     std::process::exit(i32::from(ExitStatus::NodeFailed.code()));
 }
-
