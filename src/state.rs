@@ -25,20 +25,22 @@ pub fn state_dir_from_env() -> Option<PathBuf> {
 /// [`state_dir_from_env`]), or `.kiln/` beside the inventory file. The
 /// one place this is worked out.
 pub fn state_dir(inventory: &Path) -> PathBuf {
+    state_dir_in(inventory.parent().unwrap_or(Path::new(".")))
+}
+
+/// The state folder for an inventory kept in `inventory_dir`:
+/// `KILN_STATE_DIR`, or `.kiln/` in that folder (the current one when
+/// `inventory_dir` is empty).
+pub fn state_dir_in(inventory_dir: &Path) -> PathBuf {
     if let Some(dir) = state_dir_from_env() {
         return dir;
     }
-    inventory
-        .parent()
-        .map(|p| {
-            if p.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                p
-            }
-        })
-        .unwrap_or(Path::new("."))
-        .join(".kiln")
+    let dir = if inventory_dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        inventory_dir
+    };
+    dir.join(".kiln")
 }
 
 /// The run lock's file name inside the state folder.

@@ -122,7 +122,7 @@ fn trust_pins_each_bmc_and_a_changed_certificate_is_refused() {
     let out = kiln(&rack, &inv, &["bmc", "status"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 
-    // A node in service is not powered off without --force.
+    // A node in service is not powered off without --allow-in-service.
     let text = std::fs::read_to_string(&inv).unwrap();
     let serving = rack.dir.path().join("serving.yaml");
     std::fs::write(

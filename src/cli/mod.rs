@@ -360,9 +360,9 @@ pub struct DriversArgs {
     /// folder under the state folder's `drivers/`).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
-    /// Install on nodes marked in service too.
-    #[arg(long)]
-    pub force: bool,
+    /// Install on nodes marked in service too (old name: `--force`).
+    #[arg(long, alias = "force")]
+    pub allow_in_service: bool,
 }
 
 /// `kiln image deploy`
@@ -424,9 +424,10 @@ pub struct DeployArgs {
     /// Reimage nodes that already run their profile's OS.
     #[arg(long)]
     pub reimage: bool,
-    /// Allow imaging nodes marked in service (destroys what they run).
-    #[arg(long)]
-    pub force: bool,
+    /// Allow imaging nodes marked in service (destroys what they run;
+    /// old name: `--force`).
+    #[arg(long, alias = "force")]
+    pub allow_in_service: bool,
 }
 
 /// `kiln serve`
@@ -597,14 +598,16 @@ pub enum BmcCommand {
     /// the BMC sees, virtual media.
     Status(BmcTarget),
     /// Power on, off, cycle or reset, verified by reading the state back.
-    /// Off, cycle and reset of a node marked in service need --force.
+    /// Off, cycle and reset of a node marked in service need
+    /// --allow-in-service.
     Power {
         /// What to do.
         #[arg(value_enum)]
         op: crate::bmc::ops::PowerOp,
-        /// Allow off, cycle and reset on nodes marked in service.
-        #[arg(long)]
-        force: bool,
+        /// Allow off, cycle and reset on nodes marked in service (old
+        /// name: `--force`).
+        #[arg(long, alias = "force")]
+        allow_in_service: bool,
         /// Longest wait for the power state to change (e.g. 2m).
         #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
         wait: std::time::Duration,
@@ -930,4 +933,37 @@ pub enum BenchCommand {
         #[arg(long)]
         user: Option<String>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    /// `--allow-in-service` on every command that can disrupt a node in
+    /// service, with `--force` kept for existing scripts.
+    #[test]
+    fn in_service_opt_in_has_one_name_and_keeps_the_old_one() {
+        for flag in ["--allow-in-service", "--force"] {
+            let cli = Cli::try_parse_from(["kiln", "bmc", "power", "off", flag]).unwrap();
+            assert!(matches!(
+                cli.command,
+                Command::Bmc(BmcCommand::Power {
+                    allow_in_service: true,
+                    ..
+                })
+            ));
+            let cli = Cli::try_parse_from(["kiln", "image", "deploy", flag]).unwrap();
+            assert!(
+                matches!(cli.command, Command::Image(ImageCommand::Deploy(a)) if a.allow_in_service)
+            );
+            let cli = Cli::try_parse_from(["kiln", "drivers", "install", flag]).unwrap();
+            assert!(
+                matches!(cli.command, Command::Drivers(DriversCommand::Install(a)) if a.allow_in_service)
+            );
+            let cli = Cli::try_parse_from(["kiln", "provision", "--allow-in-service"]).unwrap();
+            assert!(matches!(cli.command, Command::Provision(a) if a.allow_in_service));
+        }
+    }
 }

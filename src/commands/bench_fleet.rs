@@ -17,11 +17,12 @@ use serde_json::{Value, json};
 
 use crate::bmc::trust::TrustStore;
 use crate::commands::Ctx;
-use crate::commands::provision::{Request, execute};
+use crate::commands::provision::notices;
 use crate::exit::{BadInput, ExitStatus};
 use crate::inventory::generate::{SiteSpec, generate};
 use crate::pipeline::progress::Mode;
 use crate::pipeline::record::NodeVerdict;
+use crate::pipeline::run::{Request, execute};
 
 /// Nodes per rack in the generated site (8-GPU HGX nodes draw ~10 kW; a
 /// 40 kW rack holds four to eight).
@@ -110,16 +111,8 @@ pub fn run(ctx: &Ctx, nodes: u32, latency: Duration, keep: bool) -> anyhow::Resu
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let quiet = Ctx {
-        global: crate::cli::GlobalArgs {
-            verbose: 0,
-            quiet: true,
-            json: false,
-            color: crate::output::ColorChoice::Never,
-            inventory: Some(site.clone()),
-        },
-        printer: crate::output::Printer::new(false, true, crate::output::ColorChoice::Never),
-    };
+    // The runs report nothing: only the benchmark's own figures print.
+    let quiet = crate::output::Printer::new(false, true, crate::output::ColorChoice::Never);
     let request = |select: Option<&str>| Request {
         select: select.map(str::to_owned),
         stages: Some("preflight".into()),
@@ -141,8 +134,9 @@ pub fn run(ctx: &Ctx, nodes: u32, latency: Duration, keep: bool) -> anyhow::Resu
             &state,
             &request(Some(&first)),
             Mode::Quiet,
-            &quiet,
+            notices(&quiet),
         ))?
+        .finished()
         .ok_or_else(|| anyhow::anyhow!("no run"))?;
     let one_node = t.elapsed();
     // That node stays on: in the site run its power-on step finds it on,
@@ -162,8 +156,9 @@ pub fn run(ctx: &Ctx, nodes: u32, latency: Duration, keep: bool) -> anyhow::Resu
             &state,
             &request(None),
             Mode::Quiet,
-            &quiet,
+            notices(&quiet),
         ))?
+        .finished()
         .ok_or_else(|| anyhow::anyhow!("no run"))?;
     let wall = t.elapsed();
     let kiln_cpu = cpu_seconds(UsageWho::RUSAGE_SELF) - cpu_before;

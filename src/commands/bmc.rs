@@ -38,10 +38,10 @@ async fn dispatch(ctx: &Ctx, cmd: BmcCommand) -> anyhow::Result<ExitStatus> {
         BmcCommand::Status(target) => status(ctx, &target).await,
         BmcCommand::Power {
             op,
-            force,
+            allow_in_service,
             wait,
             target,
-        } => power(ctx, &target, op, force, wait).await,
+        } => power(ctx, &target, op, allow_in_service, wait).await,
         BmcCommand::Boot {
             device,
             once: _,
@@ -505,26 +505,17 @@ async fn power(
     ctx: &Ctx,
     target: &BmcTarget,
     op: PowerOp,
-    force: bool,
+    allow_in_service: bool,
     wait: Duration,
 ) -> anyhow::Result<ExitStatus> {
     let work = Work::new(ctx, target)?;
-    if op != PowerOp::On && !force {
-        let in_service: Vec<String> = work
-            .nodes()
-            .iter()
-            .filter(|n| n.in_service)
-            .map(|n| n.name.clone())
-            .collect();
-        if !in_service.is_empty() {
-            return Err(BadInput(format!(
-                "refusing to power {} {} node(s) marked in service ({}); add --force if that is meant",
-                serde_json::to_value(op)?.as_str().unwrap_or("off"),
-                in_service.len(),
-                crate::diag::clip(&in_service.join(", "), 200)
-            ))
-            .into());
-        }
+    // Powering on disrupts nothing; off, cycle and reset do.
+    if op != PowerOp::On {
+        let harm = format!(
+            "refusing a power {}, which would disrupt them",
+            serde_json::to_value(op)?.as_str().unwrap_or("off")
+        );
+        crate::pipeline::guard::in_service(work.nodes(), &harm, allow_in_service)?;
     }
     let waits = Waits {
         power: wait,

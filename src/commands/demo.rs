@@ -16,10 +16,11 @@ use anyhow::Context as _;
 use crate::bmc::trust::{TrustStore, fetch_fingerprint, state_dir};
 use crate::cli::DemoArgs;
 use crate::commands::Ctx;
-use crate::commands::provision::{self, ImagingRequest, Request};
+use crate::commands::provision;
 use crate::exit::{BadInput, ExitStatus};
 use crate::inventory::Selection;
 use crate::pipeline::progress::Progress;
+use crate::pipeline::run::{self, ImagingRequest, Request};
 use crate::sim::SimOptions;
 use crate::sim::faults::FaultPlan;
 
@@ -138,8 +139,16 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<ExitStatus> {
             ..Request::default()
         };
         let state = state_dir(&site);
-        let finished =
-            provision::execute(&inventory, &site, &state, &request, mode, ctx).await?;
+        let finished = run::execute(
+            &inventory,
+            &site,
+            &state,
+            &request,
+            mode,
+            provision::notices(&ctx.printer),
+        )
+        .await?
+        .finished();
         drop(rack);
         drop(cloud);
         Ok::<_, anyhow::Error>(finished)

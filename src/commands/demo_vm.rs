@@ -17,9 +17,10 @@ use anyhow::Context as _;
 use crate::bmc::trust::state_dir;
 use crate::cli::{BuildTarget, DemoArgs};
 use crate::commands::Ctx;
-use crate::commands::provision::{self, ImagingRequest, Request};
+use crate::commands::provision;
 use crate::exit::{BadInput, ExitStatus};
 use crate::pipeline::progress::Progress;
+use crate::pipeline::run::{self, Finished, ImagingRequest, Request};
 use crate::vmlab::{VmRack, VmSpec};
 
 /// The rack's loopback network (BMCs on 127.NET.0.x).
@@ -53,7 +54,7 @@ pub(crate) struct VmRun {
     /// The state folder.
     pub state: std::path::PathBuf,
     /// The run.
-    pub finished: Option<provision::Finished>,
+    pub finished: Option<Finished>,
     /// kiln's CPU time (user + system) during the run, in seconds.
     pub cpu_s: f64,
 }
@@ -151,9 +152,16 @@ pub(crate) fn image_rack(
         .context("cannot start the async runtime")?;
     let mode = Progress::mode_for(ctx.printer.json, ctx.printer.quiet);
     let cpu = cpu_seconds();
-    let finished = runtime.block_on(provision::execute(
-        &inventory, &site, &state, &request, mode, ctx,
-    ))?;
+    let finished = runtime
+        .block_on(run::execute(
+            &inventory,
+            &site,
+            &state,
+            &request,
+            mode,
+            provision::notices(&ctx.printer),
+        ))?
+        .finished();
     let cpu_s = cpu_seconds() - cpu;
     if let Some(f) = &finished {
         // Each machine's console, beside the run's other outputs.

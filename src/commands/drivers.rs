@@ -12,13 +12,12 @@ use super::Ctx;
 use crate::bmc::trust::state_dir;
 use crate::cli::{DriversArgs, DriversCommand};
 use crate::drivers::{Deadlines, DriversCx, Mode, stage};
-use crate::exit::{BadInput, ExitStatus};
+use crate::exit::ExitStatus;
 use crate::inventory::Selection;
 use crate::output::table;
 use crate::pipeline::step::{Steps, Stop};
 use crate::ssh::auth::Credentials;
-use crate::ssh::hostkeys::{Verifier, store_path};
-use crate::ssh::{Client, ClientOptions, Pool, Remote, Target};
+use crate::ssh::{ClientOptions, Remote, Target};
 
 #[derive(Serialize)]
 struct Row {
@@ -58,20 +57,12 @@ async fn drivers(ctx: &Ctx, mode: Mode, args: &DriversArgs) -> anyhow::Result<Ex
         None => Selection::all(),
     };
     let nodes = inventory.select(&selection)?;
-    if mode == Mode::Install && !args.force {
-        let busy: Vec<&str> = nodes
-            .iter()
-            .filter(|n| n.in_service)
-            .map(|n| n.name.as_str())
-            .collect();
-        if !busy.is_empty() {
-            return Err(BadInput(format!(
-                "{} node(s) are marked in service and may be rebooted: {}; pass --force to install anyway",
-                busy.len(),
-                crate::diag::clip(&busy.join(", "), 200)
-            ))
-            .into());
-        }
+    if mode == Mode::Install {
+        crate::pipeline::guard::in_service(
+            nodes.iter().copied(),
+            "installing drivers may reboot them",
+            args.allow_in_service,
+        )?;
     }
     let run_dir = match &args.dir {
         Some(d) => d.clone(),
@@ -81,12 +72,12 @@ async fn drivers(ctx: &Ctx, mode: Mode, args: &DriversArgs) -> anyhow::Result<Ex
     };
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("cannot create {}", run_dir.display()))?;
-    let verifier = Verifier::new(Verifier::default_files(), Some(store_path(&inv_dir)), false);
-    let pool = Arc::new(Pool::new(Client::new(
-        Arc::new(verifier),
+    let pool = crate::ssh::site::pool(
+        &inv_dir,
         Arc::new(Credentials::new()),
+        false,
         ClientOptions::default(),
-    )));
+    );
     let deadlines = Deadlines {
         install: args.install_timeout,
         reboot: args.reboot_timeout,

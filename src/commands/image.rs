@@ -125,7 +125,10 @@ pub fn run(ctx: &Ctx, cmd: ImageCommand) -> anyhow::Result<ExitStatus> {
         ImageCommand::Build { what, out } => {
             // The state folder beside the inventory when there is one, else
             // `KILN_STATE_DIR` or `./.kiln`.
-            let state = state_dir(ctx.global.inventory.as_deref().unwrap_or(Path::new("x")));
+            let state = match ctx.global.inventory.as_deref() {
+                Some(inventory) => state_dir(inventory),
+                None => crate::state::state_dir_in(Path::new(".")),
+            };
             super::image_build::build(ctx, what, out.as_deref(), &state)
         }
         ImageCommand::Deploy(args) => {
@@ -219,19 +222,11 @@ async fn deploy_cmd(ctx: &Ctx, catalog: &Catalog, args: &DeployArgs) -> anyhow::
         None => Selection::all(),
     };
     let nodes = inventory.select(&selection)?;
-    let in_service: Vec<&str> = nodes
-        .iter()
-        .filter(|n| n.in_service)
-        .map(|n| n.name.as_str())
-        .collect();
-    if !in_service.is_empty() && !args.force {
-        return Err(BadInput(format!(
-            "{} node(s) are marked in service and would be wiped: {}; pass --force to image them anyway",
-            in_service.len(),
-            crate::diag::clip(&in_service.join(", "), 200)
-        ))
-        .into());
-    }
+    crate::pipeline::guard::in_service(
+        nodes.iter().copied(),
+        "imaging would wipe them",
+        args.allow_in_service,
+    )?;
     crate::listen::check_bind(args.bind, args.advertise.as_deref()).map_err(BadInput)?;
     // Everything that would fail every node alike is checked first.
     let creds = Arc::new(Credentials::new());

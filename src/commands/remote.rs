@@ -17,10 +17,10 @@ use crate::output::Printer;
 use crate::secret::Secret;
 use crate::ssh::auth::Credentials;
 use crate::ssh::exec::{Captured, Exit, SUDO_PASSWORD_ENV};
-use crate::ssh::hostkeys::{Trust, Verifier, store_path};
+use crate::ssh::hostkeys::Trust;
 use crate::ssh::{
-    Client, ClientOptions, ExecError, ExecOptions, Input, Output, Pool, Remote, RemoteCommand,
-    Sink, Stream, Target,
+    ClientOptions, ExecError, ExecOptions, Input, Output, Pool, Remote, RemoteCommand, Sink,
+    Stream, Target,
 };
 
 /// The nodes to act on, and the pool behind them.
@@ -55,20 +55,15 @@ fn fleet(ctx: &Ctx, args: &RemoteArgs, accept_new: bool) -> anyhow::Result<Fleet
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    let verifier = Verifier::new(
-        Verifier::default_files(),
-        Some(store_path(&dir)),
-        accept_new || args.accept_new_host_keys,
-    );
-    let client = Client::new(
-        Arc::new(verifier),
+    let pool = crate::ssh::site::pool(
+        &dir,
         Arc::new(Credentials::new()),
+        accept_new || args.accept_new_host_keys,
         ClientOptions {
             connect_timeout: args.connect_timeout,
             ..ClientOptions::default()
         },
     );
-    let pool = Arc::new(Pool::new(client));
     let remotes = nodes
         .iter()
         .map(|n| Remote::Ssh {

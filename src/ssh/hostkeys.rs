@@ -18,10 +18,7 @@ use super::known_hosts::{KnownHosts, fingerprint, host_name};
 /// Where kiln's own host-key records live: `$KILN_STATE_DIR` when set
 /// (as for the BMC trust records), else `.kiln/` next to the inventory.
 pub fn store_path(inventory_dir: &Path) -> PathBuf {
-    match crate::state::state_dir_from_env() {
-        Some(dir) => dir.join("ssh_known_hosts"),
-        None => inventory_dir.join(".kiln").join("ssh_known_hosts"),
-    }
+    crate::state::state_dir_in(inventory_dir).join("ssh_known_hosts")
 }
 
 /// A host key kiln refuses.

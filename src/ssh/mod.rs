@@ -20,6 +20,7 @@ pub mod known_hosts;
 pub mod local;
 pub mod quote;
 pub mod session;
+pub mod site;
 
 use std::sync::Arc;
 
