@@ -112,7 +112,7 @@ pub async fn burnin(
                 Ok(j) => j,
                 Err(e) => return Ok(unreadable(&c, e).with_artifact(rel)),
             };
-            let gpus = j.metrics["gpus"].as_u64().unwrap_or(0);
+            let gpus = j.metrics.gpus;
             Ok(outcome_of(&j, format!("{gpus} GPUs healthy before load")).with_artifact(rel))
         })
         .await?;

@@ -35,10 +35,12 @@ pub fn run(ctx: &Ctx, args: &JudgeArgs) -> anyhow::Result<ExitStatus> {
         JudgeKind::Dcgm => judge_dcgm(&text),
         JudgeKind::NvidiaSmi => judge_nvidia_smi(
             &text,
-            // A capture is not known to be under load: a slow PCIe link is
-            // a warning and temperature is left to the burn-in.
+            // The caller does not vouch for load: a slow PCIe link fails
+            // only when the capture's own readings show load, and
+            // temperature is left to the burn-in.
             &limits::nvidia_smi(profile.as_ref(), false),
-        ),
+        )
+        .map(Judgement::into_json),
         JudgeKind::Dmesg => match &profile {
             Some(p) => judge_dmesg(&text, &p.xid.fail),
             None => judge_dmesg(&text, DEFAULT_FATAL_XIDS),
