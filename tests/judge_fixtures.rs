@@ -295,8 +295,8 @@ fn read(dir: &str, file: &str) -> String {
 fn judge_as(dir: &str, text: &str) -> Result<Judgement, ParseError> {
     match dir {
         "nccl-tests" => judge_nccl(text, None),
-        "gpu-burn" => judge_gpu_burn(text),
-        "dcgmi-diag" => judge_dcgm(text),
+        "gpu-burn" => judge_gpu_burn(text).map(|j| j.into_json()),
+        "dcgmi-diag" => judge_dcgm(text).map(|j| j.into_json()),
         "nvidia-smi" => judge_nvidia_smi(text, &NvidiaSmiLimits::default()).map(|j| j.into_json()),
         "dmesg" => judge_dmesg(text, DEFAULT_FATAL_XIDS),
         "gpu-fryer" => judge_gpu_fryer(text, DEFAULT_MAX_SPREAD_PCT),

@@ -24,9 +24,9 @@ mod topo;
 mod xml;
 
 pub use aznhc::judge_aznhc;
-pub use dcgm::judge_dcgm;
+pub use dcgm::{DcgmMetrics, DcgmTest, judge_dcgm};
 pub use dmesg::{DEFAULT_FATAL_XIDS, judge_dmesg};
-pub use gpu_burn::judge_gpu_burn;
+pub use gpu_burn::{GpuBurnGpu, GpuBurnMetrics, judge_gpu_burn};
 pub use gpu_fryer::{DEFAULT_MAX_SPREAD_PCT, judge_gpu_fryer};
 pub use ib_write_bw::judge_ib_write_bw;
 pub use nccl::judge_nccl;
