@@ -760,7 +760,12 @@ pub fn judge_nvidia_smi(
             ),
             power_limit_w: power_reading(
                 gpu,
-                &["current_power_limit", "enforced_power_limit", "power_limit", "limit"],
+                &[
+                    "current_power_limit",
+                    "enforced_power_limit",
+                    "power_limit",
+                    "limit",
+                ],
             )
             .or(limits.power_limit_w.map(f64::from)),
         });
@@ -863,8 +868,9 @@ mod tests {
         "../../tests/fixtures/judge/nvidia-smi/nvidia-smi-q-x_RTX-PRO-6000-Blackwell_dtd-v13.xml"
     );
     /// Under gpu-burn, Gen 5 of 5, x16 of 16.
-    const H200_LOAD: &str =
-        include_str!("../../tests/fixtures/judge/nvidia-smi/nvidia-smi-q_1xH200_590.48.01_load.txt");
+    const H200_LOAD: &str = include_str!(
+        "../../tests/fixtures/judge/nvidia-smi/nvidia-smi-q_1xH200_590.48.01_load.txt"
+    );
 
     #[test]
     fn idle_capture_with_a_trained_down_link_passes_with_a_warning() {
@@ -956,7 +962,9 @@ mod tests {
             .collect();
         assert_eq!(
             keys,
-            ["attached", "driver", "format", "gpus", "load", "per_gpu", "warnings"]
+            [
+                "attached", "driver", "format", "gpus", "load", "per_gpu", "warnings"
+            ]
         );
         assert_eq!(json["metrics"]["load"], "under_load");
         let gpu = &json["metrics"]["per_gpu"][0];
