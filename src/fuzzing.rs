@@ -43,9 +43,9 @@ pub fn judge(data: &[u8]) {
     let text = String::from_utf8_lossy(rest);
     let _ = match pick % 11 {
         0 => judge_nccl(&text, Some(100.0)),
-        1 => judge_gpu_burn(&text),
-        2 => judge_dcgm(&text),
-        3 => judge_nvidia_smi(&text, &NvidiaSmiLimits::default()),
+        1 => judge_gpu_burn(&text).map(|j| j.into_json()),
+        2 => judge_dcgm(&text).map(|j| j.into_json()),
+        3 => judge_nvidia_smi(&text, &NvidiaSmiLimits::default()).map(|j| j.into_json()),
         4 => judge_dmesg(&text, DEFAULT_FATAL_XIDS),
         5 => judge_gpu_fryer(&text, DEFAULT_MAX_SPREAD_PCT),
         6 => judge_nvbandwidth(&text, &NvbandwidthFloors::default()),

@@ -295,9 +295,9 @@ fn read(dir: &str, file: &str) -> String {
 fn judge_as(dir: &str, text: &str) -> Result<Judgement, ParseError> {
     match dir {
         "nccl-tests" => judge_nccl(text, None),
-        "gpu-burn" => judge_gpu_burn(text),
-        "dcgmi-diag" => judge_dcgm(text),
-        "nvidia-smi" => judge_nvidia_smi(text, &NvidiaSmiLimits::default()),
+        "gpu-burn" => judge_gpu_burn(text).map(|j| j.into_json()),
+        "dcgmi-diag" => judge_dcgm(text).map(|j| j.into_json()),
+        "nvidia-smi" => judge_nvidia_smi(text, &NvidiaSmiLimits::default()).map(|j| j.into_json()),
         "dmesg" => judge_dmesg(text, DEFAULT_FATAL_XIDS),
         "gpu-fryer" => judge_gpu_fryer(text, DEFAULT_MAX_SPREAD_PCT),
         "nvbandwidth" => judge_nvbandwidth(text, &NvbandwidthFloors::default()),
@@ -768,7 +768,7 @@ fn nvidia_smi_table_reads_each_gpu() {
         max_temp_c: Some(85),
         ..NvidiaSmiLimits::default()
     };
-    let j = judge_nvidia_smi(&text, &limits).unwrap();
+    let j = judge_nvidia_smi(&text, &limits).unwrap().into_json();
     assert_eq!(j.verdict, Verdict::Pass, "{:?}", j.reasons);
     assert_eq!(j.metrics["format"], "table");
     assert_eq!(j.metrics["driver"], "560.35.03");

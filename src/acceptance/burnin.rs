@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 use super::{NodeCtx, artifact_path, capture, judgement_metrics, limits, node_spread, outcome_of};
 use crate::judge::{
-    Verdict, judge_dcgm, judge_dmesg, judge_gpu_burn, judge_nvidia_smi, judge_nvlink,
+    Judgement, Verdict, judge_dcgm, judge_dmesg, judge_gpu_burn, judge_nvidia_smi, judge_nvlink,
 };
 use crate::pipeline::step::{Outcome, Steps, Stop};
 use crate::profiles::HardwareProfile;
@@ -112,7 +112,7 @@ pub async fn burnin(
                 Ok(j) => j,
                 Err(e) => return Ok(unreadable(&c, e).with_artifact(rel)),
             };
-            let gpus = j.metrics["gpus"].as_u64().unwrap_or(0);
+            let gpus = j.metrics.gpus;
             Ok(outcome_of(&j, format!("{gpus} GPUs healthy before load")).with_artifact(rel))
         })
         .await?;
@@ -264,11 +264,20 @@ async fn burn(
     let mut artifacts = vec![rel.clone()];
     let mut metrics = json!({});
 
-    let judged = match profile.burnin.tool {
-        BurninTool::GpuBurn => judge_gpu_burn(&tool.text),
-        BurninTool::Dcgm => judge_dcgm(&tool.text),
-    };
+    // gpu-burn reports each GPU's throughput; DCGM's diag does not.
     let mut gflops: Vec<(u32, f64)> = Vec::new();
+    let judged = match profile.burnin.tool {
+        BurninTool::GpuBurn => judge_gpu_burn(&tool.text).map(|j| {
+            gflops = j
+                .metrics
+                .per_gpu
+                .iter()
+                .filter_map(|g| Some((u32::try_from(g.gpu).ok()?, g.last_gflops?)))
+                .collect();
+            j.into_json()
+        }),
+        BurninTool::Dcgm => judge_dcgm(&tool.text).map(Judgement::into_json),
+    };
     match &judged {
         Ok(j) => {
             match j.verdict {
@@ -277,12 +286,6 @@ async fn burn(
                 Verdict::Pass => {}
             }
             metrics["tool"] = judgement_metrics(j);
-            if let Some(per_gpu) = j.metrics["per_gpu"].as_array() {
-                gflops = per_gpu
-                    .iter()
-                    .filter_map(|g| Some((g["gpu"].as_u64()? as u32, g["last_gflops"].as_f64()?)))
-                    .collect();
-            }
         }
         Err(e) => inconclusive.push(format!(
             "cannot judge the burn output ({}): {e}",

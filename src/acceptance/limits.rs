@@ -6,7 +6,9 @@ use crate::profiles::HardwareProfile;
 
 /// nvidia-smi: the profile's GPU count, model and PCIe link; with
 /// `under_load`, a link below its maximum fails and the burn-in
-/// temperature limit applies (idle GPUs lower their link and run cool).
+/// temperature limit applies (idle GPUs lower their link and run cool);
+/// the profile's power limit is what a capture's power draw is measured
+/// against when the capture lacks its own.
 pub fn nvidia_smi(profile: Option<&HardwareProfile>, under_load: bool) -> NvidiaSmiLimits {
     match profile {
         None => NvidiaSmiLimits {
@@ -19,6 +21,7 @@ pub fn nvidia_smi(profile: Option<&HardwareProfile>, under_load: bool) -> Nvidia
             pcie_gen: Some(p.gpu.pcie.generation),
             pcie_width: Some(p.gpu.pcie.width),
             under_load,
+            power_limit_w: Some(p.gpu.power_limit_w),
             max_temp_c: under_load.then_some(p.burnin.max_temp_c),
         },
     }

@@ -177,7 +177,7 @@ pub(crate) fn artifact_path(node: &str, stage: &str, file: &str) -> String {
 
 /// The judgement as step metrics: `{"judgement": {kind, verdict, reasons}}`
 /// plus the judge's own metrics under `metrics`.
-pub(crate) fn judgement_metrics(j: &Judgement) -> serde_json::Value {
+pub(crate) fn judgement_metrics<M: serde::Serialize>(j: &Judgement<M>) -> serde_json::Value {
     serde_json::json!({
         "judgement": {"kind": j.kind, "verdict": j.verdict, "reasons": j.reasons},
         "metrics": j.metrics,
@@ -186,8 +186,8 @@ pub(crate) fn judgement_metrics(j: &Judgement) -> serde_json::Value {
 
 /// A judgement as a step outcome: pass is done, fail is failed, unknown is
 /// unverified (a node is not accepted on output nobody could read).
-pub(crate) fn outcome_of(
-    j: &Judgement,
+pub(crate) fn outcome_of<M: serde::Serialize>(
+    j: &Judgement<M>,
     detail: impl Into<String>,
 ) -> crate::pipeline::step::Outcome {
     use crate::pipeline::step::Outcome;

@@ -29,16 +29,18 @@ pub fn run(ctx: &Ctx, args: &JudgeArgs) -> anyhow::Result<ExitStatus> {
     let text = read_output(args)?;
     let judged = match args.kind {
         JudgeKind::Nccl => judge_nccl_with(&text, profile.as_ref()),
-        JudgeKind::GpuBurn => judge_gpu_burn(&text),
+        JudgeKind::GpuBurn => judge_gpu_burn(&text).map(Judgement::into_json),
         // The profile's DCGM level decides which tests run, not how a
         // result reads: a Fail is a Fail at any level.
-        JudgeKind::Dcgm => judge_dcgm(&text),
+        JudgeKind::Dcgm => judge_dcgm(&text).map(Judgement::into_json),
         JudgeKind::NvidiaSmi => judge_nvidia_smi(
             &text,
-            // A capture is not known to be under load: a slow PCIe link is
-            // a warning and temperature is left to the burn-in.
+            // The caller does not vouch for load: a slow PCIe link fails
+            // only when the capture's own readings show load, and
+            // temperature is left to the burn-in.
             &limits::nvidia_smi(profile.as_ref(), false),
-        ),
+        )
+        .map(Judgement::into_json),
         JudgeKind::Dmesg => match &profile {
             Some(p) => judge_dmesg(&text, &p.xid.fail),
             None => judge_dmesg(&text, DEFAULT_FATAL_XIDS),

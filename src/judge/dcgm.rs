@@ -8,7 +8,8 @@
 //! level) or Warn (passed, with a note). A Fail is a node failure; a Skip
 //! means that part of the node was not verified.
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::{Judgement, ParseError, split_lines};
 
@@ -18,6 +19,35 @@ const KIND: &str = "dcgm";
 const MAX_MESSAGE: usize = 300;
 
 /// One test's result on some GPUs.
+/// The metrics of [`judge_dcgm`]; fields in alphabetical order, the order
+/// the JSON has always had.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DcgmMetrics {
+    /// The DCGM version, when the output names it.
+    pub dcgm_version: Option<String>,
+    /// The driver version, when the output names it.
+    pub driver: Option<String>,
+    /// Tests that failed.
+    pub failed: Vec<String>,
+    /// Tests that were skipped.
+    pub skipped: Vec<String>,
+    /// Every test's result.
+    pub tests: Vec<DcgmTest>,
+}
+
+/// One test in [`DcgmMetrics`], alphabetical like the JSON.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DcgmTest {
+    /// GPU ids the result is for; `None` for all GPUs.
+    pub gpus: Option<Vec<String>>,
+    /// The test's messages.
+    pub messages: Vec<String>,
+    /// `pass`, `fail`, `skip`, ... as DCGM reports it.
+    pub status: &'static str,
+    /// The test's name.
+    pub test: String,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 struct TestResult {
     test: String,
@@ -308,7 +338,7 @@ fn gpu_names(gpus: Option<&[String]>, serials: &[(String, String)]) -> String {
 ///
 /// Metrics: `dcgm_version`, `driver`, `tests` (`test`, `status`, `gpus`
 /// (null for all), `messages`), `failed`, `skipped`.
-pub fn judge_dcgm(text: &str) -> Result<Judgement, ParseError> {
+pub fn judge_dcgm(text: &str) -> Result<Judgement<DcgmMetrics>, ParseError> {
     let p = parse_json(text)
         .or_else(|| parse_table(text))
         .filter(|p| !p.results.is_empty() || !p.errors.is_empty())
@@ -364,25 +394,22 @@ pub fn judge_dcgm(text: &str) -> Result<Judgement, ParseError> {
         .filter(|r| r.status == Status::Fail)
         .map(|r| r.test.as_str())
         .collect();
-    let tests: Vec<Value> = p
-        .results
-        .iter()
-        .map(|r| {
-            json!({
-                "test": r.test,
-                "status": r.status.as_str(),
-                "gpus": r.gpus,
-                "messages": r.messages,
+    let metrics = DcgmMetrics {
+        dcgm_version: p.version.clone(),
+        driver: p.driver.clone(),
+        failed: failed.into_iter().map(str::to_owned).collect(),
+        skipped: skipped.into_iter().map(str::to_owned).collect(),
+        tests: p
+            .results
+            .iter()
+            .map(|r| DcgmTest {
+                test: r.test.clone(),
+                status: r.status.as_str(),
+                gpus: r.gpus.clone(),
+                messages: r.messages.clone(),
             })
-        })
-        .collect();
-    let metrics = json!({
-        "dcgm_version": p.version,
-        "driver": p.driver,
-        "tests": tests,
-        "failed": failed,
-        "skipped": skipped,
-    });
+            .collect(),
+    };
     Ok(Judgement::decide(KIND, failures, inconclusive, metrics))
 }
 

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use super::{Judgement, ParseError, split_lines};
 
@@ -34,6 +34,41 @@ struct Gpu {
     max_errors: i64,
     last_gflops: Option<f64>,
     died: bool,
+}
+
+/// The metrics of [`judge_gpu_burn`]; fields in alphabetical order, the
+/// order the JSON has always had.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GpuBurnMetrics {
+    /// Lines that report a failure, as printed.
+    pub failure_lines: Vec<String>,
+    /// GPUs the run covered (the summary's count, else those seen).
+    pub gpus: usize,
+    /// The error count with the largest magnitude over all GPUs.
+    pub max_errors: i64,
+    /// One entry per GPU seen.
+    pub per_gpu: Vec<GpuBurnGpu>,
+    /// Progress lines read.
+    pub progress_lines: usize,
+    /// The `Tested N GPUs:` count, when the summary was printed.
+    pub tested: Option<usize>,
+}
+
+/// One GPU in [`GpuBurnMetrics`], alphabetical like the JSON.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GpuBurnGpu {
+    /// Its gpu-burn worker died.
+    pub died: bool,
+    /// The GPU's index.
+    pub gpu: usize,
+    /// Throughput in the last progress line, Gflop/s.
+    pub last_gflops: Option<f64>,
+    /// The error count with the largest magnitude seen.
+    pub max_errors: i64,
+    /// The model, as gpu-burn printed it.
+    pub model: Option<String>,
+    /// `OK` or `FAULTY` from the summary.
+    pub status: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -148,7 +183,7 @@ fn list(indices: &[usize]) -> String {
 /// Metrics: `gpus` (count), `tested` (from the summary), `max_errors`,
 /// `per_gpu` (`gpu`, `model`, `status`, `max_errors`, `last_gflops`,
 /// `died`), `progress_lines`, `failure_lines`.
-pub fn judge_gpu_burn(text: &str) -> Result<Judgement, ParseError> {
+pub fn judge_gpu_burn(text: &str) -> Result<Judgement<GpuBurnMetrics>, ParseError> {
     let p = parse(text);
     let seen_status = p.gpus.values().any(|g| g.status.is_some());
     if p.progress_lines == 0 && p.tested.is_none() && !seen_status && p.failures.is_empty() {
@@ -238,34 +273,31 @@ pub fn judge_gpu_burn(text: &str) -> Result<Judgement, ParseError> {
     }
 
     let gpu_count = p.tested.unwrap_or(p.gpus.len());
-    let per_gpu: Vec<Value> = p
-        .gpus
-        .iter()
-        .map(|(i, g)| {
-            json!({
-                "gpu": i,
-                "model": g.model,
-                "status": g.status,
-                "max_errors": g.max_errors,
-                "last_gflops": g.last_gflops,
-                "died": g.died,
-            })
-        })
-        .collect();
     let max_errors = p
         .gpus
         .values()
         .map(|g| g.max_errors)
         .max_by_key(|e| e.unsigned_abs())
         .unwrap_or(0);
-    let metrics = json!({
-        "gpus": gpu_count,
-        "tested": p.tested,
-        "max_errors": max_errors,
-        "per_gpu": per_gpu,
-        "progress_lines": p.progress_lines,
-        "failure_lines": p.failures,
-    });
+    let metrics = GpuBurnMetrics {
+        gpus: gpu_count,
+        tested: p.tested,
+        max_errors,
+        per_gpu: p
+            .gpus
+            .into_iter()
+            .map(|(gpu, g)| GpuBurnGpu {
+                gpu,
+                model: g.model,
+                status: g.status,
+                max_errors: g.max_errors,
+                last_gflops: g.last_gflops,
+                died: g.died,
+            })
+            .collect(),
+        progress_lines: p.progress_lines,
+        failure_lines: p.failures,
+    };
     Ok(Judgement::decide(KIND, failures, inconclusive, metrics))
 }
 

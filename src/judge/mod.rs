@@ -24,14 +24,16 @@ mod topo;
 mod xml;
 
 pub use aznhc::judge_aznhc;
-pub use dcgm::judge_dcgm;
+pub use dcgm::{DcgmMetrics, DcgmTest, judge_dcgm};
 pub use dmesg::{DEFAULT_FATAL_XIDS, judge_dmesg};
-pub use gpu_burn::judge_gpu_burn;
+pub use gpu_burn::{GpuBurnGpu, GpuBurnMetrics, judge_gpu_burn};
 pub use gpu_fryer::{DEFAULT_MAX_SPREAD_PCT, judge_gpu_fryer};
 pub use ib_write_bw::judge_ib_write_bw;
 pub use nccl::judge_nccl;
 pub use nvbandwidth::{NvbandwidthFloors, judge_nvbandwidth};
-pub use nvidia_smi::{NvidiaSmiLimits, judge_nvidia_smi};
+pub use nvidia_smi::{
+    GpuReadings, LOAD_THRESHOLD_PCT, LoadState, NvidiaSmiLimits, NvidiaSmiMetrics, judge_nvidia_smi,
+};
 pub use nvlink::{NvlinkLimits, judge_nvlink};
 pub use topo::{TopoLimits, judge_topo};
 
@@ -51,8 +53,12 @@ pub enum Verdict {
 }
 
 /// A verdict with its reasons and the metrics it was based on.
+///
+/// `M` is the judge's metrics type: a typed struct for judges that have one
+/// (see [`NvidiaSmiMetrics`]), JSON for the rest. Either serializes to the
+/// same JSON, so `kiln judge --json` and journal metrics do not depend on it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Judgement {
+pub struct Judgement<M = serde_json::Value> {
     /// Which tool's output was judged, e.g. `"nccl-tests"` or `"gpu-burn"`.
     pub kind: &'static str,
     /// The verdict.
@@ -60,18 +66,33 @@ pub struct Judgement {
     /// Why the verdict is not a pass, one technician-readable sentence each;
     /// empty for a pass.
     pub reasons: Vec<String>,
-    /// What was parsed, as JSON (shape documented on each judge).
-    pub metrics: serde_json::Value,
+    /// What was parsed (shape documented on each judge).
+    pub metrics: M,
 }
 
-impl Judgement {
+impl<M: Serialize> Judgement<M> {
+    /// The same judgement with its metrics as JSON, for callers that hold
+    /// judgements of several judges together.
+    pub fn into_json(self) -> Judgement {
+        Judgement {
+            kind: self.kind,
+            verdict: self.verdict,
+            reasons: self.reasons,
+            // Metrics are plain data (numbers, strings, lists): they always
+            // serialize.
+            metrics: serde_json::to_value(&self.metrics).unwrap_or_default(),
+        }
+    }
+}
+
+impl<M> Judgement<M> {
     /// Builds a judgement: `Fail` if any failure reason, else `Unknown` if
     /// any reason the run is inconclusive, else `Pass`.
     fn decide(
         kind: &'static str,
         failures: Vec<String>,
         inconclusive: Vec<String>,
-        metrics: serde_json::Value,
+        metrics: M,
     ) -> Self {
         let (verdict, reasons) = if !failures.is_empty() {
             (Verdict::Fail, failures)

@@ -8,7 +8,7 @@
 //! page (`man nvidia-smi`, sections "ECC Errors", "Retired Pages",
 //! "Remapped Rows", "Clocks Event Reasons", "PCI").
 
-use serde_json::json;
+use serde::Serialize;
 
 use super::xml::{self, Event};
 use super::{Judgement, ParseError, split_lines};
@@ -26,15 +26,121 @@ pub struct NvidiaSmiLimits {
     pub pcie_gen: Option<u32>,
     /// Expected PCIe width, lanes (else each GPU's reported maximum).
     pub pcie_width: Option<u32>,
-    /// The output was captured while the GPUs were busy. Idle GPUs lower
+    /// The caller ran a load on the GPUs while it captured. Idle GPUs lower
     /// their PCIe generation to save power (man page: "the current link
     /// generation ... may be reduced when the GPU is not in use"), so a link
     /// below its maximum only fails a node under load; otherwise it is a
-    /// warning. The caller knows when it captured; the output does not say.
+    /// warning. A capture whose own readings show load (see [`LoadState`])
+    /// counts as under load even when this is `false`.
     pub under_load: bool,
+    /// The profile's GPU power limit, watts: what a GPU's power draw is
+    /// measured against when the capture does not show its own limit.
+    pub power_limit_w: Option<u32>,
     /// GPU temperature that fails the node, °C (the profile's burn-in
     /// limit); only meaningful for a capture taken under load.
     pub max_temp_c: Option<u32>,
+}
+
+/// A GPU at or above this share of its power limit, or this GPU
+/// utilization, is under load, percent. Why 50: a GPU idles at a few
+/// percent of its limit and 0 % utilization (the RTX PRO 6000 capture:
+/// 4 W of 300 W), while a burn-in holds it near 100 % of both (the H200
+/// capture: 625 W of 700 W, 100 %); half-way sits far from both, so a
+/// sample taken as a load ramps up or down still reads right.
+pub const LOAD_THRESHOLD_PCT: f64 = 50.0;
+
+/// Whether a capture shows its GPUs busy, read from their utilization and
+/// power draw (see [`LOAD_THRESHOLD_PCT`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadState {
+    /// At least one GPU shows load.
+    UnderLoad,
+    /// The GPUs show readings, none of them load.
+    Idle,
+    /// No GPU shows a utilization or power reading (e.g. a trimmed CSV).
+    Unknown,
+}
+
+/// The metrics of [`judge_nvidia_smi`]. Fields are in alphabetical order,
+/// the order the JSON has always had.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NvidiaSmiMetrics {
+    /// GPUs the capture says are attached.
+    pub attached: Option<u32>,
+    /// The driver version.
+    pub driver: Option<String>,
+    /// `q`, `xml`, `csv` or `table`.
+    pub format: &'static str,
+    /// GPUs the capture lists.
+    pub gpus: usize,
+    /// Whether the capture shows the GPUs under load.
+    pub load: LoadState,
+    /// One entry per GPU with readings.
+    pub per_gpu: Vec<GpuReadings>,
+    /// Findings that do not fail the node (a PCIe link trained down at idle).
+    pub warnings: Vec<String>,
+}
+
+/// One GPU's readings in [`NvidiaSmiMetrics`], alphabetical like the JSON.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GpuReadings {
+    /// PCI bus id, e.g. `00000000:53:00.0`.
+    pub bus_id: Option<String>,
+    /// Lifetime uncorrectable ECC errors.
+    pub ecc_uncorrectable_aggregate: u64,
+    /// Uncorrectable ECC errors since the driver loaded.
+    pub ecc_uncorrectable_volatile: u64,
+    /// The GPU's index.
+    pub gpu: usize,
+    /// The model, as nvidia-smi names it.
+    pub name: Option<String>,
+    /// Current PCIe generation.
+    pub pcie_gen: Option<u32>,
+    /// Current PCIe width, lanes.
+    pub pcie_width: Option<u32>,
+    /// Power draw, watts.
+    pub power_draw_w: Option<f64>,
+    /// The power limit the draw is measured against, watts: the capture's
+    /// enforced (current) limit, else the profile's.
+    pub power_limit_w: Option<f64>,
+    /// Serial number (absent when nvidia-smi shows none or all zeros).
+    pub serial: Option<String>,
+    /// GPU temperature, °C.
+    pub temp_c: Option<f64>,
+    /// GPU utilization, percent.
+    pub utilization_pct: Option<f64>,
+}
+
+impl GpuReadings {
+    /// Whether this GPU's readings show load; `None` when it has neither a
+    /// utilization nor a power reading to tell.
+    pub fn under_load(&self) -> Option<bool> {
+        let util = self.utilization_pct.map(|u| u >= LOAD_THRESHOLD_PCT);
+        let power = match (self.power_draw_w, self.power_limit_w) {
+            (Some(draw), Some(limit)) if limit > 0.0 => {
+                Some(draw / limit * 100.0 >= LOAD_THRESHOLD_PCT)
+            }
+            _ => None,
+        };
+        match (util, power) {
+            (None, None) => None,
+            (u, p) => Some(u.unwrap_or(false) || p.unwrap_or(false)),
+        }
+    }
+}
+
+/// The capture's load state: under load when any GPU shows load.
+fn load_state(per_gpu: &[GpuReadings]) -> LoadState {
+    let mut state = LoadState::Unknown;
+    for gpu in per_gpu {
+        match gpu.under_load() {
+            Some(true) => return LoadState::UnderLoad,
+            Some(false) => state = LoadState::Idle,
+            None => {}
+        }
+    }
+    state
 }
 
 /// One GPU's fields.
@@ -373,6 +479,46 @@ fn uncorrectable(gpu: &Gpu, kind: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The first number of a reading: `625.24 W`, `100 %`, `100` -> number;
+/// `N/A` -> `None`.
+fn reading(v: &str) -> Option<f64> {
+    v.split_whitespace()
+        .next()?
+        .parse::<f64>()
+        .ok()
+        .filter(|x| x.is_finite())
+}
+
+/// Sections that hold the GPU's own power readings in each format (`-q`,
+/// `-q -x` since DTD v12, older XML, CSV `power.*`); module and memory
+/// readings are other sections.
+const POWER_SECTIONS: [&str; 3] = ["gpu_power_readings", "power_readings", "power"];
+
+/// The first reading of `gpu` in a power section whose leaf is one of
+/// `leaves`, in the order of `leaves`.
+fn power_reading(gpu: &Gpu, leaves: &[&str]) -> Option<f64> {
+    leaves.iter().find_map(|want| {
+        gpu.fields
+            .iter()
+            .filter(|(p, _)| {
+                let mut segs = p.split('/');
+                let section = segs.next().unwrap_or_default();
+                POWER_SECTIONS.contains(&section) && p.matches('/').count() == 1
+            })
+            .filter(|(p, _)| leaf(p) == *want)
+            .find_map(|(_, v)| reading(v))
+    })
+}
+
+/// GPU utilization, percent: `utilization/gpu_util` (XML) or
+/// `utilization/gpu` (`-q`, CSV `utilization.gpu`).
+fn utilization(gpu: &Gpu) -> Option<f64> {
+    gpu.fields
+        .iter()
+        .filter(|(p, _)| p == "utilization/gpu_util" || p == "utilization/gpu")
+        .find_map(|(_, v)| reading(v))
+}
+
 /// `5`, `16x` -> number.
 fn number(v: &str) -> Option<u32> {
     v.trim().trim_end_matches('x').parse().ok()
@@ -392,10 +538,15 @@ fn number(v: &str) -> Option<u32> {
 /// With `limits`: the GPU count and model, and each GPU's PCIe generation
 /// and width (see [`NvidiaSmiLimits::under_load`]).
 ///
-/// Metrics: `format` (`q`, `xml`, `csv`, `table`), `driver`, `attached`, `gpus`,
-/// `per_gpu` (`gpu`, `bus_id`, `serial`, `name`, `ecc_uncorrectable_volatile`,
-/// `ecc_uncorrectable_aggregate`, `pcie_gen`, `pcie_width`), `warnings`.
-pub fn judge_nvidia_smi(text: &str, limits: &NvidiaSmiLimits) -> Result<Judgement, ParseError> {
+/// A link below its maximum fails a capture that is under load (its
+/// [`LoadState`], or [`NvidiaSmiLimits::under_load`]) and is a warning in
+/// an idle one.
+///
+/// Metrics: [`NvidiaSmiMetrics`].
+pub fn judge_nvidia_smi(
+    text: &str,
+    limits: &NvidiaSmiLimits,
+) -> Result<Judgement<NvidiaSmiMetrics>, ParseError> {
     let p = parse_xml(text)
         .or_else(|| parse_table(text))
         .or_else(|| parse_text(text))
@@ -412,6 +563,8 @@ pub fn judge_nvidia_smi(text: &str, limits: &NvidiaSmiLimits) -> Result<Judgemen
     let mut inconclusive = Vec::new();
     let mut warnings = Vec::new();
     let mut per_gpu = Vec::new();
+    // Links below their maximum, judged once the capture's load is known.
+    let mut below_max: Vec<(String, String)> = Vec::new();
 
     for (i, gpu) in p.gpus.iter().enumerate() {
         let index = gpu
@@ -583,29 +736,56 @@ pub fn judge_nvidia_smi(text: &str, limits: &NvidiaSmiLimits) -> Result<Judgemen
             (_, _, Some(w), Some(ww)) if w < ww => Some(format!("x{w}, expected x{ww}")),
             _ => None,
         };
-        if let Some(below) = below {
-            if limits.under_load {
-                failures.push(format!(
-                    "{who}: PCIe link at {below} under load: reseat or check the riser/slot"
-                ));
-            } else {
-                warnings.push(format!(
-                    "{who}: PCIe link at {below} (normal when idle; judge under load)"
-                ));
-            }
-        }
 
-        per_gpu.push(json!({
-            "gpu": index,
-            "bus_id": gpu.bus_id,
-            "serial": gpu.serial(),
-            "name": name,
-            "ecc_uncorrectable_volatile": volatile,
-            "ecc_uncorrectable_aggregate": aggregate,
-            "pcie_gen": gen_now,
-            "pcie_width": width_now,
-            "temp_c": temp,
-        }));
+        per_gpu.push(GpuReadings {
+            gpu: index,
+            bus_id: gpu.bus_id.clone(),
+            serial: gpu.serial().map(str::to_owned),
+            name: name.map(str::to_owned),
+            ecc_uncorrectable_volatile: volatile,
+            ecc_uncorrectable_aggregate: aggregate,
+            pcie_gen: gen_now,
+            pcie_width: width_now,
+            temp_c: temp,
+            utilization_pct: utilization(gpu),
+            power_draw_w: power_reading(
+                gpu,
+                &[
+                    "instant_power_draw",
+                    "instantaneous_power_draw",
+                    "power_draw",
+                    "draw",
+                    "average_power_draw",
+                ],
+            ),
+            power_limit_w: power_reading(
+                gpu,
+                &[
+                    "current_power_limit",
+                    "enforced_power_limit",
+                    "power_limit",
+                    "limit",
+                ],
+            )
+            .or(limits.power_limit_w.map(f64::from)),
+        });
+        below_max.extend(below.map(|b| (who, b)));
+    }
+
+    // A link below its maximum: the GPUs train links down at idle, so only
+    // a capture under load (by its own readings, or by the caller's word)
+    // shows a bad link (riser, slot, seating).
+    let load = load_state(&per_gpu);
+    for (who, below) in below_max {
+        if load == LoadState::UnderLoad || limits.under_load {
+            failures.push(format!(
+                "{who}: PCIe link at {below} under load: reseat or check the riser/slot"
+            ));
+        } else {
+            warnings.push(format!(
+                "{who}: PCIe link at {below} (normal when idle; judge under load)"
+            ));
+        }
     }
 
     let listed = p.gpus.len();
@@ -625,14 +805,15 @@ pub fn judge_nvidia_smi(text: &str, limits: &NvidiaSmiLimits) -> Result<Judgemen
         ));
     }
 
-    let metrics = json!({
-        "format": p.format,
-        "driver": p.driver,
-        "attached": p.attached,
-        "gpus": listed,
-        "per_gpu": per_gpu,
-        "warnings": warnings,
-    });
+    let metrics = NvidiaSmiMetrics {
+        format: p.format,
+        driver: p.driver,
+        attached: p.attached,
+        gpus: listed,
+        load,
+        per_gpu,
+        warnings,
+    };
     Ok(Judgement::decide(KIND, failures, inconclusive, metrics))
 }
 
@@ -680,5 +861,126 @@ mod tests {
         let j = judge_nvidia_smi(&xml, &NvidiaSmiLimits::default()).unwrap();
         assert_eq!(j.verdict, Verdict::Unknown, "{:?}", j.reasons);
         assert!(j.reasons[0].contains("no readings"), "{:?}", j.reasons);
+    }
+
+    /// Idle, PCIe Gen 1 of 4 (links train down at idle).
+    const RTX_IDLE: &str = include_str!(
+        "../../tests/fixtures/judge/nvidia-smi/nvidia-smi-q-x_RTX-PRO-6000-Blackwell_dtd-v13.xml"
+    );
+    /// Under gpu-burn, Gen 5 of 5, x16 of 16.
+    const H200_LOAD: &str = include_str!(
+        "../../tests/fixtures/judge/nvidia-smi/nvidia-smi-q_1xH200_590.48.01_load.txt"
+    );
+
+    #[test]
+    fn idle_capture_with_a_trained_down_link_passes_with_a_warning() {
+        let j = judge_nvidia_smi(RTX_IDLE, &NvidiaSmiLimits::default()).unwrap();
+        assert_eq!(j.verdict, Verdict::Pass, "{:?}", j.reasons);
+        assert_eq!(j.metrics.load, LoadState::Idle);
+        let gpu = &j.metrics.per_gpu[0];
+        assert_eq!(gpu.utilization_pct, Some(0.0));
+        assert_eq!(gpu.power_draw_w, Some(3.99));
+        assert_eq!(gpu.power_limit_w, Some(300.0));
+        assert_eq!(j.metrics.warnings.len(), 1);
+        assert!(
+            j.metrics.warnings[0].contains("PCIe link at Gen 1 x16, expected Gen 4 x16"),
+            "{:?}",
+            j.metrics.warnings
+        );
+    }
+
+    #[test]
+    fn the_same_capture_under_load_fails_on_the_link() {
+        let busy = RTX_IDLE.replacen("<gpu_util>0 %</gpu_util>", "<gpu_util>97 %</gpu_util>", 1);
+        assert_ne!(busy, RTX_IDLE);
+        let j = judge_nvidia_smi(&busy, &NvidiaSmiLimits::default()).unwrap();
+        assert_eq!(j.metrics.load, LoadState::UnderLoad);
+        assert_eq!(j.verdict, Verdict::Fail);
+        assert!(j.reasons[0].starts_with("GPU 0 ("), "{:?}", j.reasons);
+        assert!(
+            j.reasons[0].contains("PCIe link at Gen 1 x16, expected Gen 4 x16 under load"),
+            "{:?}",
+            j.reasons
+        );
+
+        // Power alone shows load too: 250 W of the 300 W limit.
+        let hot = RTX_IDLE.replacen(
+            "<instant_power_draw>3.99 W</instant_power_draw>",
+            "<instant_power_draw>250.00 W</instant_power_draw>",
+            1,
+        );
+        let j = judge_nvidia_smi(&hot, &NvidiaSmiLimits::default()).unwrap();
+        assert_eq!(j.metrics.load, LoadState::UnderLoad);
+        assert_eq!(j.verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn loaded_capture_with_full_links_passes() {
+        let j = judge_nvidia_smi(H200_LOAD, &NvidiaSmiLimits::default()).unwrap();
+        assert_eq!(j.verdict, Verdict::Pass, "{:?}", j.reasons);
+        assert_eq!(j.metrics.load, LoadState::UnderLoad);
+        assert!(j.metrics.warnings.is_empty());
+        let gpu = &j.metrics.per_gpu[0];
+        assert_eq!(gpu.utilization_pct, Some(100.0));
+        assert_eq!(gpu.power_limit_w, Some(700.0));
+        assert_eq!((gpu.pcie_gen, gpu.pcie_width), (Some(5), Some(16)));
+    }
+
+    #[test]
+    fn a_capture_without_readings_falls_back_on_the_profile_limit() {
+        let gpu = GpuReadings {
+            bus_id: None,
+            ecc_uncorrectable_aggregate: 0,
+            ecc_uncorrectable_volatile: 0,
+            gpu: 0,
+            name: None,
+            pcie_gen: None,
+            pcie_width: None,
+            power_draw_w: Some(400.0),
+            power_limit_w: None,
+            serial: None,
+            temp_c: None,
+            utilization_pct: None,
+        };
+        assert_eq!(load_state(std::slice::from_ref(&gpu)), LoadState::Unknown);
+        let with_limit = GpuReadings {
+            power_limit_w: Some(700.0),
+            ..gpu
+        };
+        assert_eq!(load_state(&[with_limit]), LoadState::UnderLoad);
+    }
+
+    #[test]
+    fn metrics_serialize_with_the_keys_they_always_had() {
+        let j = judge_nvidia_smi(H200_LOAD, &NvidiaSmiLimits::default()).unwrap();
+        let json = serde_json::to_value(&j).unwrap();
+        let keys: Vec<&str> = json["metrics"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "attached", "driver", "format", "gpus", "load", "per_gpu", "warnings"
+            ]
+        );
+        assert_eq!(json["metrics"]["load"], "under_load");
+        let gpu = &json["metrics"]["per_gpu"][0];
+        for key in [
+            "gpu",
+            "bus_id",
+            "serial",
+            "name",
+            "ecc_uncorrectable_volatile",
+            "ecc_uncorrectable_aggregate",
+            "pcie_gen",
+            "pcie_width",
+            "temp_c",
+        ] {
+            assert!(gpu.get(key).is_some(), "{key}");
+        }
+        assert_eq!(j.clone().into_json().metrics, json["metrics"]);
     }
 }

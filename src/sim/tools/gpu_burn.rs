@@ -330,7 +330,7 @@ mod tests {
         // One progress line per 10 simulated seconds, plus start and end.
         assert_eq!(r.steps.len(), 180 + 2);
         assert_eq!(r.duration().as_secs(), 1800 + 30);
-        let j = judge_gpu_burn(&text).unwrap();
+        let j = judge_gpu_burn(&text).unwrap().into_json();
         assert_eq!(j.verdict, Verdict::Pass, "{:?}", j.reasons);
         assert_eq!(j.metrics["tested"], 8);
         assert!(text.contains("\tSummary at:   Fri Nov  8 02:"));
@@ -347,7 +347,7 @@ mod tests {
         })
         .unwrap();
         let (_, text) = burn(&mut b, "gpu_burn 120");
-        let j = judge_gpu_burn(&text).unwrap();
+        let j = judge_gpu_burn(&text).unwrap().into_json();
         let gflops: Vec<f64> = (0..8)
             .map(|i| j.metrics["per_gpu"][i]["last_gflops"].as_f64().unwrap())
             .collect();
@@ -364,7 +364,7 @@ mod tests {
         let mut b = Bench::ready("node001");
         b.hw.apply(&HwFault::EccUncorrectable { gpu: 2 }).unwrap();
         let (_, text) = burn(&mut b, "gpu_burn 300");
-        let j = judge_gpu_burn(&text).unwrap();
+        let j = judge_gpu_burn(&text).unwrap().into_json();
         assert_eq!(j.verdict, Verdict::Fail);
         assert!(
             j.reasons.iter().any(|r| r.contains("GPU 2")),
@@ -380,7 +380,7 @@ mod tests {
         b.run("systemctl stop nvidia-fabricmanager");
         let (r, text) = burn(&mut b, "gpu_burn 60");
         assert_eq!(r.code, 19);
-        let j = judge_gpu_burn(&text).unwrap();
+        let j = judge_gpu_burn(&text).unwrap().into_json();
         assert_eq!(j.verdict, Verdict::Fail);
         assert!(
             j.reasons[0].contains("system not yet initialized"),
@@ -402,7 +402,7 @@ mod tests {
         let mut b = Bench::ready("n");
         b.hw.apply(&HwFault::GpuMissing { gpu: 0 }).unwrap();
         let (_, text) = burn(&mut b, "gpu_burn -d 30");
-        let j = judge_gpu_burn(&text).unwrap();
+        let j = judge_gpu_burn(&text).unwrap().into_json();
         assert_eq!(j.metrics["tested"], 7);
         assert!(text.contains("using DOUBLES"));
     }

@@ -2006,6 +2006,22 @@ mod tests {
     }
 
     #[test]
+    fn the_judge_reads_the_simulated_load() {
+        use crate::judge::{LoadState, NvidiaSmiLimits, judge_nvidia_smi};
+        for cmd in ["nvidia-smi -q -x", "nvidia-smi -q"] {
+            let mut b = Bench::ready("n");
+            let idle = judge_nvidia_smi(&b.run(cmd).stdout(), &NvidiaSmiLimits::default()).unwrap();
+            assert_eq!(idle.metrics.load, LoadState::Idle, "{cmd}");
+            b.load = 1.0;
+            let busy = judge_nvidia_smi(&b.run(cmd).stdout(), &NvidiaSmiLimits::default()).unwrap();
+            assert_eq!(busy.metrics.load, LoadState::UnderLoad, "{cmd}");
+            // The simulated links never train down, idle or busy.
+            assert!(busy.metrics.warnings.is_empty(), "{cmd}");
+            assert!(idle.metrics.warnings.is_empty(), "{cmd}");
+        }
+    }
+
+    #[test]
     fn output_is_deterministic_per_node() {
         let a = Bench::ready("node042").run("nvidia-smi -q").stdout();
         let b = Bench::ready("node042").run("nvidia-smi -q").stdout();
