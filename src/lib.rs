@@ -28,6 +28,7 @@ pub mod report;
 pub mod secret;
 pub mod sim;
 pub mod ssh;
+pub mod stages;
 pub mod state;
 pub mod vmlab;
 pub mod yaml;

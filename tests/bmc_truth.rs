@@ -15,7 +15,7 @@ use kiln::bmc::client::BmcClient;
 use kiln::bmc::discover::{discover, gpus};
 use kiln::bmc::facts;
 use kiln::bmc::transport::{Transport, TransportOptions};
-use kiln::pipeline::preflight::judge_gpus;
+use kiln::stages::preflight::judge_gpus;
 use kiln::pipeline::record::StepStatus;
 use kiln::secret::Secret;
 use kiln::sim::{SimOptions, SimRack};

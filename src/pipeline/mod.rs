@@ -10,11 +10,9 @@
 
 pub mod engine;
 pub mod gates;
-pub mod imaging;
 pub mod journal;
 pub mod journal_writer;
 pub mod node;
-pub mod preflight;
 pub mod progress;
 pub mod record;
 pub mod setup;

@@ -23,6 +23,7 @@ use crate::bmc::ops::{self, PowerOp, Waits};
 use crate::bmc::vendor::Identity;
 use crate::bmc::{discover, facts};
 use crate::pipeline::node::NodeCx;
+use crate::pipeline::stages::{Scope, StageDef, StageFuture};
 use crate::pipeline::step::{Outcome, Steps, Stop};
 use crate::profiles::HardwareProfile;
 
@@ -546,5 +547,28 @@ mod tests {
         );
         assert_eq!(missing_ids(&["GPU1", "Accel2"], 3), None);
         assert_eq!(missing_ids(&["A", "B"], 3), None);
+    }
+}
+
+/// The `preflight` stage.
+pub struct Preflight;
+
+impl StageDef for Preflight {
+    fn name(&self) -> &'static str {
+        "preflight"
+    }
+    fn scope(&self) -> Scope {
+        Scope::Node
+    }
+    fn destructive(&self) -> bool {
+        // It powers on a node that is off, never off: nothing is lost.
+        false
+    }
+    fn run_node<'a>(
+        &'a self,
+        cx: &'a NodeCx,
+        steps: &'a mut Steps,
+    ) -> StageFuture<'a, Result<(), Stop>> {
+        Box::pin(run(cx, steps))
     }
 }
