@@ -20,21 +20,21 @@ use crate::commands::Ctx;
 use crate::exit::{BadInput, ExitStatus};
 use crate::imaging::deploy::Deadlines;
 use crate::imaging::server::BootServer;
+use crate::imaging::setup::ImagingSetup;
 use crate::inventory::{Inventory, Node, Selection};
 use crate::output::table;
 use crate::pipeline::engine::{self, Setup};
 use crate::pipeline::gates::Gates;
-use crate::imaging::setup::ImagingSetup;
 use crate::pipeline::journal::{Journal, RunJournal};
 use crate::pipeline::node::{NodeCx, SiteCx};
 use crate::pipeline::progress::{Mode, Progress, rfc3339};
 use crate::pipeline::record::{NodeRecord, NodeVerdict, RunInfo, RunRecord, RunState};
 use crate::pipeline::stages::Stage;
-use crate::stages;
 use crate::pipeline::step::now_ms;
 use crate::ssh::auth::Credentials;
 use crate::ssh::hostkeys::{Verifier, store_path};
 use crate::ssh::{Client, ClientOptions, Pool, Remote, Target};
+use crate::stages;
 
 /// What to run: the command's flags, independent of clap so `kiln demo`
 /// and the fleet benchmark can ask for runs too.

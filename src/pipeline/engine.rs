@@ -356,3 +356,260 @@ async fn rack_stage(
     }
     (out, interrupted)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The engine with fake stages over a real journal in a temp folder:
+    //! no BMC is contacted (a client sends nothing until asked, and a
+    //! logout without a session sends nothing) and no command is run.
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+
+    use super::*;
+    use crate::bmc::client::BmcClient;
+    use crate::bmc::transport::{Transport, TransportOptions};
+    use crate::inventory::generate::{SiteSpec, generate};
+    use crate::pipeline::gates::Gates;
+    use crate::pipeline::journal::Journal;
+    use crate::pipeline::node::SiteCx;
+    use crate::pipeline::progress::Mode;
+    use crate::pipeline::record::{NodeRecord, RunInfo};
+    use crate::pipeline::stages::{RackVerdicts, StageDef, StageFuture};
+    use crate::profiles::Catalog;
+    use crate::secret::Secret;
+    use crate::ssh::Remote;
+    use crate::ssh::auth::Credentials;
+
+    /// A stage that records one `work` step per node, failing `fails`, and
+    /// (as a rack stage) failing `straggler` in its rack part.
+    struct Fake {
+        name: &'static str,
+        scope: Scope,
+        fails: Option<&'static str>,
+        straggler: Option<&'static str>,
+        calls: AtomicUsize,
+    }
+
+    fn fake(
+        order: u8,
+        name: &'static str,
+        scope: Scope,
+        fails: Option<&'static str>,
+        straggler: Option<&'static str>,
+    ) -> (Stage, &'static Fake) {
+        let def: &'static Fake = Box::leak(Box::new(Fake {
+            name,
+            scope,
+            fails,
+            straggler,
+            calls: AtomicUsize::new(0),
+        }));
+        (Stage::new(order, def), def)
+    }
+
+    impl StageDef for Fake {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        fn scope(&self) -> Scope {
+            self.scope
+        }
+        fn destructive(&self) -> bool {
+            false
+        }
+        fn run_node<'a>(
+            &'a self,
+            cx: &'a NodeCx,
+            steps: &'a mut Steps,
+        ) -> StageFuture<'a, Result<(), Stop>> {
+            Box::pin(async move {
+                let failed = self.fails == Some(cx.node.name.as_str());
+                steps
+                    .run("work", Duration::from_secs(5), || async {
+                        self.calls.fetch_add(1, Ordering::SeqCst);
+                        Ok(if failed {
+                            Outcome::failed("the fake stage failed it")
+                        } else {
+                            Outcome::done("worked")
+                        })
+                    })
+                    .await
+                    .map(drop)
+            })
+        }
+        fn rack_step(&self) -> &'static str {
+            "rack-fake"
+        }
+        fn run_rack<'a>(
+            &'a self,
+            _setup: &'a Setup,
+            _sink: &'a Arc<dyn StepSink>,
+            group: &'a [Arc<NodeCx>],
+        ) -> StageFuture<'a, RackVerdicts> {
+            Box::pin(async move {
+                Ok(group
+                    .iter()
+                    .filter(|cx| self.straggler == Some(cx.node.name.as_str()))
+                    .map(|cx| {
+                        (
+                            cx.node.name.clone(),
+                            Outcome::failed("slower than the rack's median"),
+                        )
+                    })
+                    .collect())
+            })
+        }
+    }
+
+    /// A run of three nodes in one rack over `stages`; `resume` opens the
+    /// journal's run `r1` again instead of creating it.
+    fn setup(dir: &std::path::Path, stages: Vec<Stage>, resume: bool) -> Setup {
+        let spec = SiteSpec {
+            site: "t".into(),
+            racks: 1,
+            nodes_per_rack: 3,
+            base_bmc: std::net::Ipv4Addr::new(127, 19, 1, 1),
+            base_ssh: std::net::Ipv4Addr::new(127, 19, 2, 1),
+            ..SiteSpec::default()
+        };
+        let catalog = Catalog::builtin().map_err(drop).unwrap();
+        let inventory =
+            crate::inventory::check_str("t.yaml", generate(&spec).unwrap(), dir, catalog)
+                .inventory
+                .unwrap();
+        let journal = Journal::open(dir).unwrap();
+        let journal = if resume {
+            journal.resume_run("r1").unwrap().0
+        } else {
+            let info = RunInfo {
+                id: "r1".into(),
+                site: "t".into(),
+                inventory: "t.yaml".into(),
+                stages: stages.iter().map(|s| s.name().to_owned()).collect(),
+                started_ms: 1,
+                finished_ms: None,
+                state: RunState::Running,
+                kiln_version: "0".into(),
+            };
+            let records: Vec<NodeRecord> = inventory
+                .nodes
+                .iter()
+                .map(|n| NodeRecord {
+                    name: n.name.clone(),
+                    rack: n.rack.clone(),
+                    hardware: n.hardware.clone(),
+                    ..NodeRecord::default()
+                })
+                .collect();
+            journal.create_run(&info, &records).unwrap()
+        };
+        let gates = Arc::new(Gates::new(&inventory.limits));
+        let site = Arc::new(SiteCx {
+            state: dir.to_path_buf(),
+            inventory_dir: dir.to_path_buf(),
+            credentials: Arc::new(Credentials::new()),
+            known_hosts: dir.join("known_hosts"),
+            imaging: None,
+            handoff: None,
+        });
+        let tls = crate::bmc::tls::insecure("t").unwrap();
+        let nodes: Vec<Arc<NodeCx>> = inventory
+            .nodes
+            .iter()
+            .map(|node| {
+                let hardware = &inventory.catalog.hardware[&node.hardware].profile;
+                let image = &inventory.catalog.images[&node.image].profile;
+                let transport = Transport::new(
+                    "127.19.1.1",
+                    9,
+                    Arc::clone(&tls),
+                    TransportOptions::default(),
+                );
+                Arc::new(NodeCx::new(
+                    node.clone(),
+                    (Arc::new(hardware.clone()), Arc::new(image.clone())),
+                    Arc::clone(&site),
+                    dir.join("run"),
+                    Arc::clone(&gates),
+                    Arc::new(BmcClient::new(&node.name, transport, "u", Secret::new("p"))),
+                    Remote::Local {
+                        name: node.name.clone(),
+                    },
+                ))
+            })
+            .collect();
+        let progress = Arc::new(Progress::new(
+            Mode::Quiet,
+            &nodes
+                .iter()
+                .map(|cx| (cx.node.name.clone(), cx.node.rack.clone()))
+                .collect::<Vec<_>>(),
+        ));
+        Setup {
+            nodes,
+            stages,
+            journal: Arc::new(journal),
+            run_dir: dir.join("run"),
+            gates,
+            progress,
+            fail_fast: false,
+            stopping: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    fn verdicts(record: &RunRecord) -> Vec<(NodeVerdict, Vec<String>)> {
+        record
+            .nodes
+            .iter()
+            .map(|n| (n.verdict, n.reasons.clone()))
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rack_part_fails_only_its_straggler() {
+        let dir = tempfile::tempdir().unwrap();
+        let (node, _) = fake(0, "one", Scope::Node, None, None);
+        let (rack, def) = fake(1, "two", Scope::Rack, None, Some("r01-n02"));
+        let setup = setup(dir.path(), vec![node, rack], false);
+        let names: Vec<String> = setup.nodes.iter().map(|cx| cx.node.name.clone()).collect();
+        let record = run(setup).await.unwrap();
+        assert_eq!(def.calls.load(Ordering::SeqCst), 3);
+        let got = verdicts(&record);
+        for (name, (verdict, reasons)) in names.iter().zip(&got) {
+            if name == "r01-n02" {
+                assert_eq!(*verdict, NodeVerdict::Failed, "{got:?}");
+                assert_eq!(reasons, &vec!["slower than the rack's median".to_owned()]);
+            } else {
+                assert_eq!(*verdict, NodeVerdict::Accepted, "{name}: {got:?}");
+            }
+        }
+        assert!(names.iter().any(|n| n == "r01-n02"), "{names:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_failure_stops_only_that_node_and_a_resume_skips_ended_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, first_def) = fake(0, "one", Scope::Node, Some("r01-n01"), None);
+        let (second, second_def) = fake(1, "two", Scope::Node, None, None);
+        let setup1 = setup(dir.path(), vec![first, second], false);
+        let record = run(setup1).await.unwrap();
+        assert_eq!(first_def.calls.load(Ordering::SeqCst), 3);
+        // The failed node never reached the second stage.
+        assert_eq!(second_def.calls.load(Ordering::SeqCst), 2);
+        let got = verdicts(&record);
+        assert_eq!(got[0].0, NodeVerdict::Failed, "{got:?}");
+        assert_eq!(got[0].1, vec!["the fake stage failed it".to_owned()]);
+        assert!(
+            got[1..].iter().all(|(v, _)| *v == NodeVerdict::Accepted),
+            "{got:?}"
+        );
+
+        // Resumed: every step already ended is skipped, not run again.
+        let mut setup2 = setup(dir.path(), vec![first, second], true);
+        setup2.nodes.retain(|cx| cx.node.name != "r01-n01");
+        let _ = run(setup2).await.unwrap();
+        assert_eq!(first_def.calls.load(Ordering::SeqCst), 3);
+        assert_eq!(second_def.calls.load(Ordering::SeqCst), 2);
+    }
+}

@@ -32,7 +32,9 @@ impl StageDef for Handoff {
         Box::pin(async {
             Err(Stop::Failed {
                 step: "start",
-                outcome: Box::new(Outcome::failed("handoff works on the whole run, not one node")),
+                outcome: Box::new(Outcome::failed(
+                    "handoff works on the whole run, not one node",
+                )),
             })
         })
     }

@@ -58,17 +58,17 @@ impl StageDef for Nccl {
 
 /// The rack's nodes together; a fault between nodes leaves every node of
 /// the rack unverified.
-fn rack(stage: &'static str, setup: &Setup, sink: &Arc<dyn StepSink>, group: &[Arc<NodeCx>]) -> RackVerdicts {
+fn rack(
+    stage: &'static str,
+    setup: &Setup,
+    sink: &Arc<dyn StepSink>,
+    group: &[Arc<NodeCx>],
+) -> RackVerdicts {
     if group.len() < 2 {
         return Ok(HashMap::new());
     }
     let rack = format!("rack:{}", group[0].node.rack);
-    let mut steps = Steps::new(
-        rack,
-        stage,
-        Arc::clone(sink),
-        Arc::clone(&setup.stopping),
-    );
+    let mut steps = Steps::new(rack, stage, Arc::clone(sink), Arc::clone(&setup.stopping));
     let nodes: Vec<_> = group.iter().map(|cx| cx.acceptance()).collect();
     let profile = &group[0].hardware;
     // The bisection's async closures defeat the compiler's proof that the
