@@ -409,6 +409,29 @@ fn missing_ids(ids: &[&str], want: usize) -> Option<Vec<String>> {
     )
 }
 
+/// The `preflight` stage.
+pub struct Preflight;
+
+impl StageDef for Preflight {
+    fn name(&self) -> &'static str {
+        "preflight"
+    }
+    fn scope(&self) -> Scope {
+        Scope::Node
+    }
+    fn destructive(&self) -> bool {
+        // It powers on a node that is off, never off: nothing is lost.
+        false
+    }
+    fn run_node<'a>(
+        &'a self,
+        cx: &'a NodeCx,
+        steps: &'a mut Steps,
+    ) -> StageFuture<'a, Result<(), Stop>> {
+        Box::pin(run(cx, steps))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -547,28 +570,5 @@ mod tests {
         );
         assert_eq!(missing_ids(&["GPU1", "Accel2"], 3), None);
         assert_eq!(missing_ids(&["A", "B"], 3), None);
-    }
-}
-
-/// The `preflight` stage.
-pub struct Preflight;
-
-impl StageDef for Preflight {
-    fn name(&self) -> &'static str {
-        "preflight"
-    }
-    fn scope(&self) -> Scope {
-        Scope::Node
-    }
-    fn destructive(&self) -> bool {
-        // It powers on a node that is off, never off: nothing is lost.
-        false
-    }
-    fn run_node<'a>(
-        &'a self,
-        cx: &'a NodeCx,
-        steps: &'a mut Steps,
-    ) -> StageFuture<'a, Result<(), Stop>> {
-        Box::pin(run(cx, steps))
     }
 }
