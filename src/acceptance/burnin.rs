@@ -476,3 +476,35 @@ async fn sample(
     std::fs::write(&path, csv).with_context(|| format!("writing {}", path.display()))?;
     Ok((out, Some(rel)))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The typed numbers are written as the untyped ones were, so journals
+    /// written before still resume.
+    #[test]
+    fn gflops_by_gpu_keeps_its_journal_shape() {
+        let gflops = [(0u32, 1234.5f64), (3, 99.0)];
+        let mut typed = json!({});
+        GpuGflops::put_metrics(&mut typed, &gflops);
+        let mut before = json!({});
+        before["gflops_by_gpu"] = json!(
+            gflops
+                .iter()
+                .map(|(gpu, g)| json!({"gpu": gpu, "gflops": g}))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(typed.to_string(), before.to_string());
+        let back = GpuGflops::from_metrics(&before).unwrap();
+        assert_eq!(
+            back[1],
+            GpuGflops {
+                gpu: 3,
+                gflops: 99.0
+            }
+        );
+        assert_eq!(GpuGflops::from_metrics(&json!({})), None);
+    }
+}
