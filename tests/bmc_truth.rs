@@ -15,10 +15,10 @@ use kiln::bmc::client::BmcClient;
 use kiln::bmc::discover::{discover, gpus};
 use kiln::bmc::facts;
 use kiln::bmc::transport::{Transport, TransportOptions};
-use kiln::pipeline::preflight::judge_gpus;
 use kiln::pipeline::record::StepStatus;
 use kiln::secret::Secret;
 use kiln::sim::{SimOptions, SimRack};
+use kiln::stages::preflight::judge_gpus;
 
 /// One node per shape; n01 is plain, the baseline.
 const SHAPES: &str = "faults:

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use serde::Deserialize as _;
 use serde_json::{Value, json};
 
 use super::{NodeCtx, artifact_path, capture, judgement_metrics, limits, node_spread, outcome_of};
@@ -72,6 +73,43 @@ impl BurninOptions {
             short_deadline: Duration::from_secs(120),
             burn_slack: Duration::from_secs(30 * 60),
         }
+    }
+}
+
+/// One GPU's burn-in throughput, as the `burn` step keeps it in its
+/// metrics under `gflops_by_gpu` (`[{"gpu": 0, "gflops": 1234.5}, ...]`)
+/// and the rack comparison reads it back, from this run or a resumed one.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GpuGflops {
+    /// The GPU's index on the node.
+    pub gpu: u32,
+    /// Its throughput, in GFLOP/s.
+    pub gflops: f64,
+}
+
+impl GpuGflops {
+    /// The metrics key.
+    pub const KEY: &'static str = "gflops_by_gpu";
+
+    /// Writes `gflops` (GPU index, GFLOP/s) into a step's metrics.
+    pub fn put_metrics(metrics: &mut Value, gflops: &[(u32, f64)]) {
+        let list: Vec<GpuGflops> = gflops
+            .iter()
+            .map(|&(gpu, gflops)| GpuGflops { gpu, gflops })
+            .collect();
+        metrics[Self::KEY] = serde_json::to_value(list).unwrap_or(Value::Null);
+    }
+
+    /// The per-GPU numbers a step's metrics hold, if it has them; entries
+    /// that are not numbers (a non-finite value is kept as `null`) are left
+    /// out.
+    pub fn from_metrics(metrics: &Value) -> Option<Vec<GpuGflops>> {
+        let list = metrics.get(Self::KEY)?.as_array()?;
+        Some(
+            list.iter()
+                .filter_map(|e| GpuGflops::deserialize(e).ok())
+                .collect(),
+        )
     }
 }
 
@@ -146,14 +184,11 @@ pub async fn burnin(
             burn(ctx, profile, opts, burn_deadline)
         })
         .await?;
-    report.gflops = o.metrics["gflops_by_gpu"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|e| Some((e["gpu"].as_u64()? as u32, e["gflops"].as_f64()?)))
-                .collect()
-        })
-        .unwrap_or_default();
+    report.gflops = GpuGflops::from_metrics(&o.metrics)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|g| (g.gpu, g.gflops))
+        .collect();
     report.outcomes.push(o);
 
     let o = steps
@@ -374,12 +409,7 @@ async fn burn(
     }
     metrics["telemetry"] = Value::Array(telemetry);
     metrics["gflops"] = json!(gflops.iter().map(|(_, g)| *g).collect::<Vec<_>>());
-    metrics["gflops_by_gpu"] = json!(
-        gflops
-            .iter()
-            .map(|(gpu, g)| json!({"gpu": gpu, "gflops": g}))
-            .collect::<Vec<_>>()
-    );
+    GpuGflops::put_metrics(&mut metrics, &gflops);
     let detail = match profile.burnin.tool {
         BurninTool::GpuBurn => format!("gpu_burn {} s on {} GPUs", opts.duration_s, gflops.len()),
         BurninTool::Dcgm => format!("dcgmi diag -r {}", profile.dcgm.level),
@@ -448,4 +478,36 @@ async fn sample(
     let path = ctx.run_dir.join(&rel);
     std::fs::write(&path, csv).with_context(|| format!("writing {}", path.display()))?;
     Ok((out, Some(rel)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The typed numbers are written as the untyped ones were, so journals
+    /// written before still resume.
+    #[test]
+    fn gflops_by_gpu_keeps_its_journal_shape() {
+        let gflops = [(0u32, 1234.5f64), (3, 99.0)];
+        let mut typed = json!({});
+        GpuGflops::put_metrics(&mut typed, &gflops);
+        let mut before = json!({});
+        before["gflops_by_gpu"] = json!(
+            gflops
+                .iter()
+                .map(|(gpu, g)| json!({"gpu": gpu, "gflops": g}))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(typed.to_string(), before.to_string());
+        let back = GpuGflops::from_metrics(&before).unwrap();
+        assert_eq!(
+            back[1],
+            GpuGflops {
+                gpu: 3,
+                gflops: 99.0
+            }
+        );
+        assert_eq!(GpuGflops::from_metrics(&json!({})), None);
+    }
 }

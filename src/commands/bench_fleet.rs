@@ -22,7 +22,7 @@ use crate::exit::{BadInput, ExitStatus};
 use crate::inventory::generate::{SiteSpec, generate};
 use crate::pipeline::progress::Mode;
 use crate::pipeline::record::NodeVerdict;
-use crate::pipeline::run::{Request, execute};
+use crate::run::{Request, execute};
 
 /// Nodes per rack in the generated site (8-GPU HGX nodes draw ~10 kW; a
 /// 40 kW rack holds four to eight).

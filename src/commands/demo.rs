@@ -20,7 +20,7 @@ use crate::commands::provision;
 use crate::exit::{BadInput, ExitStatus};
 use crate::inventory::Selection;
 use crate::pipeline::progress::Progress;
-use crate::pipeline::run::{self, ImagingRequest, Request};
+use crate::run::{self, ImagingRequest, Request};
 use crate::sim::SimOptions;
 use crate::sim::faults::FaultPlan;
 

@@ -20,7 +20,7 @@ use crate::commands::Ctx;
 use crate::commands::provision;
 use crate::exit::{BadInput, ExitStatus};
 use crate::pipeline::progress::Progress;
-use crate::pipeline::run::{self, Finished, ImagingRequest, Request};
+use crate::run::{self, Finished, ImagingRequest, Request};
 use crate::vmlab::{VmRack, VmSpec};
 
 /// The rack's loopback network (BMCs on 127.NET.0.x).

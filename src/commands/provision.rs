@@ -1,5 +1,5 @@
 //! `kiln provision` and `kiln runs`: turn the flags into a run request,
-//! hand it to [`crate::pipeline::run`], and print the plan or summary.
+//! hand it to [`crate::run`], and print the plan or summary.
 
 use std::sync::Arc;
 
@@ -15,10 +15,10 @@ use crate::output::{Printer, table};
 use crate::pipeline::journal::Journal;
 use crate::pipeline::progress::{Mode, Progress, rfc3339};
 use crate::pipeline::record::{NodeVerdict, RunState};
-use crate::pipeline::run::{self, Notice, Outcome};
 use crate::pipeline::stages::Stage;
+use crate::run::{self, Notice, Outcome};
 
-pub use crate::pipeline::run::{Finished, ImagingRequest, Request};
+pub use crate::run::{Finished, ImagingRequest, Request};
 
 impl From<&ProvisionArgs> for Request {
     fn from(a: &ProvisionArgs) -> Request {

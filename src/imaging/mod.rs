@@ -26,6 +26,7 @@ pub mod qcow2;
 pub mod rootdev;
 pub mod seed;
 pub mod server;
+pub mod setup;
 pub mod verify;
 
 use std::path::{Path, PathBuf};

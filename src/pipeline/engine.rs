@@ -15,12 +15,8 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use crate::acceptance;
-use crate::acceptance::burnin::BurninOptions;
-use crate::acceptance::nccl::{NcclOptions, RackNccl};
 use crate::pipeline::journal::RunJournal;
 use crate::pipeline::node::NodeCx;
-use crate::pipeline::preflight;
 use crate::pipeline::progress::Progress;
 use crate::pipeline::record::{NodeVerdict, RunRecord, RunState, StepRecord, UnixMs};
 use crate::pipeline::stages::{Scope, Stage};
@@ -104,10 +100,17 @@ pub async fn run(setup: Setup) -> anyhow::Result<RunRecord> {
             Err(e) => anyhow::bail!("a rack's task failed: {e}"),
         }
     }
-    // Handoff sees every node of the run: the survivors are handed over,
-    // the failed given back; it decides the survivors' verdicts.
-    if setup.stages.contains(&Stage::Handoff) && !setup.stopping.load(Ordering::SeqCst) {
-        interrupted |= crate::handoff::run(&setup, &sink, passed).await;
+    // A run stage (handoff) sees every node of the run: the survivors are
+    // handed over, the failed given back; it decides the survivors'
+    // verdicts.
+    for stage in run_stages(&setup.stages) {
+        if setup.stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        interrupted |= stage
+            .def()
+            .run_after_racks(&setup, &sink, passed.clone())
+            .await;
     }
     let state = if interrupted || setup.stopping.load(Ordering::SeqCst) {
         RunState::Interrupted
@@ -131,10 +134,16 @@ pub async fn run(setup: Setup) -> anyhow::Result<RunRecord> {
     Ok(record)
 }
 
-/// Consecutive node-scoped stages, or one rack-scoped stage.
+/// The stages that run once every rack is done.
+fn run_stages(stages: &[Stage]) -> impl Iterator<Item = Stage> + '_ {
+    stages.iter().copied().filter(|s| s.scope() == Scope::Run)
+}
+
+/// Consecutive node-scoped stages, or one rack-scoped stage (run-scoped
+/// stages are left out: they run after every rack).
 fn segments(stages: &[Stage]) -> Vec<(Scope, Vec<Stage>)> {
     let mut out: Vec<(Scope, Vec<Stage>)> = Vec::new();
-    for &stage in stages {
+    for &stage in stages.iter().filter(|s| s.scope() != Scope::Run) {
         match (stage.scope(), out.last_mut()) {
             (Scope::Node, Some((Scope::Node, v))) => v.push(stage),
             (scope, _) => out.push((scope, vec![stage])),
@@ -144,8 +153,8 @@ fn segments(stages: &[Stage]) -> Vec<(Scope, Vec<Stage>)> {
 }
 
 /// Runs one rack; `true` if some node was left pending by a stop. With a
-/// handoff planned, the nodes that passed every stage are returned for it
-/// instead of being accepted here.
+/// run stage (handoff) planned, the nodes that passed every stage are
+/// returned for it instead of being accepted here.
 async fn run_rack(
     setup: Arc<Setup>,
     sink: Arc<dyn StepSink>,
@@ -153,13 +162,7 @@ async fn run_rack(
 ) -> (bool, Vec<Arc<NodeCx>>) {
     let mut alive = nodes;
     let mut interrupted = false;
-    let before: Vec<Stage> = setup
-        .stages
-        .iter()
-        .copied()
-        .filter(|s| *s != Stage::Handoff)
-        .collect();
-    let plan = segments(&before);
+    let plan = segments(&setup.stages);
     let count = plan.len();
     for (index, (scope, stages)) in plan.into_iter().enumerate() {
         if alive.is_empty() {
@@ -202,7 +205,7 @@ async fn run_rack(
                 });
                 alive = next;
             }
-            Scope::Rack => {
+            Scope::Rack | Scope::Run => {
                 for &stage in &stages {
                     let (survivors, stopped) =
                         rack_stage(&setup, &sink, stage, std::mem::take(&mut alive)).await;
@@ -216,7 +219,7 @@ async fn run_rack(
         // Stopped between segments: the survivors are not done.
         return (true, Vec::new());
     }
-    if setup.stages.contains(&Stage::Handoff) {
+    if run_stages(&setup.stages).next().is_some() {
         return (interrupted, alive);
     }
     for cx in alive {
@@ -256,36 +259,8 @@ async fn run_node(
             Arc::clone(sink),
             Arc::clone(&setup.stopping),
         );
-        // Each stage's future is boxed: a node's task then holds only the
-        // stage it is in, not space for the largest one, which matters with
-        // 12,500 node tasks alive at once.
-        let result = match stage {
-            Stage::Preflight => Box::pin(preflight::run(cx, &mut steps)).await,
-            Stage::Image => Box::pin(crate::pipeline::imaging::run(cx, &mut steps)).await,
-            Stage::Drivers => Box::pin(crate::drivers::run(cx, &mut steps)).await,
-            Stage::Burnin => Box::pin(acceptance::burnin(
-                &cx.acceptance(),
-                &mut steps,
-                &cx.hardware,
-                &BurninOptions::for_profile(&cx.hardware),
-            ))
-            .await
-            .map(drop),
-            Stage::Nccl => Box::pin(acceptance::nccl_node(
-                &cx.acceptance(),
-                &mut steps,
-                &cx.hardware,
-                &NcclOptions::for_profile(&cx.hardware),
-            ))
-            .await
-            .map(drop),
-            other => Err(Stop::Failed {
-                step: "start",
-                outcome: Box::new(Outcome::failed(format!(
-                    "stage {other} is not built into this kiln"
-                ))),
-            }),
-        };
+        // Each stage's future is boxed (see `StageFuture`).
+        let result = stage.def().run_node(cx, &mut steps).await;
         if last && index + 1 == stages.len() && result.is_ok() {
             // Done with the BMC: end the session over the connection still
             // open (BMCs allow few sessions; a failed node's session is
@@ -349,11 +324,7 @@ async fn rack_stage(
     }
     let mut out = Vec::new();
     for (_, group) in groups {
-        let verdicts = match stage {
-            Stage::Burnin => burnin_rack(setup, sink, &group).await,
-            Stage::Nccl => nccl_rack(setup, sink, &group).await,
-            _ => Ok(HashMap::new()),
-        };
+        let verdicts = stage.def().run_rack(setup, sink, &group).await;
         let verdicts = match verdicts {
             Ok(v) => v,
             Err(()) => {
@@ -372,10 +343,7 @@ async fn rack_stage(
                 Arc::clone(sink),
                 Arc::clone(&setup.stopping),
             );
-            let step = match stage {
-                Stage::Burnin => "rack-median",
-                _ => "rack",
-            };
+            let step = stage.def().rack_step();
             match steps
                 .run(step, Duration::from_secs(5), || async { Ok(outcome) })
                 .await
@@ -389,103 +357,259 @@ async fn rack_stage(
     (out, interrupted)
 }
 
-/// Burn-in's rack part: each GPU's throughput against the rack's median.
-/// The per-node numbers come from the journal, so a resumed run compares
-/// the same measurements.
-async fn burnin_rack(
-    setup: &Setup,
-    _sink: &Arc<dyn StepSink>,
-    group: &[Arc<NodeCx>],
-) -> Result<HashMap<String, Outcome>, ()> {
-    let mut rack = Vec::new();
-    for cx in group {
-        let metrics = setup
-            .journal
-            .stage_metrics(&cx.node.name, "burnin")
-            .map_err(|e| {
-                tracing::error!("cannot read the journal for the rack comparison: {e:#}");
-            })?;
-        let gflops: Vec<(u32, f64)> = metrics
-            .iter()
-            .rev()
-            .find(|m| m.get("gflops_by_gpu").is_some())
-            .and_then(|m| m.get("gflops_by_gpu"))
-            .and_then(|g| g.as_array())
-            .map(|a| {
-                a.iter()
-                    .enumerate()
-                    .filter_map(|(i, v)| {
-                        let gpu = v.get("gpu").and_then(|g| g.as_u64()).unwrap_or(i as u64) as u32;
-                        let value = v
-                            .get("gflops")
-                            .and_then(|g| g.as_f64())
-                            .or_else(|| v.as_f64())?;
-                        Some((gpu, value))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        if !gflops.is_empty() {
-            rack.push((cx.node.name.clone(), gflops));
-        }
-    }
-    let spread = group[0].hardware.burnin.max_spread_pct;
-    Ok(acceptance::stragglers(&rack, spread)
-        .into_iter()
-        .map(|(node, reasons)| {
-            let mut o = Outcome::failed(reasons.join("; "));
-            o.reasons = reasons;
-            (node, o)
-        })
-        .collect())
-}
+#[cfg(test)]
+mod tests {
+    //! The engine with fake stages over a real journal in a temp folder:
+    //! no BMC is contacted (a client sends nothing until asked, and a
+    //! logout without a session sends nothing) and no command is run.
+    #![allow(clippy::unwrap_used)]
 
-/// NCCL's rack part: the rack's nodes together (with bisection when the
-/// rack misses its floor), journaled under the rack's own name.
-async fn nccl_rack(
-    setup: &Setup,
-    sink: &Arc<dyn StepSink>,
-    group: &[Arc<NodeCx>],
-) -> Result<HashMap<String, Outcome>, ()> {
-    if group.len() < 2 {
-        return Ok(HashMap::new());
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+
+    use super::*;
+    use crate::bmc::client::BmcClient;
+    use crate::bmc::transport::{Transport, TransportOptions};
+    use crate::inventory::generate::{SiteSpec, generate};
+    use crate::pipeline::gates::Gates;
+    use crate::pipeline::journal::Journal;
+    use crate::pipeline::node::SiteCx;
+    use crate::pipeline::progress::Mode;
+    use crate::pipeline::record::{NodeRecord, RunInfo};
+    use crate::pipeline::stages::{RackVerdicts, StageDef, StageFuture};
+    use crate::profiles::Catalog;
+    use crate::secret::Secret;
+    use crate::ssh::Remote;
+    use crate::ssh::auth::Credentials;
+
+    /// A stage that records one `work` step per node, failing `fails`, and
+    /// (as a rack stage) failing `straggler` in its rack part.
+    struct Fake {
+        name: &'static str,
+        scope: Scope,
+        fails: Option<&'static str>,
+        straggler: Option<&'static str>,
+        calls: AtomicUsize,
     }
-    let rack = format!("rack:{}", group[0].node.rack);
-    let mut steps = Steps::new(
-        rack,
-        Stage::Nccl.name(),
-        Arc::clone(sink),
-        Arc::clone(&setup.stopping),
-    );
-    let nodes: Vec<_> = group.iter().map(|cx| cx.acceptance()).collect();
-    let profile = &group[0].hardware;
-    // The bisection's async closures defeat the compiler's proof that the
-    // future is Send (rust-lang/rust#110338), so it runs to its end on this
-    // worker thread, which hands its other tasks to the rest meanwhile.
-    let result: RackNccl = tokio::task::block_in_place(|| {
-        tokio::runtime::Handle::current().block_on(acceptance::nccl_rack(
-            &nodes,
-            &mut steps,
-            profile,
-            &NcclOptions::for_profile(profile),
-        ))
-    })
-    .map_err(drop)?;
-    let mut out = HashMap::new();
-    for (node, why) in result.bad {
-        out.insert(node, Outcome::failed(why));
+
+    fn fake(
+        order: u8,
+        name: &'static str,
+        scope: Scope,
+        fails: Option<&'static str>,
+        straggler: Option<&'static str>,
+    ) -> (Stage, &'static Fake) {
+        let def: &'static Fake = Box::leak(Box::new(Fake {
+            name,
+            scope,
+            fails,
+            straggler,
+            calls: AtomicUsize::new(0),
+        }));
+        (Stage::new(order, def), def)
     }
-    if !result.between.is_empty() {
-        // A fault between nodes (a link or switch), not in one node: every
-        // node of the rack is unverified until the fabric is fixed.
-        for cx in group {
-            out.entry(cx.node.name.clone()).or_insert_with(|| {
-                Outcome::unverified(format!(
-                    "rack NCCL failed between nodes: {}",
-                    result.between.join("; ")
-                ))
-            });
+
+    impl StageDef for Fake {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        fn scope(&self) -> Scope {
+            self.scope
+        }
+        fn destructive(&self) -> bool {
+            false
+        }
+        fn run_node<'a>(
+            &'a self,
+            cx: &'a NodeCx,
+            steps: &'a mut Steps,
+        ) -> StageFuture<'a, Result<(), Stop>> {
+            Box::pin(async move {
+                let failed = self.fails == Some(cx.node.name.as_str());
+                steps
+                    .run("work", Duration::from_secs(5), || async {
+                        self.calls.fetch_add(1, Ordering::SeqCst);
+                        Ok(if failed {
+                            Outcome::failed("the fake stage failed it")
+                        } else {
+                            Outcome::done("worked")
+                        })
+                    })
+                    .await
+                    .map(drop)
+            })
+        }
+        fn rack_step(&self) -> &'static str {
+            "rack-fake"
+        }
+        fn run_rack<'a>(
+            &'a self,
+            _setup: &'a Setup,
+            _sink: &'a Arc<dyn StepSink>,
+            group: &'a [Arc<NodeCx>],
+        ) -> StageFuture<'a, RackVerdicts> {
+            Box::pin(async move {
+                Ok(group
+                    .iter()
+                    .filter(|cx| self.straggler == Some(cx.node.name.as_str()))
+                    .map(|cx| {
+                        (
+                            cx.node.name.clone(),
+                            Outcome::failed("slower than the rack's median"),
+                        )
+                    })
+                    .collect())
+            })
         }
     }
-    Ok(out)
+
+    /// A run of three nodes in one rack over `stages`; `resume` opens the
+    /// journal's run `r1` again instead of creating it.
+    fn setup(dir: &std::path::Path, stages: Vec<Stage>, resume: bool) -> Setup {
+        let spec = SiteSpec {
+            site: "t".into(),
+            racks: 1,
+            nodes_per_rack: 3,
+            base_bmc: std::net::Ipv4Addr::new(127, 19, 1, 1),
+            base_ssh: std::net::Ipv4Addr::new(127, 19, 2, 1),
+            ..SiteSpec::default()
+        };
+        let catalog = Catalog::builtin().map_err(drop).unwrap();
+        let inventory =
+            crate::inventory::check_str("t.yaml", generate(&spec).unwrap(), dir, catalog)
+                .inventory
+                .unwrap();
+        let journal = Journal::open(dir).unwrap();
+        let journal = if resume {
+            journal.resume_run("r1").unwrap().0
+        } else {
+            let info = RunInfo {
+                id: "r1".into(),
+                site: "t".into(),
+                inventory: "t.yaml".into(),
+                stages: stages.iter().map(|s| s.name().to_owned()).collect(),
+                started_ms: 1,
+                finished_ms: None,
+                state: RunState::Running,
+                kiln_version: "0".into(),
+            };
+            let records: Vec<NodeRecord> = inventory
+                .nodes
+                .iter()
+                .map(|n| NodeRecord {
+                    name: n.name.clone(),
+                    rack: n.rack.clone(),
+                    hardware: n.hardware.clone(),
+                    ..NodeRecord::default()
+                })
+                .collect();
+            journal.create_run(&info, &records).unwrap()
+        };
+        let gates = Arc::new(Gates::new(&inventory.limits));
+        let site = Arc::new(SiteCx {
+            state: dir.to_path_buf(),
+            inventory_dir: dir.to_path_buf(),
+            credentials: Arc::new(Credentials::new()),
+            known_hosts: dir.join("known_hosts"),
+            imaging: None,
+            handoff: None,
+        });
+        let tls = crate::bmc::tls::insecure("t").unwrap();
+        let nodes: Vec<Arc<NodeCx>> = inventory
+            .nodes
+            .iter()
+            .map(|node| {
+                let hardware = &inventory.catalog.hardware[&node.hardware].profile;
+                let image = &inventory.catalog.images[&node.image].profile;
+                let transport = Transport::new(
+                    "127.19.1.1",
+                    9,
+                    Arc::clone(&tls),
+                    TransportOptions::default(),
+                );
+                Arc::new(NodeCx::new(
+                    node.clone(),
+                    (Arc::new(hardware.clone()), Arc::new(image.clone())),
+                    Arc::clone(&site),
+                    dir.join("run"),
+                    Arc::clone(&gates),
+                    Arc::new(BmcClient::new(&node.name, transport, "u", Secret::new("p"))),
+                    Remote::Local {
+                        name: node.name.clone(),
+                    },
+                ))
+            })
+            .collect();
+        let progress = Arc::new(Progress::new(
+            Mode::Quiet,
+            &nodes
+                .iter()
+                .map(|cx| (cx.node.name.clone(), cx.node.rack.clone()))
+                .collect::<Vec<_>>(),
+        ));
+        Setup {
+            nodes,
+            stages,
+            journal: Arc::new(journal),
+            run_dir: dir.join("run"),
+            gates,
+            progress,
+            fail_fast: false,
+            stopping: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    fn verdicts(record: &RunRecord) -> Vec<(NodeVerdict, Vec<String>)> {
+        record
+            .nodes
+            .iter()
+            .map(|n| (n.verdict, n.reasons.clone()))
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rack_part_fails_only_its_straggler() {
+        let dir = tempfile::tempdir().unwrap();
+        let (node, _) = fake(0, "one", Scope::Node, None, None);
+        let (rack, def) = fake(1, "two", Scope::Rack, None, Some("r01-n02"));
+        let setup = setup(dir.path(), vec![node, rack], false);
+        let names: Vec<String> = setup.nodes.iter().map(|cx| cx.node.name.clone()).collect();
+        let record = run(setup).await.unwrap();
+        assert_eq!(def.calls.load(Ordering::SeqCst), 3);
+        let got = verdicts(&record);
+        for (name, (verdict, reasons)) in names.iter().zip(&got) {
+            if name == "r01-n02" {
+                assert_eq!(*verdict, NodeVerdict::Failed, "{got:?}");
+                assert_eq!(reasons, &vec!["slower than the rack's median".to_owned()]);
+            } else {
+                assert_eq!(*verdict, NodeVerdict::Accepted, "{name}: {got:?}");
+            }
+        }
+        assert!(names.iter().any(|n| n == "r01-n02"), "{names:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_failure_stops_only_that_node_and_a_resume_skips_ended_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, first_def) = fake(0, "one", Scope::Node, Some("r01-n01"), None);
+        let (second, second_def) = fake(1, "two", Scope::Node, None, None);
+        let setup1 = setup(dir.path(), vec![first, second], false);
+        let record = run(setup1).await.unwrap();
+        assert_eq!(first_def.calls.load(Ordering::SeqCst), 3);
+        // The failed node never reached the second stage.
+        assert_eq!(second_def.calls.load(Ordering::SeqCst), 2);
+        let got = verdicts(&record);
+        assert_eq!(got[0].0, NodeVerdict::Failed, "{got:?}");
+        assert_eq!(got[0].1, vec!["the fake stage failed it".to_owned()]);
+        assert!(
+            got[1..].iter().all(|(v, _)| *v == NodeVerdict::Accepted),
+            "{got:?}"
+        );
+
+        // Resumed: every step already ended is skipped, not run again.
+        let mut setup2 = setup(dir.path(), vec![first, second], true);
+        setup2.nodes.retain(|cx| cx.node.name != "r01-n01");
+        let _ = run(setup2).await.unwrap();
+        assert_eq!(first_def.calls.load(Ordering::SeqCst), 3);
+        assert_eq!(second_def.calls.load(Ordering::SeqCst), 2);
+    }
 }

@@ -11,14 +11,11 @@
 pub mod engine;
 pub mod gates;
 pub mod guard;
-pub mod imaging;
 pub mod journal;
 pub mod journal_writer;
 pub mod node;
-pub mod preflight;
 pub mod progress;
 pub mod record;
-pub mod run;
 pub mod setup;
 pub mod stages;
 pub mod step;

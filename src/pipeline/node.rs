@@ -30,7 +30,7 @@ pub struct SiteCx {
     /// kiln's SSH known-hosts store (`ssh::hostkeys::store_path`).
     pub known_hosts: PathBuf,
     /// The imaging stage's shared parts, when the run images nodes.
-    pub imaging: Option<crate::pipeline::imaging::ImagingSetup>,
+    pub imaging: Option<crate::imaging::setup::ImagingSetup>,
     /// The handoff stage's targets, key and facts, when the run hands off.
     pub handoff: Option<Arc<crate::handoff::setup::HandoffSetup>>,
 }

@@ -1,175 +1,164 @@
-//! The stages a run goes through, in their fixed order, and which of them
-//! this build can run.
+//! The stage contract: what every stage states about itself ([`StageDef`])
+//! and the cheap handle ([`Stage`]) the plan, the engine and the records
+//! pass around. The stages themselves and their order live in the
+//! registry (the crate's `stages` folder), whose handles reach the engine
+//! through the run's [`Setup`]; the pipeline never names a stage.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::str::FromStr;
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::pin::Pin;
+use std::sync::Arc;
 
-use crate::exit::BadInput;
+use crate::pipeline::node::NodeCx;
+use crate::pipeline::setup::Setup;
+use crate::pipeline::step::{Outcome, StepSink, Steps, Stop};
 
-/// One stage of provisioning.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Stage {
-    /// Each BMC reachable, trusted and identified; the GPUs it sees.
-    Preflight,
-    /// The OS installed from the boot server.
-    Image,
-    /// The NVIDIA driver stack installed.
-    Drivers,
-    /// GPU burn-in and diagnostics.
-    Burnin,
-    /// NCCL bandwidth in the node, then across the rack.
-    Nccl,
-    /// Accepted nodes handed to the cloud.
-    Handoff,
-}
+/// A stage's boxed future: a node's task then holds only the stage it is
+/// in, not space for the largest one, which matters with 12,500 node tasks
+/// alive at once.
+pub type StageFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Whether a stage works on one node at a time, or on a rack's nodes
-/// together once they all reached it.
+/// What a rack part decided: an outcome for each node it has something to
+/// say about (the others pass); `Err(())` when it could not decide (a stop,
+/// or the journal unreadable), which leaves the nodes pending.
+pub type RackVerdicts = Result<HashMap<String, Outcome>, ()>;
+
+/// Whether a stage works on one node at a time, on a rack's nodes
+/// together, or on the whole run once every rack is done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scope {
     /// Each node on its own.
     Node,
-    /// The rack's surviving nodes together (cross-node measurements).
+    /// Each node's own part, then the rack's surviving nodes together
+    /// (cross-node measurements).
     Rack,
+    /// After every rack, over the whole run's nodes (handoff); such a stage
+    /// decides the verdicts of the nodes that reached it.
+    Run,
+}
+
+/// One stage of provisioning. `name`, `scope` and `destructive` have no
+/// default: a new stage must state them.
+pub trait StageDef: Send + Sync + 'static {
+    /// The stage's name on the command line, in the journal and records.
+    fn name(&self) -> &'static str;
+
+    /// How the stage is scheduled.
+    fn scope(&self) -> Scope;
+
+    /// Whether the stage changes the node (power, disks, packages): such
+    /// stages need `--allow-in-service` for nodes marked `in_service`.
+    fn destructive(&self) -> bool;
+
+    /// The node's own work (for a rack stage: before the rack part).
+    fn run_node<'a>(
+        &'a self,
+        cx: &'a NodeCx,
+        steps: &'a mut Steps,
+    ) -> StageFuture<'a, Result<(), Stop>>;
+
+    /// The journal step under which each node records the rack part's
+    /// verdict (rack stages only).
+    fn rack_step(&self) -> &'static str {
+        "rack"
+    }
+
+    /// The rack part (rack stages only): compares the nodes of `group`
+    /// (one rack, one hardware profile), all of which passed their own part.
+    fn run_rack<'a>(
+        &'a self,
+        _setup: &'a Setup,
+        _sink: &'a Arc<dyn StepSink>,
+        _group: &'a [Arc<NodeCx>],
+    ) -> StageFuture<'a, RackVerdicts> {
+        Box::pin(async { Ok(HashMap::new()) })
+    }
+
+    /// The run-wide part (run stages only), after every rack: `passed` are
+    /// the nodes that passed every stage before it. Returns `true` when a
+    /// stop left some node pending.
+    fn run_after_racks<'a>(
+        &'a self,
+        _setup: &'a Arc<Setup>,
+        _sink: &'a Arc<dyn StepSink>,
+        _passed: Vec<Arc<NodeCx>>,
+    ) -> StageFuture<'a, bool> {
+        Box::pin(async { false })
+    }
+}
+
+/// A handle on a registered stage: its place in the pipeline and its
+/// definition. Cheap to copy; compared and ordered by pipeline place.
+#[derive(Clone, Copy)]
+pub struct Stage {
+    order: u8,
+    def: &'static dyn StageDef,
 }
 
 impl Stage {
-    /// Every stage, in pipeline order.
-    pub const ALL: [Stage; 6] = [
-        Stage::Preflight,
-        Stage::Image,
-        Stage::Drivers,
-        Stage::Burnin,
-        Stage::Nccl,
-        Stage::Handoff,
-    ];
+    /// A handle for the stage `def` at place `order` of the pipeline (the
+    /// registry's business).
+    pub const fn new(order: u8, def: &'static dyn StageDef) -> Stage {
+        Stage { order, def }
+    }
 
     /// The stage's name on the command line and in records.
     pub fn name(self) -> &'static str {
-        match self {
-            Stage::Preflight => "preflight",
-            Stage::Image => "image",
-            Stage::Drivers => "drivers",
-            Stage::Burnin => "burnin",
-            Stage::Nccl => "nccl",
-            Stage::Handoff => "handoff",
-        }
+        self.def.name()
     }
 
     /// How the stage is scheduled.
     pub fn scope(self) -> Scope {
-        match self {
-            // Burn-in compares each GPU with the rack's median; NCCL runs
-            // across the rack's nodes after each node's own run.
-            Stage::Burnin | Stage::Nccl => Scope::Rack,
-            _ => Scope::Node,
-        }
+        self.def.scope()
     }
 
-    /// Whether the stage changes the node (power, disks): such stages need
-    /// `--allow-in-service` for nodes marked `in_service`.
+    /// Whether the stage changes the node: see [`StageDef::destructive`].
     pub fn destructive(self) -> bool {
-        matches!(
-            self,
-            Stage::Image | Stage::Drivers | Stage::Burnin | Stage::Nccl
-        )
+        self.def.destructive()
     }
 
-    /// Whether this build can run the stage.
-    pub fn available(self) -> bool {
-        matches!(
-            self,
-            Stage::Preflight
-                | Stage::Image
-                | Stage::Drivers
-                | Stage::Burnin
-                | Stage::Nccl
-                | Stage::Handoff
-        )
+    /// The stage's definition, for the engine to run.
+    pub fn def(self) -> &'static dyn StageDef {
+        self.def
+    }
+}
+
+impl PartialEq for Stage {
+    fn eq(&self, other: &Stage) -> bool {
+        self.order == other.order
+    }
+}
+
+impl Eq for Stage {}
+
+impl PartialOrd for Stage {
+    fn partial_cmp(&self, other: &Stage) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Stage {
+    fn cmp(&self, other: &Stage) -> std::cmp::Ordering {
+        self.order.cmp(&other.order)
+    }
+}
+
+impl Hash for Stage {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.order.hash(state);
+    }
+}
+
+impl fmt::Debug for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
 impl fmt::Display for Stage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-impl FromStr for Stage {
-    type Err = BadInput;
-    fn from_str(s: &str) -> Result<Stage, BadInput> {
-        Stage::ALL
-            .into_iter()
-            .find(|st| st.name() == s)
-            .ok_or_else(|| {
-                BadInput(format!(
-                    "unknown stage `{s}` (stages: {})",
-                    Stage::ALL.map(Stage::name).join(", ")
-                ))
-            })
-    }
-}
-
-/// The stages to run: `--stages` (any order, put in pipeline order) cut
-/// at `--until`; by default every stage this build can run.
-pub fn plan(stages: Option<&str>, until: Option<&str>) -> Result<Vec<Stage>, BadInput> {
-    let mut chosen: Vec<Stage> = match stages {
-        Some(list) => {
-            let mut v = Vec::new();
-            for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                let stage: Stage = part.parse()?;
-                if !stage.available() {
-                    return Err(BadInput(format!(
-                        "stage `{stage}` is not built into this kiln yet (available: {})",
-                        available_names()
-                    )));
-                }
-                if !v.contains(&stage) {
-                    v.push(stage);
-                }
-            }
-            v
-        }
-        None => Stage::ALL.into_iter().filter(|s| s.available()).collect(),
-    };
-    chosen.sort();
-    if let Some(until) = until {
-        let last: Stage = until.parse()?;
-        chosen.retain(|s| *s <= last);
-    }
-    if chosen.is_empty() {
-        return Err(BadInput(format!(
-            "no stage left to run (available: {})",
-            available_names()
-        )));
-    }
-    Ok(chosen)
-}
-
-fn available_names() -> String {
-    Stage::ALL
-        .into_iter()
-        .filter(|s| s.available())
-        .map(Stage::name)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn stages_are_put_in_pipeline_order_and_cut() {
-        assert_eq!(plan(None, None).unwrap()[0], Stage::Preflight);
-        assert_eq!(
-            plan(Some("preflight,preflight"), None).unwrap(),
-            vec![Stage::Preflight]
-        );
-        let e = plan(Some("burn"), None).unwrap_err();
-        assert!(e.0.contains("unknown stage `burn`"), "{e}");
-        let e = plan(Some("preflight"), Some("nope")).unwrap_err();
-        assert!(e.0.contains("unknown stage `nope`"), "{e}");
     }
 }

@@ -39,11 +39,12 @@ use crate::pipeline::node::{NodeCx, SiteCx};
 use crate::pipeline::progress::{Mode, Progress, rfc3339};
 use crate::pipeline::record::{NodeRecord, NodeVerdict, RunInfo, RunRecord, RunState};
 use crate::pipeline::setup::Setup;
-use crate::pipeline::stages::{self, Stage};
+use crate::pipeline::stages::Stage;
 use crate::pipeline::step::now_ms;
 use crate::ssh::auth::Credentials;
 use crate::ssh::hostkeys::store_path;
 use crate::ssh::{ClientOptions, Remote, Target};
+use crate::stages;
 
 /// Something the run tells the operator, for the command to print.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -23,6 +23,7 @@ use crate::bmc::ops::{self, PowerOp, Waits};
 use crate::bmc::vendor::Identity;
 use crate::bmc::{discover, facts};
 use crate::pipeline::node::NodeCx;
+use crate::pipeline::stages::{Scope, StageDef, StageFuture};
 use crate::pipeline::step::{Outcome, Steps, Stop};
 use crate::profiles::HardwareProfile;
 
@@ -406,6 +407,29 @@ fn missing_ids(ids: &[&str], want: usize) -> Option<Vec<String>> {
             .map(|n| format!("{prefix}{n}"))
             .collect(),
     )
+}
+
+/// The `preflight` stage.
+pub struct Preflight;
+
+impl StageDef for Preflight {
+    fn name(&self) -> &'static str {
+        "preflight"
+    }
+    fn scope(&self) -> Scope {
+        Scope::Node
+    }
+    fn destructive(&self) -> bool {
+        // It powers on a node that is off, never off: nothing is lost.
+        false
+    }
+    fn run_node<'a>(
+        &'a self,
+        cx: &'a NodeCx,
+        steps: &'a mut Steps,
+    ) -> StageFuture<'a, Result<(), Stop>> {
+        Box::pin(run(cx, steps))
+    }
 }
 
 #[cfg(test)]

@@ -1,30 +1,14 @@
 //! The `image` stage inside a run: the run's boot server and installer
-//! images are set up once (see [`ImagingSetup`]); each node is then imaged
+//! images are set up once (see [`crate::imaging::setup::ImagingSetup`]); each node is then imaged
 //! by [`crate::imaging::deploy`], whose steps are journaled like every
 //! other stage's, so a resumed run never powers a node off twice.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::bmc::ops::Waits;
-use crate::imaging::deploy::{Deadlines, ImageCx, deploy};
-use crate::imaging::server::BootServer;
+use crate::imaging::deploy::{ImageCx, deploy};
 use crate::pipeline::node::NodeCx;
+use crate::pipeline::stages::{Scope, StageDef, StageFuture};
 use crate::pipeline::step::{Outcome, Steps, Stop};
-
-/// The imaging stage's run-wide parts.
-pub struct ImagingSetup {
-    /// The boot server every node's BMC fetches its installer from.
-    pub server: Arc<BootServer>,
-    /// What each image profile boots and writes, by profile name.
-    pub installers: HashMap<String, crate::imaging::Media>,
-    /// Step deadlines.
-    pub deadlines: Deadlines,
-    /// BMC read-back waits.
-    pub waits: Waits,
-    /// Reimage nodes that already run their profile's OS.
-    pub reimage: bool,
-}
 
 /// Images one node (a node that already runs its profile's OS with kiln's
 /// host key is only checked).
@@ -62,4 +46,26 @@ pub async fn run(cx: &NodeCx, steps: &mut Steps) -> Result<(), Stop> {
     let deployed = deploy(&image, steps).await?;
     tracing::info!(node = %cx.node.name, already = deployed.already, "imaged: {} ({})", deployed.os, deployed.kernel);
     Ok(())
+}
+
+/// The `image` stage.
+pub struct Image;
+
+impl StageDef for Image {
+    fn name(&self) -> &'static str {
+        "image"
+    }
+    fn scope(&self) -> Scope {
+        Scope::Node
+    }
+    fn destructive(&self) -> bool {
+        true
+    }
+    fn run_node<'a>(
+        &'a self,
+        cx: &'a NodeCx,
+        steps: &'a mut Steps,
+    ) -> StageFuture<'a, Result<(), Stop>> {
+        Box::pin(run(cx, steps))
+    }
 }

@@ -12,8 +12,8 @@ use crate::bmc::ops::Waits;
 use crate::exit::BadInput;
 use crate::imaging::deploy::Deadlines;
 use crate::imaging::server::BootServer;
+use crate::imaging::setup::ImagingSetup;
 use crate::inventory::Node;
-use crate::pipeline::imaging::ImagingSetup;
 use crate::ssh::auth::Credentials;
 
 /// Checks, before any request, what imaging needs for every node: a local

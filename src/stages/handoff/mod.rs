@@ -1,0 +1,49 @@
+//! The `handoff` stage: after every rack, the nodes that passed every
+//! stage are handed to the cloud and the failed given back (the work
+//! itself is [`crate::handoff::run`]); it decides the survivors' verdicts.
+
+use std::sync::Arc;
+
+use crate::pipeline::node::NodeCx;
+use crate::pipeline::setup::Setup;
+use crate::pipeline::stages::{Scope, StageDef, StageFuture};
+use crate::pipeline::step::{Outcome, StepSink, Steps, Stop};
+
+/// The `handoff` stage.
+pub struct Handoff;
+
+impl StageDef for Handoff {
+    fn name(&self) -> &'static str {
+        "handoff"
+    }
+    fn scope(&self) -> Scope {
+        // It sees every node of the run at once.
+        Scope::Run
+    }
+    fn destructive(&self) -> bool {
+        false
+    }
+    fn run_node<'a>(
+        &'a self,
+        _cx: &'a NodeCx,
+        _steps: &'a mut Steps,
+    ) -> StageFuture<'a, Result<(), Stop>> {
+        // Never called: a run stage has only its run-wide part.
+        Box::pin(async {
+            Err(Stop::Failed {
+                step: "start",
+                outcome: Box::new(Outcome::failed(
+                    "handoff works on the whole run, not one node",
+                )),
+            })
+        })
+    }
+    fn run_after_racks<'a>(
+        &'a self,
+        setup: &'a Arc<Setup>,
+        sink: &'a Arc<dyn StepSink>,
+        passed: Vec<Arc<NodeCx>>,
+    ) -> StageFuture<'a, bool> {
+        Box::pin(crate::handoff::run(setup, sink, passed))
+    }
+}
