@@ -74,6 +74,16 @@ impl NodeCtx {
         }
     }
 
+    /// The acceptance view of a node in a run: its remote, the run folder
+    /// and its BMC (the layout shared with the run's own context).
+    pub fn for_run(cx: &crate::pipeline::node::NodeCx) -> NodeCtx {
+        NodeCtx::new(cx.remote.clone(), cx.run_dir.clone()).with_bmc(BmcSensors::shared(
+            std::sync::Arc::clone(cx.bmc()),
+            cx.node.bmc.system.clone(),
+            cx.layout_cell(),
+        ))
+    }
+
     /// The same node, its chassis sensors read through `bmc`.
     pub fn with_bmc(mut self, bmc: BmcSensors) -> NodeCtx {
         self.bmc = Some(bmc);

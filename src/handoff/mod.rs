@@ -112,7 +112,10 @@ fn step_name(kind: &str, n: usize) -> &'static str {
 /// stage; every failed or unverified node of the run is given back.
 /// Returns `true` if a stop left some node pending.
 pub async fn run(setup: &Arc<Setup>, sink: &Arc<dyn StepSink>, accepted: Vec<Arc<NodeCx>>) -> bool {
-    let hs = setup.nodes.first().and_then(|cx| cx.site.handoff.clone());
+    let hs = setup
+        .nodes
+        .first()
+        .and_then(|cx| cx.site.prepared::<crate::handoff::setup::HandoffSetup>());
     let record = match setup.journal.load() {
         Ok(r) => r,
         Err(e) => {

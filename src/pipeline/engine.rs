@@ -510,8 +510,7 @@ mod tests {
             inventory_dir: dir.to_path_buf(),
             credentials: Arc::new(Credentials::new()),
             known_hosts: dir.join("known_hosts"),
-            imaging: None,
-            handoff: None,
+            prepared: Default::default(),
         });
         let tls = crate::bmc::tls::insecure("t").unwrap();
         let nodes: Vec<Arc<NodeCx>> = inventory

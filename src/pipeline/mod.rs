@@ -19,3 +19,4 @@ pub mod record;
 pub mod setup;
 pub mod stages;
 pub mod step;
+pub mod time;

@@ -29,10 +29,39 @@ pub struct SiteCx {
     pub credentials: Arc<Credentials>,
     /// kiln's SSH known-hosts store (`ssh::hostkeys::store_path`).
     pub known_hosts: PathBuf,
-    /// The imaging stage's shared parts, when the run images nodes.
-    pub imaging: Option<crate::imaging::setup::ImagingSetup>,
-    /// The handoff stage's targets, key and facts, when the run hands off.
-    pub handoff: Option<Arc<crate::handoff::setup::HandoffSetup>>,
+    /// What stages prepared for the whole run (the boot server, the
+    /// handoff targets), one value per type; see [`SiteCx::prepared`].
+    pub prepared: Prepared,
+}
+
+impl SiteCx {
+    /// The run-wide value of type `T` a stage prepared, if the run has one.
+    pub fn prepared<T: std::any::Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.prepared.get()
+    }
+}
+
+/// Run-wide values that stages prepare before any node starts, kept by
+/// type so that the pipeline needs to know none of the stages' types.
+#[derive(Default)]
+pub struct Prepared(Vec<Arc<dyn std::any::Any + Send + Sync>>);
+
+impl Prepared {
+    /// Adds `value`; a later value of the same type shadows nothing (the
+    /// first one added wins), so each stage adds its own type once.
+    pub fn with<T: std::any::Any + Send + Sync>(mut self, value: Option<T>) -> Prepared {
+        if let Some(value) = value {
+            self.0.push(Arc::new(value));
+        }
+        self
+    }
+
+    /// The value of type `T`, if one was added.
+    pub fn get<T: std::any::Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.0
+            .iter()
+            .find_map(|v| Arc::clone(v).downcast::<T>().ok())
+    }
 }
 
 /// One node's working context during a run.
@@ -85,16 +114,10 @@ impl NodeCx {
         }
     }
 
-    /// The acceptance stages' view of the node: its remote, run folder and
-    /// BMC (its layout shared with this context).
-    pub fn acceptance(&self) -> crate::acceptance::NodeCtx {
-        crate::acceptance::NodeCtx::new(self.remote.clone(), self.run_dir.clone()).with_bmc(
-            crate::acceptance::BmcSensors::shared(
-                Arc::clone(&self.bmc),
-                self.node.bmc.system.clone(),
-                Arc::clone(&self.layout),
-            ),
-        )
+    /// The BMC layout cell, shared by every view of this node (the
+    /// acceptance stages' BMC reader fills or reuses it).
+    pub fn layout_cell(&self) -> Arc<OnceCell<Arc<Layout>>> {
+        Arc::clone(&self.layout)
     }
 
     /// The node's BMC client.

@@ -309,7 +309,7 @@ fn seconds(ms: u64) -> String {
 
 /// `2026-11-25T10:15:00Z` for a time in Unix milliseconds (UTC).
 pub fn rfc3339(ms: UnixMs) -> String {
-    crate::report::rfc3339_utc(ms)
+    crate::pipeline::time::rfc3339_utc(ms)
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ use crate::inventory::{Inventory, Node, Selection};
 use crate::pipeline::engine;
 use crate::pipeline::gates::Gates;
 use crate::pipeline::journal::{Journal, RunJournal};
-use crate::pipeline::node::{NodeCx, SiteCx};
+use crate::pipeline::node::{NodeCx, Prepared, SiteCx};
 use crate::pipeline::progress::{Mode, Progress, rfc3339};
 use crate::pipeline::record::{NodeRecord, NodeVerdict, RunInfo, RunRecord, RunState};
 use crate::pipeline::setup::Setup;
@@ -183,15 +183,14 @@ pub async fn execute<'a>(
     );
     let handoff = handoff.map(|mut h| {
         h.pool = Some(Arc::clone(&pool));
-        Arc::new(h)
+        h
     });
     let site = Arc::new(SiteCx {
         state: state.to_path_buf(),
         known_hosts: store_path(&inventory_dir),
         inventory_dir,
         credentials,
-        imaging,
-        handoff,
+        prepared: Prepared::default().with(imaging).with(handoff),
     });
     let contexts: Vec<Arc<NodeCx>> = nodes
         .iter()

@@ -33,7 +33,7 @@ impl StageDef for Burnin {
     ) -> StageFuture<'a, Result<(), Stop>> {
         Box::pin(async move {
             acceptance::burnin(
-                &cx.acceptance(),
+                &crate::acceptance::NodeCtx::for_run(cx),
                 steps,
                 &cx.hardware,
                 &BurninOptions::for_profile(&cx.hardware),

@@ -17,7 +17,7 @@ pub async fn run(cx: &NodeCx, steps: &mut Steps) -> Result<(), Stop> {
         step: "start",
         outcome: Box::new(Outcome::failed(why)),
     };
-    let Some(setup) = &cx.site.imaging else {
+    let Some(setup) = cx.site.prepared::<crate::imaging::setup::ImagingSetup>() else {
         return Err(fail("the run has no boot server (a bug in kiln)".into()));
     };
     let Some(installer) = setup.installers.get(&cx.image.name) else {

@@ -34,7 +34,7 @@ impl StageDef for Nccl {
     ) -> StageFuture<'a, Result<(), Stop>> {
         Box::pin(async move {
             acceptance::nccl_node(
-                &cx.acceptance(),
+                &crate::acceptance::NodeCtx::for_run(cx),
                 steps,
                 &cx.hardware,
                 &NcclOptions::for_profile(&cx.hardware),
@@ -69,7 +69,10 @@ fn rack(
     }
     let rack = format!("rack:{}", group[0].node.rack);
     let mut steps = Steps::new(rack, stage, Arc::clone(sink), Arc::clone(&setup.stopping));
-    let nodes: Vec<_> = group.iter().map(|cx| cx.acceptance()).collect();
+    let nodes: Vec<_> = group
+        .iter()
+        .map(|cx| crate::acceptance::NodeCtx::for_run(cx))
+        .collect();
     let profile = &group[0].hardware;
     // The bisection's async closures defeat the compiler's proof that the
     // future is Send (rust-lang/rust#110338), so it runs to its end on this
