@@ -375,7 +375,7 @@ mod tests {
     use crate::pipeline::node::SiteCx;
     use crate::pipeline::progress::Mode;
     use crate::pipeline::record::{NodeRecord, RunInfo};
-    use crate::pipeline::stages::{RackVerdicts, StageDef, StageFuture};
+    use crate::pipeline::stages::{About, NodeWork, RackVerdicts, StageDef, StageFuture};
     use crate::profiles::Catalog;
     use crate::secret::Secret;
     use crate::ssh::Remote;
@@ -409,20 +409,14 @@ mod tests {
     }
 
     impl StageDef for Fake {
-        fn name(&self) -> &'static str {
-            self.name
+        fn about(&self) -> About {
+            About {
+                name: self.name,
+                scope: self.scope,
+                destructive: false,
+            }
         }
-        fn scope(&self) -> Scope {
-            self.scope
-        }
-        fn destructive(&self) -> bool {
-            false
-        }
-        fn run_node<'a>(
-            &'a self,
-            cx: &'a NodeCx,
-            steps: &'a mut Steps,
-        ) -> StageFuture<'a, Result<(), Stop>> {
+        fn run_node<'a>(&'a self, cx: &'a NodeCx, steps: &'a mut Steps) -> NodeWork<'a> {
             Box::pin(async move {
                 let failed = self.fails == Some(cx.node.name.as_str());
                 steps
@@ -492,16 +486,8 @@ mod tests {
                 state: RunState::Running,
                 kiln_version: "0".into(),
             };
-            let records: Vec<NodeRecord> = inventory
-                .nodes
-                .iter()
-                .map(|n| NodeRecord {
-                    name: n.name.clone(),
-                    rack: n.rack.clone(),
-                    hardware: n.hardware.clone(),
-                    ..NodeRecord::default()
-                })
-                .collect();
+            let records: Vec<NodeRecord> =
+                inventory.nodes.iter().map(NodeRecord::pending).collect();
             journal.create_run(&info, &records).unwrap()
         };
         let gates = Arc::new(Gates::new(&inventory.limits));

@@ -70,6 +70,18 @@ pub struct NodeRecord {
     pub steps: Vec<StepRecord>,
 }
 
+impl NodeRecord {
+    /// A node of the inventory as a new run records it: pending, no steps.
+    pub fn pending(node: &crate::inventory::Node) -> NodeRecord {
+        NodeRecord {
+            name: node.name.clone(),
+            rack: node.rack.clone(),
+            hardware: node.hardware.clone(),
+            ..NodeRecord::default()
+        }
+    }
+}
+
 /// A node's verdict.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

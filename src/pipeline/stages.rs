@@ -39,25 +39,30 @@ pub enum Scope {
     Run,
 }
 
-/// One stage of provisioning. `name`, `scope` and `destructive` have no
-/// default: a new stage must state them.
-pub trait StageDef: Send + Sync + 'static {
+/// What a stage states about itself; every field is required, so a new
+/// stage cannot inherit a scope or a "not destructive" by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct About {
     /// The stage's name on the command line, in the journal and records.
-    fn name(&self) -> &'static str;
-
+    pub name: &'static str,
     /// How the stage is scheduled.
-    fn scope(&self) -> Scope;
-
+    pub scope: Scope,
     /// Whether the stage changes the node (power, disks, packages): such
     /// stages need `--allow-in-service` for nodes marked `in_service`.
-    fn destructive(&self) -> bool;
+    pub destructive: bool,
+}
+
+/// A node's own work in a stage.
+pub type NodeWork<'a> = StageFuture<'a, Result<(), Stop>>;
+
+/// One stage of provisioning. [`StageDef::about`] and the node's own part
+/// have no default: a new stage must state them.
+pub trait StageDef: Send + Sync + 'static {
+    /// Its name, scope and whether it is destructive.
+    fn about(&self) -> About;
 
     /// The node's own work (for a rack stage: before the rack part).
-    fn run_node<'a>(
-        &'a self,
-        cx: &'a NodeCx,
-        steps: &'a mut Steps,
-    ) -> StageFuture<'a, Result<(), Stop>>;
+    fn run_node<'a>(&'a self, cx: &'a NodeCx, steps: &'a mut Steps) -> NodeWork<'a>;
 
     /// The journal step under which each node records the rack part's
     /// verdict (rack stages only).
@@ -106,17 +111,17 @@ impl Stage {
 
     /// The stage's name on the command line and in records.
     pub fn name(self) -> &'static str {
-        self.def.name()
+        self.def.about().name
     }
 
     /// How the stage is scheduled.
     pub fn scope(self) -> Scope {
-        self.def.scope()
+        self.def.about().scope
     }
 
-    /// Whether the stage changes the node: see [`StageDef::destructive`].
+    /// Whether the stage changes the node: see [`About::destructive`].
     pub fn destructive(self) -> bool {
-        self.def.destructive()
+        self.def.about().destructive
     }
 
     /// The stage's definition, for the engine to run.

@@ -405,15 +405,7 @@ fn open_run(
         state: RunState::Running,
         kiln_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
-    let records: Vec<NodeRecord> = nodes
-        .iter()
-        .map(|n| NodeRecord {
-            name: n.name.clone(),
-            rack: n.rack.clone(),
-            hardware: n.hardware.clone(),
-            ..NodeRecord::default()
-        })
-        .collect();
+    let records: Vec<NodeRecord> = nodes.iter().map(|n| NodeRecord::pending(n)).collect();
     Ok((journal.create_run(&info, &records)?, id))
 }
 

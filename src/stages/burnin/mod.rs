@@ -9,28 +9,22 @@ use crate::acceptance;
 use crate::acceptance::burnin::{BurninOptions, GpuGflops};
 use crate::pipeline::node::NodeCx;
 use crate::pipeline::setup::Setup;
-use crate::pipeline::stages::{RackVerdicts, Scope, StageDef, StageFuture};
-use crate::pipeline::step::{Outcome, StepSink, Steps, Stop};
+use crate::pipeline::stages::{About, NodeWork, RackVerdicts, Scope, StageDef, StageFuture};
+use crate::pipeline::step::{Outcome, StepSink, Steps};
 
 /// The `burnin` stage.
 pub struct Burnin;
 
 impl StageDef for Burnin {
-    fn name(&self) -> &'static str {
-        "burnin"
+    // Each GPU is compared with the rack's median.
+    fn about(&self) -> About {
+        About {
+            name: "burnin",
+            scope: Scope::Rack,
+            destructive: true,
+        }
     }
-    fn scope(&self) -> Scope {
-        // Each GPU is compared with the rack's median.
-        Scope::Rack
-    }
-    fn destructive(&self) -> bool {
-        true
-    }
-    fn run_node<'a>(
-        &'a self,
-        cx: &'a NodeCx,
-        steps: &'a mut Steps,
-    ) -> StageFuture<'a, Result<(), Stop>> {
+    fn run_node<'a>(&'a self, cx: &'a NodeCx, steps: &'a mut Steps) -> NodeWork<'a> {
         Box::pin(async move {
             acceptance::burnin(
                 &crate::acceptance::NodeCtx::for_run(cx),

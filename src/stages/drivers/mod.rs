@@ -2,27 +2,21 @@
 //! work itself is [`crate::drivers::run`]).
 
 use crate::pipeline::node::NodeCx;
-use crate::pipeline::stages::{Scope, StageDef, StageFuture};
-use crate::pipeline::step::{Steps, Stop};
+use crate::pipeline::stages::{About, NodeWork, Scope, StageDef};
+use crate::pipeline::step::Steps;
 
 /// The `drivers` stage.
 pub struct Drivers;
 
 impl StageDef for Drivers {
-    fn name(&self) -> &'static str {
-        "drivers"
+    fn about(&self) -> About {
+        About {
+            name: "drivers",
+            scope: Scope::Node,
+            destructive: true,
+        }
     }
-    fn scope(&self) -> Scope {
-        Scope::Node
-    }
-    fn destructive(&self) -> bool {
-        true
-    }
-    fn run_node<'a>(
-        &'a self,
-        cx: &'a NodeCx,
-        steps: &'a mut Steps,
-    ) -> StageFuture<'a, Result<(), Stop>> {
+    fn run_node<'a>(&'a self, cx: &'a NodeCx, steps: &'a mut Steps) -> NodeWork<'a> {
         Box::pin(crate::drivers::run(cx, steps))
     }
 }

@@ -6,28 +6,22 @@ use std::sync::Arc;
 
 use crate::pipeline::node::NodeCx;
 use crate::pipeline::setup::Setup;
-use crate::pipeline::stages::{Scope, StageDef, StageFuture};
+use crate::pipeline::stages::{About, NodeWork, Scope, StageDef, StageFuture};
 use crate::pipeline::step::{Outcome, StepSink, Steps, Stop};
 
 /// The `handoff` stage.
 pub struct Handoff;
 
 impl StageDef for Handoff {
-    fn name(&self) -> &'static str {
-        "handoff"
+    // It sees every node of the run at once.
+    fn about(&self) -> About {
+        About {
+            name: "handoff",
+            scope: Scope::Run,
+            destructive: false,
+        }
     }
-    fn scope(&self) -> Scope {
-        // It sees every node of the run at once.
-        Scope::Run
-    }
-    fn destructive(&self) -> bool {
-        false
-    }
-    fn run_node<'a>(
-        &'a self,
-        _cx: &'a NodeCx,
-        _steps: &'a mut Steps,
-    ) -> StageFuture<'a, Result<(), Stop>> {
+    fn run_node<'a>(&'a self, _cx: &'a NodeCx, _steps: &'a mut Steps) -> NodeWork<'a> {
         // Never called: a run stage has only its run-wide part.
         Box::pin(async {
             Err(Stop::Failed {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::imaging::deploy::{ImageCx, deploy};
 use crate::pipeline::node::NodeCx;
-use crate::pipeline::stages::{Scope, StageDef, StageFuture};
+use crate::pipeline::stages::{About, NodeWork, Scope, StageDef};
 use crate::pipeline::step::{Outcome, Steps, Stop};
 
 /// Images one node (a node that already runs its profile's OS with kiln's
@@ -52,20 +52,14 @@ pub async fn run(cx: &NodeCx, steps: &mut Steps) -> Result<(), Stop> {
 pub struct Image;
 
 impl StageDef for Image {
-    fn name(&self) -> &'static str {
-        "image"
+    fn about(&self) -> About {
+        About {
+            name: "image",
+            scope: Scope::Node,
+            destructive: true,
+        }
     }
-    fn scope(&self) -> Scope {
-        Scope::Node
-    }
-    fn destructive(&self) -> bool {
-        true
-    }
-    fn run_node<'a>(
-        &'a self,
-        cx: &'a NodeCx,
-        steps: &'a mut Steps,
-    ) -> StageFuture<'a, Result<(), Stop>> {
+    fn run_node<'a>(&'a self, cx: &'a NodeCx, steps: &'a mut Steps) -> NodeWork<'a> {
         Box::pin(run(cx, steps))
     }
 }

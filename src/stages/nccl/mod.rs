@@ -10,28 +10,22 @@ use crate::acceptance;
 use crate::acceptance::nccl::{NcclOptions, RackNccl};
 use crate::pipeline::node::NodeCx;
 use crate::pipeline::setup::Setup;
-use crate::pipeline::stages::{RackVerdicts, Scope, StageDef, StageFuture};
-use crate::pipeline::step::{Outcome, StepSink, Steps, Stop};
+use crate::pipeline::stages::{About, NodeWork, RackVerdicts, Scope, StageDef, StageFuture};
+use crate::pipeline::step::{Outcome, StepSink, Steps};
 
 /// The `nccl` stage.
 pub struct Nccl;
 
 impl StageDef for Nccl {
-    fn name(&self) -> &'static str {
-        "nccl"
+    // The rack's nodes run together after each node's own run.
+    fn about(&self) -> About {
+        About {
+            name: "nccl",
+            scope: Scope::Rack,
+            destructive: true,
+        }
     }
-    fn scope(&self) -> Scope {
-        // The rack's nodes run together after each node's own run.
-        Scope::Rack
-    }
-    fn destructive(&self) -> bool {
-        true
-    }
-    fn run_node<'a>(
-        &'a self,
-        cx: &'a NodeCx,
-        steps: &'a mut Steps,
-    ) -> StageFuture<'a, Result<(), Stop>> {
+    fn run_node<'a>(&'a self, cx: &'a NodeCx, steps: &'a mut Steps) -> NodeWork<'a> {
         Box::pin(async move {
             acceptance::nccl_node(
                 &crate::acceptance::NodeCtx::for_run(cx),
@@ -52,7 +46,7 @@ impl StageDef for Nccl {
         sink: &'a Arc<dyn StepSink>,
         group: &'a [Arc<NodeCx>],
     ) -> StageFuture<'a, RackVerdicts> {
-        Box::pin(async move { rack(self.name(), setup, sink, group) })
+        Box::pin(async move { rack(self.about().name, setup, sink, group) })
     }
 }
 

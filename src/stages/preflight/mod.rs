@@ -23,7 +23,7 @@ use crate::bmc::ops::{self, PowerOp, Waits};
 use crate::bmc::vendor::Identity;
 use crate::bmc::{discover, facts};
 use crate::pipeline::node::NodeCx;
-use crate::pipeline::stages::{Scope, StageDef, StageFuture};
+use crate::pipeline::stages::{About, NodeWork, Scope, StageDef};
 use crate::pipeline::step::{Outcome, Steps, Stop};
 use crate::profiles::HardwareProfile;
 
@@ -413,21 +413,15 @@ fn missing_ids(ids: &[&str], want: usize) -> Option<Vec<String>> {
 pub struct Preflight;
 
 impl StageDef for Preflight {
-    fn name(&self) -> &'static str {
-        "preflight"
+    // It powers on a node that is off, never off: nothing is lost.
+    fn about(&self) -> About {
+        About {
+            name: "preflight",
+            scope: Scope::Node,
+            destructive: false,
+        }
     }
-    fn scope(&self) -> Scope {
-        Scope::Node
-    }
-    fn destructive(&self) -> bool {
-        // It powers on a node that is off, never off: nothing is lost.
-        false
-    }
-    fn run_node<'a>(
-        &'a self,
-        cx: &'a NodeCx,
-        steps: &'a mut Steps,
-    ) -> StageFuture<'a, Result<(), Stop>> {
+    fn run_node<'a>(&'a self, cx: &'a NodeCx, steps: &'a mut Steps) -> NodeWork<'a> {
         Box::pin(run(cx, steps))
     }
 }
