@@ -19,7 +19,7 @@ use crate::pipeline::journal::RunJournal;
 use crate::pipeline::node::NodeCx;
 use crate::pipeline::progress::Progress;
 use crate::pipeline::record::{NodeVerdict, RunRecord, RunState, StepRecord, UnixMs};
-use crate::pipeline::stages::{Scope, Stage};
+use crate::pipeline::stages::{RackCx, Scope, Stage};
 use crate::pipeline::step::Outcome;
 use crate::pipeline::step::{Committed, StepSink, Steps, Stop};
 
@@ -324,7 +324,14 @@ async fn rack_stage(
     }
     let mut out = Vec::new();
     for (_, group) in groups {
-        let verdicts = stage.def().run_rack(setup, sink, &group).await;
+        let verdicts = stage
+            .def()
+            .run_rack(RackCx {
+                setup,
+                sink,
+                group: &group,
+            })
+            .await;
         let verdicts = match verdicts {
             Ok(v) => v,
             Err(()) => {
@@ -435,14 +442,10 @@ mod tests {
         fn rack_step(&self) -> &'static str {
             "rack-fake"
         }
-        fn run_rack<'a>(
-            &'a self,
-            _setup: &'a Setup,
-            _sink: &'a Arc<dyn StepSink>,
-            group: &'a [Arc<NodeCx>],
-        ) -> StageFuture<'a, RackVerdicts> {
+        fn run_rack<'a>(&'a self, rack: RackCx<'a>) -> StageFuture<'a, RackVerdicts> {
             Box::pin(async move {
-                Ok(group
+                Ok(rack
+                    .group
                     .iter()
                     .filter(|cx| self.straggler == Some(cx.node.name.as_str()))
                     .map(|cx| {

@@ -55,6 +55,17 @@ pub struct About {
 /// A node's own work in a stage.
 pub type NodeWork<'a> = StageFuture<'a, Result<(), Stop>>;
 
+/// What a stage's rack part works on.
+#[derive(Clone, Copy)]
+pub struct RackCx<'a> {
+    /// The run.
+    pub setup: &'a Setup,
+    /// Where the rack's own steps are recorded.
+    pub sink: &'a Arc<dyn StepSink>,
+    /// One rack's nodes of one hardware profile, each past its own part.
+    pub group: &'a [Arc<NodeCx>],
+}
+
 /// One stage of provisioning. [`StageDef::about`] and the node's own part
 /// have no default: a new stage must state them.
 pub trait StageDef: Send + Sync + 'static {
@@ -70,14 +81,9 @@ pub trait StageDef: Send + Sync + 'static {
         "rack"
     }
 
-    /// The rack part (rack stages only): compares the nodes of `group`
+    /// The rack part (rack stages only): compares the nodes of `rack.group`
     /// (one rack, one hardware profile), all of which passed their own part.
-    fn run_rack<'a>(
-        &'a self,
-        _setup: &'a Setup,
-        _sink: &'a Arc<dyn StepSink>,
-        _group: &'a [Arc<NodeCx>],
-    ) -> StageFuture<'a, RackVerdicts> {
+    fn run_rack<'a>(&'a self, _rack: RackCx<'a>) -> StageFuture<'a, RackVerdicts> {
         Box::pin(async { Ok(HashMap::new()) })
     }
 

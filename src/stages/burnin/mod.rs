@@ -9,8 +9,10 @@ use crate::acceptance;
 use crate::acceptance::burnin::{BurninOptions, GpuGflops};
 use crate::pipeline::node::NodeCx;
 use crate::pipeline::setup::Setup;
-use crate::pipeline::stages::{About, NodeWork, RackVerdicts, Scope, StageDef, StageFuture};
-use crate::pipeline::step::{Outcome, StepSink, Steps};
+use crate::pipeline::stages::{
+    About, NodeWork, RackCx, RackVerdicts, Scope, StageDef, StageFuture,
+};
+use crate::pipeline::step::{Outcome, Steps};
 
 /// The `burnin` stage.
 pub struct Burnin;
@@ -39,13 +41,8 @@ impl StageDef for Burnin {
     fn rack_step(&self) -> &'static str {
         "rack-median"
     }
-    fn run_rack<'a>(
-        &'a self,
-        setup: &'a Setup,
-        _sink: &'a Arc<dyn StepSink>,
-        group: &'a [Arc<NodeCx>],
-    ) -> StageFuture<'a, RackVerdicts> {
-        Box::pin(async move { rack_median(setup, group) })
+    fn run_rack<'a>(&'a self, rack: RackCx<'a>) -> StageFuture<'a, RackVerdicts> {
+        Box::pin(async move { rack_median(rack.setup, rack.group) })
     }
 }
 

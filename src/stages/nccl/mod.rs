@@ -10,7 +10,9 @@ use crate::acceptance;
 use crate::acceptance::nccl::{NcclOptions, RackNccl};
 use crate::pipeline::node::NodeCx;
 use crate::pipeline::setup::Setup;
-use crate::pipeline::stages::{About, NodeWork, RackVerdicts, Scope, StageDef, StageFuture};
+use crate::pipeline::stages::{
+    About, NodeWork, RackCx, RackVerdicts, Scope, StageDef, StageFuture,
+};
 use crate::pipeline::step::{Outcome, StepSink, Steps};
 
 /// The `nccl` stage.
@@ -40,13 +42,8 @@ impl StageDef for Nccl {
     fn rack_step(&self) -> &'static str {
         "rack"
     }
-    fn run_rack<'a>(
-        &'a self,
-        setup: &'a Setup,
-        sink: &'a Arc<dyn StepSink>,
-        group: &'a [Arc<NodeCx>],
-    ) -> StageFuture<'a, RackVerdicts> {
-        Box::pin(async move { rack(self.about().name, setup, sink, group) })
+    fn run_rack<'a>(&'a self, part: RackCx<'a>) -> StageFuture<'a, RackVerdicts> {
+        Box::pin(async move { rack(self.about().name, part.setup, part.sink, part.group) })
     }
 }
 
