@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use crate::profiles::firmware::{BiosBaseline, FirmwareComponent};
 use crate::yaml::Node;
 use crate::yaml::decode::{ByteSize, Cx, FromNode, HumanDuration};
 
@@ -33,6 +34,11 @@ pub struct HardwareProfile {
     pub xid: XidSpec,
     /// The NVIDIA driver stack the drivers stage installs and verifies.
     pub drivers: DriverStack,
+    /// The firmware baseline the firmware stage brings nodes to (empty:
+    /// firmware is only listed, as preflight always did).
+    pub firmware: Vec<FirmwareComponent>,
+    /// The BIOS baseline (default: nothing checked).
+    pub bios: BiosBaseline,
 }
 
 /// The pinned NVIDIA software of a server model: what the drivers stage
@@ -245,25 +251,42 @@ macro_rules! decode_struct {
 
 impl FromNode for HardwareProfile {
     fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
-        decode_struct!(
-            cx,
-            node,
-            "hardware profile",
-            HardwareProfile {
-                name: String,
-                description: String,
-                gpu: GpuSpec,
-                nvswitch: bool,
-                infiniband: InfinibandSpec,
-                burnin: BurninSpec,
-                dcgm: DcgmSpec,
-                nccl: NcclSpec,
-                nvbandwidth: NvbandwidthSpec,
-                ib_write_bw: IbWriteBwSpec,
-                xid: XidSpec,
-                drivers: DriverStack,
-            }
-        )
+        let mut m = cx.map(node, "hardware profile")?;
+        let name = m.req(cx, "name");
+        let description = m.req(cx, "description");
+        let gpu = m.req(cx, "gpu");
+        let nvswitch = m.req(cx, "nvswitch");
+        let infiniband = m.req(cx, "infiniband");
+        let burnin = m.req(cx, "burnin");
+        let dcgm = m.req(cx, "dcgm");
+        let nccl = m.req(cx, "nccl");
+        let nvbandwidth = m.req(cx, "nvbandwidth");
+        let ib_write_bw = m.req(cx, "ib_write_bw");
+        let xid = m.req(cx, "xid");
+        let drivers = m.req(cx, "drivers");
+        // The baselines are optional: a profile without them checks none.
+        let before = cx.error_count();
+        let firmware: Option<Vec<FirmwareComponent>> = m.opt(cx, "firmware");
+        let bios: Option<BiosBaseline> = m.opt(cx, "bios");
+        let baselines_ok = cx.error_count() == before;
+        m.finish(cx);
+        baselines_ok.then_some(())?;
+        Some(HardwareProfile {
+            name: name?,
+            description: description?,
+            gpu: gpu?,
+            nvswitch: nvswitch?,
+            infiniband: infiniband?,
+            burnin: burnin?,
+            dcgm: dcgm?,
+            nccl: nccl?,
+            nvbandwidth: nvbandwidth?,
+            ib_write_bw: ib_write_bw?,
+            xid: xid?,
+            drivers: drivers?,
+            firmware: firmware.unwrap_or_default(),
+            bios: bios.unwrap_or_default(),
+        })
     }
 }
 

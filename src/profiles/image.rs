@@ -323,7 +323,7 @@ fn image_path(cx: &mut Cx, node: &Node, value: Option<String>, default: &str) ->
 }
 
 /// A download needs a `url` (http or https) or a local `path`.
-fn check_source(cx: &mut Cx, node: &Node, what: &str, url: Option<&str>, has_path: bool) {
+pub(crate) fn check_source(cx: &mut Cx, node: &Node, what: &str, url: Option<&str>, has_path: bool) {
     match url {
         None if !has_path => cx.error(node.pos, format!("{what} needs a `url` or a `path`")),
         Some(u) if !(u.starts_with("https://") || u.starts_with("http://")) => {
@@ -334,7 +334,7 @@ fn check_source(cx: &mut Cx, node: &Node, what: &str, url: Option<&str>, has_pat
 }
 
 /// A digest the profile pins must be a SHA-256.
-fn check_sha256(cx: &mut Cx, node: &Node, what: &str, digest: &str) {
+pub(crate) fn check_sha256(cx: &mut Cx, node: &Node, what: &str, digest: &str) {
     if crate::profiles::hardware::normalise_sha256(digest).is_none() || digest.trim() != digest {
         cx.error(
             node.pos,

@@ -2,6 +2,7 @@
 //! any `*.yaml` in a `profiles/` folder next to the inventory (a site's own
 //! models, or a built-in with different floors under the same name).
 
+pub mod firmware;
 pub mod hardware;
 pub mod image;
 
@@ -358,6 +359,45 @@ mod tests {
             "unknown boot method `pxe` (virtual-media or uefi-http)",
             "installer url `ftp://releases.ubuntu.com/",
             "installer sha256 `zz514bf",
+        ] {
+            assert!(diags.contains(wanted), "{wanted} missing from {diags}");
+        }
+    }
+
+    #[test]
+    fn firmware_and_bios_baselines_are_read_and_checked() {
+        use crate::profiles::firmware::{ApplyTime, AttributeValue, BootMode, VersionRule};
+        let good = format!(
+            "{H100}\nfirmware:\n  - component: bmc\n    match: {{ id: \"BMC*\" }}\n    minimum: \"7.10\"\n    package: {{ path: fw/bmc.bin, sha256: {} }}\n    apply: on_reset\nbios:\n  boot_mode: uefi\n  attributes:\n    - setting: sr-iov\n      attribute: SriovGlobalEnable\n      value: Enabled\n      vendors:\n        supermicro: {{ attribute: \"SR-IOVSupport*\", value: Enable }}\n",
+            "ab".repeat(32)
+        );
+        let (profile, diags) = parse_h100(&good);
+        let p = profile.unwrap_or_else(|| panic!("{diags}"));
+        assert_eq!(p.firmware.len(), 1);
+        assert_eq!(p.firmware[0].version, VersionRule::Minimum("7.10".into()));
+        assert_eq!(p.firmware[0].apply, ApplyTime::OnReset);
+        assert_eq!(p.bios.boot_mode, Some(BootMode::Uefi));
+        let sriov = &p.bios.attributes[0];
+        assert_eq!(sriov.for_vendor("dell").attribute, "SriovGlobalEnable");
+        assert_eq!(
+            sriov.for_vendor("supermicro").value,
+            AttributeValue::Text("Enable".into())
+        );
+        // A profile without baselines still reads, with none.
+        let (plain, _) = parse_h100(H100);
+        assert!(plain.is_some_and(|p| p.firmware.is_empty() && p.bios.attributes.is_empty()));
+
+        let bad = format!(
+            "{H100}\nfirmware:\n  - component: gpu\n    match: {{ id: a, name: b }}\n    version: \"1\"\n    minimum: \"2\"\n    apply: later\nbios:\n  boot_mode: bios\n  attributes:\n    - setting: x\n      attribute: Y\n      value: 1\n      vendors: {{ acme: {{ value: 2 }} }}\n"
+        );
+        let (profile, diags) = parse_h100(&bad);
+        assert!(profile.is_none());
+        for wanted in [
+            "a firmware match takes one of `id` or `name`",
+            "takes `version` (exact) or `minimum`, not both",
+            "unknown apply time `later` (immediate or on_reset)",
+            "unknown boot mode `bios` (uefi or legacy)",
+            "unknown vendor `acme`",
         ] {
             assert!(diags.contains(wanted), "{wanted} missing from {diags}");
         }
