@@ -63,6 +63,9 @@ pub fn run(ctx: &Ctx, cmd: ProfileCommand) -> anyhow::Result<ExitStatus> {
                 ctx.printer.info(&format!("# {}", entry.file));
                 ctx.printer.data(&entry.text);
                 ctx.printer.data(&pins(&entry.profile));
+                let p = &entry.profile;
+                ctx.printer
+                    .data(&crate::profiles::firmware::explain(&p.firmware, &p.bios));
             }
             Ok(ExitStatus::Success)
         }

@@ -261,6 +261,59 @@ impl std::fmt::Display for AttributeValue {
     }
 }
 
+/// What the firmware stage will hold a node to, in words, as `kiln
+/// profile show` prints it (YAML comments, so the output stays a profile).
+pub fn explain(firmware: &[FirmwareComponent], bios: &BiosBaseline) -> String {
+    let mut out = String::from("# Baseline the firmware stage brings nodes to:\n");
+    if firmware.is_empty() {
+        out.push_str("#   firmware: none (versions are only listed)\n");
+    }
+    for c in firmware {
+        let (key, pattern) = match &c.matches {
+            ComponentMatch::Id(p) => ("Id", p),
+            ComponentMatch::Name(p) => ("Name", p),
+        };
+        out.push_str(&format!(
+            "#   {}: the inventory member whose {key} matches `{pattern}` runs {}\n",
+            c.component, c.version
+        ));
+        match &c.package {
+            Some(p) => out.push_str(&format!(
+                "#     else update from {} (sha256 {}), applied {}\n",
+                p.url.as_deref().or(p.path.as_deref()).unwrap_or("?"),
+                p.sha256,
+                match c.apply {
+                    ApplyTime::Immediate => "at once",
+                    ApplyTime::OnReset => "at the next reset (kiln resets the node)",
+                }
+            )),
+            None => out.push_str("#     else the node fails: no package to update it\n"),
+        }
+    }
+    if let Some(mode) = bios.boot_mode {
+        out.push_str(&format!("#   boot mode: {}\n", mode.redfish()));
+    }
+    if let Some(on) = bios.secure_boot {
+        out.push_str(&format!(
+            "#   secure boot: {}\n",
+            if on { "enabled" } else { "disabled" }
+        ));
+    }
+    for a in &bios.attributes {
+        out.push_str(&format!(
+            "#   BIOS {}: {} = {}\n",
+            a.setting, a.default.attribute, a.default.value
+        ));
+        for (vendor, v) in &a.vendors {
+            out.push_str(&format!(
+                "#     on {vendor} BMCs: {} = {}\n",
+                v.attribute, v.value
+            ));
+        }
+    }
+    out
+}
+
 /// Orders firmware versions the way vendors number them: runs of digits
 /// compare as numbers, other runs as text (`7.10.30.00` > `7.9.99`,
 /// `1.2a` < `1.2b`); a version that is a prefix of another is older.
@@ -531,7 +584,10 @@ mod tests {
     #[test]
     fn globs_match_ids_and_names_without_blowing_up() {
         assert!(glob("BMC*", "BMC_Firmware"));
-        assert!(glob("*iDRAC*", "Integrated Dell Remote Access Controller iDRAC"));
+        assert!(glob(
+            "*iDRAC*",
+            "Integrated Dell Remote Access Controller iDRAC"
+        ));
         assert!(glob("HGX_FW_GPU_SXM_?", "HGX_FW_GPU_SXM_3"));
         assert!(!glob("HGX_FW_GPU_SXM_?", "HGX_FW_GPU_SXM_10"));
         assert!(!glob("BMC", "BMC2"));

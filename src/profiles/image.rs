@@ -323,7 +323,13 @@ fn image_path(cx: &mut Cx, node: &Node, value: Option<String>, default: &str) ->
 }
 
 /// A download needs a `url` (http or https) or a local `path`.
-pub(crate) fn check_source(cx: &mut Cx, node: &Node, what: &str, url: Option<&str>, has_path: bool) {
+pub(crate) fn check_source(
+    cx: &mut Cx,
+    node: &Node,
+    what: &str,
+    url: Option<&str>,
+    has_path: bool,
+) {
     match url {
         None if !has_path => cx.error(node.pos, format!("{what} needs a `url` or a `path`")),
         Some(u) if !(u.starts_with("https://") || u.starts_with("http://")) => {

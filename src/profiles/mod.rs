@@ -383,6 +383,17 @@ mod tests {
             sriov.for_vendor("supermicro").value,
             AttributeValue::Text("Enable".into())
         );
+        let words = crate::profiles::firmware::explain(&p.firmware, &p.bios);
+        for wanted in [
+            "bmc: the inventory member whose Id matches `BMC*` runs 7.10 or later",
+            "else update from fw/bmc.bin (sha256 abab",
+            "applied at the next reset",
+            "boot mode: UEFI",
+            "BIOS sr-iov: SriovGlobalEnable = Enabled",
+            "on supermicro BMCs: SR-IOVSupport* = Enable",
+        ] {
+            assert!(words.contains(wanted), "{wanted} missing from {words}");
+        }
         // A profile without baselines still reads, with none.
         let (plain, _) = parse_h100(H100);
         assert!(plain.is_some_and(|p| p.firmware.is_empty() && p.bios.attributes.is_empty()));
