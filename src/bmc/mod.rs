@@ -23,4 +23,5 @@ pub mod ops;
 pub mod tls;
 pub mod transport;
 pub mod trust;
+pub mod update;
 pub mod vendor;
