@@ -38,6 +38,11 @@ impl StageDef for Handoff {
         sink: &'a Arc<dyn StepSink>,
         passed: Vec<Arc<NodeCx>>,
     ) -> StageFuture<'a, bool> {
-        Box::pin(crate::handoff::run(setup, sink, passed))
+        Box::pin(crate::handoff::run(
+            crate::stages::Stage::Handoff,
+            setup,
+            sink,
+            passed,
+        ))
     }
 }
