@@ -255,6 +255,7 @@ pub async fn execute<'a>(
         progress: Arc::clone(&progress),
         fail_fast: request.fail_fast,
         stopping,
+        allow_in_service: request.allow_in_service,
     })
     .await;
     watcher.abort();
