@@ -110,8 +110,14 @@ fn step_name(kind: &str, n: usize) -> &'static str {
 
 /// Runs the handoff over the run's nodes: `accepted` passed every other
 /// stage; every failed or unverified node of the run is given back.
-/// Returns `true` if a stop left some node pending.
-pub async fn run(setup: &Arc<Setup>, sink: &Arc<dyn StepSink>, accepted: Vec<Arc<NodeCx>>) -> bool {
+/// Returns `true` if a stop left some node pending. `stage` is the handoff
+/// stage's handle, which the registry owns and failures are recorded under.
+pub async fn run(
+    stage: Stage,
+    setup: &Arc<Setup>,
+    sink: &Arc<dyn StepSink>,
+    accepted: Vec<Arc<NodeCx>>,
+) -> bool {
     let hs = setup
         .nodes
         .first()
@@ -126,7 +132,7 @@ pub async fn run(setup: &Arc<Setup>, sink: &Arc<dyn StepSink>, accepted: Vec<Arc
     let Some(hs) = hs else {
         for cx in &accepted {
             let o = Outcome::failed("handoff: no handoff setup (a bug in kiln)");
-            fail_node(setup, cx, Stage::Handoff, "start", &o);
+            fail_node(setup, cx, stage, "start", &o);
         }
         return false;
     };
@@ -157,7 +163,7 @@ pub async fn run(setup: &Arc<Setup>, sink: &Arc<dyn StepSink>, accepted: Vec<Arc
             let Ok(_permit) = gate.acquire().await else {
                 return true;
             };
-            one(&setup, &sink, &hs, &facts, node, cx).await
+            one(stage, &setup, &sink, &hs, &facts, node, cx).await
         });
     }
     let mut interrupted = false;
@@ -176,6 +182,7 @@ struct State {
 
 /// One node's handoff; `true` if interrupted.
 async fn one(
+    stage: Stage,
     setup: &Setup,
     sink: &Arc<dyn StepSink>,
     hs: &HandoffSetup,
@@ -186,7 +193,7 @@ async fn one(
     let name = node.name.clone();
     let mut steps = Steps::new(
         name.clone(),
-        Stage::Handoff.name(),
+        stage.name(),
         Arc::clone(sink),
         Arc::clone(&setup.stopping),
     );
@@ -229,7 +236,7 @@ async fn one(
         Ok(_) => {}
         Err(Stop::Interrupted(_)) => return true,
         Err(Stop::Failed { step, outcome }) => {
-            failed(setup, &name, cx.as_deref(), &mut st, step, &outcome);
+            failed(stage, setup, &name, cx.as_deref(), &mut st, step, &outcome);
         }
     }
 
@@ -249,7 +256,7 @@ async fn one(
         Ok(_) => {}
         Err(Stop::Interrupted(_)) => return true,
         Err(Stop::Failed { step, outcome }) => {
-            failed(setup, &name, cx.as_deref(), &mut st, step, &outcome);
+            failed(stage, setup, &name, cx.as_deref(), &mut st, step, &outcome);
             // Without a record nothing can be sent.
             return false;
         }
@@ -275,7 +282,7 @@ async fn one(
             Err(Stop::Interrupted(_)) => return true,
             Err(Stop::Failed { step, outcome }) => {
                 if accepted {
-                    failed(setup, &name, cx.as_deref(), &mut st, step, &outcome);
+                    failed(stage, setup, &name, cx.as_deref(), &mut st, step, &outcome);
                     // Later targets get the failed record and give it back.
                     if let Err(e) = write_record(hs, facts, &node, &st, &path) {
                         tracing::error!(node = %name, "cannot rewrite the record: {e:#}");
@@ -306,6 +313,7 @@ async fn one(
 /// A candidate for acceptance failed `step`: it becomes failed with
 /// `handoff/STEP: …` as its reason. A node already failed keeps its own.
 fn failed(
+    stage: Stage,
     setup: &Setup,
     name: &str,
     cx: Option<&NodeCx>,
@@ -327,13 +335,13 @@ fn failed(
     let reason = format!("handoff/{step}: {}", outcome.detail);
     let mut o = outcome.clone();
     o.reasons = vec![reason.clone()];
-    fail_node(setup, cx, Stage::Handoff, step, &o);
+    fail_node(setup, cx, stage, step, &o);
     st.verdict = if outcome.status == crate::pipeline::record::StepStatus::Unverified {
         NodeVerdict::Unverified
     } else {
         NodeVerdict::Failed
     };
-    st.stage = Some(Stage::Handoff.name().to_owned());
+    st.stage = Some(stage.name().to_owned());
     st.reasons = vec![reason];
 }
 

@@ -253,6 +253,10 @@ async fn run_node(
         return NodeEnd::Interrupted;
     };
     for (index, &stage) in stages.iter().enumerate() {
+        if let Some(refusal) = in_service_refusal(setup, cx, stage) {
+            fail_node(setup, cx, stage, "start", &refusal);
+            return NodeEnd::Stopped;
+        }
         let mut steps = Steps::new(
             cx.node.name.clone(),
             stage.name(),
@@ -280,6 +284,21 @@ async fn run_node(
         }
     }
     NodeEnd::Passed
+}
+
+/// Why `stage` may not touch the node: it is destructive, the inventory
+/// marks the node in service and the run does not allow that. The run
+/// refuses such work up front; this keeps any other caller of the engine
+/// from wiping a node in service.
+fn in_service_refusal(setup: &Setup, cx: &NodeCx, stage: Stage) -> Option<Outcome> {
+    if !stage.destructive() || !cx.node.in_service || setup.allow_in_service {
+        return None;
+    }
+    Some(Outcome::failed(format!(
+        "{} is marked in service and stage {stage} would disrupt it; pass {} to allow it",
+        cx.node.name,
+        crate::pipeline::guard::FLAG
+    )))
 }
 
 /// A rack-scoped stage: each node's own part (as a node stage), then the
@@ -395,6 +414,7 @@ mod tests {
         scope: Scope,
         fails: Option<&'static str>,
         straggler: Option<&'static str>,
+        destructive: bool,
         calls: AtomicUsize,
     }
 
@@ -410,6 +430,20 @@ mod tests {
             scope,
             fails,
             straggler,
+            destructive: false,
+            calls: AtomicUsize::new(0),
+        }));
+        (Stage::new(order, def), def)
+    }
+
+    /// A node stage that changes the node (like imaging).
+    fn destructive(order: u8, name: &'static str) -> (Stage, &'static Fake) {
+        let def: &'static Fake = Box::leak(Box::new(Fake {
+            name,
+            scope: Scope::Node,
+            fails: None,
+            straggler: None,
+            destructive: true,
             calls: AtomicUsize::new(0),
         }));
         (Stage::new(order, def), def)
@@ -420,7 +454,7 @@ mod tests {
             About {
                 name: self.name,
                 scope: self.scope,
-                destructive: false,
+                destructive: self.destructive,
             }
         }
         fn run_node<'a>(&'a self, cx: &'a NodeCx, steps: &'a mut Steps) -> NodeWork<'a> {
@@ -543,6 +577,7 @@ mod tests {
             progress,
             fail_fast: false,
             stopping: Arc::new(AtomicBool::new(false)),
+            allow_in_service: false,
         }
     }
 
@@ -599,5 +634,39 @@ mod tests {
         let _ = run(setup2).await.unwrap();
         assert_eq!(first_def.calls.load(Ordering::SeqCst), 3);
         assert_eq!(second_def.calls.load(Ordering::SeqCst), 2);
+    }
+
+    /// A destructive stage never touches a node in service unless the run
+    /// allows it: the node fails at that stage, naming the flag.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_destructive_stage_is_refused_on_a_node_in_service() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wipe, def) = destructive(0, "wipe");
+        let mut refused = setup(dir.path(), vec![wipe], false);
+        Arc::get_mut(&mut refused.nodes[0]).unwrap().node.in_service = true;
+        let record = run(refused).await.unwrap();
+        // Only the two nodes not in service were worked on.
+        assert_eq!(def.calls.load(Ordering::SeqCst), 2);
+        let got = verdicts(&record);
+        assert_eq!(got[0].0, NodeVerdict::Failed, "{got:?}");
+        assert_eq!(record.nodes[0].failed_stage.as_deref(), Some("wipe"));
+        assert!(got[0].1[0].contains("--allow-in-service"), "{got:?}");
+        assert!(
+            got[1..].iter().all(|(v, _)| *v == NodeVerdict::Accepted),
+            "{got:?}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let (wipe, def) = destructive(0, "wipe");
+        let mut allowed = setup(dir.path(), vec![wipe], false);
+        Arc::get_mut(&mut allowed.nodes[0]).unwrap().node.in_service = true;
+        allowed.allow_in_service = true;
+        let record = run(allowed).await.unwrap();
+        assert_eq!(def.calls.load(Ordering::SeqCst), 3);
+        let got = verdicts(&record);
+        assert!(
+            got.iter().all(|(v, _)| *v == NodeVerdict::Accepted),
+            "{got:?}"
+        );
     }
 }

@@ -14,6 +14,8 @@ pub mod guard;
 pub mod journal;
 pub mod journal_writer;
 pub mod node;
+pub mod notice;
+pub mod prepare;
 pub mod progress;
 pub mod record;
 pub mod setup;

@@ -56,6 +56,12 @@ impl Prepared {
         self
     }
 
+    /// Adds a value whose type only its stage knows (see
+    /// [`crate::pipeline::prepare::Prepare`]).
+    pub fn add(&mut self, value: crate::pipeline::prepare::PreparedValue) {
+        self.0.push(value);
+    }
+
     /// The value of type `T`, if one was added.
     pub fn get<T: std::any::Any + Send + Sync>(&self) -> Option<Arc<T>> {
         self.0

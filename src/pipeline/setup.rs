@@ -34,6 +34,10 @@ pub struct Setup {
     pub fail_fast: bool,
     /// Set by Ctrl-C (or fail-fast): start no new step.
     pub stopping: Arc<AtomicBool>,
+    /// `--allow-in-service`: destructive stages may work on nodes marked
+    /// `in_service` (the engine refuses them otherwise, as a second line
+    /// behind the run's up-front check).
+    pub allow_in_service: bool,
 }
 
 /// Records a node's failure: verdict, event, progress; with fail-fast,

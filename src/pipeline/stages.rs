@@ -11,7 +11,9 @@ use std::hash::{Hash, Hasher};
 use std::pin::Pin;
 use std::sync::Arc;
 
+use crate::inventory::Inventory;
 use crate::pipeline::node::NodeCx;
+use crate::pipeline::prepare::{Prepare, PrepareCx};
 use crate::pipeline::setup::Setup;
 use crate::pipeline::step::{Outcome, StepSink, Steps, Stop};
 
@@ -71,6 +73,19 @@ pub struct RackCx<'a> {
 pub trait StageDef: Send + Sync + 'static {
     /// Its name, scope and whether it is destructive.
     fn about(&self) -> About;
+
+    /// Whether the stage is planned when the operator names no stages
+    /// (handoff only where the inventory says where to hand off).
+    fn in_default_plan(&self, _inventory: &Inventory) -> bool {
+        true
+    }
+
+    /// The stage's run-wide setup: checks what would fail every node alike
+    /// and returns what to start once the run goes (see
+    /// [`crate::pipeline::prepare`]); by default nothing.
+    fn prepare(&self, _run: &PrepareCx<'_>) -> anyhow::Result<Option<Box<dyn Prepare>>> {
+        Ok(None)
+    }
 
     /// The node's own work (for a rack stage: before the rack part).
     fn run_node<'a>(&'a self, cx: &'a NodeCx, steps: &'a mut Steps) -> NodeWork<'a>;

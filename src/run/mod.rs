@@ -4,13 +4,12 @@
 //! BMC sessions. Commands ask for a run with a [`Request`] and print what
 //! comes back; nothing here prints, it reports through a [`Report`].
 //!
+//! Each planned stage prepares its own run-wide setup (its
+//! `StageDef::prepare`); nothing here names a stage.
+//!
 //! - [`request`]: what is asked, and how it ended ([`Finished`]).
-//! - [`boot`]: the image stage's preparation (media, boot server).
-//! - [`handoff`]: the handoff stage's preparation.
 //! - `interrupt`: Ctrl-C.
 
-pub mod boot;
-pub mod handoff;
 mod interrupt;
 pub mod request;
 
@@ -23,8 +22,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_json::json;
 
-pub use boot::{check_imaging, start_imaging};
-pub use handoff::prepare_handoff;
+pub use crate::pipeline::notice::{Notice, Report};
 pub use request::{Finished, ImagingRequest, Request};
 
 use crate::bmc::connect;
@@ -36,6 +34,7 @@ use crate::pipeline::engine;
 use crate::pipeline::gates::Gates;
 use crate::pipeline::journal::{Journal, RunJournal};
 use crate::pipeline::node::{NodeCx, Prepared, SiteCx};
+use crate::pipeline::prepare::{PrepareCx, StartCx};
 use crate::pipeline::progress::{Mode, Progress, rfc3339};
 use crate::pipeline::record::{NodeRecord, NodeVerdict, RunInfo, RunRecord, RunState};
 use crate::pipeline::setup::Setup;
@@ -45,25 +44,6 @@ use crate::ssh::auth::Credentials;
 use crate::ssh::hostkeys::store_path;
 use crate::ssh::{ClientOptions, Remote, Target};
 use crate::stages;
-
-/// Something the run tells the operator, for the command to print.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Notice {
-    /// The boot server listens at `url`.
-    BootServer {
-        /// Its base URL.
-        url: String,
-    },
-    /// A second Ctrl-C aborted run `run`; the process exits right after.
-    Aborted {
-        /// The run's id, to resume it.
-        run: String,
-    },
-}
-
-/// Where a run sends its [`Notice`]s (also from the Ctrl-C watcher, hence
-/// shared and thread-safe).
-pub type Report = Arc<dyn Fn(Notice) + Send + Sync>;
 
 /// How [`execute`] ended.
 pub enum Outcome<'a> {
@@ -129,25 +109,24 @@ pub async fn execute<'a>(
     let clients = connect::clients(&nodes, &store, &options)?;
     let profiles = Profiles::resolve(inventory, &nodes)?;
     let credentials = Arc::new(Credentials::new());
-    let installers = match stages.contains(&Stage::Image) {
-        true => Some(check_imaging(
-            &nodes,
-            &profiles.images,
-            &credentials,
-            &request.imaging,
-            state,
-        )?),
-        false => None,
-    };
-    let handoff = match stages.contains(&Stage::Handoff) {
-        true => Some(prepare_handoff(
+    // Each stage checks its run-wide needs now, so that a dry run fails
+    // as the run would; what it prepared starts once the run goes.
+    let preparing = {
+        let run = PrepareCx {
             inventory,
             inventory_path,
             state,
-            &nodes,
-            request,
-        )?),
-        false => None,
+            nodes: &nodes,
+            images: &profiles.images,
+            credentials: &credentials,
+            imaging: &request.imaging,
+            handoff_retry: request.handoff_retry,
+        };
+        let mut preparing = Vec::new();
+        for stage in &stages {
+            preparing.extend(stage.def().prepare(&run)?);
+        }
+        preparing
     };
     if request.dry_run {
         return Ok(Outcome::Planned { nodes, stages });
@@ -171,26 +150,29 @@ pub async fn execute<'a>(
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    let imaging = match installers {
-        Some(installers) => Some(start_imaging(installers, &request.imaging, &report).await?),
-        None => None,
-    };
     let pool = crate::ssh::site::pool(
         &inventory_dir,
         Arc::clone(&credentials),
         false,
         ClientOptions::default(),
     );
-    let handoff = handoff.map(|mut h| {
-        h.pool = Some(Arc::clone(&pool));
-        h
-    });
+    let mut prepared = Prepared::default();
+    for prepare in preparing {
+        prepared.add(
+            prepare
+                .start(StartCx {
+                    pool: &pool,
+                    report: &report,
+                })
+                .await?,
+        );
+    }
     let site = Arc::new(SiteCx {
         state: state.to_path_buf(),
         known_hosts: store_path(&inventory_dir),
         inventory_dir,
         credentials,
-        prepared: Prepared::default().with(imaging).with(handoff),
+        prepared,
     });
     let contexts: Vec<Arc<NodeCx>> = nodes
         .iter()
@@ -255,6 +237,7 @@ pub async fn execute<'a>(
         progress: Arc::clone(&progress),
         fail_fast: request.fail_fast,
         stopping,
+        allow_in_service: request.allow_in_service,
     })
     .await;
     watcher.abort();
@@ -286,9 +269,9 @@ fn choose_work<'a>(
 ) -> anyhow::Result<(Vec<Stage>, Vec<&'a Node>, Option<String>)> {
     let Some(id) = &request.resume else {
         let mut stages = stages::plan(request.stages.as_deref(), request.until.as_deref())?;
-        // By default, hand off only where the inventory says where to.
-        if request.stages.is_none() && inventory.handoff.is_empty() {
-            stages.retain(|s| *s != Stage::Handoff);
+        // Some stages run by default only where the inventory asks for them.
+        if request.stages.is_none() {
+            stages.retain(|s| s.def().in_default_plan(inventory));
         }
         let selection = match &request.select {
             Some(expr) => expr.parse()?,

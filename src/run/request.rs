@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::imaging::setup::ImagingRequest;
+
 use crate::exit::ExitStatus;
 use crate::pipeline::record::{NodeVerdict, RunRecord, RunState};
 
@@ -32,38 +34,6 @@ pub struct Request {
     pub imaging: ImagingRequest,
     /// First pause between webhook attempts (default 1 s; tests shorten it).
     pub handoff_retry: Option<Duration>,
-}
-
-/// The imaging stage's flags.
-#[derive(Clone, Debug, Default)]
-pub struct ImagingRequest {
-    /// `--bind` (default `0.0.0.0:8080`).
-    pub bind: Option<std::net::SocketAddr>,
-    /// `--advertise`.
-    pub advertise: Option<String>,
-    /// `--iso`.
-    pub iso: Option<PathBuf>,
-    /// `--iso-dir` / `--image-dir`.
-    pub iso_dir: Option<PathBuf>,
-    /// `--deploy-env` (default: the state folder's `deploy-env/`).
-    pub deploy_env: Option<PathBuf>,
-    /// `--advertise-bmc`: where BMCs fetch virtual media.
-    pub advertise_bmc: Option<String>,
-    /// `--boot-timeout`: power-on to the deploy agent's first call
-    /// (default 15 minutes).
-    pub boot_timeout: Option<Duration>,
-    /// `--reimage`.
-    pub reimage: bool,
-    /// Have each deploy agent time a plain copy of the image first
-    /// (`kiln bench deploy`).
-    pub bench_peer: bool,
-    /// `--install-timeout` (default 60 minutes).
-    pub install_timeout: Option<Duration>,
-    /// Longest wait from the install call-back to a verified SSH login
-    /// (default 10 minutes).
-    pub ssh_timeout: Option<Duration>,
-    /// Poll interval for BMC read-backs (default 1 s).
-    pub poll: Option<Duration>,
 }
 
 /// How a run ended, for the caller to print and exit with.

@@ -2,9 +2,13 @@
 //! stage are handed to the cloud and the failed given back (the work
 //! itself is [`crate::handoff::run`]); it decides the survivors' verdicts.
 
+pub mod prepare;
+
 use std::sync::Arc;
 
+use crate::inventory::Inventory;
 use crate::pipeline::node::NodeCx;
+use crate::pipeline::prepare::{Prepare, PrepareCx};
 use crate::pipeline::setup::Setup;
 use crate::pipeline::stages::{About, NodeWork, Scope, StageDef, StageFuture};
 use crate::pipeline::step::{Outcome, StepSink, Steps, Stop};
@@ -20,6 +24,13 @@ impl StageDef for Handoff {
             scope: Scope::Run,
             destructive: false,
         }
+    }
+    // By default, hand off only where the inventory says where to.
+    fn in_default_plan(&self, inventory: &Inventory) -> bool {
+        !inventory.handoff.is_empty()
+    }
+    fn prepare(&self, run: &PrepareCx<'_>) -> anyhow::Result<Option<Box<dyn Prepare>>> {
+        Ok(Some(Box::new(prepare::Handoff::read(run)?)))
     }
     fn run_node<'a>(&'a self, _cx: &'a NodeCx, _steps: &'a mut Steps) -> NodeWork<'a> {
         // Never called: a run stage has only its run-wide part.
@@ -38,6 +49,11 @@ impl StageDef for Handoff {
         sink: &'a Arc<dyn StepSink>,
         passed: Vec<Arc<NodeCx>>,
     ) -> StageFuture<'a, bool> {
-        Box::pin(crate::handoff::run(setup, sink, passed))
+        Box::pin(crate::handoff::run(
+            crate::stages::Stage::Handoff,
+            setup,
+            sink,
+            passed,
+        ))
     }
 }

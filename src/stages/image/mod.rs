@@ -3,10 +3,13 @@
 //! by [`crate::imaging::deploy`], whose steps are journaled like every
 //! other stage's, so a resumed run never powers a node off twice.
 
+pub mod prepare;
+
 use std::sync::Arc;
 
 use crate::imaging::deploy::{ImageCx, deploy};
 use crate::pipeline::node::NodeCx;
+use crate::pipeline::prepare::{Prepare, PrepareCx};
 use crate::pipeline::stages::{About, NodeWork, Scope, StageDef};
 use crate::pipeline::step::{Outcome, Steps, Stop};
 
@@ -58,6 +61,9 @@ impl StageDef for Image {
             scope: Scope::Node,
             destructive: true,
         }
+    }
+    fn prepare(&self, run: &PrepareCx<'_>) -> anyhow::Result<Option<Box<dyn Prepare>>> {
+        Ok(Some(Box::new(prepare::Imaging::check(run)?)))
     }
     fn run_node<'a>(&'a self, cx: &'a NodeCx, steps: &'a mut Steps) -> NodeWork<'a> {
         Box::pin(run(cx, steps))

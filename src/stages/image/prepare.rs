@@ -1,20 +1,57 @@
-//! The image stage's preparation: check, before any request, that every
-//! node's media and login key are at hand, then start the boot server.
-//! (To become the image stage's `prepare` hook.)
+//! The image stage's run-wide setup: check, before any request, that
+//! every node's media and login key are at hand, then start the boot
+//! server once the run goes.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{ImagingRequest, Notice, Report};
 use crate::bmc::ops::Waits;
 use crate::exit::BadInput;
 use crate::imaging::deploy::Deadlines;
 use crate::imaging::server::BootServer;
-use crate::imaging::setup::ImagingSetup;
+use crate::imaging::setup::{ImagingRequest, ImagingSetup};
 use crate::inventory::Node;
+use crate::pipeline::notice::{Notice, Report};
+use crate::pipeline::prepare::{Prepare, PrepareCx, PreparedValue, StartCx};
+use crate::pipeline::stages::StageFuture;
 use crate::ssh::auth::Credentials;
+
+/// The checked media, waiting for the run to start the boot server.
+pub struct Imaging {
+    installers: HashMap<String, crate::imaging::Media>,
+    request: ImagingRequest,
+}
+
+impl Imaging {
+    /// Checks what imaging needs for the run's nodes (see [`check_imaging`]).
+    pub fn check(run: &PrepareCx<'_>) -> Result<Imaging, BadInput> {
+        let installers = check_imaging(
+            run.nodes,
+            run.images,
+            run.credentials,
+            run.imaging,
+            run.state,
+        )?;
+        Ok(Imaging {
+            installers,
+            request: run.imaging.clone(),
+        })
+    }
+}
+
+impl Prepare for Imaging {
+    fn start<'a>(
+        self: Box<Self>,
+        cx: StartCx<'a>,
+    ) -> StageFuture<'a, anyhow::Result<PreparedValue>> {
+        Box::pin(async move {
+            let setup = start_imaging(self.installers, &self.request, cx.report).await?;
+            Ok(Arc::new(setup) as PreparedValue)
+        })
+    }
+}
 
 /// Checks, before any request, what imaging needs for every node: a local
 /// installer image, or the deploy environment and a disk image (a local
