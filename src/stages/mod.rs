@@ -11,6 +11,7 @@ pub use crate::pipeline::stages::{Scope, Stage, StageDef};
 
 pub mod burnin;
 pub mod drivers;
+pub mod firmware;
 pub mod handoff;
 pub mod image;
 pub mod nccl;
