@@ -19,13 +19,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::Deserialize as _;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{NodeCtx, artifact_path, capture, judgement_metrics, limits, node_spread, outcome_of};
 use crate::judge::{
     Judgement, Verdict, judge_dcgm, judge_dmesg, judge_gpu_burn, judge_nvidia_smi, judge_nvlink,
 };
+use crate::pipeline::record::StepMetrics;
 use crate::pipeline::step::{Outcome, Steps, Stop};
 use crate::profiles::HardwareProfile;
 use crate::profiles::hardware::BurninTool;
@@ -346,9 +347,9 @@ async fn burn(
     let max_temp = f64::from(profile.burnin.max_temp_c);
     let mut hottest: std::collections::BTreeMap<u64, f64> = Default::default();
     for s in &telemetry {
-        if let (Some(g), Some(t)) = (s["gpu"].as_u64(), s["temp_c"].as_f64()) {
-            let e = hottest.entry(g).or_insert(t);
-            *e = e.max(t);
+        if let GpuKey::Index(g) = s.gpu {
+            let e = hottest.entry(g).or_insert(s.temp_c);
+            *e = e.max(s.temp_c);
         }
     }
     for (gpu, t) in &hottest {
@@ -407,7 +408,7 @@ async fn burn(
         warnings.extend(v.warnings);
         metrics["bmc"] = v.metrics;
     }
-    metrics["telemetry"] = Value::Array(telemetry);
+    metrics["telemetry"] = BurnTelemetry { telemetry }.to_metrics()["telemetry"].take();
     metrics["gflops"] = json!(gflops.iter().map(|(_, g)| *g).collect::<Vec<_>>());
     GpuGflops::put_metrics(&mut metrics, &gflops);
     let detail = match profile.burnin.tool {
@@ -432,6 +433,56 @@ async fn burn(
     Ok(outcome)
 }
 
+/// The `burn` step's GPU telemetry, as the HTML report plots it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BurnTelemetry {
+    /// The samples, in the order they were taken; empty when none were.
+    #[serde(default)]
+    pub telemetry: Vec<TelemetrySample>,
+}
+
+impl StepMetrics for BurnTelemetry {
+    const STAGE: &'static str = STAGE;
+    const STEP: &'static str = "burn";
+}
+
+/// One GPU's reading at one moment of the burn.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TelemetrySample {
+    /// Seconds since the burn started, to a tenth.
+    pub t_s: f64,
+    /// Which GPU.
+    pub gpu: GpuKey,
+    /// Its temperature.
+    pub temp_c: f64,
+    /// Its power draw, when nvidia-smi gave one.
+    #[serde(default)]
+    pub power_w: Option<f64>,
+    /// Its SM clock, when nvidia-smi gave one.
+    #[serde(default)]
+    pub sm_mhz: Option<f64>,
+}
+
+/// A GPU in telemetry: nvidia-smi's index, or a `GPU-…` UUID.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum GpuKey {
+    /// nvidia-smi's index.
+    Index(u64),
+    /// A UUID.
+    Uuid(String),
+}
+
+impl GpuKey {
+    /// The key as the report labels it.
+    pub fn label(&self) -> String {
+        match self {
+            GpuKey::Index(i) => i.to_string(),
+            GpuKey::Uuid(u) => u.clone(),
+        }
+    }
+}
+
 /// Samples GPU telemetry until `done`, every `opts.sample_every`, each
 /// sample a separate `nvidia-smi --query-gpu` call (`-lms` never ends on
 /// its own). Returns the samples as `{t_s, gpu, temp_c, power_w, sm_mhz}`
@@ -441,7 +492,7 @@ async fn sample(
     opts: &BurninOptions,
     done: &AtomicBool,
     started: Instant,
-) -> anyhow::Result<(Vec<Value>, Option<String>)> {
+) -> anyhow::Result<(Vec<TelemetrySample>, Option<String>)> {
     use anyhow::Context as _;
     let node = ctx.node();
     let rel = artifact_path(node, STAGE, "telemetry.csv");
@@ -471,7 +522,13 @@ async fn sample(
                 power.map_or(String::new(), |p| p.to_string()),
                 sm.map_or(String::new(), |s| s.to_string())
             ));
-            out.push(json!({"t_s": (t_s * 10.0).round() / 10.0, "gpu": gpu, "temp_c": temp, "power_w": power, "sm_mhz": sm}));
+            out.push(TelemetrySample {
+                t_s: (t_s * 10.0).round() / 10.0,
+                gpu: GpuKey::Index(gpu),
+                temp_c: temp,
+                power_w: power,
+                sm_mhz: sm,
+            });
         }
     }
     let _ = std::fs::remove_file(ctx.run_dir.join(&scratch));

@@ -18,6 +18,7 @@
 //!
 //! It talks to nodes only through [`Remote`], never to a BMC.
 
+pub mod metrics;
 pub mod script;
 pub mod verify;
 
@@ -26,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::acceptance::{NodeCtx, artifact_path, capture};
 use crate::inventory::Node;
@@ -37,7 +38,10 @@ use crate::profiles::image::ImageProfile;
 use crate::ssh::exec::Discard;
 use crate::ssh::{ExecOptions, Input, Remote, RemoteCommand};
 
+use metrics::{InspectMetrics, ScriptMetrics};
 use verify::Facts;
+
+use crate::pipeline::record::StepMetrics as _;
 
 /// The stage's name in records and artifact paths.
 const STAGE: &str = "drivers";
@@ -160,13 +164,12 @@ pub async fn stage(cx: &DriversCx, steps: &mut Steps) -> Result<Report, Stop> {
                     format!("{} difference(s): {}", why.len(), why[0])
                 };
                 Ok(Outcome::done(detail)
-                    .with_metrics(json!({"differences": why}))
+                    .with_metrics(InspectMetrics { differences: why }.to_metrics())
                     .with_artifact(artifact))
             })
             .await?;
-        let converged = inspect.metrics["differences"]
-            .as_array()
-            .is_some_and(Vec::is_empty);
+        let converged = InspectMetrics::from_metrics(&inspect.metrics)
+            .is_some_and(|m| m.differences.is_empty());
         let out = steps
             .run("install", cx.deadlines.install, || async {
                 if converged {
@@ -179,7 +182,7 @@ pub async fn stage(cx: &DriversCx, steps: &mut Steps) -> Result<Report, Stop> {
             })
             .await?;
         installed = out.status == crate::pipeline::record::StepStatus::Done;
-        let reboot = out.metrics["reboot"].as_bool() == Some(true);
+        let reboot = ScriptMetrics::from_metrics(&out.metrics).is_some_and(|m| m.reboot);
         let out = steps
             .run("reboot", cx.deadlines.reboot, || async {
                 if !reboot {
@@ -195,7 +198,7 @@ pub async fn stage(cx: &DriversCx, steps: &mut Steps) -> Result<Report, Stop> {
                     return Ok(Outcome::skipped("no reboot"));
                 }
                 let out = run_script(cx, "settle.log").await?;
-                if out.metrics["reboot"].as_bool() == Some(true) {
+                if ScriptMetrics::from_metrics(&out.metrics).is_some_and(|m| m.reboot) {
                     return Ok(Outcome::failed(format!(
                         "still cannot load driver {} after a reboot (see {})",
                         hw.drivers.version,
@@ -287,7 +290,11 @@ async fn run_script(cx: &DriversCx, log: &str) -> anyhow::Result<Outcome> {
     )
     .await?;
     let reboot = c.text.lines().any(|l| l.trim() == REBOOT_MARKER);
-    let metrics = json!({"reboot": reboot, "exit": c.output.outcome()});
+    let metrics = ScriptMetrics {
+        reboot,
+        exit: c.output.outcome().into(),
+    }
+    .to_metrics();
     if c.output.success() {
         let detail = if reboot {
             format!(

@@ -5,10 +5,12 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use super::metrics::{VerifyGpu, VerifyMetrics};
 use super::script::Packages;
 use crate::judge::{Verdict, judge_nvlink};
+use crate::pipeline::record::StepMetrics as _;
 use crate::profiles::hardware::HardwareProfile;
 use crate::profiles::image::OsFamily;
 use crate::ssh::quote::quote;
@@ -409,26 +411,42 @@ pub fn check(f: &Facts, hw: &HardwareProfile, family: OsFamily) -> Vec<String> {
 /// OS, kernel and the GPUs.
 pub fn metrics(f: &Facts, hw: &HardwareProfile, family: OsFamily) -> Value {
     let p = Packages::new(hw, family);
-    let gpus: Vec<Value> = f
+    let gpus = f
         .gpus
         .iter()
-        .map(|g| {
-            json!({
-                "index": g.index, "uuid": g.uuid, "serial": g.serial, "model": g.model,
-                "pcie_gen": g.pcie_gen, "pcie_width": g.pcie_width,
-            })
+        .map(|g| VerifyGpu {
+            index: Some(g.index),
+            uuid: Some(g.uuid.clone()),
+            serial: Some(g.serial.clone()),
+            model: Some(g.model.clone()),
+            pcie_gen: g.pcie_gen,
+            pcie_width: g.pcie_width,
         })
         .collect();
-    json!({
-        "driver": f.driver().map(str::to_owned).or_else(|| f.upstream(&p.driver)),
-        "cuda": f.packages.contains_key(&p.cuda).then(|| hw.drivers.cuda.clone()),
-        "fabricmanager": if hw.nvswitch { f.upstream(&p.fabricmanager).map(Value::from).unwrap_or(Value::Null) } else { Value::Null },
-        "dcgm": f.upstream(&p.dcgm),
-        "nccl": f.upstream(&p.nccl),
-        "os": f.os,
-        "kernel": f.kernel,
-        "open_kernel_modules": p.open_modules.as_ref().is_some_and(|m| f.packages.contains_key(m)),
-        "nvidia_peermem": f.modules.iter().any(|m| m == "nvidia_peermem"),
-        "gpus": gpus,
-    })
+    VerifyMetrics {
+        driver: f
+            .driver()
+            .map(str::to_owned)
+            .or_else(|| f.upstream(&p.driver)),
+        cuda: f
+            .packages
+            .contains_key(&p.cuda)
+            .then(|| hw.drivers.cuda.clone()),
+        fabricmanager: if hw.nvswitch {
+            f.upstream(&p.fabricmanager)
+        } else {
+            None
+        },
+        dcgm: f.upstream(&p.dcgm),
+        nccl: f.upstream(&p.nccl),
+        os: f.os.clone(),
+        kernel: f.kernel.clone(),
+        open_kernel_modules: p
+            .open_modules
+            .as_ref()
+            .is_some_and(|m| f.packages.contains_key(m)),
+        nvidia_peermem: f.modules.iter().any(|m| m == "nvidia_peermem"),
+        gpus: Some(gpus),
+    }
+    .to_metrics()
 }

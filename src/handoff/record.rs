@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value, json};
 
-use crate::pipeline::record::{NodeRecord, NodeVerdict, StepStatus, UnixMs};
+use crate::drivers::metrics::VerifyMetrics;
+use crate::pipeline::record::{NodeRecord, NodeVerdict, StepStatus, UnixMs, latest};
+use crate::stages::preflight::metrics::{BmcMetrics, FirmwareMetrics, GpusMetrics, HostMetrics};
 
 /// The record format's name and version.
 pub const FORMAT: &str = "kiln.acceptance/1";
@@ -30,24 +32,8 @@ pub struct RunFacts {
     pub started_ms: UnixMs,
 }
 
-/// The latest metric `key` recorded by a step of `stage` (any step when
-/// `step` is `None`).
-fn metric<'a>(
-    node: &'a NodeRecord,
-    stage: &str,
-    step: Option<&str>,
-    key: &str,
-) -> Option<&'a Value> {
-    node.steps
-        .iter()
-        .rev()
-        .filter(|s| s.stage == stage && step.is_none_or(|want| s.step == want))
-        .find_map(|s| s.metrics.get(key))
-        .filter(|v| !v.is_null())
-}
-
-fn or_not_recorded(v: Option<&Value>) -> Value {
-    v.cloned().unwrap_or_else(|| json!(NOT_RECORDED))
+fn or_not_recorded(v: Option<Value>) -> Value {
+    v.unwrap_or_else(|| json!(NOT_RECORDED))
 }
 
 fn text(v: Option<&Value>) -> Option<String> {
@@ -71,16 +57,15 @@ pub enum Agreement {
 
 /// Builds the identity part and checks the two GPU views against each other.
 pub fn identity(node: &NodeRecord, mac: Option<String>) -> (Value, Agreement) {
-    let host = metric(node, "preflight", Some("host"), "host");
-    let bmc = metric(node, "preflight", Some("bmc"), "identity");
-    let bmc_gpus: Vec<Value> = metric(node, "preflight", Some("gpus"), "gpus")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let smi_gpus: Vec<Value> = metric(node, "drivers", Some("verify"), "gpus")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let host_facts = latest(node, |m: HostMetrics| m.host);
+    let host = |key: &str| host_facts.as_ref().and_then(|h| h.get(key)).cloned();
+    let bmc = latest(node, |m: BmcMetrics| m.identity.filter(|v| !v.is_null()));
+    let bmc_gpus: Vec<Value> = latest(node, |m: GpusMetrics| m.gpus).unwrap_or_default();
+    let smi_gpus: Vec<Value> = latest(node, |m: VerifyMetrics| m.gpus)
+        .unwrap_or_default()
+        .iter()
+        .map(|g| json!(g))
+        .collect();
     let serials = |gpus: &[Value]| -> BTreeSet<String> {
         gpus.iter().filter_map(|g| text(g.get("serial"))).collect()
     };
@@ -106,8 +91,8 @@ pub fn identity(node: &NodeRecord, mac: Option<String>) -> (Value, Agreement) {
             json!({
                 "id": g.get("id").cloned().unwrap_or(Value::Null),
                 "model": g.get("model").cloned().unwrap_or(Value::Null),
-                "vendor": or_not_recorded(g.get("vendor")),
-                "serial": or_not_recorded(g.get("serial")),
+                "vendor": or_not_recorded(g.get("vendor").cloned()),
+                "serial": or_not_recorded(g.get("serial").cloned()),
             })
         })
         .collect();
@@ -116,8 +101,8 @@ pub fn identity(node: &NodeRecord, mac: Option<String>) -> (Value, Agreement) {
         .map(|g| {
             json!({
                 "index": g.get("index").cloned().unwrap_or(Value::Null),
-                "uuid": or_not_recorded(g.get("uuid")),
-                "serial": or_not_recorded(g.get("serial")),
+                "uuid": or_not_recorded(g.get("uuid").cloned()),
+                "serial": or_not_recorded(g.get("serial").cloned()),
                 "model": g.get("model").cloned().unwrap_or(Value::Null),
             })
         })
@@ -130,12 +115,13 @@ pub fn identity(node: &NodeRecord, mac: Option<String>) -> (Value, Agreement) {
         }
     };
     let bmc_mac = bmc
-        .and_then(|b| b.get("mac"))
-        .or_else(|| host.and_then(|h| h.get("bmc_mac")));
+        .as_ref()
+        .and_then(|b| b.get("mac").cloned())
+        .or_else(|| host("bmc_mac"));
     let value = json!({
-        "system_serial": or_not_recorded(host.and_then(|h| h.get("serial"))),
-        "system_model": or_not_recorded(host.and_then(|h| h.get("model"))),
-        "manufacturer": or_not_recorded(host.and_then(|h| h.get("manufacturer"))),
+        "system_serial": or_not_recorded(host("serial")),
+        "system_model": or_not_recorded(host("model")),
+        "manufacturer": or_not_recorded(host("manufacturer")),
         "bmc_mac": or_not_recorded(bmc_mac),
         "install_mac": mac.map_or_else(|| json!(NOT_RECORDED), Value::String),
         "bmc": or_not_recorded(bmc),
@@ -163,10 +149,8 @@ fn software(node: &NodeRecord) -> Value {
         "dcgm",
         "nccl",
     ] {
-        out.insert(
-            key.into(),
-            or_not_recorded(metric(node, "drivers", Some("verify"), key)),
-        );
+        let part = latest(node, |m: VerifyMetrics| m.software(key).map(Value::from));
+        out.insert(key.into(), or_not_recorded(part));
     }
     // Without the drivers stage, the image stage's check of the OS.
     if out.get("os").and_then(Value::as_str) == Some(NOT_RECORDED)
@@ -213,8 +197,10 @@ pub fn build(
             })
         })
         .collect();
-    let firmware = metric(node, "preflight", Some("firmware"), "firmware");
-    let bios = metric(node, "preflight", Some("host"), "host").and_then(|h| h.get("bios"));
+    let firmware = latest(node, |m: FirmwareMetrics| {
+        m.firmware.filter(|v| !v.is_null())
+    });
+    let bios = latest(node, |m: HostMetrics| m.host).and_then(|h| h.get("bios").cloned());
     let finished = node
         .steps
         .iter()
@@ -307,5 +293,75 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A node's steps as the journal held them before metrics were typed.
+    const OLD_JOURNAL_STEPS: &str = include_str!("testdata/old_journal_steps.json");
+
+    /// The record kiln built from them then, byte for byte.
+    const OLD_RECORD: &str = include_str!("testdata/old_record.json");
+
+    fn old_node() -> NodeRecord {
+        NodeRecord {
+            name: "r01-n01".into(),
+            rack: "r01".into(),
+            hardware: "hgx-h100".into(),
+            steps: serde_json::from_str(OLD_JOURNAL_STEPS).unwrap(),
+            ..NodeRecord::default()
+        }
+    }
+
+    /// Reads `T` from the old step it belongs to and writes it back.
+    fn round_trip<T: crate::pipeline::record::StepMetrics>(node: &NodeRecord) {
+        let step = node
+            .steps
+            .iter()
+            .find(|s| s.stage == T::STAGE && s.step == T::STEP)
+            .unwrap();
+        let typed = T::from_metrics(&step.metrics).unwrap();
+        let written = typed.to_metrics();
+        // The burn step keeps more than its telemetry: compare that part.
+        let old: Value = if T::STEP == "burn" {
+            json!({ "telemetry": step.metrics["telemetry"] })
+        } else {
+            step.metrics.clone()
+        };
+        assert_eq!(
+            serde_json::to_string(&written).unwrap(),
+            serde_json::to_string(&old).unwrap(),
+            "{}/{}",
+            T::STAGE,
+            T::STEP
+        );
+    }
+
+    #[test]
+    fn old_journal_metrics_read_into_their_types_and_write_back_unchanged() {
+        use crate::acceptance::burnin::BurnTelemetry;
+        use crate::drivers::metrics::{InspectMetrics, ScriptMetrics};
+        let node = old_node();
+        round_trip::<BmcMetrics>(&node);
+        round_trip::<HostMetrics>(&node);
+        round_trip::<GpusMetrics>(&node);
+        round_trip::<FirmwareMetrics>(&node);
+        round_trip::<InspectMetrics>(&node);
+        round_trip::<ScriptMetrics>(&node);
+        round_trip::<VerifyMetrics>(&node);
+        round_trip::<BurnTelemetry>(&node);
+    }
+
+    #[test]
+    fn an_old_journal_builds_the_record_it_built_before_byte_for_byte() {
+        let facts = RunFacts {
+            site: "lab".into(),
+            run: "20261125-101500-3f9a".into(),
+            inventory_sha256: "sha256:00".into(),
+            kiln_version: "0.1.0".into(),
+            started_ms: 900,
+        };
+        let mac = Some("aa:bb:cc:00:00:02".to_owned());
+        let r = build(&facts, &old_node(), mac, NodeVerdict::Accepted, &[], 2000);
+        // The same bytes sign and verify the same.
+        assert_eq!(serde_json::to_string(&r).unwrap(), OLD_RECORD.trim_end());
     }
 }

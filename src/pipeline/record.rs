@@ -2,6 +2,7 @@
 //! prints and every report format renders. Plain data, serialisable, with
 //! no behaviour beyond small helpers, so reports can be tested without a run.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -164,6 +165,41 @@ impl StepStatus {
             StepStatus::Unverified => "unverified",
         }
     }
+}
+
+/// A step's metrics as a type: the step that writes them and the readers
+/// (handoff, reports, later steps) share one definition, so renaming a key
+/// or a step cannot silently turn a signed record's fields "not recorded".
+/// Implementations keep today's JSON keys (serde renames) so old journals
+/// still read and old records still verify.
+pub trait StepMetrics: Serialize + DeserializeOwned {
+    /// The stage of the step that writes them.
+    const STAGE: &'static str;
+    /// The step that writes them.
+    const STEP: &'static str;
+
+    /// Reads them from a step's metrics; `None` when they do not fit.
+    fn from_metrics(metrics: &Value) -> Option<Self> {
+        Self::deserialize(metrics).ok()
+    }
+
+    /// Them as a step's metrics.
+    fn to_metrics(&self) -> Value {
+        // Plain data with string keys: serialising cannot fail.
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+/// The latest value `pick` finds in the metrics of `node`'s
+/// `T::STAGE`/`T::STEP` steps, newest first: a step that did not record a
+/// part leaves an earlier step's part in force.
+pub fn latest<T: StepMetrics, V>(node: &NodeRecord, pick: impl Fn(T) -> Option<V>) -> Option<V> {
+    node.steps
+        .iter()
+        .rev()
+        .filter(|s| s.stage == T::STAGE && s.step == T::STEP)
+        .filter_map(|s| T::from_metrics(&s.metrics))
+        .find_map(pick)
 }
 
 /// Conventions for [`StepRecord::metrics`] that reports plot.

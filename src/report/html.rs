@@ -11,8 +11,9 @@ use super::markdown::status_word;
 use super::svg::{self, Bar, HLine, LineChart, RackCell, Series, XScale};
 use super::text::{human_duration_ms, one_line, rfc3339_utc, xml_attr as esc};
 use super::{Summary, VERDICTS, first_reason, node_span_ms, nodes_by_rack};
+use crate::acceptance::burnin::BurnTelemetry;
 use crate::pipeline::record::{
-    NodeRecord, NodeVerdict, RunRecord, RunState, StepRecord, StepStatus,
+    NodeRecord, NodeVerdict, RunRecord, RunState, StepMetrics as _, StepRecord, StepStatus,
 };
 
 /// Above this many nodes, only nodes that are not accepted get a detailed
@@ -457,26 +458,11 @@ fn step_plots(step: &StepRecord) -> Vec<String> {
     out
 }
 
-/// A GPU's key in telemetry: a number or a string (`"GPU-…"` UUIDs).
-fn gpu_key(v: &Value) -> Option<String> {
-    match v {
-        Value::Number(n) => Some(n.to_string()),
-        Value::String(s) => Some(s.clone()),
-        _ => None,
-    }
-}
-
 fn temperature_chart(step: &StepRecord) -> Option<LineChart> {
-    let samples = step.metrics.get("telemetry")?.as_array()?;
+    let samples = BurnTelemetry::from_metrics(&step.metrics)?.telemetry;
     let mut gpus: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
     for s in samples {
-        let (Some(gpu), Some(t), Some(temp)) = (
-            s.get("gpu").and_then(gpu_key),
-            s.get("t_s").and_then(Value::as_f64),
-            s.get("temp_c").and_then(Value::as_f64),
-        ) else {
-            continue;
-        };
+        let (gpu, t, temp) = (s.gpu.label(), s.t_s, s.temp_c);
         match gpus.iter_mut().find(|(g, _)| *g == gpu) {
             Some((_, pts)) => pts.push((t, temp)),
             None => gpus.push((gpu, vec![(t, temp)])),

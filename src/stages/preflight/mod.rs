@@ -16,6 +16,8 @@
 
 use std::time::Duration;
 
+pub mod metrics;
+
 use serde_json::json;
 
 use crate::bmc::discover::Gpu;
@@ -23,9 +25,11 @@ use crate::bmc::ops::{self, PowerOp, Waits};
 use crate::bmc::vendor::Identity;
 use crate::bmc::{discover, facts};
 use crate::pipeline::node::NodeCx;
+use crate::pipeline::record::StepMetrics as _;
 use crate::pipeline::stages::{About, NodeWork, Scope, StageDef};
 use crate::pipeline::step::{Outcome, Steps, Stop};
 use crate::profiles::HardwareProfile;
+use metrics::{BmcMetrics, FirmwareMetrics, HostMetrics};
 
 /// The longest one preflight step may take (a slow BMC answers each of
 /// its requests in seconds, and discovery takes a few dozen).
@@ -41,7 +45,11 @@ pub async fn run(cx: &NodeCx, steps: &mut Steps) -> Result<(), Stop> {
         .run("bmc", DEADLINE, || async {
             let layout = cx.layout().await?;
             let id = &layout.identity;
-            let metrics = json!({"identity": id, "system": layout.system});
+            let metrics = BmcMetrics {
+                identity: Some(json!(id)),
+                system: Some(json!(layout.system)),
+            }
+            .to_metrics();
             // A sled or blade BMC serves several hosts: acting on a guess
             // would power-cycle another node.
             if !layout.other_hosts.is_empty() && cx.node.bmc.system.is_none() {
@@ -71,7 +79,10 @@ pub async fn run(cx: &NodeCx, steps: &mut Steps) -> Result<(), Stop> {
         .run("host", DEADLINE, || async {
             let layout = cx.layout().await?;
             let host = facts::host(cx.bmc(), &layout).await?;
-            let metrics = json!({"host": host});
+            let metrics = HostMetrics {
+                host: Some(json!(host)),
+            }
+            .to_metrics();
             if host.health == "Critical" {
                 return Ok(Outcome::failed(format!(
                     "the BMC reports the host's health as Critical ({} {}, serial {})",
@@ -102,7 +113,12 @@ pub async fn run(cx: &NodeCx, steps: &mut Steps) -> Result<(), Stop> {
             let firmware = facts::firmware(cx.bmc()).await?;
             Ok(
                 Outcome::done(format!("{} firmware components listed", firmware.len()))
-                    .with_metrics(json!({ "firmware": firmware })),
+                    .with_metrics(
+                        FirmwareMetrics {
+                            firmware: Some(json!(firmware)),
+                        }
+                        .to_metrics(),
+                    ),
             )
         })
         .await?;
