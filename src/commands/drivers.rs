@@ -40,11 +40,7 @@ pub fn run(ctx: &Ctx, cmd: DriversCommand) -> anyhow::Result<ExitStatus> {
         DriversCommand::Install(a) => (Mode::Install, a),
         DriversCommand::Verify(a) => (Mode::Verify, a),
     };
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?
-        .block_on(drivers(ctx, mode, &args))
+    crate::commands::runtime()?.block_on(drivers(ctx, mode, &args))
 }
 
 async fn drivers(ctx: &Ctx, mode: Mode, args: &DriversArgs) -> anyhow::Result<ExitStatus> {

@@ -132,10 +132,7 @@ pub fn run(ctx: &Ctx, cmd: ImageCommand) -> anyhow::Result<ExitStatus> {
             super::image_build::build(ctx, what, out.as_deref(), &state)
         }
         ImageCommand::Deploy(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
+            let runtime = crate::commands::runtime()?;
             runtime.block_on(deploy_cmd(ctx, &catalog, &args))
         }
     }

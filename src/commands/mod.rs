@@ -69,10 +69,31 @@ impl Ctx {
         }
     }
 
+    /// Loads an inventory kiln wrote itself (`what` names it in the
+    /// error), printing its diagnostics: one that does not load is a bug
+    /// in kiln, not the user's input.
+    pub fn load_generated(&self, site: &Path, what: &str) -> anyhow::Result<Inventory> {
+        let checked = crate::inventory::load_file(site)?;
+        for d in &checked.diagnostics {
+            self.printer.diagnostic(d);
+        }
+        checked
+            .inventory
+            .ok_or_else(|| anyhow::anyhow!("{what} does not load (a bug in kiln)"))
+    }
+
     /// Reads and checks the inventory at `path` without printing.
     pub fn check(&self, path: &Path) -> anyhow::Result<Checked> {
         Ok(crate::inventory::load_file(path)?)
     }
+}
+
+/// The multi-threaded runtime an async command runs on.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 /// Runs a parsed command line.

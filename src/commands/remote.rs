@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use serde_json::{Value, json};
 
 use super::Ctx;
@@ -79,10 +78,7 @@ fn fleet(ctx: &Ctx, args: &RemoteArgs, accept_new: bool) -> anyhow::Result<Fleet
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
+    crate::commands::runtime()
 }
 
 /// Runs `work` on every remote, at most `fanout` at once; results in

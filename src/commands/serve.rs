@@ -7,7 +7,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use serde_json::json;
 
 use super::Ctx;
@@ -21,10 +20,7 @@ use crate::ssh::auth::Credentials;
 
 /// Runs `kiln serve`.
 pub fn run(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<ExitStatus> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = crate::commands::runtime()?;
     runtime.block_on(serve(ctx, args))
 }
 

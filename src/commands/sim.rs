@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use anyhow::Context as _;
 use serde_json::json;
 
 use crate::cli::{SimCommand, SimToolArgs, SimUpArgs};
@@ -85,10 +84,7 @@ fn up(ctx: &Ctx, args: &SimUpArgs) -> anyhow::Result<ExitStatus> {
         tool_exe: None,
         root: None,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = crate::commands::runtime()?;
     runtime.block_on(async {
         let rack = crate::sim::start(&inventory, &nodes, options).await?;
         if ctx.printer.json {
