@@ -128,12 +128,7 @@ async fn drivers(ctx: &Ctx, mode: Mode, args: &DriversArgs) -> anyhow::Result<Ex
         move |cx: DriversCx| {
             let stopping = Arc::clone(&stopping);
             async move {
-                let mut steps = Steps::new(
-                    cx.node.name.clone(),
-                    "drivers",
-                    Arc::new(crate::pipeline::step::NoJournal),
-                    stopping,
-                );
+                let mut steps = Steps::unrecorded(cx.node.name.clone(), "drivers", stopping);
                 let result = stage(&cx, &mut steps).await;
                 cx.remote.close().await;
                 match result {

@@ -338,12 +338,7 @@ async fn deploy_cmd(ctx: &Ctx, catalog: &Catalog, args: &DeployArgs) -> anyhow::
                 Some(g) => g.node(&cx.node.rack).await,
                 None => None,
             };
-            let mut steps = Steps::new(
-                cx.node.name.clone(),
-                "image",
-                Arc::new(crate::pipeline::step::NoJournal),
-                stopping,
-            );
+            let mut steps = Steps::unrecorded(cx.node.name.clone(), "image", stopping);
             let outcome = deploy(&cx, &mut steps).await;
             cx.bmc.logout().await;
             match outcome {

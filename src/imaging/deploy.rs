@@ -441,6 +441,20 @@ async fn boot_disk_step(steps: &mut Steps, cx: &ImageCx, layout: &Layout) -> Res
     Ok(())
 }
 
+/// Waits up to 5 s for the boot server's next progress, so a polling loop
+/// notes both news and the clock. Past `deadline`: the progress last seen.
+async fn wait_progress(
+    progress: &mut tokio::sync::watch::Receiver<Progress>,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<Option<Progress>> {
+    let wake = deadline.min(tokio::time::Instant::now() + Duration::from_secs(5));
+    match tokio::time::timeout_at(wake, progress.changed()).await {
+        Ok(Ok(())) | Err(_) => {}
+        Ok(Err(_)) => anyhow::bail!("the boot server stopped"),
+    }
+    Ok((tokio::time::Instant::now() >= deadline).then(|| progress.borrow().clone()))
+}
+
 /// Waits for the deploy agent to write the image: its `hello` within
 /// `boot` of power-on, its `done` or `failed` within `write` after that.
 async fn wait_written(
@@ -528,13 +542,7 @@ async fn wait_written(
                 tracing::info!(node = %node, written = agent.written, total = ?agent.total, "deploy agent writing");
             }
         }
-        let wake = deadline.min(tokio::time::Instant::now() + Duration::from_secs(5));
-        match tokio::time::timeout_at(wake, progress.changed()).await {
-            Ok(Ok(())) | Err(_) => {}
-            Ok(Err(_)) => anyhow::bail!("the boot server stopped"),
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let seen = progress.borrow().clone();
+        if let Some(seen) = wait_progress(progress, deadline).await? {
             return Ok(Outcome::failed(if seen.agent.hellos == 0 {
                 format!(
                     "{node}: the deploy environment never called the boot server within {} s of power-on; {}",
@@ -856,13 +864,7 @@ async fn wait_installed(
                 )));
             }
         }
-        let wake = deadline.min(tokio::time::Instant::now() + Duration::from_secs(5));
-        match tokio::time::timeout_at(wake, progress.changed()).await {
-            Ok(Ok(())) | Err(_) => {}
-            Ok(Err(_)) => anyhow::bail!("the boot server stopped"),
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let seen = progress.borrow().clone();
+        if let Some(seen) = wait_progress(progress, deadline).await? {
             return Ok(Outcome::failed(no_callback_reason(
                 &cx.node.name,
                 &seen,

@@ -344,22 +344,19 @@ impl Tm {
 
     /// `Fri Nov  8 02:11:26 2024` (C `asctime`, as nvidia-smi prints).
     pub(crate) fn asctime(&self) -> String {
-        format!(
-            "{} {} {:>2} {:02}:{:02}:{:02} {}",
-            WEEKDAYS[self.wday],
-            MONTHS[(self.month - 1) as usize],
-            self.day,
-            self.hour,
-            self.min,
-            self.sec,
-            self.year
-        )
+        self.with_zone("")
     }
 
     /// `Thu Mar 10 19:21:17 UTC 2022` (`date`).
     pub(crate) fn date(&self) -> String {
+        self.with_zone("UTC ")
+    }
+
+    /// The `asctime` layout with `zone` (empty, or a name and a space)
+    /// before the year.
+    fn with_zone(&self, zone: &str) -> String {
         format!(
-            "{} {} {:>2} {:02}:{:02}:{:02} UTC {}",
+            "{} {} {:>2} {:02}:{:02}:{:02} {zone}{}",
             WEEKDAYS[self.wday],
             MONTHS[(self.month - 1) as usize],
             self.day,
