@@ -19,7 +19,7 @@ use crate::exit::{BadInput, ExitStatus};
 use crate::imaging::deploy::{Deadlines, Deployed, ImageCx, deploy};
 use crate::imaging::server::BootServer;
 use crate::imaging::{authorized_keys, installer_path};
-use crate::inventory::{Inventory, Selection};
+use crate::inventory::Inventory;
 use crate::output::table;
 use crate::pipeline::gates::Gates;
 use crate::pipeline::step::Steps;
@@ -211,14 +211,9 @@ struct Row {
 
 async fn deploy_cmd(ctx: &Ctx, catalog: &Catalog, args: &DeployArgs) -> anyhow::Result<ExitStatus> {
     let inventory: Inventory = ctx.load_inventory()?;
-    let inv_path = ctx.inventory_path()?;
-    let state = state_dir(inv_path);
-    let inv_dir = inv_path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let selection = match &args.select {
-        Some(expr) => expr.parse()?,
-        None => Selection::all(),
-    };
-    let nodes = inventory.select(&selection)?;
+    let state = state_dir(ctx.inventory_path()?);
+    let inv_dir = ctx.inventory_dir()?;
+    let nodes = crate::commands::select(&inventory, &args.select)?;
     crate::pipeline::guard::in_service(
         nodes.iter().copied(),
         "imaging would wipe them",

@@ -11,7 +11,6 @@ use serde_json::{Value, json};
 use super::Ctx;
 use crate::cli::{CopyArgs, ExecArgs, RemoteArgs, SshCommand};
 use crate::exit::{BadInput, ExitStatus};
-use crate::inventory::Selection;
 use crate::output::Printer;
 use crate::secret::Secret;
 use crate::ssh::auth::Credentials;
@@ -44,11 +43,7 @@ fn fleet(ctx: &Ctx, args: &RemoteArgs, accept_new: bool) -> anyhow::Result<Fleet
         });
     }
     let inventory = ctx.load_inventory()?;
-    let selection = match &args.select {
-        Some(expr) => expr.parse()?,
-        None => Selection::all(),
-    };
-    let nodes = inventory.select(&selection)?;
+    let nodes = crate::commands::select(&inventory, &args.select)?;
     let dir = ctx
         .inventory_path()?
         .parent()

@@ -7,7 +7,6 @@ use serde_json::json;
 use crate::cli::{SimCommand, SimToolArgs, SimUpArgs};
 use crate::commands::Ctx;
 use crate::exit::{BadInput, ExitStatus};
-use crate::inventory::Selection;
 use crate::output::table;
 use crate::sim::faults::FaultPlan;
 use crate::sim::redfish::flavour::Vendor;
@@ -42,11 +41,7 @@ pub fn parse_flavour(name: &str) -> anyhow::Result<Option<Vendor>> {
 
 fn up(ctx: &Ctx, args: &SimUpArgs) -> anyhow::Result<ExitStatus> {
     let inventory = ctx.load_inventory()?;
-    let selection = match &args.select {
-        Some(expr) => expr.parse()?,
-        None => Selection::all(),
-    };
-    let nodes = inventory.select(&selection)?;
+    let nodes = crate::commands::select(&inventory, &args.select)?;
     let faults = match &args.faults {
         Some(path) => FaultPlan::load(path).map_err(|e| BadInput(e.to_string()))?,
         None => FaultPlan::none(),

@@ -265,13 +265,7 @@ pub async fn deploy(cx: &ImageCx, steps: &mut Steps) -> Result<Deployed, Stop> {
 
     steps
         .run("boot-once", d.bmc, || async {
-            let out = if p.http_boot {
-                ops::set_boot(c, layout, BootDevice::Http, false, Some(&iso_url))
-                    .await
-                    .map_err(clean)?
-            } else {
-                ops::set_boot(c, layout, BootDevice::Cd, false, None).await?
-            };
+            let out = boot_installer_once(c, layout, p.http_boot, &iso_url).await?;
             let mut detail = format!(
                 "next boot: {} ({}, via {})",
                 out.target, out.enabled, out.via
@@ -518,13 +512,7 @@ async fn wait_written(
                 restart = None;
                 tracing::warn!(node = %node, "the deploy environment started before kiln resumed is {}; starting it again",
                     if off { "off" } else { "silent" });
-                if http_boot {
-                    ops::set_boot(c, layout, BootDevice::Http, false, Some(iso_url))
-                        .await
-                        .map_err(clean)?;
-                } else {
-                    ops::set_boot(c, layout, BootDevice::Cd, false, None).await?;
-                }
+                boot_installer_once(c, layout, http_boot, iso_url).await?;
                 let op = if off { PowerOp::On } else { PowerOp::Reset };
                 ops::power(c, layout, op, waits).await?;
                 deadline = tokio::time::Instant::now() + boot;
@@ -634,6 +622,23 @@ pub fn redact_tokens(s: &str) -> String {
 }
 
 /// An error with boot-server tokens cut from its text.
+/// Boots the installer once: over UEFI HTTP from `iso_url`, else from
+/// the virtual CD. The URL carries a token, so its errors are cleaned.
+async fn boot_installer_once(
+    c: &BmcClient,
+    layout: &Layout,
+    http_boot: bool,
+    iso_url: &str,
+) -> anyhow::Result<ops::BootOutcome> {
+    Ok(if http_boot {
+        ops::set_boot(c, layout, BootDevice::Http, false, Some(iso_url))
+            .await
+            .map_err(clean)?
+    } else {
+        ops::set_boot(c, layout, BootDevice::Cd, false, None).await?
+    })
+}
+
 fn clean(e: impl Into<anyhow::Error>) -> anyhow::Error {
     anyhow::anyhow!(redact_tokens(&format!("{:#}", e.into())))
 }
@@ -836,13 +841,7 @@ async fn wait_installed(
                     )));
                 }
                 tracing::warn!(node = %cx.node.name, "the install started before kiln resumed shows no sign of life; restarting it");
-                if http_boot {
-                    ops::set_boot(c, layout, BootDevice::Http, false, Some(iso_url))
-                        .await
-                        .map_err(clean)?;
-                } else {
-                    ops::set_boot(c, layout, BootDevice::Cd, false, None).await?;
-                }
+                boot_installer_once(c, layout, http_boot, iso_url).await?;
                 ops::power(c, layout, PowerOp::Reset, waits).await?;
                 restarted = true;
                 deadline = tokio::time::Instant::now() + within;
