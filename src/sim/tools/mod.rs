@@ -176,18 +176,12 @@ pub const NCCL_TESTS: &[&str] = &[
     "sendrecv_perf",
 ];
 
-/// Every tool name the simulator puts on PATH.
-pub const SIMULATED: &[&str] = &[
+/// The tools the simulator puts on PATH besides the NCCL tests.
+const OTHER_TOOLS: &[&str] = &[
     "nvidia-smi",
     "dcgmi",
     "gpu_burn",
     "gpu-burn",
-    "all_reduce_perf",
-    "all_gather_perf",
-    "reduce_scatter_perf",
-    "alltoall_perf",
-    "broadcast_perf",
-    "sendrecv_perf",
     "mpirun",
     "mpiexec",
     "nvbandwidth",
@@ -213,9 +207,14 @@ pub const SIMULATED: &[&str] = &[
     "halt",
 ];
 
+/// Every tool name the simulator puts on PATH.
+pub fn simulated() -> impl Iterator<Item = &'static str> {
+    OTHER_TOOLS.iter().chain(NCCL_TESTS).copied()
+}
+
 /// Whether the simulator handles the tool `name` (a basename).
 pub fn is_simulated(name: &str) -> bool {
-    SIMULATED.contains(&name)
+    simulated().any(|t| t == name)
 }
 
 /// Whether `name` exists on a node with software `sw` (the package that
