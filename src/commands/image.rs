@@ -236,8 +236,8 @@ async fn deploy_cmd(ctx: &Ctx, catalog: &Catalog, args: &DeployArgs) -> anyhow::
             &profile,
             crate::imaging::Places {
                 iso: args.iso.as_deref(),
-                image_dir: args.iso_dir.as_deref(),
-                deploy_env: args.deploy_env.as_deref(),
+                image_dir: args.dirs.iso_dir.as_deref(),
+                deploy_env: args.dirs.deploy_env.as_deref(),
                 state: &state,
             },
         ) {
