@@ -216,18 +216,9 @@ pub struct ProvisionArgs {
     /// path, or its URL's file name in --iso-dir).
     #[arg(long, value_name = "FILE")]
     pub iso: Option<PathBuf>,
-    /// Folder holding downloaded installer and disk images.
-    #[arg(
-        long,
-        visible_alias = "image-dir",
-        value_name = "DIR",
-        env = "KILN_ISO_DIR"
-    )]
-    pub iso_dir: Option<PathBuf>,
-    /// The deploy environment for disk-image profiles (`kiln image build
-    /// deploy-env`; default: the state folder's `deploy-env/`).
-    #[arg(long, value_name = "DIR", env = "KILN_DEPLOY_ENV")]
-    pub deploy_env: Option<PathBuf>,
+    /// Where the images and the deploy environment are.
+    #[command(flatten)]
+    pub dirs: ImageDirs,
     /// The URL BMCs reach the boot server at, for virtual media, when it
     /// differs from --advertise (a separate management network).
     #[arg(long, value_name = "URL")]
@@ -365,17 +356,10 @@ pub struct DriversArgs {
     pub allow_in_service: bool,
 }
 
-/// `kiln image deploy`
+/// Where imaging finds its files, as `kiln provision` and `kiln image
+/// deploy` both take them.
 #[derive(Debug, Args)]
-pub struct DeployArgs {
-    /// Which nodes: name globs and ranges (r01-n[01-08]), rack:NAME,
-    /// label=VALUE; `,` for either, `&` for both, `!` for not.
-    #[arg(short, long, value_name = "EXPR")]
-    pub select: Option<String>,
-    /// The installer image to serve for every selected node (default: each
-    /// node's profile's path, or its URL's file name in --iso-dir).
-    #[arg(long, value_name = "FILE")]
-    pub iso: Option<PathBuf>,
+pub struct ImageDirs {
     /// Folder holding downloaded installer and disk images.
     #[arg(
         long,
@@ -388,6 +372,22 @@ pub struct DeployArgs {
     /// deploy-env`; default: the state folder's `deploy-env/`).
     #[arg(long, value_name = "DIR", env = "KILN_DEPLOY_ENV")]
     pub deploy_env: Option<PathBuf>,
+}
+
+/// `kiln image deploy`
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Which nodes: name globs and ranges (r01-n[01-08]), rack:NAME,
+    /// label=VALUE; `,` for either, `&` for both, `!` for not.
+    #[arg(short, long, value_name = "EXPR")]
+    pub select: Option<String>,
+    /// The installer image to serve for every selected node (default: each
+    /// node's profile's path, or its URL's file name in --iso-dir).
+    #[arg(long, value_name = "FILE")]
+    pub iso: Option<PathBuf>,
+    /// Where the images and the deploy environment are.
+    #[command(flatten)]
+    pub dirs: ImageDirs,
     /// The boot server's address and port (port 0: any free one).
     #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:8080")]
     pub bind: std::net::SocketAddr,

@@ -178,10 +178,7 @@ pub fn run(ctx: &Ctx, size: u64, clients: u32, runs: u32) -> anyhow::Result<Exit
         .info(&format!("writing a {} MiB file", size >> 20));
     write_file(&file, size)?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = crate::commands::runtime()?;
     let server = runtime.block_on(BootServer::start(
         KILN_ADDR.parse().context("bench address")?,
         None,

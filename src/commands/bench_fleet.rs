@@ -107,10 +107,7 @@ pub fn run(ctx: &Ctx, nodes: u32, latency: Duration, keep: bool) -> anyhow::Resu
     // The site is whole racks, so it may hold a few more nodes than asked.
     let asked = nodes;
     let nodes = u32::try_from(inventory.nodes.len()).unwrap_or(u32::MAX);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = crate::commands::runtime()?;
     // The runs report nothing: only the benchmark's own figures print.
     let quiet = crate::output::Printer::new(false, true, crate::output::ColorChoice::Never);
     let request = |select: Option<&str>| Request {

@@ -7,7 +7,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use serde::Serialize;
 use serde_json::json;
 
@@ -26,10 +25,7 @@ use crate::output::table;
 
 /// Runs a `kiln bmc` command.
 pub fn run(ctx: &Ctx, cmd: BmcCommand) -> anyhow::Result<ExitStatus> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = crate::commands::runtime()?;
     runtime.block_on(dispatch(ctx, cmd))
 }
 

@@ -20,7 +20,7 @@ use crate::commands::provision;
 use crate::exit::{BadInput, ExitStatus};
 use crate::inventory::Selection;
 use crate::pipeline::progress::Progress;
-use crate::run::{self, ImagingRequest, Request};
+use crate::run::{ImagingRequest, Request};
 use crate::sim::SimOptions;
 use crate::sim::faults::FaultPlan;
 
@@ -79,17 +79,8 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<ExitStatus> {
     let faults = FaultPlan::parse(&dir.join("faults.yaml").display().to_string(), &faults_text)
         .map_err(|e| BadInput(e.to_string()))?;
 
-    let checked = crate::inventory::load_file(&site)?;
-    for d in &checked.diagnostics {
-        ctx.printer.diagnostic(d);
-    }
-    let inventory = checked
-        .inventory
-        .ok_or_else(|| anyhow::anyhow!("the demo inventory does not load (a bug in kiln)"))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let inventory = ctx.load_generated(&site, "the demo inventory")?;
+    let runtime = crate::commands::runtime()?;
     let mode = Progress::mode_for(ctx.printer.json, ctx.printer.quiet);
     let finished = runtime.block_on(async {
         let nodes = inventory.select(&Selection::all())?;
@@ -139,15 +130,8 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<ExitStatus> {
             ..Request::default()
         };
         let state = state_dir(&site);
-        let finished = run::execute(
-            &inventory,
-            &site,
-            &state,
-            &request,
-            mode,
-            provision::notices(&ctx.printer),
-        )
-        .await?
+        let finished = provision::execute(ctx, &inventory, &site, &state, &request, mode)
+            .await?
         .finished();
         drop(rack);
         drop(cloud);

@@ -20,7 +20,7 @@ use crate::commands::Ctx;
 use crate::commands::provision;
 use crate::exit::{BadInput, ExitStatus};
 use crate::pipeline::progress::Progress;
-use crate::run::{self, Finished, ImagingRequest, Request};
+use crate::run::{Finished, ImagingRequest, Request};
 use crate::vmlab::{VmRack, VmSpec};
 
 /// The rack's loopback network (BMCs on 127.NET.0.x).
@@ -119,13 +119,7 @@ pub(crate) fn image_rack(
             "password: {file: bmc-password}",
         ),
     )?;
-    let checked = crate::inventory::load_file(&site)?;
-    for d in &checked.diagnostics {
-        ctx.printer.diagnostic(d);
-    }
-    let inventory = checked
-        .inventory
-        .ok_or_else(|| anyhow::anyhow!("the VM rack's inventory does not load (a bug in kiln)"))?;
+    let inventory = ctx.load_generated(&site, "the VM rack's inventory")?;
     let port = free_port()?;
     let request = Request {
         stages: Some("preflight,image".into()),
@@ -146,20 +140,12 @@ pub(crate) fn image_rack(
         ..Request::default()
     };
     let state = state_dir(&site);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = crate::commands::runtime()?;
     let mode = Progress::mode_for(ctx.printer.json, ctx.printer.quiet);
     let cpu = cpu_seconds();
     let finished = runtime
-        .block_on(run::execute(
-            &inventory,
-            &site,
-            &state,
-            &request,
-            mode,
-            provision::notices(&ctx.printer),
+        .block_on(provision::execute(
+            ctx, &inventory, &site, &state, &request, mode,
         ))?
         .finished();
     let cpu_s = cpu_seconds() - cpu;

@@ -1,7 +1,6 @@
 //! `kiln drivers install|verify`: the drivers stage on its own, outside a
 //! journaled run.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -13,7 +12,6 @@ use crate::bmc::trust::state_dir;
 use crate::cli::{DriversArgs, DriversCommand};
 use crate::drivers::{Deadlines, DriversCx, Mode, stage};
 use crate::exit::ExitStatus;
-use crate::inventory::Selection;
 use crate::output::table;
 use crate::pipeline::step::{Steps, Stop};
 use crate::ssh::auth::Credentials;
@@ -40,23 +38,14 @@ pub fn run(ctx: &Ctx, cmd: DriversCommand) -> anyhow::Result<ExitStatus> {
         DriversCommand::Install(a) => (Mode::Install, a),
         DriversCommand::Verify(a) => (Mode::Verify, a),
     };
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?
-        .block_on(drivers(ctx, mode, &args))
+    crate::commands::runtime()?.block_on(drivers(ctx, mode, &args))
 }
 
 async fn drivers(ctx: &Ctx, mode: Mode, args: &DriversArgs) -> anyhow::Result<ExitStatus> {
     let inventory = ctx.load_inventory()?;
-    let inv_path = ctx.inventory_path()?;
-    let state = state_dir(inv_path);
-    let inv_dir = inv_path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let selection = match &args.select {
-        Some(expr) => expr.parse()?,
-        None => Selection::all(),
-    };
-    let nodes = inventory.select(&selection)?;
+    let state = state_dir(ctx.inventory_path()?);
+    let inv_dir = ctx.inventory_dir()?;
+    let nodes = crate::commands::select(&inventory, &args.select)?;
     if mode == Mode::Install {
         crate::pipeline::guard::in_service(
             nodes.iter().copied(),
@@ -132,12 +121,7 @@ async fn drivers(ctx: &Ctx, mode: Mode, args: &DriversArgs) -> anyhow::Result<Ex
         move |cx: DriversCx| {
             let stopping = Arc::clone(&stopping);
             async move {
-                let mut steps = Steps::new(
-                    cx.node.name.clone(),
-                    "drivers",
-                    Arc::new(crate::pipeline::step::NoJournal),
-                    stopping,
-                );
+                let mut steps = Steps::unrecorded(cx.node.name.clone(), "drivers", stopping);
                 let result = stage(&cx, &mut steps).await;
                 cx.remote.close().await;
                 match result {

@@ -19,7 +19,7 @@ use crate::exit::{BadInput, ExitStatus};
 use crate::imaging::deploy::{Deadlines, Deployed, ImageCx, deploy};
 use crate::imaging::server::BootServer;
 use crate::imaging::{authorized_keys, installer_path};
-use crate::inventory::{Inventory, Selection};
+use crate::inventory::Inventory;
 use crate::output::table;
 use crate::pipeline::gates::Gates;
 use crate::pipeline::step::Steps;
@@ -132,10 +132,7 @@ pub fn run(ctx: &Ctx, cmd: ImageCommand) -> anyhow::Result<ExitStatus> {
             super::image_build::build(ctx, what, out.as_deref(), &state)
         }
         ImageCommand::Deploy(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
+            let runtime = crate::commands::runtime()?;
             runtime.block_on(deploy_cmd(ctx, &catalog, &args))
         }
     }
@@ -214,14 +211,9 @@ struct Row {
 
 async fn deploy_cmd(ctx: &Ctx, catalog: &Catalog, args: &DeployArgs) -> anyhow::Result<ExitStatus> {
     let inventory: Inventory = ctx.load_inventory()?;
-    let inv_path = ctx.inventory_path()?;
-    let state = state_dir(inv_path);
-    let inv_dir = inv_path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let selection = match &args.select {
-        Some(expr) => expr.parse()?,
-        None => Selection::all(),
-    };
-    let nodes = inventory.select(&selection)?;
+    let state = state_dir(ctx.inventory_path()?);
+    let inv_dir = ctx.inventory_dir()?;
+    let nodes = crate::commands::select(&inventory, &args.select)?;
     crate::pipeline::guard::in_service(
         nodes.iter().copied(),
         "imaging would wipe them",
@@ -244,8 +236,8 @@ async fn deploy_cmd(ctx: &Ctx, catalog: &Catalog, args: &DeployArgs) -> anyhow::
             &profile,
             crate::imaging::Places {
                 iso: args.iso.as_deref(),
-                image_dir: args.iso_dir.as_deref(),
-                deploy_env: args.deploy_env.as_deref(),
+                image_dir: args.dirs.iso_dir.as_deref(),
+                deploy_env: args.dirs.deploy_env.as_deref(),
                 state: &state,
             },
         ) {
@@ -341,12 +333,7 @@ async fn deploy_cmd(ctx: &Ctx, catalog: &Catalog, args: &DeployArgs) -> anyhow::
                 Some(g) => g.node(&cx.node.rack).await,
                 None => None,
             };
-            let mut steps = Steps::new(
-                cx.node.name.clone(),
-                "image",
-                Arc::new(crate::pipeline::step::NoJournal),
-                stopping,
-            );
+            let mut steps = Steps::unrecorded(cx.node.name.clone(), "image", stopping);
             let outcome = deploy(&cx, &mut steps).await;
             cx.bmc.logout().await;
             match outcome {

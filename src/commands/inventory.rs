@@ -6,7 +6,7 @@ use super::Ctx;
 use crate::cli::{GenerateArgs, InventoryCommand, ShowArgs};
 use crate::exit::ExitStatus;
 use crate::inventory::generate::{SiteSpec, generate};
-use crate::inventory::{Node, Selection, TlsPolicy};
+use crate::inventory::{Node, TlsPolicy};
 use crate::output::table;
 
 /// Runs `kiln inventory …`.
@@ -75,11 +75,7 @@ fn tls_label(tls: &TlsPolicy) -> &'static str {
 
 fn show(ctx: &Ctx, args: &ShowArgs) -> anyhow::Result<ExitStatus> {
     let inventory = ctx.load_inventory()?;
-    let selection = match &args.select {
-        Some(expr) => expr.parse()?,
-        None => Selection::all(),
-    };
-    let nodes: Vec<&Node> = inventory.select(&selection)?;
+    let nodes: Vec<&Node> = crate::commands::select(&inventory, &args.select)?;
     if ctx.printer.json {
         ctx.printer.json_data(&json!({
             "site": inventory.site,

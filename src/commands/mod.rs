@@ -31,7 +31,7 @@ use anyhow::Context as _;
 
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::exit::{BadInput, ExitStatus};
-use crate::inventory::{Checked, Inventory};
+use crate::inventory::{Checked, Inventory, Node, Selection};
 use crate::output::Printer;
 
 /// What every command gets: the global flags and the printer.
@@ -48,6 +48,16 @@ impl Ctx {
         self.global.inventory.as_deref().ok_or_else(|| {
             BadInput("no inventory given: pass -i FILE or set KILN_INVENTORY".into()).into()
         })
+    }
+
+    /// The folder the inventory lives in: relative paths in it, and
+    /// kiln's files beside it (known hosts), start there.
+    pub fn inventory_dir(&self) -> anyhow::Result<PathBuf> {
+        Ok(self
+            .inventory_path()?
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default())
     }
 
     /// Loads and checks the inventory, printing its diagnostics. Any error
@@ -69,10 +79,43 @@ impl Ctx {
         }
     }
 
+    /// Loads an inventory kiln wrote itself (`what` names it in the
+    /// error), printing its diagnostics: one that does not load is a bug
+    /// in kiln, not the user's input.
+    pub fn load_generated(&self, site: &Path, what: &str) -> anyhow::Result<Inventory> {
+        let checked = crate::inventory::load_file(site)?;
+        for d in &checked.diagnostics {
+            self.printer.diagnostic(d);
+        }
+        checked
+            .inventory
+            .ok_or_else(|| anyhow::anyhow!("{what} does not load (a bug in kiln)"))
+    }
+
     /// Reads and checks the inventory at `path` without printing.
     pub fn check(&self, path: &Path) -> anyhow::Result<Checked> {
         Ok(crate::inventory::load_file(path)?)
     }
+}
+
+/// The nodes `--select EXPR` names; every node without it.
+pub fn select<'a>(
+    inventory: &'a Inventory,
+    select: &Option<String>,
+) -> anyhow::Result<Vec<&'a Node>> {
+    let selection = match select {
+        Some(expr) => expr.parse()?,
+        None => Selection::all(),
+    };
+    Ok(inventory.select(&selection)?)
+}
+
+/// The multi-threaded runtime an async command runs on.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 /// Runs a parsed command line.

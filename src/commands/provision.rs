@@ -1,9 +1,9 @@
 //! `kiln provision` and `kiln runs`: turn the flags into a run request,
 //! hand it to [`crate::run`], and print the plan or summary.
 
+use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use serde_json::json;
 
 use crate::bmc::trust::state_dir;
@@ -36,8 +36,8 @@ impl From<&ProvisionArgs> for Request {
                 bind: Some(a.bind),
                 advertise: a.advertise.clone(),
                 iso: a.iso.clone(),
-                iso_dir: a.iso_dir.clone(),
-                deploy_env: a.deploy_env.clone(),
+                iso_dir: a.dirs.iso_dir.clone(),
+                deploy_env: a.dirs.deploy_env.clone(),
                 advertise_bmc: a.advertise_bmc.clone(),
                 boot_timeout: Some(a.boot_timeout),
                 reimage: a.reimage,
@@ -55,21 +55,31 @@ impl From<&ProvisionArgs> for Request {
 pub fn run(ctx: &Ctx, args: &ProvisionArgs) -> anyhow::Result<ExitStatus> {
     let inventory = ctx.load_inventory()?;
     let path = ctx.inventory_path()?.to_path_buf();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = crate::commands::runtime()?;
     let request = Request::from(args);
     let mode = Progress::mode_for(ctx.printer.json, ctx.printer.quiet);
-    let outcome = runtime.block_on(run::execute(
+    let outcome = runtime.block_on(execute(
+        ctx,
         &inventory,
         &path,
         &state_dir(&path),
         &request,
         mode,
-        notices(&ctx.printer),
     ))?;
     finish(ctx, &inventory, outcome, mode)
+}
+
+/// Runs `request` over `inventory` (read from `site`, its state in
+/// `state`), with the run's notices on the command's printer.
+pub(crate) async fn execute<'a>(
+    ctx: &Ctx,
+    inventory: &'a Inventory,
+    site: &Path,
+    state: &Path,
+    request: &run::Request,
+    mode: Mode,
+) -> anyhow::Result<Outcome<'a>> {
+    run::execute(inventory, site, state, request, mode, notices(&ctx.printer)).await
 }
 
 /// Prints a run's outcome (the plan of a dry run, else the summary) and

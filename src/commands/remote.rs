@@ -6,13 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use serde_json::{Value, json};
 
 use super::Ctx;
 use crate::cli::{CopyArgs, ExecArgs, RemoteArgs, SshCommand};
 use crate::exit::{BadInput, ExitStatus};
-use crate::inventory::Selection;
 use crate::output::Printer;
 use crate::secret::Secret;
 use crate::ssh::auth::Credentials;
@@ -45,11 +43,7 @@ fn fleet(ctx: &Ctx, args: &RemoteArgs, accept_new: bool) -> anyhow::Result<Fleet
         });
     }
     let inventory = ctx.load_inventory()?;
-    let selection = match &args.select {
-        Some(expr) => expr.parse()?,
-        None => Selection::all(),
-    };
-    let nodes = inventory.select(&selection)?;
+    let nodes = crate::commands::select(&inventory, &args.select)?;
     let dir = ctx
         .inventory_path()?
         .parent()
@@ -79,10 +73,7 @@ fn fleet(ctx: &Ctx, args: &RemoteArgs, accept_new: bool) -> anyhow::Result<Fleet
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
+    crate::commands::runtime()
 }
 
 /// Runs `work` on every remote, at most `fanout` at once; results in

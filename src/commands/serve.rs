@@ -4,10 +4,8 @@
 //! image behind a token), printing their URLs. `kiln image deploy` starts
 //! the same server itself.
 
-use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use serde_json::json;
 
 use super::Ctx;
@@ -21,10 +19,7 @@ use crate::ssh::auth::Credentials;
 
 /// Runs `kiln serve`.
 pub fn run(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<ExitStatus> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = crate::commands::runtime()?;
     runtime.block_on(serve(ctx, args))
 }
 
@@ -55,9 +50,8 @@ async fn serve(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<ExitStatus> {
     }
     if let Some(expr) = &args.select {
         let inventory = ctx.load_inventory()?;
-        let inv_path = ctx.inventory_path()?;
-        let state = crate::bmc::trust::state_dir(inv_path);
-        let inv_dir = inv_path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let state = crate::bmc::trust::state_dir(ctx.inventory_path()?);
+        let inv_dir = ctx.inventory_dir()?;
         let catalog = super::profile::catalog(ctx)?;
         let selection: Selection = expr.parse()?;
         let creds = Credentials::new();

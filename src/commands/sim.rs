@@ -2,13 +2,11 @@
 
 use std::time::Duration;
 
-use anyhow::Context as _;
 use serde_json::json;
 
 use crate::cli::{SimCommand, SimToolArgs, SimUpArgs};
 use crate::commands::Ctx;
 use crate::exit::{BadInput, ExitStatus};
-use crate::inventory::Selection;
 use crate::output::table;
 use crate::sim::faults::FaultPlan;
 use crate::sim::redfish::flavour::Vendor;
@@ -43,11 +41,7 @@ pub fn parse_flavour(name: &str) -> anyhow::Result<Option<Vendor>> {
 
 fn up(ctx: &Ctx, args: &SimUpArgs) -> anyhow::Result<ExitStatus> {
     let inventory = ctx.load_inventory()?;
-    let selection = match &args.select {
-        Some(expr) => expr.parse()?,
-        None => Selection::all(),
-    };
-    let nodes = inventory.select(&selection)?;
+    let nodes = crate::commands::select(&inventory, &args.select)?;
     let faults = match &args.faults {
         Some(path) => FaultPlan::load(path).map_err(|e| BadInput(e.to_string()))?,
         None => FaultPlan::none(),
@@ -85,10 +79,7 @@ fn up(ctx: &Ctx, args: &SimUpArgs) -> anyhow::Result<ExitStatus> {
         tool_exe: None,
         root: None,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = crate::commands::runtime()?;
     runtime.block_on(async {
         let rack = crate::sim::start(&inventory, &nodes, options).await?;
         if ctx.printer.json {

@@ -265,13 +265,7 @@ pub async fn deploy(cx: &ImageCx, steps: &mut Steps) -> Result<Deployed, Stop> {
 
     steps
         .run("boot-once", d.bmc, || async {
-            let out = if p.http_boot {
-                ops::set_boot(c, layout, BootDevice::Http, false, Some(&iso_url))
-                    .await
-                    .map_err(clean)?
-            } else {
-                ops::set_boot(c, layout, BootDevice::Cd, false, None).await?
-            };
+            let out = boot_installer_once(c, layout, p.http_boot, &iso_url).await?;
             let mut detail = format!(
                 "next boot: {} ({}, via {})",
                 out.target, out.enabled, out.via
@@ -441,6 +435,20 @@ async fn boot_disk_step(steps: &mut Steps, cx: &ImageCx, layout: &Layout) -> Res
     Ok(())
 }
 
+/// Waits up to 5 s for the boot server's next progress, so a polling loop
+/// notes both news and the clock. Past `deadline`: the progress last seen.
+async fn wait_progress(
+    progress: &mut tokio::sync::watch::Receiver<Progress>,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<Option<Progress>> {
+    let wake = deadline.min(tokio::time::Instant::now() + Duration::from_secs(5));
+    match tokio::time::timeout_at(wake, progress.changed()).await {
+        Ok(Ok(())) | Err(_) => {}
+        Ok(Err(_)) => anyhow::bail!("the boot server stopped"),
+    }
+    Ok((tokio::time::Instant::now() >= deadline).then(|| progress.borrow().clone()))
+}
+
 /// Waits for the deploy agent to write the image: its `hello` within
 /// `boot` of power-on, its `done` or `failed` within `write` after that.
 async fn wait_written(
@@ -504,13 +512,7 @@ async fn wait_written(
                 restart = None;
                 tracing::warn!(node = %node, "the deploy environment started before kiln resumed is {}; starting it again",
                     if off { "off" } else { "silent" });
-                if http_boot {
-                    ops::set_boot(c, layout, BootDevice::Http, false, Some(iso_url))
-                        .await
-                        .map_err(clean)?;
-                } else {
-                    ops::set_boot(c, layout, BootDevice::Cd, false, None).await?;
-                }
+                boot_installer_once(c, layout, http_boot, iso_url).await?;
                 let op = if off { PowerOp::On } else { PowerOp::Reset };
                 ops::power(c, layout, op, waits).await?;
                 deadline = tokio::time::Instant::now() + boot;
@@ -528,13 +530,7 @@ async fn wait_written(
                 tracing::info!(node = %node, written = agent.written, total = ?agent.total, "deploy agent writing");
             }
         }
-        let wake = deadline.min(tokio::time::Instant::now() + Duration::from_secs(5));
-        match tokio::time::timeout_at(wake, progress.changed()).await {
-            Ok(Ok(())) | Err(_) => {}
-            Ok(Err(_)) => anyhow::bail!("the boot server stopped"),
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let seen = progress.borrow().clone();
+        if let Some(seen) = wait_progress(progress, deadline).await? {
             return Ok(Outcome::failed(if seen.agent.hellos == 0 {
                 format!(
                     "{node}: the deploy environment never called the boot server within {} s of power-on; {}",
@@ -626,6 +622,23 @@ pub fn redact_tokens(s: &str) -> String {
 }
 
 /// An error with boot-server tokens cut from its text.
+/// Boots the installer once: over UEFI HTTP from `iso_url`, else from
+/// the virtual CD. The URL carries a token, so its errors are cleaned.
+async fn boot_installer_once(
+    c: &BmcClient,
+    layout: &Layout,
+    http_boot: bool,
+    iso_url: &str,
+) -> anyhow::Result<ops::BootOutcome> {
+    Ok(if http_boot {
+        ops::set_boot(c, layout, BootDevice::Http, false, Some(iso_url))
+            .await
+            .map_err(clean)?
+    } else {
+        ops::set_boot(c, layout, BootDevice::Cd, false, None).await?
+    })
+}
+
 fn clean(e: impl Into<anyhow::Error>) -> anyhow::Error {
     anyhow::anyhow!(redact_tokens(&format!("{:#}", e.into())))
 }
@@ -828,13 +841,7 @@ async fn wait_installed(
                     )));
                 }
                 tracing::warn!(node = %cx.node.name, "the install started before kiln resumed shows no sign of life; restarting it");
-                if http_boot {
-                    ops::set_boot(c, layout, BootDevice::Http, false, Some(iso_url))
-                        .await
-                        .map_err(clean)?;
-                } else {
-                    ops::set_boot(c, layout, BootDevice::Cd, false, None).await?;
-                }
+                boot_installer_once(c, layout, http_boot, iso_url).await?;
                 ops::power(c, layout, PowerOp::Reset, waits).await?;
                 restarted = true;
                 deadline = tokio::time::Instant::now() + within;
@@ -856,13 +863,7 @@ async fn wait_installed(
                 )));
             }
         }
-        let wake = deadline.min(tokio::time::Instant::now() + Duration::from_secs(5));
-        match tokio::time::timeout_at(wake, progress.changed()).await {
-            Ok(Ok(())) | Err(_) => {}
-            Ok(Err(_)) => anyhow::bail!("the boot server stopped"),
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let seen = progress.borrow().clone();
+        if let Some(seen) = wait_progress(progress, deadline).await? {
             return Ok(Outcome::failed(no_callback_reason(
                 &cx.node.name,
                 &seen,

@@ -191,12 +191,17 @@ impl Steps {
 
     /// Steps that nobody records and nobody stops: one-off commands.
     pub fn unjournaled(node: impl Into<String>, stage: &'static str) -> Steps {
-        Steps::new(
-            node,
-            stage,
-            Arc::new(NoJournal),
-            Arc::new(AtomicBool::new(false)),
-        )
+        Steps::unrecorded(node, stage, Arc::new(AtomicBool::new(false)))
+    }
+
+    /// Steps that nobody records, stopped by `stopping`: a command that
+    /// acts on many nodes outside a run and stops on Ctrl-C.
+    pub fn unrecorded(
+        node: impl Into<String>,
+        stage: &'static str,
+        stopping: Arc<AtomicBool>,
+    ) -> Steps {
+        Steps::new(node, stage, Arc::new(NoJournal), stopping)
     }
 
     /// The node these steps belong to.

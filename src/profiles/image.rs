@@ -67,12 +67,17 @@ pub struct Installer {
 impl Installer {
     /// The file name of the image (the URL's or path's last segment).
     pub fn file_name(&self) -> Option<&str> {
-        self.path
-            .as_deref()
-            .or(self.url.as_deref())
-            .and_then(|p| p.rsplit('/').next())
-            .filter(|s| !s.is_empty())
+        last_segment(&self.path, &self.url)
     }
+}
+
+/// The last segment of `path`, else of `url`: an image's file name,
+/// whichever way it is given.
+fn last_segment<'a>(path: &'a Option<String>, url: &'a Option<String>) -> Option<&'a str> {
+    path.as_deref()
+        .or(url.as_deref())
+        .and_then(|p| p.rsplit('/').next())
+        .filter(|s| !s.is_empty())
 }
 
 /// How a disk image's bytes are laid out.
@@ -124,11 +129,7 @@ pub struct DiskImage {
 impl DiskImage {
     /// The file name of the image (the path's or URL's last segment).
     pub fn file_name(&self) -> Option<&str> {
-        self.path
-            .as_deref()
-            .or(self.url.as_deref())
-            .and_then(|p| p.rsplit('/').next())
-            .filter(|s| !s.is_empty())
+        last_segment(&self.path, &self.url)
     }
 }
 

@@ -32,12 +32,8 @@ pub async fn serve(
                 a = listener.accept() => a,
                 _ = stop.wait_for(|s| *s) => return,
             };
-            let tcp = match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(e) => {
-                    crate::fdlimit::accept_failed(&e).await;
-                    continue;
-                }
+            let Some(tcp) = super::connection(accepted).await else {
+                continue;
             };
             let acceptor = acceptor.clone();
             let bmc = Arc::clone(&bmc);

@@ -199,6 +199,20 @@ fn loopback(node: &Node, what: &str, host: &Host, port: u16) -> anyhow::Result<S
     }
 }
 
+/// The connection a listener's `accept` gave, or None after pacing a
+/// failed one, so that a listener out of files waits instead of spinning.
+async fn connection(
+    accepted: std::io::Result<(tokio::net::TcpStream, SocketAddr)>,
+) -> Option<tokio::net::TcpStream> {
+    match accepted {
+        Ok((tcp, _)) => Some(tcp),
+        Err(e) => {
+            crate::fdlimit::accept_failed(&e).await;
+            None
+        }
+    }
+}
+
 fn fresh_root() -> anyhow::Result<PathBuf> {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);

@@ -85,12 +85,8 @@ pub fn serve(
                     _ = epoch_ends(&mut reach, epoch) => break,
                     _ = stop.wait_for(|s| *s) => return,
                 };
-                let tcp = match accepted {
-                    Ok((tcp, _)) => tcp,
-                    Err(e) => {
-                        crate::fdlimit::accept_failed(&e).await;
-                        continue;
-                    }
+                let Some(tcp) = super::connection(accepted).await else {
+                    continue;
                 };
                 let _ = tcp.set_nodelay(true);
                 let handler = Conn {

@@ -95,7 +95,7 @@ impl ToolServer {
         let bin = root.join("bin");
         std::fs::create_dir_all(&bin)
             .with_context(|| format!("cannot create {}", bin.display()))?;
-        for name in tools::SIMULATED {
+        for name in tools::simulated() {
             let script = format!(
                 "#!/bin/sh\n# kiln virtual rack: simulated {name}\nexec {} sim tool {} -- \"$@\"\n",
                 sh_quote(&exe.to_string_lossy()),

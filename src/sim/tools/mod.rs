@@ -176,18 +176,12 @@ pub const NCCL_TESTS: &[&str] = &[
     "sendrecv_perf",
 ];
 
-/// Every tool name the simulator puts on PATH.
-pub const SIMULATED: &[&str] = &[
+/// The tools the simulator puts on PATH besides the NCCL tests.
+const OTHER_TOOLS: &[&str] = &[
     "nvidia-smi",
     "dcgmi",
     "gpu_burn",
     "gpu-burn",
-    "all_reduce_perf",
-    "all_gather_perf",
-    "reduce_scatter_perf",
-    "alltoall_perf",
-    "broadcast_perf",
-    "sendrecv_perf",
     "mpirun",
     "mpiexec",
     "nvbandwidth",
@@ -213,9 +207,14 @@ pub const SIMULATED: &[&str] = &[
     "halt",
 ];
 
+/// Every tool name the simulator puts on PATH.
+pub fn simulated() -> impl Iterator<Item = &'static str> {
+    OTHER_TOOLS.iter().chain(NCCL_TESTS).copied()
+}
+
 /// Whether the simulator handles the tool `name` (a basename).
 pub fn is_simulated(name: &str) -> bool {
-    SIMULATED.contains(&name)
+    simulated().any(|t| t == name)
 }
 
 /// Whether `name` exists on a node with software `sw` (the package that
@@ -344,22 +343,19 @@ impl Tm {
 
     /// `Fri Nov  8 02:11:26 2024` (C `asctime`, as nvidia-smi prints).
     pub(crate) fn asctime(&self) -> String {
-        format!(
-            "{} {} {:>2} {:02}:{:02}:{:02} {}",
-            WEEKDAYS[self.wday],
-            MONTHS[(self.month - 1) as usize],
-            self.day,
-            self.hour,
-            self.min,
-            self.sec,
-            self.year
-        )
+        self.with_zone("")
     }
 
     /// `Thu Mar 10 19:21:17 UTC 2022` (`date`).
     pub(crate) fn date(&self) -> String {
+        self.with_zone("UTC ")
+    }
+
+    /// The `asctime` layout with `zone` (empty, or a name and a space)
+    /// before the year.
+    fn with_zone(&self, zone: &str) -> String {
         format!(
-            "{} {} {:>2} {:02}:{:02}:{:02} UTC {}",
+            "{} {} {:>2} {:02}:{:02}:{:02} {zone}{}",
             WEEKDAYS[self.wday],
             MONTHS[(self.month - 1) as usize],
             self.day,
