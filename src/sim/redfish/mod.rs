@@ -540,7 +540,10 @@ impl Bmc {
             "PushPowerButton" => PowerAction::PushPowerButton,
             _ => return empty(StatusCode::NO_CONTENT), // Nmi and the like
         };
-        if !matches!(action, PowerAction::ForceOff | PowerAction::GracefulShutdown) {
+        if !matches!(
+            action,
+            PowerAction::ForceOff | PowerAction::GracefulShutdown
+        ) {
             // Firmware staged OnReset takes effect as the host comes back.
             self.bmc_state().firmware.apply_staged();
         }
