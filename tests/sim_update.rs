@@ -42,14 +42,15 @@ fn first_component(rack: &Rack) -> (String, String) {
     (path, version)
 }
 
-/// Polls a task monitor until it stops answering 202; returns that status.
-fn finish(rack: &Rack, task: &Value) -> u16 {
+/// Polls node `i`'s task monitor until it stops answering 202 (or 503
+/// while the BMC reboots); returns that status and body.
+fn finish(rack: &Rack, i: usize, task: &Value) -> (u16, String) {
     let monitor = task["TaskMonitor"].as_str().unwrap().to_owned();
     let start = Instant::now();
     loop {
-        let (code, _) = rack.curl(0, "GET", &monitor, None);
+        let (code, body) = rack.curl(i, "GET", &monitor, None);
         if (code != 202 && code != 503) || start.elapsed() > WAIT {
-            return code;
+            return (code, body);
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -80,7 +81,7 @@ fn every_flavour_updates_firmware_and_shows_it_only_after_apply() {
         let (code, reply) = update(&rack, &url, &target, "Immediate");
         assert_eq!(code, 202, "{flavour}: {reply}");
         let task: Value = serde_json::from_str(&reply).unwrap();
-        assert_eq!(finish(&rack, &task), 204, "{flavour}");
+        assert_eq!(finish(&rack, 0, &task).0, 204, "{flavour}");
         assert_eq!(
             rack.get(0, &target)["Version"],
             "9.9.9",
@@ -114,7 +115,7 @@ fn on_reset_updates_wait_for_the_system_reset() {
     let (code, reply) = update(&rack, &format!("{}/fw.bin", server.url), &target, "OnReset");
     assert_eq!(code, 202, "{reply}");
     let task: Value = serde_json::from_str(&reply).unwrap();
-    assert_eq!(finish(&rack, &task), 204);
+    assert_eq!(finish(&rack, 0, &task).0, 204);
     assert_eq!(
         rack.get(0, &target)["Version"].as_str().unwrap_or(""),
         before
@@ -150,15 +151,7 @@ fn update_faults_show_as_a_real_bmc_shows_them() {
     let (code, reply, _) = post(1);
     assert_eq!(code, 202, "{reply}");
     let task: Value = serde_json::from_str(&reply).unwrap();
-    let monitor = task["TaskMonitor"].as_str().unwrap().to_owned();
-    let start = Instant::now();
-    let (code, body) = loop {
-        let (code, body) = rack.curl(1, "GET", &monitor, None);
-        if code != 202 || start.elapsed() > WAIT {
-            break (code, body);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let (code, body) = finish(&rack, 1, &task);
     assert_eq!(code, 500, "{body}");
     let id = task["Id"].as_str().unwrap();
     let done = rack.get(1, &format!("/redfish/v1/TaskService/Tasks/{id}"));
@@ -174,10 +167,6 @@ fn update_faults_show_as_a_real_bmc_shows_them() {
     assert_eq!(code, 202, "{reply}");
     let before = rack.get(2, &target)["Version"].clone();
     let task: Value = serde_json::from_str(&reply).unwrap();
-    let monitor = task["TaskMonitor"].as_str().unwrap().to_owned();
-    let start = Instant::now();
-    while rack.curl(2, "GET", &monitor, None).0 == 202 && start.elapsed() < WAIT {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert_eq!(finish(&rack, 2, &task).0, 204);
     assert_eq!(rack.get(2, &target)["Version"], before);
 }

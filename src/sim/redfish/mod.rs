@@ -754,15 +754,7 @@ impl Bmc {
                     };
                 }
             });
-            let monitor = format!("/redfish/v1/TaskService/Tasks/{id}/Monitor");
-            let doc = self
-                .render(&format!("/redfish/v1/TaskService/Tasks/{id}"))
-                .unwrap_or(Value::Null);
-            let mut r = json_reply(StatusCode::ACCEPTED, &doc);
-            if let Ok(v) = HeaderValue::from_str(&monitor) {
-                r.headers_mut().insert(header::LOCATION, v);
-            }
-            return r;
+            return self.accepted(&id);
         }
         match mount(&self.node, i, &image, write_protected).await {
             Ok(()) => empty(StatusCode::NO_CONTENT),

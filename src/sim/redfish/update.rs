@@ -174,6 +174,11 @@ impl Bmc {
             bmc.run_update(&task, &target, &package.version, apply, fault)
                 .await;
         });
+        self.accepted(&id)
+    }
+
+    /// 202 with task `id`'s document and its monitor in `Location`.
+    pub(super) fn accepted(&self, id: &str) -> Reply {
         let path = format!("/redfish/v1/TaskService/Tasks/{id}");
         let doc = self.render(&path).unwrap_or(Value::Null);
         let mut r = json_reply(StatusCode::ACCEPTED, &doc);
