@@ -54,8 +54,39 @@ pub struct BmcFaults {
     /// closing TCP without TLS `close_notify`, as some BMCs' web servers
     /// do; the client must take the close as the end of the body.
     pub close_delimited_errors: bool,
+    /// How firmware updates go wrong.
+    pub update: UpdateFault,
     /// How the BMC's tree differs from its flavour's mockup.
     pub tree: TreeShape,
+}
+
+/// A way a firmware update goes wrong (`bmc_update_fault` in the file).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UpdateFault {
+    /// Updates go well.
+    #[default]
+    None,
+    /// The BMC rejects every image (400 with a Redfish message).
+    Rejected,
+    /// The update task ends in `Exception` halfway.
+    Exception,
+    /// The BMC reboots halfway through (503s for a while), then finishes.
+    Reboot,
+    /// The task completes but the version stays what it was.
+    Unchanged,
+}
+
+impl UpdateFault {
+    fn parse(text: &str) -> Option<UpdateFault> {
+        Some(match text {
+            "none" => UpdateFault::None,
+            "rejected" => UpdateFault::Rejected,
+            "exception" => UpdateFault::Exception,
+            "reboot" => UpdateFault::Reboot,
+            "unchanged" => UpdateFault::Unchanged,
+            _ => return None,
+        })
+    }
 }
 
 /// Shapes of Redfish trees seen on servers the flavours' mockups do not
@@ -132,6 +163,7 @@ struct PartialBmc {
     hang: Option<bool>,
     media_insert_failures: Option<u32>,
     close_delimited_errors: Option<bool>,
+    update: Option<UpdateFault>,
     sled: Option<bool>,
     gpus_as_pcie: Option<bool>,
     page_size: Option<usize>,
@@ -237,6 +269,7 @@ impl FaultPlan {
             o.hang = b.hang.unwrap_or(o.hang);
             o.media_insert_failures = b.media_insert_failures.unwrap_or(o.media_insert_failures);
             o.close_delimited_errors = b.close_delimited_errors.unwrap_or(o.close_delimited_errors);
+            o.update = b.update.unwrap_or(o.update);
             let t = &mut o.tree;
             t.sled = b.sled.unwrap_or(t.sled);
             t.gpus_as_pcie = b.gpus_as_pcie.unwrap_or(t.gpus_as_pcie);
@@ -293,6 +326,7 @@ fn rule(cx: &mut Cx, node: &YamlNode) -> Option<Rule> {
         hang: m.opt(cx, "bmc_hang"),
         media_insert_failures: m.opt(cx, "media_insert_failures"),
         close_delimited_errors: m.opt(cx, "bmc_close_delimited_errors"),
+        update: update_fault(cx, &mut m),
         sled: m.opt(cx, "bmc_sled"),
         gpus_as_pcie: m.opt(cx, "bmc_gpus_as_pcie"),
         page_size: page_size(cx, &mut m),
@@ -390,6 +424,20 @@ fn page_size(cx: &mut Cx, m: &mut crate::yaml::decode::MapReader) -> Option<usiz
         return None;
     }
     Some(value as usize)
+}
+
+/// Reads `bmc_update_fault: rejected | exception | reboot | unchanged | none`.
+fn update_fault(cx: &mut Cx, m: &mut crate::yaml::decode::MapReader) -> Option<UpdateFault> {
+    let node = m.get("bmc_update_fault")?;
+    let text = String::from_node(cx, node)?;
+    let fault = UpdateFault::parse(&text);
+    if fault.is_none() {
+        cx.error(
+            node.pos,
+            "`bmc_update_fault` is one of rejected, exception, reboot, unchanged, none",
+        );
+    }
+    fault
 }
 
 /// Reads `bmc_gpu_model: {model: …, vendor: …}`.

@@ -128,6 +128,9 @@ pub struct Flavour {
     pub session_type: String,
     /// `@odata.type` of tasks.
     pub task_type: String,
+    /// The `UpdateService.SimpleUpdate` action target, where the vendor's
+    /// own tree declares one.
+    pub simple_update: Option<String>,
 }
 
 /// The flavour for `vendor`, built on first use.
@@ -339,6 +342,11 @@ fn build(vendor: Vendor) -> Flavour {
         Vendor::Lenovo => (false, false, &[]),
     };
 
+    // Update methods follow the real tree: SimpleUpdate only where declared.
+    let simple_update = docs
+        .get("/redfish/v1/UpdateService")
+        .and_then(|d| d["Actions"]["#UpdateService.SimpleUpdate"]["target"].as_str())
+        .map(|t| t.trim_end_matches('/').to_owned());
     let mut flavour = Flavour {
         vendor,
         docs,
@@ -358,6 +366,7 @@ fn build(vendor: Vendor) -> Flavour {
         refused_insert_params,
         session_type: "#Session.v1_0_0.Session".into(),
         task_type: "#Task.v1_4_3.Task".into(),
+        simple_update,
     };
     prune_dangling(&mut flavour);
     flavour

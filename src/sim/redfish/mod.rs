@@ -7,6 +7,7 @@
 pub mod flavour;
 pub mod metadata;
 pub mod render;
+pub mod update;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -53,6 +54,8 @@ pub struct Task {
     pub name: String,
     /// Where it is.
     pub state: TaskState,
+    /// How far along it is (0 to 100).
+    pub percent: u8,
 }
 
 /// Sessions and tasks of one BMC.
@@ -62,6 +65,8 @@ pub struct BmcState {
     pub sessions: Vec<Session>,
     /// Tasks, oldest first (the last 32 kept).
     pub tasks: Vec<Task>,
+    /// Firmware versions changed by updates, and updates staged for reset.
+    pub firmware: update::FirmwareState,
     next_id: u64,
     /// The BMC is rebooting until then (Manager.Reset).
     unavailable_until: Option<Instant>,
@@ -412,6 +417,9 @@ impl Bmc {
                 Some(Instant::now() + self.clock.real(Duration::from_secs(90)));
             return empty(StatusCode::NO_CONTENT);
         }
+        if f.simple_update.as_deref() == Some(path) {
+            return self.simple_update(&body).await;
+        }
         for (i, slot) in f.media.iter().enumerate() {
             if slot.insert == InsertBy::Action
                 && path == format!("{}/Actions/VirtualMedia.InsertMedia", slot.path)
@@ -532,6 +540,13 @@ impl Bmc {
             "PushPowerButton" => PowerAction::PushPowerButton,
             _ => return empty(StatusCode::NO_CONTENT), // Nmi and the like
         };
+        if !matches!(
+            action,
+            PowerAction::ForceOff | PowerAction::GracefulShutdown
+        ) {
+            // Firmware staged OnReset takes effect as the host comes back.
+            self.bmc_state().firmware.apply_staged();
+        }
         node::power(&self.node, &self.clock, action);
         empty(StatusCode::NO_CONTENT)
     }
@@ -725,41 +740,21 @@ impl Bmc {
         }
         let write_protected = body["WriteProtected"].as_bool().unwrap_or(true);
         if self.flavour.insert_is_task {
-            let id = {
-                let mut st = self.bmc_state();
-                st.next_id += 1;
-                let id = st.next_id.to_string();
-                st.tasks.push(Task {
-                    id: id.clone(),
-                    name: format!("Insert {image}"),
-                    state: TaskState::Running,
-                });
-                if st.tasks.len() > 32 {
-                    st.tasks.remove(0);
-                }
-                id
-            };
+            let id = self.new_task(format!("Insert {image}"), 50);
             let bmc = Arc::clone(self);
             let task = id.clone();
             tokio::spawn(async move {
                 let result = mount(&bmc.node, i, &image, write_protected).await;
                 let mut st = bmc.bmc_state();
                 if let Some(t) = st.tasks.iter_mut().find(|t| t.id == task) {
+                    t.percent = 100;
                     t.state = match result {
                         Ok(()) => TaskState::Completed,
                         Err(why) => TaskState::Failed(why),
                     };
                 }
             });
-            let monitor = format!("/redfish/v1/TaskService/Tasks/{id}/Monitor");
-            let doc = self
-                .render(&format!("/redfish/v1/TaskService/Tasks/{id}"))
-                .unwrap_or(Value::Null);
-            let mut r = json_reply(StatusCode::ACCEPTED, &doc);
-            if let Ok(v) = HeaderValue::from_str(&monitor) {
-                r.headers_mut().insert(header::LOCATION, v);
-            }
-            return r;
+            return self.accepted(&id);
         }
         match mount(&self.node, i, &image, write_protected).await {
             Ok(()) => empty(StatusCode::NO_CONTENT),

@@ -127,6 +127,11 @@ pub fn resource(
         doc["Status"] = json!({"State": "Enabled", "Health": "OK"});
         return Some(doc);
     }
+    if let Some(version) = bmc.firmware.versions.get(path) {
+        let mut doc = f.docs.get(path).cloned()?;
+        doc["Version"] = json!(version);
+        return Some(doc);
+    }
     if path == "/redfish/v1" {
         let mut doc = f.docs.get(path).cloned()?;
         doc["UUID"] = json!(uuid_for(node, "service"));
@@ -150,7 +155,7 @@ fn with_members(mut doc: Value, members: impl Iterator<Item = String>) -> Value 
 }
 
 /// The `@odata.id`s of a collection's members.
-fn member_ids(doc: &Value) -> Vec<String> {
+pub(super) fn member_ids(doc: &Value) -> Vec<String> {
     doc["Members"]
         .as_array()
         .map(|a| {
@@ -601,7 +606,7 @@ fn task_doc(f: &Flavour, path: &str, t: &crate::sim::redfish::Task) -> Value {
         "TaskState": state,
         "TaskStatus": status,
         "TaskMonitor": format!("{path}/Monitor"),
-        "PercentComplete": if t.state == TaskState::Running { 50 } else { 100 },
+        "PercentComplete": t.percent,
         "Messages": messages,
     })
 }

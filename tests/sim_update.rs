@@ -1,0 +1,172 @@
+//! Firmware updates on the virtual rack, judged through curl: SimpleUpdate
+//! on every flavour, the task monitor, FirmwareInventory before and after
+//! the apply step, and the update faults.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::simrack::{FileServer, Rack, RackSpec};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(30);
+const ACTION: &str = "/redfish/v1/UpdateService/Actions/UpdateService.SimpleUpdate";
+const INVENTORY: &str = "/redfish/v1/UpdateService/FirmwareInventory";
+
+/// A package server on `127.<net>.9.1` with `fw.bin` for version 9.9.9.
+fn package_server(net: u8) -> (tempfile::TempDir, FileServer) {
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(
+        files.path().join("fw.bin"),
+        "kiln-sim-firmware component=any version=9.9.9\npayload\n",
+    )
+    .unwrap();
+    std::fs::write(files.path().join("junk.bin"), "MZ not a package\n").unwrap();
+    let server = FileServer::start(files.path(), &format!("127.{net}.9.1"));
+    (files, server)
+}
+
+/// The first FirmwareInventory member and its version.
+fn first_component(rack: &Rack) -> (String, String) {
+    let inv = rack.get(0, INVENTORY);
+    let path = inv["Members"][0]["@odata.id"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    let version = rack.get(0, &path)["Version"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    (path, version)
+}
+
+/// Polls node `i`'s task monitor until it stops answering 202 (or 503
+/// while the BMC reboots); returns that status and body.
+fn finish(rack: &Rack, i: usize, task: &Value) -> (u16, String) {
+    let monitor = task["TaskMonitor"].as_str().unwrap().to_owned();
+    let start = Instant::now();
+    loop {
+        let (code, body) = rack.curl(i, "GET", &monitor, None);
+        if (code != 202 && code != 503) || start.elapsed() > WAIT {
+            return (code, body);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn update(rack: &Rack, url: &str, target: &str, apply: &str) -> (u16, String) {
+    let body = format!(
+        r#"{{"ImageURI":"{url}","Targets":["{target}"],"@Redfish.OperationApplyTime":"{apply}"}}"#
+    );
+    rack.curl(0, "POST", ACTION, Some(&body))
+}
+
+#[test]
+fn every_flavour_updates_firmware_and_shows_it_only_after_apply() {
+    for (k, flavour) in ["generic", "dell", "hpe", "supermicro", "lenovo"]
+        .into_iter()
+        .enumerate()
+    {
+        let net = 151 + k as u8;
+        let (_files, server) = package_server(net);
+        let rack = Rack::start(RackSpec {
+            net,
+            flavour,
+            ..RackSpec::default()
+        });
+        let (target, before) = first_component(&rack);
+        let url = format!("{}/fw.bin", server.url);
+        let (code, reply) = update(&rack, &url, &target, "Immediate");
+        assert_eq!(code, 202, "{flavour}: {reply}");
+        let task: Value = serde_json::from_str(&reply).unwrap();
+        assert_eq!(finish(&rack, 0, &task).0, 204, "{flavour}");
+        assert_eq!(
+            rack.get(0, &target)["Version"],
+            "9.9.9",
+            "{flavour} was {before}"
+        );
+        let id = task["Id"].as_str().unwrap();
+        let done = rack.get(0, &format!("/redfish/v1/TaskService/Tasks/{id}"));
+        assert_eq!(done["TaskState"], "Completed");
+        assert_eq!(done["PercentComplete"], 100);
+
+        // A junk image is refused up front.
+        let (code, reply) = update(
+            &rack,
+            &format!("{}/junk.bin", server.url),
+            &target,
+            "Immediate",
+        );
+        assert_eq!(code, 400, "{flavour}: {reply}");
+        assert!(reply.contains("not a firmware package"), "{reply}");
+    }
+}
+
+#[test]
+fn on_reset_updates_wait_for_the_system_reset() {
+    let (_files, server) = package_server(157);
+    let rack = Rack::start(RackSpec {
+        net: 157,
+        ..RackSpec::default()
+    });
+    let (target, before) = first_component(&rack);
+    let (code, reply) = update(&rack, &format!("{}/fw.bin", server.url), &target, "OnReset");
+    assert_eq!(code, 202, "{reply}");
+    let task: Value = serde_json::from_str(&reply).unwrap();
+    assert_eq!(finish(&rack, 0, &task).0, 204);
+    assert_eq!(
+        rack.get(0, &target)["Version"].as_str().unwrap_or(""),
+        before
+    );
+    let reset = format!("{}/Actions/ComputerSystem.Reset", rack.system(0));
+    let (code, _) = rack.curl(0, "POST", &reset, Some(r#"{"ResetType":"ForceRestart"}"#));
+    assert_eq!(code, 204);
+    assert_eq!(rack.get(0, &target)["Version"], "9.9.9");
+}
+
+#[test]
+fn update_faults_show_as_a_real_bmc_shows_them() {
+    let (_files, server) = package_server(158);
+    let faults = "faults:\n  - nodes: t-n01\n    bmc_update_fault: rejected\n  - nodes: t-n02\n    bmc_update_fault: exception\n  - nodes: t-n03\n    bmc_update_fault: unchanged\n";
+    let rack = Rack::start(RackSpec {
+        net: 158,
+        nodes: 3,
+        faults: Some(faults),
+        ..RackSpec::default()
+    });
+    let url = format!("{}/fw.bin", server.url);
+    let post = |i: usize| {
+        let inv = rack.get(i, INVENTORY);
+        let target = inv["Members"][0]["@odata.id"].as_str().unwrap().to_owned();
+        let body = format!(r#"{{"ImageURI":"{url}","Targets":["{target}"]}}"#);
+        let (code, reply) = rack.curl(i, "POST", ACTION, Some(&body));
+        (code, reply, target)
+    };
+    let (code, reply, _) = post(0);
+    assert_eq!(code, 400, "{reply}");
+    assert!(reply.contains("verification"), "{reply}");
+
+    let (code, reply, _) = post(1);
+    assert_eq!(code, 202, "{reply}");
+    let task: Value = serde_json::from_str(&reply).unwrap();
+    let (code, body) = finish(&rack, 1, &task);
+    assert_eq!(code, 500, "{body}");
+    let id = task["Id"].as_str().unwrap();
+    let done = rack.get(1, &format!("/redfish/v1/TaskService/Tasks/{id}"));
+    assert_eq!(done["TaskState"], "Exception");
+    assert!(
+        done["Messages"][0]["Message"]
+            .as_str()
+            .unwrap()
+            .contains("failed")
+    );
+
+    let (code, reply, target) = post(2);
+    assert_eq!(code, 202, "{reply}");
+    let before = rack.get(2, &target)["Version"].clone();
+    let task: Value = serde_json::from_str(&reply).unwrap();
+    assert_eq!(finish(&rack, 2, &task).0, 204);
+    assert_eq!(rack.get(2, &target)["Version"], before);
+}
