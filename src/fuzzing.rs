@@ -42,7 +42,7 @@ pub fn judge(data: &[u8]) {
     };
     let text = String::from_utf8_lossy(rest);
     let _ = match pick % 11 {
-        0 => judge_nccl(&text, Some(100.0)),
+        0 => judge_nccl(&text, Some(100.0)).map(|j| j.into_json()),
         1 => judge_gpu_burn(&text).map(|j| j.into_json()),
         2 => judge_dcgm(&text).map(|j| j.into_json()),
         3 => judge_nvidia_smi(&text, &NvidiaSmiLimits::default()).map(|j| j.into_json()),

@@ -294,7 +294,7 @@ fn read(dir: &str, file: &str) -> String {
 /// Judges `text` as the tool of fixture directory `dir`, integrity only.
 fn judge_as(dir: &str, text: &str) -> Result<Judgement, ParseError> {
     match dir {
-        "nccl-tests" => judge_nccl(text, None),
+        "nccl-tests" => judge_nccl(text, None).map(|j| j.into_json()),
         "gpu-burn" => judge_gpu_burn(text).map(|j| j.into_json()),
         "dcgmi-diag" => judge_dcgm(text).map(|j| j.into_json()),
         "nvidia-smi" => judge_nvidia_smi(text, &NvidiaSmiLimits::default()).map(|j| j.into_json()),
@@ -312,7 +312,7 @@ fn judge_as(dir: &str, text: &str) -> Result<Judgement, ParseError> {
 fn judge(dir: &str, file: &str, floor: Option<f64>) -> Judgement {
     let text = read(dir, file);
     match dir {
-        "nccl-tests" => judge_nccl(&text, floor),
+        "nccl-tests" => judge_nccl(&text, floor).map(|j| j.into_json()),
         _ => judge_as(dir, &text),
     }
     .unwrap_or_else(|e| panic!("{dir}/{file}: {e}"))
