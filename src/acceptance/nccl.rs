@@ -212,14 +212,13 @@ async fn nvbandwidth(
             .with_artifact(rel));
         }
     };
-    let mins: Vec<String> = j.metrics["tests"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let mins: Vec<String> = j
+        .metrics
+        .tests
+        .iter()
         .filter_map(|t| {
-            let name = t["test"].as_str()?;
-            let short = name.split("_memcpy").next().unwrap_or(name);
-            Some(format!("{short} min {:.1}", t["min"].as_f64()?))
+            let short = t.test.split("_memcpy").next().unwrap_or(&t.test);
+            Some(format!("{short} min {:.1}", t.min?))
         })
         .collect();
     let mut o = super::outcome_of(&j, format!("nvbandwidth: {} GB/s", mins.join(", ")));

@@ -51,7 +51,8 @@ pub fn run(ctx: &Ctx, args: &JudgeArgs) -> anyhow::Result<ExitStatus> {
                 .as_ref()
                 .map_or(DEFAULT_MAX_SPREAD_PCT, |p| p.burnin.max_spread_pct),
         ),
-        JudgeKind::Nvbandwidth => judge_nvbandwidth(&text, &limits::nvbandwidth(profile.as_ref())),
+        JudgeKind::Nvbandwidth => judge_nvbandwidth(&text, &limits::nvbandwidth(profile.as_ref()))
+            .map(Judgement::into_json),
         JudgeKind::IbWriteBw => {
             judge_ib_write_bw(&text, profile.as_ref().map(|p| p.ib_write_bw.min_gbps))
         }

@@ -30,7 +30,7 @@ pub use gpu_burn::{GpuBurnGpu, GpuBurnMetrics, judge_gpu_burn};
 pub use gpu_fryer::{DEFAULT_MAX_SPREAD_PCT, judge_gpu_fryer};
 pub use ib_write_bw::judge_ib_write_bw;
 pub use nccl::{NcclMetrics, NcclOutOfBounds, NcclRow, judge_nccl};
-pub use nvbandwidth::{NvbandwidthFloors, judge_nvbandwidth};
+pub use nvbandwidth::{NvbandwidthFloors, NvbandwidthMetrics, NvbandwidthTest, judge_nvbandwidth};
 pub use nvidia_smi::{
     GpuReadings, LOAD_THRESHOLD_PCT, LoadState, NvidiaSmiLimits, NvidiaSmiMetrics, judge_nvidia_smi,
 };
