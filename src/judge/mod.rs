@@ -146,6 +146,16 @@ fn human_bytes(n: u64) -> String {
     format!("{n} B")
 }
 
+/// The keys of a JSON object, in serialized order: what tests compare to
+/// the keys journals and reports have always read.
+#[cfg(test)]
+fn json_keys(value: &serde_json::Value) -> Vec<&str> {
+    value
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

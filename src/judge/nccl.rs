@@ -596,6 +596,7 @@ pub fn judge_nccl(
 mod tests {
     use super::*;
     use crate::judge::Verdict;
+    use crate::judge::json_keys;
 
     const NEW_HEADER: &str = "#       size         count      type   redop    root     time   algbw   busbw #wrong     time   algbw   busbw #wrong\n";
 
@@ -656,12 +657,7 @@ mod tests {
         );
         let j = judge_nccl(text, Some(100.0)).unwrap();
         let json = serde_json::to_value(&j).unwrap();
-        let keys: Vec<&str> = json["metrics"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let keys = json_keys(&json["metrics"]);
         assert_eq!(
             keys,
             [
@@ -685,12 +681,7 @@ mod tests {
             ]
         );
         let row = &json["metrics"]["rows"][0];
-        let row_keys: Vec<&str> = row
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let row_keys = json_keys(row);
         assert_eq!(
             row_keys,
             [

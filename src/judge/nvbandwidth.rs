@@ -215,6 +215,7 @@ pub fn judge_nvbandwidth(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::judge::json_keys;
 
     #[test]
     fn metrics_serialize_with_the_keys_they_always_had() {
@@ -223,20 +224,10 @@ mod tests {
         );
         let j = judge_nvbandwidth(text, &NvbandwidthFloors::default()).unwrap();
         let json = serde_json::to_value(&j).unwrap();
-        let keys: Vec<&str> = json["metrics"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let keys = json_keys(&json["metrics"]);
         assert_eq!(keys, ["devices", "tests"]);
         let test = &json["metrics"]["tests"][0];
-        let test_keys: Vec<&str> = test
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let test_keys = json_keys(test);
         assert_eq!(test_keys, ["cells", "floor", "max", "min", "sum", "test"]);
         assert_eq!(test["sum"], 20785.58);
         assert_eq!(test["cells"], 56);
