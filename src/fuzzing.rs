@@ -42,13 +42,13 @@ pub fn judge(data: &[u8]) {
     };
     let text = String::from_utf8_lossy(rest);
     let _ = match pick % 11 {
-        0 => judge_nccl(&text, Some(100.0)),
+        0 => judge_nccl(&text, Some(100.0)).map(|j| j.into_json()),
         1 => judge_gpu_burn(&text).map(|j| j.into_json()),
         2 => judge_dcgm(&text).map(|j| j.into_json()),
         3 => judge_nvidia_smi(&text, &NvidiaSmiLimits::default()).map(|j| j.into_json()),
         4 => judge_dmesg(&text, DEFAULT_FATAL_XIDS),
         5 => judge_gpu_fryer(&text, DEFAULT_MAX_SPREAD_PCT),
-        6 => judge_nvbandwidth(&text, &NvbandwidthFloors::default()),
+        6 => judge_nvbandwidth(&text, &NvbandwidthFloors::default()).map(|j| j.into_json()),
         7 => judge_ib_write_bw(&text, Some(300.0)),
         8 => judge_nvlink(&text, &NvlinkLimits::default()),
         9 => judge_topo(&text, &TopoLimits::default()),

@@ -294,13 +294,15 @@ fn read(dir: &str, file: &str) -> String {
 /// Judges `text` as the tool of fixture directory `dir`, integrity only.
 fn judge_as(dir: &str, text: &str) -> Result<Judgement, ParseError> {
     match dir {
-        "nccl-tests" => judge_nccl(text, None),
+        "nccl-tests" => judge_nccl(text, None).map(|j| j.into_json()),
         "gpu-burn" => judge_gpu_burn(text).map(|j| j.into_json()),
         "dcgmi-diag" => judge_dcgm(text).map(|j| j.into_json()),
         "nvidia-smi" => judge_nvidia_smi(text, &NvidiaSmiLimits::default()).map(|j| j.into_json()),
         "dmesg" => judge_dmesg(text, DEFAULT_FATAL_XIDS),
         "gpu-fryer" => judge_gpu_fryer(text, DEFAULT_MAX_SPREAD_PCT),
-        "nvbandwidth" => judge_nvbandwidth(text, &NvbandwidthFloors::default()),
+        "nvbandwidth" => {
+            judge_nvbandwidth(text, &NvbandwidthFloors::default()).map(|j| j.into_json())
+        }
         "ib_write_bw" => judge_ib_write_bw(text, None),
         "nvlink" => judge_nvlink(text, &NvlinkLimits::default()),
         "topo" => judge_topo(text, &TopoLimits::default()),
@@ -312,7 +314,7 @@ fn judge_as(dir: &str, text: &str) -> Result<Judgement, ParseError> {
 fn judge(dir: &str, file: &str, floor: Option<f64>) -> Judgement {
     let text = read(dir, file);
     match dir {
-        "nccl-tests" => judge_nccl(&text, floor),
+        "nccl-tests" => judge_nccl(&text, floor).map(|j| j.into_json()),
         _ => judge_as(dir, &text),
     }
     .unwrap_or_else(|e| panic!("{dir}/{file}: {e}"))
@@ -639,7 +641,7 @@ fn nvbandwidth_floor_names_the_pairs() {
         d2d_read_gbps: Some(370.5),
         ..NvbandwidthFloors::default()
     };
-    let j = judge_nvbandwidth(&text, &floors).unwrap();
+    let j = judge_nvbandwidth(&text, &floors).unwrap().into_json();
     assert_eq!(j.verdict, Verdict::Fail);
     assert!(
         j.reasons[0].starts_with("device_to_device_memcpy_read_ce: 8 of 56 below the 370.5 GB/s floor: GPU 0 -> GPU 4 370.4"),

@@ -47,7 +47,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::{NodeCtx, artifact_path, capture, judgement_metrics, limits};
-use crate::judge::{Judgement, Verdict, judge_nccl, judge_nvbandwidth};
+use crate::judge::{Judgement, NcclMetrics, Verdict, judge_nccl, judge_nvbandwidth};
 use crate::pipeline::step::{Outcome, Steps, Stop};
 use crate::profiles::HardwareProfile;
 use crate::ssh::quote::quote;
@@ -119,8 +119,8 @@ fn collective(name: &str) -> Option<(&'static str, &'static str)> {
 
 /// The step metrics of an nccl run: the nccl-tests judge's metrics (see
 /// [`crate::pipeline::record::metrics`]) with the judgement beside them.
-fn nccl_metrics(j: &Judgement) -> Value {
-    let mut m = j.metrics.clone();
+fn nccl_metrics(j: &Judgement<NcclMetrics>) -> Value {
+    let mut m = serde_json::to_value(&j.metrics).unwrap_or_default();
     if let Value::Object(map) = &mut m {
         map.insert(
             "judgement".into(),
@@ -212,14 +212,13 @@ async fn nvbandwidth(
             .with_artifact(rel));
         }
     };
-    let mins: Vec<String> = j.metrics["tests"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let mins: Vec<String> = j
+        .metrics
+        .tests
+        .iter()
         .filter_map(|t| {
-            let name = t["test"].as_str()?;
-            let short = name.split("_memcpy").next().unwrap_or(name);
-            Some(format!("{short} min {:.1}", t["min"].as_f64()?))
+            let short = t.test.split("_memcpy").next().unwrap_or(&t.test);
+            Some(format!("{short} min {:.1}", t.min?))
         })
         .collect();
     let mut o = super::outcome_of(&j, format!("nvbandwidth: {} GB/s", mins.join(", ")));
@@ -417,7 +416,7 @@ fn judge_ib_sections(text: &str, devices: &[(String, u32)], floor: f64) -> Outco
 fn judged(text: &str, output: &crate::ssh::Output, floor: Option<f64>, what: &str) -> Outcome {
     match judge_nccl(text, floor) {
         Ok(j) => {
-            let busbw = j.metrics["busbw_at_largest"].as_f64().unwrap_or(0.0);
+            let busbw = j.metrics.busbw_at_largest.unwrap_or(0.0);
             let mut o = super::outcome_of(&j, format!("{what}: busbw {busbw:.1} GB/s"));
             o.metrics = nccl_metrics(&j);
             o
@@ -471,7 +470,7 @@ pub async fn run_multi_node(
         Ok(j) => (
             j.verdict == Verdict::Pass,
             j.reasons.clone(),
-            j.metrics["busbw_at_largest"].as_f64(),
+            j.metrics.busbw_at_largest,
         ),
         Err(e) => (
             false,

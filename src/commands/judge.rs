@@ -11,9 +11,9 @@ use crate::cli::{JudgeArgs, JudgeKind};
 use crate::diag::did_you_mean;
 use crate::exit::{BadInput, ExitStatus};
 use crate::judge::{
-    DEFAULT_FATAL_XIDS, DEFAULT_MAX_SPREAD_PCT, Judgement, Verdict, judge_aznhc, judge_dcgm,
-    judge_dmesg, judge_gpu_burn, judge_gpu_fryer, judge_ib_write_bw, judge_nccl, judge_nvbandwidth,
-    judge_nvidia_smi, judge_nvlink, judge_topo,
+    DEFAULT_FATAL_XIDS, DEFAULT_MAX_SPREAD_PCT, Judgement, NcclMetrics, Verdict, judge_aznhc,
+    judge_dcgm, judge_dmesg, judge_gpu_burn, judge_gpu_fryer, judge_ib_write_bw, judge_nccl,
+    judge_nvbandwidth, judge_nvidia_smi, judge_nvlink, judge_topo,
 };
 use crate::profiles::HardwareProfile;
 
@@ -51,7 +51,8 @@ pub fn run(ctx: &Ctx, args: &JudgeArgs) -> anyhow::Result<ExitStatus> {
                 .as_ref()
                 .map_or(DEFAULT_MAX_SPREAD_PCT, |p| p.burnin.max_spread_pct),
         ),
-        JudgeKind::Nvbandwidth => judge_nvbandwidth(&text, &limits::nvbandwidth(profile.as_ref())),
+        JudgeKind::Nvbandwidth => judge_nvbandwidth(&text, &limits::nvbandwidth(profile.as_ref()))
+            .map(Judgement::into_json),
         JudgeKind::IbWriteBw => {
             judge_ib_write_bw(&text, profile.as_ref().map(|p| p.ib_write_bw.min_gbps))
         }
@@ -120,11 +121,17 @@ fn judge_nccl_with(
     profile: Option<&HardwareProfile>,
 ) -> Result<Judgement, crate::judge::ParseError> {
     let Some(profile) = profile else {
-        return judge_nccl(text, None);
+        return judge_nccl(text, None).map(Judgement::into_json);
     };
-    let first = judge_nccl(text, None)?;
-    let gpus = first.metrics["gpus"].as_u64().unwrap_or(0);
-    judge_nccl(text, Some(limits::nccl_floor(profile, gpus)))
+    let gpus = judge_nccl(text, None)?.metrics.gpus as u64;
+    judge_nccl(text, Some(limits::nccl_floor(profile, gpus))).map(Judgement::into_json)
+}
+
+/// An nccl-tests judgement's metrics read back into their type.
+fn nccl_metrics(j: &Judgement) -> Option<NcclMetrics> {
+    (j.kind == "nccl-tests")
+        .then(|| serde_json::from_value(j.metrics.clone()).ok())
+        .flatten()
 }
 
 fn render(j: &Judgement) -> String {
@@ -137,9 +144,11 @@ fn render(j: &Judgement) -> String {
     for reason in &j.reasons {
         out.push_str(&format!("  - {reason}\n"));
     }
-    if let Some(busbw) = j.metrics.get("busbw_at_largest").and_then(|v| v.as_f64()) {
-        let floor = j.metrics["busbw_floor"]
-            .as_f64()
+    if let Some(m) = nccl_metrics(j)
+        && let Some(busbw) = m.busbw_at_largest
+    {
+        let floor = m
+            .busbw_floor
             .map(|f| format!(" (floor {f} GB/s)"))
             .unwrap_or_default();
         out.push_str(&format!(

@@ -29,8 +29,8 @@ pub use dmesg::{DEFAULT_FATAL_XIDS, judge_dmesg};
 pub use gpu_burn::{GpuBurnGpu, GpuBurnMetrics, judge_gpu_burn};
 pub use gpu_fryer::{DEFAULT_MAX_SPREAD_PCT, judge_gpu_fryer};
 pub use ib_write_bw::judge_ib_write_bw;
-pub use nccl::judge_nccl;
-pub use nvbandwidth::{NvbandwidthFloors, judge_nvbandwidth};
+pub use nccl::{NcclMetrics, NcclOutOfBounds, NcclRow, judge_nccl};
+pub use nvbandwidth::{NvbandwidthFloors, NvbandwidthMetrics, NvbandwidthTest, judge_nvbandwidth};
 pub use nvidia_smi::{
     GpuReadings, LOAD_THRESHOLD_PCT, LoadState, NvidiaSmiLimits, NvidiaSmiMetrics, judge_nvidia_smi,
 };
@@ -144,6 +144,16 @@ fn human_bytes(n: u64) -> String {
         }
     }
     format!("{n} B")
+}
+
+/// The keys of a JSON object, in serialized order: what tests compare to
+/// the keys journals and reports have always read.
+#[cfg(test)]
+fn json_keys(value: &serde_json::Value) -> Vec<&str> {
+    value
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use super::{Judgement, ParseError, human_bytes, split_lines};
 
@@ -58,11 +58,12 @@ impl Check {
         }
     }
 
-    fn to_json(self) -> (Value, Value) {
+    /// The `(wrong, error)` pair a [`NcclRow`] keeps: one of them at most.
+    fn split(self) -> (Option<u64>, Option<f64>) {
         match self {
-            Self::Wrong(n) => (json!(n), Value::Null),
-            Self::Error(e) => (Value::Null, json!(e)),
-            Self::NotChecked => (Value::Null, Value::Null),
+            Self::Wrong(n) => (Some(n), None),
+            Self::Error(e) => (None, Some(e)),
+            Self::NotChecked => (None, None),
         }
     }
 }
@@ -247,6 +248,75 @@ fn crash_reason(crashes: &[String]) -> String {
     reason
 }
 
+/// The metrics of [`judge_nccl`]; fields in alphabetical order, the order
+/// the JSON has always had (journals and reports read these keys).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NcclMetrics {
+    /// The `Avg bus bandwidth` footer, GB/s: reported, never judged.
+    pub avg_busbw_reported: Option<f64>,
+    /// Bus bandwidth at the largest size, GB/s: the better half of each row,
+    /// the worst row when several tables reach that size.
+    pub busbw_at_largest: Option<f64>,
+    /// The floor judged against, GB/s, if any.
+    pub busbw_floor: Option<f64>,
+    /// Crash lines as printed, the first [`MAX_ROWS_KEPT`].
+    pub crash_lines: Vec<String>,
+    /// Crash lines beyond those kept.
+    pub crash_lines_omitted: usize,
+    /// GPU model -> how many ranks ran on it.
+    pub gpu_models: BTreeMap<String, usize>,
+    /// Ranks listed in the header.
+    pub gpus: usize,
+    /// Hosts of the ranks, in rank order, each once.
+    pub hosts: Vec<String>,
+    /// The largest message size tested, bytes.
+    pub largest_size: Option<u64>,
+    /// The `nccl-tests version` line's version.
+    pub nccl_tests_version: Option<String>,
+    /// The `NCCL version` line's version.
+    pub nccl_version: Option<String>,
+    /// The `Out of bounds values` footer.
+    pub out_of_bounds: Option<NcclOutOfBounds>,
+    /// Data rows, the first [`MAX_ROWS_KEPT`].
+    pub rows: Vec<NcclRow>,
+    /// Data rows beyond those kept.
+    pub rows_omitted: usize,
+    /// The collective, e.g. `all_reduce_perf`.
+    pub test: Option<String>,
+    /// Whether data validation was on (`-c`), when the header says.
+    pub validation: Option<bool>,
+    /// Things a technician should know that do not change the verdict.
+    pub warnings: Vec<String>,
+}
+
+/// One message size in [`NcclMetrics`], alphabetical like the JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NcclRow {
+    /// In-place bus bandwidth, GB/s.
+    pub busbw_in_place: f64,
+    /// Out-of-place bus bandwidth, GB/s.
+    pub busbw_out_of_place: f64,
+    /// Old format: the in-place `error` column.
+    pub error_in_place: Option<f64>,
+    /// Old format: the out-of-place `error` column.
+    pub error_out_of_place: Option<f64>,
+    /// Message size, bytes.
+    pub size: u64,
+    /// Current format: in-place `#wrong`; `None` when not checked.
+    pub wrong_in_place: Option<u64>,
+    /// Current format: out-of-place `#wrong`; `None` when not checked.
+    pub wrong_out_of_place: Option<u64>,
+}
+
+/// The `Out of bounds values : N OK|FAILED` footer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NcclOutOfBounds {
+    /// Values out of bounds.
+    pub count: u64,
+    /// The tool's own verdict: `OK`.
+    pub ok: bool,
+}
+
 /// The most data rows (and failure lines) kept in a judgement's metrics.
 const MAX_ROWS_KEPT: usize = 256;
 
@@ -364,7 +434,10 @@ fn parse_oob(body: &str) -> Option<(u64, bool)> {
 /// `error_*`), `largest_size`, `busbw_at_largest` (the better of the two
 /// halves), `busbw_floor`, `avg_busbw_reported`, `out_of_bounds`,
 /// `crash_lines`, `warnings`.
-pub fn judge_nccl(text: &str, busbw_floor_gbps: Option<f64>) -> Result<Judgement, ParseError> {
+pub fn judge_nccl(
+    text: &str,
+    busbw_floor_gbps: Option<f64>,
+) -> Result<Judgement<NcclMetrics>, ParseError> {
     let p = parse(text);
     if p.rows.is_empty() && p.crashes.is_empty() {
         return Err(ParseError {
@@ -468,56 +541,54 @@ pub fn judge_nccl(text: &str, busbw_floor_gbps: Option<f64>) -> Result<Judgement
         warnings.push(format!("{} 'NCCL WARN' lines in the output", p.nccl_warns));
     }
 
-    let mut models: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut hosts: Vec<&str> = Vec::new();
+    let mut gpu_models: BTreeMap<String, usize> = BTreeMap::new();
+    let mut hosts: Vec<String> = Vec::new();
     for (host, model) in p.ranks.values() {
-        *models.entry(model.as_str()).or_default() += 1;
-        if !hosts.contains(&host.as_str()) {
-            hosts.push(host);
+        *gpu_models.entry(model.clone()).or_default() += 1;
+        if !hosts.contains(host) {
+            hosts.push(host.clone());
         }
     }
     // A real run has a few dozen rows per table; an output with thousands
     // is judged whole but only its first rows are kept in the metrics, so
     // the record stays small whatever the node prints.
-    let rows_omitted = p.rows.len().saturating_sub(MAX_ROWS_KEPT);
-    let crash_lines_omitted = p.crashes.len().saturating_sub(MAX_ROWS_KEPT);
-    let rows: Vec<Value> = p
+    let rows = p
         .rows
         .iter()
         .take(MAX_ROWS_KEPT)
         .map(|r| {
-            let (wrong_out, error_out) = r.check_out.to_json();
-            let (wrong_in, error_in) = r.check_in.to_json();
-            json!({
-                "size": r.size,
-                "busbw_out_of_place": r.busbw_out,
-                "busbw_in_place": r.busbw_in,
-                "wrong_out_of_place": wrong_out,
-                "wrong_in_place": wrong_in,
-                "error_out_of_place": error_out,
-                "error_in_place": error_in,
-            })
+            let (wrong_out_of_place, error_out_of_place) = r.check_out.split();
+            let (wrong_in_place, error_in_place) = r.check_in.split();
+            NcclRow {
+                busbw_in_place: r.busbw_in,
+                busbw_out_of_place: r.busbw_out,
+                error_in_place,
+                error_out_of_place,
+                size: r.size,
+                wrong_in_place,
+                wrong_out_of_place,
+            }
         })
         .collect();
-    let metrics = json!({
-        "test": p.test,
-        "nccl_tests_version": p.tests_version,
-        "nccl_version": p.nccl_version,
-        "validation": p.validation,
-        "gpus": p.ranks.len(),
-        "gpu_models": models,
-        "hosts": hosts,
-        "rows": rows,
-        "rows_omitted": rows_omitted,
-        "largest_size": largest,
-        "busbw_at_largest": busbw_at_largest,
-        "busbw_floor": busbw_floor_gbps,
-        "avg_busbw_reported": p.avg_busbw,
-        "out_of_bounds": p.oob.map(|(count, ok)| json!({"count": count, "ok": ok})),
-        "crash_lines": p.crashes.iter().take(MAX_ROWS_KEPT).collect::<Vec<_>>(),
-        "crash_lines_omitted": crash_lines_omitted,
-        "warnings": warnings,
-    });
+    let metrics = NcclMetrics {
+        avg_busbw_reported: p.avg_busbw,
+        busbw_at_largest,
+        busbw_floor: busbw_floor_gbps,
+        crash_lines: p.crashes.iter().take(MAX_ROWS_KEPT).cloned().collect(),
+        crash_lines_omitted: p.crashes.len().saturating_sub(MAX_ROWS_KEPT),
+        gpu_models,
+        gpus: p.ranks.len(),
+        hosts,
+        largest_size: largest,
+        nccl_tests_version: p.tests_version,
+        nccl_version: p.nccl_version,
+        out_of_bounds: p.oob.map(|(count, ok)| NcclOutOfBounds { count, ok }),
+        rows,
+        rows_omitted: p.rows.len().saturating_sub(MAX_ROWS_KEPT),
+        test: p.test,
+        validation: p.validation,
+        warnings,
+    };
     Ok(Judgement::decide(KIND, failures, inconclusive, metrics))
 }
 
@@ -525,6 +596,7 @@ pub fn judge_nccl(text: &str, busbw_floor_gbps: Option<f64>) -> Result<Judgement
 mod tests {
     use super::*;
     use crate::judge::Verdict;
+    use crate::judge::json_keys;
 
     const NEW_HEADER: &str = "#       size         count      type   redop    root     time   algbw   busbw #wrong     time   algbw   busbw #wrong\n";
 
@@ -544,7 +616,7 @@ mod tests {
                     # Out of bounds values : 0 OK\n";
         let j = judge_nccl(text, None).unwrap();
         assert_eq!(j.verdict, Verdict::Pass);
-        assert_eq!(j.metrics["largest_size"], 1024);
+        assert_eq!(j.metrics.largest_size, Some(1024));
     }
 
     #[test]
@@ -576,5 +648,63 @@ mod tests {
     fn header_alone_is_a_parse_error() {
         let text = "# nThread 1 nGpus 8 minBytes 8 maxBytes 134217728\n#\n# Using devices\n";
         assert!(judge_nccl(text, None).is_err());
+    }
+
+    #[test]
+    fn metrics_serialize_with_the_keys_they_always_had() {
+        let text = include_str!(
+            "../../tests/fixtures/judge/nccl-tests/all_gather_perf_1node_8xV100_oldformat_oob-2-FAILED_hash-stripped_issue37.txt"
+        );
+        let j = judge_nccl(text, Some(100.0)).unwrap();
+        let json = serde_json::to_value(&j).unwrap();
+        let keys = json_keys(&json["metrics"]);
+        assert_eq!(
+            keys,
+            [
+                "avg_busbw_reported",
+                "busbw_at_largest",
+                "busbw_floor",
+                "crash_lines",
+                "crash_lines_omitted",
+                "gpu_models",
+                "gpus",
+                "hosts",
+                "largest_size",
+                "nccl_tests_version",
+                "nccl_version",
+                "out_of_bounds",
+                "rows",
+                "rows_omitted",
+                "test",
+                "validation",
+                "warnings",
+            ]
+        );
+        let row = &json["metrics"]["rows"][0];
+        let row_keys = json_keys(row);
+        assert_eq!(
+            row_keys,
+            [
+                "busbw_in_place",
+                "busbw_out_of_place",
+                "error_in_place",
+                "error_out_of_place",
+                "size",
+                "wrong_in_place",
+                "wrong_out_of_place",
+            ]
+        );
+        // The old format fills `error_*` and leaves `wrong_*` null.
+        assert!(row["error_out_of_place"].is_number());
+        assert!(row["wrong_out_of_place"].is_null());
+        assert_eq!(json["metrics"]["busbw_floor"], 100.0);
+        assert_eq!(
+            json["metrics"]["out_of_bounds"],
+            serde_json::json!({"count": 2, "ok": false})
+        );
+        assert_eq!(j.clone().into_json().metrics, json["metrics"]);
+        // Stored metrics read back into the type unchanged.
+        let back: NcclMetrics = serde_json::from_value(json["metrics"].clone()).unwrap();
+        assert_eq!(back, j.metrics);
     }
 }

@@ -1,7 +1,7 @@
 //! Judge for NVIDIA/nvbandwidth output: per test, `Running <test>.`, a
 //! matrix of GB/s (`N/A` on the diagonal) and `SUM <test> <total>`.
 
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::{Judgement, ParseError, split_lines};
 
@@ -30,6 +30,32 @@ impl NvbandwidthFloors {
             None
         }
     }
+}
+
+/// The metrics of [`judge_nvbandwidth`], keyed as the JSON has always been.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NvbandwidthMetrics {
+    /// The `Device N: ...` lines, as printed.
+    pub devices: Vec<String>,
+    /// One entry per test run, in output order.
+    pub tests: Vec<NvbandwidthTest>,
+}
+
+/// One test in [`NvbandwidthMetrics`], alphabetical like the JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NvbandwidthTest {
+    /// Measured cells (`N/A` left out).
+    pub cells: usize,
+    /// The floor judged against, GB/s, if any.
+    pub floor: Option<f64>,
+    /// The fastest cell, GB/s (0 with no cells).
+    pub max: f64,
+    /// The slowest cell, GB/s; `None` with no cells.
+    pub min: Option<f64>,
+    /// The `SUM` line's total, GB/s.
+    pub sum: Option<f64>,
+    /// The test's name, e.g. `device_to_device_memcpy_read_ce`.
+    pub test: String,
 }
 
 #[derive(Debug, Default)]
@@ -96,7 +122,10 @@ fn parse(text: &str) -> (Vec<Test>, Vec<String>) {
 /// floor fails, naming the pair.
 ///
 /// Metrics: `devices`, `tests` (`test`, `sum`, `min`, `max`, `cells`).
-pub fn judge_nvbandwidth(text: &str, floors: &NvbandwidthFloors) -> Result<Judgement, ParseError> {
+pub fn judge_nvbandwidth(
+    text: &str,
+    floors: &NvbandwidthFloors,
+) -> Result<Judgement<NvbandwidthMetrics>, ParseError> {
     let (tests, devices) = parse(text);
     if tests.is_empty() {
         return Err(ParseError {
@@ -167,15 +196,44 @@ pub fn judge_nvbandwidth(text: &str, floors: &NvbandwidthFloors) -> Result<Judge
         }
         let min = t.cells.iter().map(|c| c.2).fold(f64::INFINITY, f64::min);
         let max = t.cells.iter().map(|c| c.2).fold(0.0_f64, f64::max);
-        out.push(json!({
-            "test": t.name,
-            "sum": t.sum,
-            "min": min.is_finite().then_some(min),
-            "max": max,
-            "cells": t.cells.len(),
-            "floor": floors.for_test(&t.name),
-        }));
+        out.push(NvbandwidthTest {
+            cells: t.cells.len(),
+            floor: floors.for_test(&t.name),
+            max,
+            min: min.is_finite().then_some(min),
+            sum: t.sum,
+            test: t.name.clone(),
+        });
     }
-    let metrics = json!({ "devices": devices, "tests": out });
+    let metrics = NvbandwidthMetrics {
+        devices,
+        tests: out,
+    };
     Ok(Judgement::decide(KIND, failures, inconclusive, metrics))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::judge::json_keys;
+
+    #[test]
+    fn metrics_serialize_with_the_keys_they_always_had() {
+        let text = include_str!(
+            "../../tests/fixtures/judge/nvbandwidth/nvbandwidth-v0.4_d2d-read-ce_8xH100_570.133.20_azure-ndv5.txt"
+        );
+        let j = judge_nvbandwidth(text, &NvbandwidthFloors::default()).unwrap();
+        let json = serde_json::to_value(&j).unwrap();
+        let keys = json_keys(&json["metrics"]);
+        assert_eq!(keys, ["devices", "tests"]);
+        let test = &json["metrics"]["tests"][0];
+        let test_keys = json_keys(test);
+        assert_eq!(test_keys, ["cells", "floor", "max", "min", "sum", "test"]);
+        assert_eq!(test["sum"], 20785.58);
+        assert_eq!(test["cells"], 56);
+        assert!(test["floor"].is_null());
+        assert_eq!(j.clone().into_json().metrics, json["metrics"]);
+        let back: NvbandwidthMetrics = serde_json::from_value(json["metrics"].clone()).unwrap();
+        assert_eq!(back, j.metrics);
+    }
 }

@@ -663,7 +663,7 @@ mod tests {
         let floor = b.hw.profile.nccl.in_node_busbw_gbps;
         let r = b.run(SWEEP);
         assert_eq!(r.code, 0, "{}", r.stderr);
-        let j = judge_nccl(&text(&r), Some(floor)).unwrap();
+        let j = judge_nccl(&text(&r), Some(floor)).unwrap().into_json();
         assert_eq!(j.verdict, Verdict::Pass, "{:?}", j.reasons);
         let bw = j.metrics["busbw_at_largest"].as_f64().unwrap();
         assert!(bw > floor * 1.05 && bw < floor * 1.12, "{bw}");
@@ -694,7 +694,9 @@ mod tests {
         b.hw.apply(&HwFault::NvlinkDown { gpu: 3, link: 7 })
             .unwrap();
         let floor = b.hw.profile.nccl.in_node_busbw_gbps;
-        let j = judge_nccl(&text(&b.run(SWEEP)), Some(floor)).unwrap();
+        let j = judge_nccl(&text(&b.run(SWEEP)), Some(floor))
+            .unwrap()
+            .into_json();
         assert_eq!(j.verdict, Verdict::Fail);
         assert!(j.reasons[0].contains("busbw"), "{:?}", j.reasons);
         assert!(j.metrics["busbw_at_largest"].as_f64().unwrap() < floor * 0.5);
@@ -746,7 +748,7 @@ mod tests {
     fn cross_node_healthy_and_degraded() {
         let (a, out) = pair(None);
         let floor = a.hw.profile.nccl.cross_node_busbw_gbps;
-        let j = judge_nccl(&out, Some(floor)).unwrap();
+        let j = judge_nccl(&out, Some(floor)).unwrap().into_json();
         assert_eq!(j.verdict, Verdict::Pass, "{:?}", j.reasons);
         assert_eq!(j.metrics["gpus"], 16);
         assert_eq!(j.metrics["hosts"].as_array().unwrap().len(), 2);
@@ -754,7 +756,7 @@ mod tests {
         assert!(bw > floor * 1.04 && bw < 400.0, "{bw}");
 
         let (_, out) = pair(Some(HwFault::IbPortDown { port: 2 }));
-        let j = judge_nccl(&out, Some(floor)).unwrap();
+        let j = judge_nccl(&out, Some(floor)).unwrap().into_json();
         assert_eq!(j.verdict, Verdict::Fail);
         let bw = j.metrics["busbw_at_largest"].as_f64().unwrap();
         assert!((140.0..170.0).contains(&bw), "{bw}");
