@@ -346,3 +346,39 @@ async fn a_real_iso_made_by_xorriso_reads_back_patched() {
         vec![7u8; 1 << 20]
     );
 }
+
+/// A firmware package is served only under its own token and name: a BMC
+/// given the URL fetches it whole (and by range), a guessed token or a
+/// different name gets 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firmware_packages_are_served_only_under_their_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let package = dir.path().join("bmc.bin");
+    let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&package, &bytes).unwrap();
+    let server = BootServer::start("127.73.0.2:0".parse().unwrap(), None)
+        .await
+        .unwrap();
+    let url = server
+        .add_firmware("bmc.bin", ServedFile::plain(&package).unwrap())
+        .unwrap();
+    let other = server
+        .add_firmware("bmc.bin", ServedFile::plain(&package).unwrap())
+        .unwrap();
+    assert_ne!(url, other, "each package gets its own token");
+    let u = url.clone();
+    let (code, body, _) = blocking(move || curl(&[&u])).await;
+    assert_eq!((code, body.len()), (200, bytes.len()));
+    assert_eq!(body, bytes);
+    let u = url.clone();
+    let (code, part, _) = blocking(move || curl(&["-r", "10-19", &u])).await;
+    assert_eq!((code, part.as_slice()), (206, &bytes[10..20]));
+    let base = url.rsplit_once("/fw/").unwrap().0.to_owned();
+    for wrong in [
+        format!("{base}/fw/00000000000000000000000000000000/bmc.bin"),
+        url.replace("bmc.bin", "bios.bin"),
+    ] {
+        let (code, _, _) = blocking(move || curl(&[&wrong])).await;
+        assert_eq!(code, 404);
+    }
+}

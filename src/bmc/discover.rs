@@ -303,7 +303,8 @@ fn links(v: &Value) -> Vec<String> {
     }
 }
 
-fn strings(v: &Value) -> Vec<String> {
+/// The strings of a JSON array (empty when it is not one).
+pub fn strings(v: &Value) -> Vec<String> {
     v.as_array()
         .map(|a| {
             a.iter()

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::bmc::client::{BmcClient, BmcError};
-use crate::bmc::discover::link;
+use crate::bmc::discover::{link, strings};
 
 /// What a BMC's `UpdateService` offers.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -60,16 +60,6 @@ pub enum UpdateMethod {
 impl UpdateService {
     /// Reads the service from its document.
     pub fn of(path: &str, doc: &Value) -> UpdateService {
-        let strings = |v: &Value| -> Vec<String> {
-            v.as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
         let action = &doc["Actions"]["#UpdateService.SimpleUpdate"];
         let simple_update = action["target"].as_str().map(|target| SimpleUpdate {
             target: target.to_owned(),
@@ -328,15 +318,7 @@ impl Bios {
             path: path.to_owned(),
             attributes: doc["Attributes"].as_object().cloned().unwrap_or_default(),
             settings: link(&settings["SettingsObject"]),
-            apply_times: settings["SupportedApplyTimes"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default(),
+            apply_times: strings(&settings["SupportedApplyTimes"]),
             failed,
         }
     }

@@ -17,7 +17,10 @@
 //!   answered by the plan (the disk the root-device hints choose, the image
 //!   URL and digest, the seed), then progress and the outcome;
 //! - `GET|HEAD /node/TOKEN/disk.img` — the disk image, when kiln serves it
-//!   (not when the plan names a mirror).
+//!   (not when the plan names a mirror);
+//! - `GET|HEAD /fw/TOKEN/NAME` — a firmware package a BMC pulls
+//!   (`SimpleUpdate`), under a token of its own so only the BMCs given the
+//!   URL can fetch it.
 //!
 //! BMCs fetch virtual media at the media URL (`with_media_url`), which may
 //! differ from the URL nodes use: a BMC sits on the management network,
@@ -188,6 +191,8 @@ struct NodeEntry {
 struct State {
     by_token: HashMap<String, Arc<NodeEntry>>,
     isos: BTreeMap<String, ServedFile>,
+    /// Firmware packages by token, with their file names.
+    firmware: HashMap<String, (String, ServedFile)>,
     /// Deploy-agent plans by node name.
     agents: HashMap<String, Arc<AgentPlan>>,
 }
@@ -355,6 +360,17 @@ impl BootServer {
         format!("{}/iso/{name}", self.base)
     }
 
+    /// Serves a firmware package at `/fw/TOKEN/NAME` under a fresh random
+    /// token; returns its URL (on the media URL: BMCs fetch it). `name` is
+    /// the file name the BMC sees (some BMCs read the package type from it).
+    pub fn add_firmware(&self, name: &str, file: ServedFile) -> Result<String, ServerError> {
+        let token = new_token()?;
+        self.write()
+            .firmware
+            .insert(token.clone(), (name.to_owned(), file));
+        Ok(format!("{}/fw/{token}/{name}", self.media_base))
+    }
+
     /// Registers `node` under `token` (a fresh random one when `None`); any
     /// earlier registration of the node stops working. `build` makes the
     /// node's seed files and installer image from its URLs.
@@ -506,6 +522,20 @@ async fn handle(
                 None => text(StatusCode::NOT_FOUND, "no such image\n"),
             }
         }
+        (Method::GET | Method::HEAD, ["fw", token, name]) => {
+            let file = state
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .firmware
+                .get(*token)
+                .filter(|(n, _)| n == name)
+                .map(|(_, f)| f.clone());
+            shown = format!("/fw/<token>/{name}");
+            match file {
+                Some(f) => serve_file(&f, &req).await,
+                None => text(StatusCode::NOT_FOUND, "no such package\n"),
+            }
+        }
         (Method::GET | Method::HEAD, ["node", token, "installer.iso"]) => match lookup(token) {
             Some(e) => {
                 shown = format!("/node/<{}>/installer.iso", e.node);
@@ -610,7 +640,13 @@ async fn handle(
             }
             None => text(StatusCode::NOT_FOUND, "unknown token\n"),
         },
-        (_, ["iso" | "node" | "seed" | "done" | "report" | "agent", ..]) => {
+        (
+            _,
+            [
+                "iso" | "node" | "seed" | "done" | "report" | "agent" | "fw",
+                ..,
+            ],
+        ) => {
             shown = "/…".into();
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
