@@ -49,7 +49,7 @@ pub fn judge(data: &[u8]) {
         4 => judge_dmesg(&text, DEFAULT_FATAL_XIDS),
         5 => judge_gpu_fryer(&text, DEFAULT_MAX_SPREAD_PCT),
         6 => judge_nvbandwidth(&text, &NvbandwidthFloors::default()).map(|j| j.into_json()),
-        7 => judge_ib_write_bw(&text, Some(300.0)),
+        7 => judge_ib_write_bw(&text, Some(300.0)).map(|j| j.into_json()),
         8 => judge_nvlink(&text, &NvlinkLimits::default()),
         9 => judge_topo(&text, &TopoLimits::default()),
         _ => judge_aznhc(&text),

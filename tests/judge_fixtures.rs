@@ -303,7 +303,7 @@ fn judge_as(dir: &str, text: &str) -> Result<Judgement, ParseError> {
         "nvbandwidth" => {
             judge_nvbandwidth(text, &NvbandwidthFloors::default()).map(|j| j.into_json())
         }
-        "ib_write_bw" => judge_ib_write_bw(text, None),
+        "ib_write_bw" => judge_ib_write_bw(text, None).map(|j| j.into_json()),
         "nvlink" => judge_nvlink(text, &NvlinkLimits::default()),
         "topo" => judge_topo(text, &TopoLimits::default()),
         "aznhc" => judge_aznhc(text),

@@ -344,11 +344,11 @@ fn judge_ib_sections(text: &str, devices: &[(String, u32)], floor: f64) -> Outco
         };
         match crate::judge::judge_ib_write_bw(&part, Some(floor)) {
             Ok(j) => {
-                let avg = j.metrics["results"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|r| r["bw_avg_gbps"].as_f64())
+                let avg = j
+                    .metrics
+                    .results
+                    .iter()
+                    .map(|r| r.bw_avg_gbps)
                     .reduce(f64::min);
                 if let Some(a) = avg {
                     lowest = Some(lowest.map_or(a, |l: f64| l.min(a)));

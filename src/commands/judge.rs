@@ -55,6 +55,7 @@ pub fn run(ctx: &Ctx, args: &JudgeArgs) -> anyhow::Result<ExitStatus> {
             .map(Judgement::into_json),
         JudgeKind::IbWriteBw => {
             judge_ib_write_bw(&text, profile.as_ref().map(|p| p.ib_write_bw.min_gbps))
+                .map(Judgement::into_json)
         }
         JudgeKind::Nvlink => judge_nvlink(&text, &limits::nvlink(profile.as_ref())),
         JudgeKind::Topo => judge_topo(&text, &limits::topo(profile.as_ref())),

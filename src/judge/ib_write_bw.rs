@@ -2,11 +2,42 @@
 //! table `#bytes #iterations BW peak[...] BW average[...] MsgRate[Mpps]`,
 //! in MB/sec or, with `--report_gbits`, Gb/sec.
 
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::{Judgement, ParseError, split_lines};
 
 const KIND: &str = "ib-write-bw";
+
+/// The metrics of [`judge_ib_write_bw`], keyed (alphabetically) as the JSON
+/// has always been.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IbWriteBwMetrics {
+    /// The HCA from the test header, e.g. `mlx5_0`.
+    pub device: Option<String>,
+    /// The per-port floor judged against, Gb/s, if any.
+    pub floor_gbps: Option<f64>,
+    /// The header's `Link type`: `IB` or `Ethernet`.
+    pub link_type: Option<String>,
+    /// The header's `Number of qps`.
+    pub qps: Option<u32>,
+    /// Every result row of every table (server and client), in output order.
+    pub results: Vec<IbWriteBwRow>,
+    /// The unit perftest printed: `MB/sec` or `Gb/sec` (rows are Gb/s either way).
+    pub unit: String,
+}
+
+/// One result row of [`IbWriteBwMetrics`], in Gb/s whatever unit was printed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct IbWriteBwRow {
+    /// BW average, Gb/s.
+    pub bw_avg_gbps: f64,
+    /// BW peak, Gb/s.
+    pub bw_peak_gbps: f64,
+    /// Message size.
+    pub bytes: u64,
+    /// Iterations run at that size.
+    pub iterations: u64,
+}
 
 /// perftest's MB/sec is 2^20 bytes per second (perftest_resources.c
 /// `format_factor = 0x100000` for MB/s, 125000000 for Gb/s).
@@ -31,12 +62,14 @@ const FAILURE_MARKERS: &[&str] = &[
 /// and client were captured together). A test header with no result row is
 /// `Unknown`: the run did not complete.
 ///
-/// Metrics: `device`, `link_type`, `qps`, `results` (`bytes`, `iterations`,
-/// `bw_peak_gbps`, `bw_avg_gbps`, `unit`), `floor_gbps`.
-pub fn judge_ib_write_bw(text: &str, min_gbps: Option<f64>) -> Result<Judgement, ParseError> {
+/// Metrics: [`IbWriteBwMetrics`].
+pub fn judge_ib_write_bw(
+    text: &str,
+    min_gbps: Option<f64>,
+) -> Result<Judgement<IbWriteBwMetrics>, ParseError> {
     let mut headers = 0;
     let mut unit_gbits = false;
-    let mut tables: Vec<Vec<(u64, u64, f64, f64)>> = Vec::new();
+    let mut tables: Vec<Vec<IbWriteBwRow>> = Vec::new();
     let mut device = None;
     let mut link_type = None;
     let mut qps = None;
@@ -74,7 +107,12 @@ pub fn judge_ib_write_bw(text: &str, min_gbps: Option<f64>) -> Result<Judgement,
                 )
             {
                 let f = if unit_gbits { 1.0 } else { MBPS_TO_GBPS };
-                table.push((b, it, peak * f, avg * f));
+                table.push(IbWriteBwRow {
+                    bw_avg_gbps: avg * f,
+                    bw_peak_gbps: peak * f,
+                    bytes: b,
+                    iterations: it,
+                });
             }
         }
     }
@@ -90,15 +128,19 @@ pub fn judge_ib_write_bw(text: &str, min_gbps: Option<f64>) -> Result<Judgement,
     if let Some(first) = broken.first() {
         failures.push(format!("ib_write_bw failed: {first}"));
     }
-    let rows: Vec<&(u64, u64, f64, f64)> = tables.iter().flatten().collect();
-    if rows.is_empty() && failures.is_empty() {
+    let results: Vec<IbWriteBwRow> = tables.iter().flatten().copied().collect();
+    if results.is_empty() && failures.is_empty() {
         inconclusive.push("no result row: the run did not complete".to_owned());
     }
     let port = device.clone().unwrap_or_else(|| "the port".to_owned());
     if let Some(floor) = min_gbps {
         for table in &tables {
-            if let Some((bytes, _, _, avg)) = table.iter().max_by_key(|r| r.0)
-                && *avg < floor
+            if let Some(&IbWriteBwRow {
+                bytes,
+                bw_avg_gbps: avg,
+                ..
+            }) = table.iter().max_by_key(|r| r.bytes)
+                && avg < floor
             {
                 failures.push(format!(
                     "{port}: BW average {avg:.1} Gb/s < {floor} Gb/s floor at {bytes} bytes: \
@@ -107,17 +149,52 @@ pub fn judge_ib_write_bw(text: &str, min_gbps: Option<f64>) -> Result<Judgement,
             }
         }
     }
-    let results: Vec<_> = rows
-        .iter()
-        .map(|(b, it, p, a)| json!({"bytes": b, "iterations": it, "bw_peak_gbps": p, "bw_avg_gbps": a}))
-        .collect();
-    let metrics = json!({
-        "device": device,
-        "link_type": link_type,
-        "qps": qps,
-        "results": results,
-        "unit": if unit_gbits { "Gb/sec" } else { "MB/sec" },
-        "floor_gbps": min_gbps,
-    });
+    let metrics = IbWriteBwMetrics {
+        device,
+        floor_gbps: min_gbps,
+        link_type,
+        qps,
+        results,
+        unit: if unit_gbits { "Gb/sec" } else { "MB/sec" }.to_owned(),
+    };
     Ok(Judgement::decide(KIND, failures, inconclusive, metrics))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::judge::json_keys;
+
+    #[test]
+    fn metrics_serialize_with_the_keys_they_always_had() {
+        let text = include_str!(
+            "../../tests/fixtures/judge/ib_write_bw/ib_write_bw_loopback_8MB_HDR_MBps.txt"
+        );
+        let j = judge_ib_write_bw(text, Some(100.0)).unwrap();
+        let json = serde_json::to_value(&j).unwrap();
+        let keys = json_keys(&json["metrics"]);
+        assert_eq!(
+            keys,
+            [
+                "device",
+                "floor_gbps",
+                "link_type",
+                "qps",
+                "results",
+                "unit"
+            ]
+        );
+        let row = &json["metrics"]["results"][0];
+        let row_keys = json_keys(row);
+        assert_eq!(
+            row_keys,
+            ["bw_avg_gbps", "bw_peak_gbps", "bytes", "iterations"]
+        );
+        assert_eq!(row["bytes"], 8_388_608);
+        assert_eq!(json["metrics"]["unit"], "MB/sec");
+        assert_eq!(json["metrics"]["floor_gbps"], 100.0);
+        assert_eq!(j.clone().into_json().metrics, json["metrics"]);
+        let back: IbWriteBwMetrics = serde_json::from_value(json["metrics"].clone()).unwrap();
+        assert_eq!(back, j.metrics);
+    }
 }

@@ -28,7 +28,7 @@ pub use dcgm::{DcgmMetrics, DcgmTest, judge_dcgm};
 pub use dmesg::{DEFAULT_FATAL_XIDS, judge_dmesg};
 pub use gpu_burn::{GpuBurnGpu, GpuBurnMetrics, judge_gpu_burn};
 pub use gpu_fryer::{DEFAULT_MAX_SPREAD_PCT, judge_gpu_fryer};
-pub use ib_write_bw::judge_ib_write_bw;
+pub use ib_write_bw::{IbWriteBwMetrics, IbWriteBwRow, judge_ib_write_bw};
 pub use nccl::{NcclMetrics, NcclOutOfBounds, NcclRow, judge_nccl};
 pub use nvbandwidth::{NvbandwidthFloors, NvbandwidthMetrics, NvbandwidthTest, judge_nvbandwidth};
 pub use nvidia_smi::{
