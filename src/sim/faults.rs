@@ -23,6 +23,7 @@
 //!     bmc_gpu_model: { model: "AMD Instinct MI250X OAM", vendor: "AMD" }
 //!   - nodes: "r01-n02"
 //!     bmc_close_delimited_errors: true # errors end by a close, no close_notify
+//!     bmc_bios_ignore: BootMode  # this BIOS attribute is accepted, never applied
 //! ```
 
 use std::path::Path;
@@ -56,6 +57,8 @@ pub struct BmcFaults {
     pub close_delimited_errors: bool,
     /// How firmware updates go wrong.
     pub update: UpdateFault,
+    /// A BIOS attribute the BMC accepts on PATCH but never applies at reset.
+    pub bios_ignore: Option<String>,
     /// How the BMC's tree differs from its flavour's mockup.
     pub tree: TreeShape,
 }
@@ -164,6 +167,7 @@ struct PartialBmc {
     media_insert_failures: Option<u32>,
     close_delimited_errors: Option<bool>,
     update: Option<UpdateFault>,
+    bios_ignore: Option<String>,
     sled: Option<bool>,
     gpus_as_pcie: Option<bool>,
     page_size: Option<usize>,
@@ -270,6 +274,9 @@ impl FaultPlan {
             o.media_insert_failures = b.media_insert_failures.unwrap_or(o.media_insert_failures);
             o.close_delimited_errors = b.close_delimited_errors.unwrap_or(o.close_delimited_errors);
             o.update = b.update.unwrap_or(o.update);
+            if b.bios_ignore.is_some() {
+                o.bios_ignore.clone_from(&b.bios_ignore);
+            }
             let t = &mut o.tree;
             t.sled = b.sled.unwrap_or(t.sled);
             t.gpus_as_pcie = b.gpus_as_pcie.unwrap_or(t.gpus_as_pcie);
@@ -327,6 +334,7 @@ fn rule(cx: &mut Cx, node: &YamlNode) -> Option<Rule> {
         media_insert_failures: m.opt(cx, "media_insert_failures"),
         close_delimited_errors: m.opt(cx, "bmc_close_delimited_errors"),
         update: update_fault(cx, &mut m),
+        bios_ignore: m.opt(cx, "bmc_bios_ignore"),
         sled: m.opt(cx, "bmc_sled"),
         gpus_as_pcie: m.opt(cx, "bmc_gpus_as_pcie"),
         page_size: page_size(cx, &mut m),

@@ -4,6 +4,7 @@
 //! each checked the way the real vendor checks it. Faults (latency, 503
 //! storms, hangs, failing inserts) are applied here too.
 
+pub mod bios;
 pub mod flavour;
 pub mod metadata;
 pub mod render;
@@ -67,6 +68,8 @@ pub struct BmcState {
     pub tasks: Vec<Task>,
     /// Firmware versions changed by updates, and updates staged for reset.
     pub firmware: update::FirmwareState,
+    /// BIOS values applied at resets, and those pending for the next.
+    pub bios: bios::BiosState,
     next_id: u64,
     /// The BMC is rebooting until then (Manager.Reset).
     unavailable_until: Option<Instant>,
@@ -322,6 +325,9 @@ impl Bmc {
     fn render(&self, path: &str) -> Option<Value> {
         let st = self.node.lock();
         let bmc = self.bmc_state();
+        if let Some(doc) = bios::render(&self.flavour, &bmc.bios, path) {
+            return Some(doc);
+        }
         render::resource(
             &self.flavour,
             &self.node.name,
@@ -545,7 +551,11 @@ impl Bmc {
             PowerAction::ForceOff | PowerAction::GracefulShutdown
         ) {
             // Firmware staged OnReset takes effect as the host comes back.
-            self.bmc_state().firmware.apply_staged();
+            let ignored = self.node.faults.bmc.bios_ignore.as_deref();
+            let mut bmc = self.bmc_state();
+            bmc.firmware.apply_staged();
+            // So do pending BIOS values, as BIOS setup runs on the way up.
+            bmc.bios.apply_pending(ignored);
         }
         node::power(&self.node, &self.clock, action);
         empty(StatusCode::NO_CONTENT)
@@ -581,6 +591,9 @@ impl Bmc {
         }
         if path == f.system {
             return self.patch_system(&body);
+        }
+        if self.is_bios_settings(path) {
+            return self.patch_bios(&current, &body, if_match);
         }
         if let Some(i) = f.media.iter().position(|m| m.path == path) {
             return self.patch_media(i, &body).await;
