@@ -640,17 +640,10 @@ pub async fn nccl_rack(
     profile: &HardwareProfile,
     opts: &NcclOptions,
 ) -> Result<RackNccl, Stop> {
-    let deadline = opts.deadline * (2 * nodes.len() as u32 + 1);
-    let outcome = steps
-        .run("rack", deadline, || async {
-            rack_work(nodes, profile, opts).await
-        })
-        .await;
-    match outcome {
-        Ok(o) => Ok(RackNccl::from_outcome(o)),
-        Err(Stop::Failed { outcome, .. }) => Ok(RackNccl::from_outcome(*outcome)),
-        Err(e @ Stop::Interrupted(_)) => Err(e),
-    }
+    rack_step(steps, "rack", nodes.len(), opts, || {
+        rack_work(nodes, profile, opts)
+    })
+    .await
 }
 
 /// The host names of `nodes`, the folder name of a group's runs.
@@ -767,6 +760,27 @@ fn rack_outcome(
     o
 }
 
+/// Runs `work` over `n` nodes as `step`, with time for a first run and two
+/// per node to bisect or re-pair; a failed step still yields its result.
+async fn rack_step<F, Fut>(
+    steps: &mut Steps,
+    step: &'static str,
+    n: usize,
+    opts: &NcclOptions,
+    work: F,
+) -> Result<RackNccl, Stop>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Outcome>>,
+{
+    let deadline = opts.deadline * (2 * n as u32 + 1);
+    match steps.run(step, deadline, work).await {
+        Ok(o) => Ok(RackNccl::from_outcome(o)),
+        Err(Stop::Failed { outcome, .. }) => Ok(RackNccl::from_outcome(*outcome)),
+        Err(e @ Stop::Interrupted(_)) => Err(e),
+    }
+}
+
 /// Runs disjoint pairs of `nodes` (first with second, third with fourth,
 /// …; an odd last node with the first) as step `pairs`; a failing pair's
 /// two nodes are each run again beside a node from a passing pair. Same
@@ -777,17 +791,10 @@ pub async fn nccl_pairs(
     profile: &HardwareProfile,
     opts: &NcclOptions,
 ) -> Result<RackNccl, Stop> {
-    let deadline = opts.deadline * (2 * nodes.len() as u32 + 1);
-    let outcome = steps
-        .run("pairs", deadline, || async {
-            pairs_work(nodes, profile, opts).await
-        })
-        .await;
-    match outcome {
-        Ok(o) => Ok(RackNccl::from_outcome(o)),
-        Err(Stop::Failed { outcome, .. }) => Ok(RackNccl::from_outcome(*outcome)),
-        Err(e @ Stop::Interrupted(_)) => Err(e),
-    }
+    rack_step(steps, "pairs", nodes.len(), opts, || {
+        pairs_work(nodes, profile, opts)
+    })
+    .await
 }
 
 async fn pairs_work(

@@ -165,46 +165,41 @@ pub fn judge_dmesg(text: &str, fatal: &[u32]) -> Result<Judgement, ParseError> {
             format!(" ({n} times)")
         }
     };
+    // A fatal one fails the node with its advice; the rest only warn.
+    let mut sort = |addr: &str, code: u32, seen: &Seen, reason: String, advice: Option<&str>| {
+        let is_fatal = advice.is_some();
+        match advice {
+            Some(advice) => failures.push(format!("{reason} ({advice})")),
+            None => warnings.push(reason),
+        }
+        json!({
+            "pci": addr, "code": code, "count": seen.count,
+            "text": seen.first_text, "fatal": is_fatal,
+        })
+    };
     let mut xid_json = Vec::new();
     for ((addr, code), seen) in &xids {
-        let is_fatal = fatal.contains(code);
         let reason = format!(
             "{}: Xid {code}{}: {}",
             gpu(addr),
             times(seen.count),
             seen.first_text
         );
-        if is_fatal {
-            failures.push(format!(
-                "{reason} (see NVIDIA's Xid catalog for the action; usually reset or replace the GPU)"
-            ));
-        } else {
-            warnings.push(reason);
-        }
-        xid_json.push(json!({
-            "pci": addr, "code": code, "count": seen.count,
-            "text": seen.first_text, "fatal": is_fatal,
-        }));
+        let advice = fatal
+            .contains(code)
+            .then_some("see NVIDIA's Xid catalog for the action; usually reset or replace the GPU");
+        xid_json.push(sort(addr, *code, seen, reason, advice));
     }
     let mut sxid_json = Vec::new();
     for ((addr, code), seen) in &sxids {
-        let is_fatal = seen.first_text.trim_start().starts_with("Fatal");
         let reason = format!(
             "NVSwitch at PCI {addr}: SXid {code}{}: {}",
             times(seen.count),
             seen.first_text
         );
-        if is_fatal {
-            failures.push(format!(
-                "{reason} (fatal SXid: reset the NVSwitch tray and its GPUs)"
-            ));
-        } else {
-            warnings.push(reason);
-        }
-        sxid_json.push(json!({
-            "pci": addr, "code": code, "count": seen.count,
-            "text": seen.first_text, "fatal": is_fatal,
-        }));
+        let advice = (seen.first_text.trim_start().starts_with("Fatal"))
+            .then_some("fatal SXid: reset the NVSwitch tray and its GPUs");
+        sxid_json.push(sort(addr, *code, seen, reason, advice));
     }
     let metrics = json!({
         "xids": xid_json,

@@ -21,38 +21,28 @@ struct Builtin {
     text: &'static str,
 }
 
+/// A [`Builtin`] for `file`, a path from the repository root, embedded at
+/// build time so the name shown and the text read cannot drift apart.
+macro_rules! builtin {
+    ($file:literal) => {
+        Builtin {
+            file: $file,
+            text: include_str!(concat!("../../", $file)),
+        }
+    };
+}
+
 const HARDWARE: &[Builtin] = &[
-    Builtin {
-        file: "inventories/profiles/hgx-h100-80gb-8x.yaml",
-        text: include_str!("../../inventories/profiles/hgx-h100-80gb-8x.yaml"),
-    },
-    Builtin {
-        file: "inventories/profiles/hgx-h200-141gb-8x.yaml",
-        text: include_str!("../../inventories/profiles/hgx-h200-141gb-8x.yaml"),
-    },
-    Builtin {
-        file: "inventories/profiles/hgx-b200-180gb-8x.yaml",
-        text: include_str!("../../inventories/profiles/hgx-b200-180gb-8x.yaml"),
-    },
+    builtin!("inventories/profiles/hgx-h100-80gb-8x.yaml"),
+    builtin!("inventories/profiles/hgx-h200-141gb-8x.yaml"),
+    builtin!("inventories/profiles/hgx-b200-180gb-8x.yaml"),
 ];
 
 const IMAGES: &[Builtin] = &[
-    Builtin {
-        file: "images/ubuntu-24.04.yaml",
-        text: include_str!("../../images/ubuntu-24.04.yaml"),
-    },
-    Builtin {
-        file: "images/ubuntu-22.04.yaml",
-        text: include_str!("../../images/ubuntu-22.04.yaml"),
-    },
-    Builtin {
-        file: "images/rocky-9.yaml",
-        text: include_str!("../../images/rocky-9.yaml"),
-    },
-    Builtin {
-        file: "images/debian-12.yaml",
-        text: include_str!("../../images/debian-12.yaml"),
-    },
+    builtin!("images/ubuntu-24.04.yaml"),
+    builtin!("images/ubuntu-22.04.yaml"),
+    builtin!("images/rocky-9.yaml"),
+    builtin!("images/debian-12.yaml"),
 ];
 
 /// A profile together with the file it came from (shown by `profile show`).

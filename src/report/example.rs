@@ -78,6 +78,18 @@ impl Steps {
         &mut self.steps[i]
     }
 
+    /// gpu-burn done on all eight GPUs, with clean telemetry.
+    fn gpu_burn_passed(&mut self) {
+        self.add(
+            "burnin",
+            "gpu-burn",
+            StepStatus::Done,
+            600.0,
+            "8 GPUs, 0 errors",
+        );
+        self.last().metrics = telemetry(None);
+    }
+
     /// preflight, image and drivers, all done.
     fn through_drivers(&mut self) {
         use StepStatus::Done;
@@ -226,14 +238,7 @@ fn nccl_metrics(host: &str, peak: f64) -> Value {
 }
 
 fn burnin_and_nccl(steps: &mut Steps, name: &str) {
-    steps.add(
-        "burnin",
-        "gpu-burn",
-        StepStatus::Done,
-        600.0,
-        "8 GPUs, 0 errors",
-    );
-    steps.last().metrics = telemetry(None);
+    steps.gpu_burn_passed();
     steps.add(
         "burnin",
         "dcgm-diag",
@@ -249,6 +254,14 @@ fn burnin_and_nccl(steps: &mut Steps, name: &str) {
         "busbw 474.0 GB/s at 8 GiB",
     );
     steps.last().metrics = nccl_metrics(name, 482.0);
+}
+
+/// A node failed at `stage` for `reason`.
+fn failed_node(name: &str, rack: &str, steps: Steps, stage: &str, reason: &str) -> NodeRecord {
+    let mut n = node(name, rack, NodeVerdict::Failed, steps);
+    n.failed_stage = Some(stage.into());
+    n.reasons = vec![reason.into()];
+    n
 }
 
 fn accepted(name: &str, rack: &str, offset_ms: u64) -> NodeRecord {
@@ -274,23 +287,13 @@ fn failed_burnin(name: &str, rack: &str, offset_ms: u64) -> NodeRecord {
     steps.last().artifacts = vec![format!("{name}/burnin/gpu-burn.log")];
     steps.add("burnin", "dcgm-diag", StepStatus::Pending, 0.0, "");
     steps.add("nccl", "all-reduce-node", StepStatus::Pending, 0.0, "");
-    let mut n = node(name, rack, NodeVerdict::Failed, steps);
-    n.failed_stage = Some("burnin".into());
-    n.reasons = vec![reason.into()];
-    n
+    failed_node(name, rack, steps, "burnin", reason)
 }
 
 fn failed_nccl(name: &str, rack: &str, offset_ms: u64) -> NodeRecord {
     let mut steps = Steps::new(offset_ms);
     steps.through_drivers();
-    steps.add(
-        "burnin",
-        "gpu-burn",
-        StepStatus::Done,
-        600.0,
-        "8 GPUs, 0 errors",
-    );
-    steps.last().metrics = telemetry(None);
+    steps.gpu_burn_passed();
     steps.add(
         "burnin",
         "dcgm-diag",
@@ -315,23 +318,13 @@ fn failed_nccl(name: &str, rack: &str, offset_ms: u64) -> NodeRecord {
         map.insert("judgement".into(), judgement);
     }
     steps.last().artifacts = vec![format!("{name}/nccl/all_reduce_perf.txt")];
-    let mut n = node(name, rack, NodeVerdict::Failed, steps);
-    n.failed_stage = Some("nccl".into());
-    n.reasons = vec![reason.into()];
-    n
+    failed_node(name, rack, steps, "nccl", reason)
 }
 
 fn unverified(name: &str, rack: &str, offset_ms: u64) -> NodeRecord {
     let mut steps = Steps::new(offset_ms);
     steps.through_drivers();
-    steps.add(
-        "burnin",
-        "gpu-burn",
-        StepStatus::Done,
-        600.0,
-        "8 GPUs, 0 errors",
-    );
-    steps.last().metrics = telemetry(None);
+    steps.gpu_burn_passed();
     let reason = "dcgmi diag skipped the memory test: \"nv-hostengine is not running\"";
     steps.add(
         "burnin",
