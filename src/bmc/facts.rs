@@ -69,12 +69,20 @@ pub async fn firmware(client: &BmcClient) -> Result<Vec<Firmware>, BmcError> {
         Err(e) if e.is_absent() => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    let Some(inventory) = inventory else {
-        return Ok(Vec::new());
-    };
+    match inventory {
+        Some(inventory) => firmware_members(client, &inventory).await,
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The members of the firmware inventory at `inventory`.
+pub async fn firmware_members(
+    client: &BmcClient,
+    inventory: &str,
+) -> Result<Vec<Firmware>, BmcError> {
     // A linked inventory that is not there (sushy-tools' libvirt driver
     // links one and answers 404) is no inventory, not a failed node.
-    let Some(listing) = collection(client, &inventory).await? else {
+    let Some(listing) = collection(client, inventory).await? else {
         return Ok(Vec::new());
     };
     let mut out = Vec::new();

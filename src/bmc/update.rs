@@ -206,6 +206,20 @@ pub async fn follow_task(
                 }
             }
             Err(e) => return Err(e),
+            // A BMC restarting its web server answers 503 for a while.
+            Ok(reply) if reply.status.as_u16() == 503 => {
+                let since = *down_since.get_or_insert_with(Instant::now);
+                rebooted = true;
+                if since.elapsed() > reboot_grace {
+                    return Err(BmcError::Http {
+                        node: client.node.clone(),
+                        method: "task".into(),
+                        path: monitor.to_owned(),
+                        status: 503,
+                        message: Some("the BMC stayed unavailable after its reboot".into()),
+                    });
+                }
+            }
             Ok(reply) => {
                 down_since = None;
                 let body: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
@@ -233,6 +247,13 @@ pub async fn follow_task(
                             None if reply.status.as_u16() != 202 => return Ok(TaskEnd::Completed),
                             _ => {}
                         }
+                    }
+                    // A monitor answers with the operation's own response:
+                    // an error with the BMC's message is the task failing.
+                    status @ (400 | 500..=599) => {
+                        return Ok(TaskEnd::Failed(newest_message(&body).unwrap_or_else(
+                            || format!("the task monitor answered HTTP {status}"),
+                        )));
                     }
                     status => {
                         return Err(BmcError::Http {

@@ -135,6 +135,9 @@ pub struct Limits {
     /// Pause between power-on waves in a rack.
     #[serde(serialize_with = "serialize_secs")]
     pub power_on_interval: Duration,
+    /// Nodes whose firmware is being updated at once in one rack: a BMC
+    /// flashing pulls the management network and the host's power with it.
+    pub firmware_per_rack: usize,
 }
 
 fn serialize_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -149,6 +152,7 @@ impl Default for Limits {
             per_bmc: 1,
             power_on_per_rack: 4,
             power_on_interval: Duration::from_secs(10),
+            firmware_per_rack: 4,
         }
     }
 }

@@ -175,6 +175,10 @@ pub(super) fn resolve(
             .limits
             .power_on_interval
             .map_or(defaults.power_on_interval, |d| d.0),
+        firmware_per_rack: file
+            .limits
+            .firmware_per_rack
+            .unwrap_or(defaults.firmware_per_rack),
     };
     let rack_handoff: Vec<(String, Option<&super::handoff::HandoffFile>)> = file
         .racks

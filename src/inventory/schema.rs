@@ -111,6 +111,8 @@ pub struct LimitsFile {
     pub power_on_per_rack: Option<usize>,
     /// Interval between power-on waves in one rack.
     pub power_on_interval: Option<HumanDuration>,
+    /// Nodes updating firmware at once in one rack.
+    pub firmware_per_rack: Option<usize>,
 }
 
 /// One rack as written.
@@ -616,6 +618,12 @@ fn limits(cx: &mut Cx, node: &Node) -> LimitsFile {
         limits.power_on_per_rack = positive(cx, &mut p, "per_rack");
         limits.power_on_interval = p.opt(cx, "interval");
         p.finish(cx);
+    }
+    if let Some(firmware) = m.get("firmware")
+        && let Some(mut f) = cx.map(firmware, "firmware limits")
+    {
+        limits.firmware_per_rack = positive(cx, &mut f, "per_rack");
+        f.finish(cx);
     }
     m.finish(cx);
     limits

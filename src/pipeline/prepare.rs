@@ -49,6 +49,10 @@ pub struct StartCx<'a> {
     pub pool: &'a Arc<Pool>,
     /// Where to tell the operator something (the boot server's address).
     pub report: &'a Report,
+    /// What the stages before this one started, and resources a stage
+    /// shares with later ones (the boot server firmware and image both
+    /// serve from), found by type.
+    pub started: &'a mut crate::pipeline::node::Prepared,
 }
 
 /// A run-wide value prepared for a stage.

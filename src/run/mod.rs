@@ -158,14 +158,14 @@ pub async fn execute<'a>(
     );
     let mut prepared = Prepared::default();
     for prepare in preparing {
-        prepared.add(
-            prepare
-                .start(StartCx {
-                    pool: &pool,
-                    report: &report,
-                })
-                .await?,
-        );
+        let value = prepare
+            .start(StartCx {
+                pool: &pool,
+                report: &report,
+                started: &mut prepared,
+            })
+            .await?;
+        prepared.add(value);
     }
     let site = Arc::new(SiteCx {
         state: state.to_path_buf(),

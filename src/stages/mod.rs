@@ -23,24 +23,27 @@ pub mod preflight;
 impl Stage {
     /// Each BMC reachable, trusted and identified; the GPUs it sees.
     pub const Preflight: Stage = Stage::new(0, &preflight::Preflight);
+    /// Firmware and BIOS brought to the hardware profile's baseline.
+    pub const Firmware: Stage = Stage::new(1, &firmware::FirmwareStage);
     /// The OS installed from the boot server.
-    pub const Image: Stage = Stage::new(1, &image::Image);
+    pub const Image: Stage = Stage::new(2, &image::Image);
     /// The NVIDIA driver stack installed.
-    pub const Drivers: Stage = Stage::new(2, &drivers::Drivers);
+    pub const Drivers: Stage = Stage::new(3, &drivers::Drivers);
     /// GPU burn-in and diagnostics.
-    pub const Burnin: Stage = Stage::new(3, &burnin::Burnin);
+    pub const Burnin: Stage = Stage::new(4, &burnin::Burnin);
     /// NCCL bandwidth in the node, then across the rack.
-    pub const Nccl: Stage = Stage::new(4, &nccl::Nccl);
+    pub const Nccl: Stage = Stage::new(5, &nccl::Nccl);
     /// Accepted nodes handed to the cloud.
-    pub const Handoff: Stage = Stage::new(5, &handoff::Handoff);
+    pub const Handoff: Stage = Stage::new(6, &handoff::Handoff);
 
     /// Every stage, in pipeline order.
-    pub const ALL: [Stage; 6] = ALL;
+    pub const ALL: [Stage; 7] = ALL;
 }
 
 /// Every stage, in pipeline order.
-pub const ALL: [Stage; 6] = [
+pub const ALL: [Stage; 7] = [
     Stage::Preflight,
+    Stage::Firmware,
     Stage::Image,
     Stage::Drivers,
     Stage::Burnin,
@@ -124,6 +127,7 @@ mod tests {
             got,
             vec![
                 ("preflight", Scope::Node, false),
+                ("firmware", Scope::Node, true),
                 ("image", Scope::Node, true),
                 ("drivers", Scope::Node, true),
                 ("burnin", Scope::Rack, true),

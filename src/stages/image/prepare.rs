@@ -13,7 +13,7 @@ use crate::imaging::deploy::Deadlines;
 use crate::imaging::server::BootServer;
 use crate::imaging::setup::{ImagingRequest, ImagingSetup};
 use crate::inventory::Node;
-use crate::pipeline::notice::{Notice, Report};
+use crate::pipeline::notice::Notice;
 use crate::pipeline::prepare::{Prepare, PrepareCx, PreparedValue, StartCx};
 use crate::pipeline::stages::StageFuture;
 use crate::ssh::auth::Credentials;
@@ -47,7 +47,8 @@ impl Prepare for Imaging {
         cx: StartCx<'a>,
     ) -> StageFuture<'a, anyhow::Result<PreparedValue>> {
         Box::pin(async move {
-            let setup = start_imaging(self.installers, &self.request, cx.report).await?;
+            let server = boot_server(&self.request, cx).await?;
+            let setup = start_imaging(self.installers, &self.request, server);
             Ok(Arc::new(setup) as PreparedValue)
         })
     }
@@ -108,12 +109,16 @@ pub fn check_imaging(
 const DEFAULT_BIND: std::net::SocketAddr =
     std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 8080);
 
-/// Starts the run's boot server.
-pub async fn start_imaging(
-    installers: HashMap<String, crate::imaging::Media>,
+/// The run's boot server: the one an earlier stage of the run started
+/// (firmware packages and installers are served by one server), or a new
+/// one, kept in the run's started resources for later stages.
+pub async fn boot_server(
     request: &ImagingRequest,
-    report: &Report,
-) -> anyhow::Result<ImagingSetup> {
+    cx: StartCx<'_>,
+) -> anyhow::Result<Arc<BootServer>> {
+    if let Some(server) = cx.started.get::<BootServer>() {
+        return Ok(server);
+    }
     let server = BootServer::start(
         request.bind.unwrap_or(DEFAULT_BIND),
         request.advertise.as_deref(),
@@ -121,12 +126,23 @@ pub async fn start_imaging(
     .await
     .map_err(|e| BadInput(e.to_string()))?
     .with_media_url(request.advertise_bmc.as_deref());
-    report(Notice::BootServer {
+    (cx.report)(Notice::BootServer {
         url: server.base_url().to_string(),
     });
+    let server = Arc::new(server);
+    cx.started.add(Arc::clone(&server) as PreparedValue);
+    Ok(server)
+}
+
+/// The imaging setup of a run whose boot server is `server`.
+pub fn start_imaging(
+    installers: HashMap<String, crate::imaging::Media>,
+    request: &ImagingRequest,
+    server: Arc<BootServer>,
+) -> ImagingSetup {
     let defaults = Deadlines::default();
-    Ok(ImagingSetup {
-        server: Arc::new(server),
+    ImagingSetup {
+        server,
         installers,
         deadlines: Deadlines {
             install: request.install_timeout.unwrap_or(defaults.install),
@@ -139,5 +155,5 @@ pub async fn start_imaging(
             ..Waits::default()
         },
         reimage: request.reimage,
-    })
+    }
 }

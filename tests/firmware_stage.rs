@@ -1,0 +1,152 @@
+//! The firmware stage end to end on the virtual rack: `kiln provision
+//! --stages preflight,firmware` brings a node to its profile's firmware
+//! and BIOS baseline, each update fault ends only its node with a reason
+//! naming the component and the BMC's message, and a second run updates
+//! nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::simrack::{Rack, RackSpec};
+use serde_json::Value;
+
+fn kiln(rack: &Rack, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .env("KILN_TEST_BMC_PASSWORD", "test")
+        .env("KILN_STATE_DIR", rack.dir.path().join("state"))
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .arg("-i")
+        .arg(rack.dir.path().join("site.yaml"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A profile like the built-in H100 one, with a baseline: the BMC at
+/// 9.9.9 or later from `fw.bin`, hyper-threading off.
+fn write_profile(dir: &Path) {
+    let builtin = include_str!("../inventories/profiles/hgx-h100-80gb-8x.yaml");
+    let package = "kiln-sim-firmware component=BMC version=9.9.9\npayload\n";
+    std::fs::write(dir.join("fw.bin"), package).unwrap();
+    let sha256 = {
+        use sha2::Digest as _;
+        let d = sha2::Sha256::digest(package.as_bytes());
+        d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let text = builtin.replace("name: hgx-h100-80gb-8x", "name: hgx-fw")
+        + &format!(
+            "firmware:\n  - component: bmc\n    match: {{ id: BMC }}\n    minimum: \"9.9.9\"\n    package: {{ path: fw.bin, sha256: {sha256} }}\n    apply: immediate\nbios:\n  attributes:\n    - setting: smt\n      attribute: ProcHyperthreading\n      value: Disabled\n"
+        );
+    std::fs::create_dir_all(dir.join("profiles")).unwrap();
+    std::fs::write(dir.join("profiles/hgx-fw.yaml"), text).unwrap();
+    let site = dir.join("site.yaml");
+    let inventory = std::fs::read_to_string(&site).unwrap();
+    std::fs::write(
+        &site,
+        inventory.replace("hardware: hgx-h100-80gb-8x", "hardware: hgx-fw"),
+    )
+    .unwrap();
+}
+
+/// Each node's verdict and reasons in the newest run.
+fn verdicts(rack: &Rack) -> Vec<(String, String)> {
+    let out = kiln(rack, &["--json", "runs", "show"]);
+    let record: Value = serde_json::from_slice(&out.stdout).unwrap();
+    record["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["verdict"].as_str().unwrap().to_owned(),
+                n["reasons"].to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The status of node `i`'s firmware step `step` in the newest run.
+fn step_status(rack: &Rack, i: usize, step: &str) -> String {
+    let out = kiln(rack, &["--json", "runs", "show"]);
+    let record: Value = serde_json::from_slice(&out.stdout).unwrap();
+    record["nodes"][i]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "firmware" && s["step"] == step)
+        .map(|s| s["status"].as_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_firmware_stage_brings_nodes_to_the_baseline_and_faults_end_only_their_node() {
+    let faults = "faults:\n  - nodes: t-n01\n    bmc_update_fault: reboot\n  - nodes: t-n02\n    bmc_update_fault: rejected\n  - nodes: t-n03\n    bmc_update_fault: exception\n  - nodes: t-n04\n    bmc_update_fault: unchanged\n  - nodes: t-n05\n    bmc_bios_ignore: ProcHyperthreading\n";
+    let rack = Rack::start(RackSpec {
+        net: 170,
+        nodes: 5,
+        imaged: false,
+        faults: Some(faults),
+        ..RackSpec::default()
+    });
+    write_profile(rack.dir.path());
+    let out = kiln(&rack, &["bmc", "trust"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = [
+        "provision",
+        "--stages",
+        "preflight,firmware",
+        "--bind",
+        "127.170.9.1:0",
+        "--boot-timeout",
+        "2s",
+    ];
+    let out = kiln(&rack, &run);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let v = verdicts(&rack);
+    assert_eq!(
+        v[0].0, "accepted",
+        "a BMC rebooting mid-update is waited out: {v:?}"
+    );
+    for (i, wanted) in [
+        (1, "bmc: the BMC refused the update"),
+        (2, "bmc: the BMC's update task failed: flashing"),
+        (3, "unchanged after the BMC's update"),
+        (4, "ProcHyperthreading"),
+    ] {
+        assert_eq!(v[i].0, "failed", "{v:?}");
+        assert!(
+            v[i].1.contains(wanted),
+            "node {i}: {wanted} not in {}",
+            v[i].1
+        );
+    }
+    assert!(v[1].1.contains("not a firmware package") || v[1].1.contains("refused"));
+    assert!(
+        v[4].1.contains("does not show it after the reset"),
+        "{}",
+        v[4].1
+    );
+    assert_eq!(step_status(&rack, 0, "update"), "done");
+
+    // A second run finds node 1 at the baseline and changes nothing.
+    let out = kiln(&rack, &run);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(verdicts(&rack)[0].0, "accepted");
+    for step in ["update", "reset"] {
+        assert_eq!(step_status(&rack, 0, step), "skipped", "{step}");
+    }
+}
