@@ -48,34 +48,30 @@ fn xml_char(c: char) -> bool {
 
 /// Escapes character data; characters XML cannot hold become U+FFFD.
 pub(super) fn xml_text(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            c if xml_char(c) => out.push(c),
-            _ => out.push('\u{FFFD}'),
-        }
-    }
-    out
+    escape(s, false)
 }
 
 /// Escapes an attribute value (double- or single-quoted); also safe for
 /// text, in XML and in HTML, so the HTML report uses it everywhere. Line breaks and tabs are
 /// written as references, which attribute-value normalisation keeps.
 pub(super) fn xml_attr(s: &str) -> String {
+    escape(s, true)
+}
+
+/// The one escaper behind both: `attr` adds quotes and white space to what
+/// is written as references.
+fn escape(s: &str, attr: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\n' => out.push_str("&#10;"),
-            '\r' => out.push_str("&#13;"),
-            '\t' => out.push_str("&#9;"),
+            '"' if attr => out.push_str("&quot;"),
+            '\'' if attr => out.push_str("&apos;"),
+            '\n' if attr => out.push_str("&#10;"),
+            '\r' if attr => out.push_str("&#13;"),
+            '\t' if attr => out.push_str("&#9;"),
             c if xml_char(c) => out.push(c),
             _ => out.push('\u{FFFD}'),
         }
@@ -126,5 +122,15 @@ mod tests {
         );
         assert_eq!(seconds(1_234), "1.234");
         assert_eq!(seconds(5), "0.005");
+    }
+
+    #[test]
+    fn text_escapes_markup_and_attr_also_quotes_and_white_space() {
+        let raw = "a&<>\"'\n\r\t\u{0}b";
+        assert_eq!(xml_text(raw), "a&amp;&lt;&gt;\"'\n\r\t\u{FFFD}b");
+        assert_eq!(
+            xml_attr(raw),
+            "a&amp;&lt;&gt;&quot;&apos;&#10;&#13;&#9;\u{FFFD}b"
+        );
     }
 }
