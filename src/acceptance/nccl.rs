@@ -47,6 +47,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::{NodeCtx, artifact_path, capture, judgement_metrics, limits};
+use crate::bmc::discover::strings;
 use crate::judge::{Judgement, NcclMetrics, Verdict, judge_nccl, judge_nvbandwidth};
 use crate::pipeline::step::{Outcome, Steps, Stop};
 use crate::profiles::HardwareProfile;
@@ -598,15 +599,6 @@ pub struct RackNccl {
 
 impl RackNccl {
     fn from_outcome(outcome: Outcome) -> RackNccl {
-        let strings = |v: &Value| -> Vec<String> {
-            v.as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|s| s.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
         let bad = outcome.metrics["bad_nodes"]
             .as_array()
             .map(|a| {

@@ -30,6 +30,35 @@ pub struct Recorded {
     pub recorded_at: u64,
 }
 
+/// What `kiln bmc trust` (and the demo, which trusts on first contact)
+/// needs to know of a node to fetch and record its BMC's certificate.
+#[derive(Clone, Debug)]
+pub struct TrustTarget {
+    /// The node's name (the store's key).
+    pub node: String,
+    /// The BMC address (`host:port`) the pin is tied to.
+    pub address: String,
+    /// The host to connect to.
+    pub host: String,
+    /// The port to connect to.
+    pub port: u16,
+    /// The inventory's trust policy for this BMC.
+    pub tls: TlsPolicy,
+}
+
+impl TrustTarget {
+    /// The target for one inventory node.
+    pub fn of(node: &Node) -> TrustTarget {
+        TrustTarget {
+            node: node.name.clone(),
+            address: node.bmc.endpoint.to_string(),
+            host: node.bmc.endpoint.host.to_string(),
+            port: node.bmc.endpoint.port,
+            tls: node.bmc.tls.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct StoreFile {
     version: u32,

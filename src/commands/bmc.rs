@@ -14,7 +14,7 @@ use crate::bmc::client::{BmcClient, BmcError};
 use crate::bmc::discover::{Layout, discover};
 use crate::bmc::ops::{self, PowerOp, Waits};
 use crate::bmc::transport::TransportOptions;
-use crate::bmc::trust::{TrustStore, fetch_fingerprint, state_dir};
+use crate::bmc::trust::{TrustStore, TrustTarget, fetch_fingerprint, state_dir};
 use crate::bmc::{connect, facts};
 use crate::cli::{BmcCommand, BmcTarget, MediaCommand};
 use crate::commands::Ctx;
@@ -547,32 +547,26 @@ async fn trust(ctx: &Ctx, target: &BmcTarget, replace: bool) -> anyhow::Result<E
     let work = Work::new(ctx, target)?;
     let path = TrustStore::path_in(&work.state);
     let store = Arc::new(std::sync::Mutex::new(TrustStore::load(&path)?));
-    let items: Vec<(String, String, String, u16, TlsPolicy)> = work
-        .nodes()
-        .iter()
-        .map(|n| {
-            (
-                n.name.clone(),
-                n.bmc.endpoint.to_string(),
-                n.bmc.endpoint.host.to_string(),
-                n.bmc.endpoint.port,
-                n.bmc.tls.clone(),
-            )
-        })
-        .collect();
+    let items: Vec<TrustTarget> = work.nodes().into_iter().map(TrustTarget::of).collect();
     let timeout = work.options.connect_timeout;
     let shared = Arc::clone(&store);
     let rows = connect::each(
         items,
         work.concurrency,
-        move |(node, address, host, port, policy)| {
+        move |TrustTarget {
+                  node,
+                  address,
+                  host,
+                  port,
+                  tls,
+              }| {
             let store = Arc::clone(&shared);
             async move {
                 let outcome = match fetch_fingerprint(&host, port, timeout).await {
                     Err(e) => Err(format!("{node}: {e}")),
                     Ok(seen) => {
                         let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
-                        decide(&mut store, &node, &address, &policy, seen, replace)
+                        decide(&mut store, &node, &address, &tls, seen, replace)
                     }
                 };
                 match outcome {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::bmc::trust::{TrustStore, fetch_fingerprint, state_dir};
+use crate::bmc::trust::{TrustStore, TrustTarget, fetch_fingerprint, state_dir};
 use crate::cli::DemoArgs;
 use crate::commands::Ctx;
 use crate::commands::provision;
@@ -288,23 +288,18 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 async fn trust_all(inventory: &crate::inventory::Inventory, site: &Path) -> anyhow::Result<()> {
     let path = TrustStore::path_in(&state_dir(site));
     let store = Arc::new(std::sync::Mutex::new(TrustStore::load(&path)?));
-    let items: Vec<_> = inventory
-        .nodes
-        .iter()
-        .map(|n| {
-            (
-                n.name.clone(),
-                n.bmc.endpoint.to_string(),
-                n.bmc.endpoint.host.to_string(),
-                n.bmc.endpoint.port,
-            )
-        })
-        .collect();
+    let items: Vec<TrustTarget> = inventory.nodes.iter().map(TrustTarget::of).collect();
     let shared = Arc::clone(&store);
     crate::bmc::connect::each(
         items,
         64,
-        move |(node, address, host, port)| {
+        move |TrustTarget {
+                  node,
+                  address,
+                  host,
+                  port,
+                  ..
+              }| {
             let store = Arc::clone(&shared);
             async move {
                 // A BMC that does not answer is left untrusted here and

@@ -234,14 +234,28 @@ pub struct XidSpec {
     pub fail: Vec<u32>,
 }
 
-/// Reads a mapping with `$fields` decoded by their types; `None` if any
+/// Reads a mapping with `$fields` decoded by their types, and any fields of
+/// a trailing `optional { … }` block defaulted when absent; `None` if any
 /// field failed (each failure already reported).
 macro_rules! decode_struct {
-    ($cx:expr, $node:expr, $what:literal, $ty:ident { $($field:ident $(as $key:literal)? : $fty:ty $(=> $conv:expr)?),* $(,)? }) => {{
+    (
+        $cx:expr, $node:expr, $what:literal,
+        $ty:ident { $($field:ident $(as $key:literal)? : $fty:ty $(=> $conv:expr)?),* $(,)? }
+        $(optional { $($ofield:ident : $ofty:ty),* $(,)? })?
+    ) => {{
         let mut m = $cx.map($node, $what)?;
         $( let $field: Option<$fty> = m.req($cx, decode_struct!(@key $field $($key)?)); )*
+        // An optional field may be absent (its default), but a malformed
+        // one fails the whole struct.
+        let before = $cx.error_count();
+        $($( let $ofield: Option<$ofty> = m.opt($cx, stringify!($ofield)); )*)?
+        let optional_ok = $cx.error_count() == before;
         m.finish($cx);
-        Some($ty { $( $field: decode_struct!(@conv $field? $(, $conv)?) ),* })
+        optional_ok.then_some(())?;
+        Some($ty {
+            $( $field: decode_struct!(@conv $field? $(, $conv)?), )*
+            $($( $ofield: $ofield.unwrap_or_default(), )*)?
+        })
     }};
     (@key $field:ident) => { stringify!($field) };
     (@key $field:ident $key:literal) => { $key };
@@ -251,42 +265,30 @@ macro_rules! decode_struct {
 
 impl FromNode for HardwareProfile {
     fn from_node(cx: &mut Cx, node: &Node) -> Option<Self> {
-        let mut m = cx.map(node, "hardware profile")?;
-        let name = m.req(cx, "name");
-        let description = m.req(cx, "description");
-        let gpu = m.req(cx, "gpu");
-        let nvswitch = m.req(cx, "nvswitch");
-        let infiniband = m.req(cx, "infiniband");
-        let burnin = m.req(cx, "burnin");
-        let dcgm = m.req(cx, "dcgm");
-        let nccl = m.req(cx, "nccl");
-        let nvbandwidth = m.req(cx, "nvbandwidth");
-        let ib_write_bw = m.req(cx, "ib_write_bw");
-        let xid = m.req(cx, "xid");
-        let drivers = m.req(cx, "drivers");
         // The baselines are optional: a profile without them checks none.
-        let before = cx.error_count();
-        let firmware: Option<Vec<FirmwareComponent>> = m.opt(cx, "firmware");
-        let bios: Option<BiosBaseline> = m.opt(cx, "bios");
-        let baselines_ok = cx.error_count() == before;
-        m.finish(cx);
-        baselines_ok.then_some(())?;
-        Some(HardwareProfile {
-            name: name?,
-            description: description?,
-            gpu: gpu?,
-            nvswitch: nvswitch?,
-            infiniband: infiniband?,
-            burnin: burnin?,
-            dcgm: dcgm?,
-            nccl: nccl?,
-            nvbandwidth: nvbandwidth?,
-            ib_write_bw: ib_write_bw?,
-            xid: xid?,
-            drivers: drivers?,
-            firmware: firmware.unwrap_or_default(),
-            bios: bios.unwrap_or_default(),
-        })
+        decode_struct!(
+            cx,
+            node,
+            "hardware profile",
+            HardwareProfile {
+                name: String,
+                description: String,
+                gpu: GpuSpec,
+                nvswitch: bool,
+                infiniband: InfinibandSpec,
+                burnin: BurninSpec,
+                dcgm: DcgmSpec,
+                nccl: NcclSpec,
+                nvbandwidth: NvbandwidthSpec,
+                ib_write_bw: IbWriteBwSpec,
+                xid: XidSpec,
+                drivers: DriverStack,
+            }
+            optional {
+                firmware: Vec<FirmwareComponent>,
+                bios: BiosBaseline,
+            }
+        )
     }
 }
 

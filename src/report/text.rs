@@ -48,34 +48,30 @@ fn xml_char(c: char) -> bool {
 
 /// Escapes character data; characters XML cannot hold become U+FFFD.
 pub(super) fn xml_text(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            c if xml_char(c) => out.push(c),
-            _ => out.push('\u{FFFD}'),
-        }
-    }
-    out
+    escape(s, false)
 }
 
 /// Escapes an attribute value (double- or single-quoted); also safe for
 /// text, in XML and in HTML, so the HTML report uses it everywhere. Line breaks and tabs are
 /// written as references, which attribute-value normalisation keeps.
 pub(super) fn xml_attr(s: &str) -> String {
+    escape(s, true)
+}
+
+/// The one escaper behind both: `attr` adds quotes and white space to what
+/// is written as references.
+fn escape(s: &str, attr: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\n' => out.push_str("&#10;"),
-            '\r' => out.push_str("&#13;"),
-            '\t' => out.push_str("&#9;"),
+            '"' if attr => out.push_str("&quot;"),
+            '\'' if attr => out.push_str("&apos;"),
+            '\n' if attr => out.push_str("&#10;"),
+            '\r' if attr => out.push_str("&#13;"),
+            '\t' if attr => out.push_str("&#9;"),
             c if xml_char(c) => out.push(c),
             _ => out.push('\u{FFFD}'),
         }
@@ -87,26 +83,54 @@ pub(super) fn xml_attr(s: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Checks `f` against each `(input, expected)` pair, naming the input
+    /// that failed.
+    fn check(f: fn(u64) -> String, cases: &[(u64, &str)]) {
+        for (input, want) in cases {
+            assert_eq!(f(*input), *want, "input {input}");
+        }
+    }
+
     #[test]
     fn epoch_and_known_dates() {
-        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
-        // 2000-02-29 (a leap day in a century leap year).
-        assert_eq!(rfc3339_utc(951_782_400_000), "2000-02-29T00:00:00Z");
-        // 2026-11-25T10:15:00Z, with milliseconds dropped.
-        assert_eq!(rfc3339_utc(1_795_601_700_999), "2026-11-25T10:15:00Z");
-        assert_eq!(rfc3339_utc(4_107_542_399_000), "2100-02-28T23:59:59Z");
-        assert_eq!(rfc3339_utc(4_107_542_400_000), "2100-03-01T00:00:00Z");
+        check(
+            rfc3339_utc,
+            &[
+                (0, "1970-01-01T00:00:00Z"),
+                // 2000-02-29 (a leap day in a century leap year).
+                (951_782_400_000, "2000-02-29T00:00:00Z"),
+                // 2026-11-25T10:15:00Z, with milliseconds dropped.
+                (1_795_601_700_999, "2026-11-25T10:15:00Z"),
+                (4_107_542_399_000, "2100-02-28T23:59:59Z"),
+                (4_107_542_400_000, "2100-03-01T00:00:00Z"),
+            ],
+        );
         assert_eq!(junit_timestamp(0), "1970-01-01T00:00:00");
     }
 
     #[test]
     fn durations() {
-        assert_eq!(human_duration_ms(450), "450 ms");
-        assert_eq!(human_duration_ms(12_345), "12.3 s");
-        assert_eq!(human_duration_ms(185_000), "3m 05s");
-        assert_eq!(human_duration_ms(3_720_000), "1h 02m");
-        assert_eq!(human_duration_ms(183_600_000), "2d 03h");
+        check(
+            human_duration_ms,
+            &[
+                (450, "450 ms"),
+                (12_345, "12.3 s"),
+                (185_000, "3m 05s"),
+                (3_720_000, "1h 02m"),
+                (183_600_000, "2d 03h"),
+            ],
+        );
         assert_eq!(seconds(1_234), "1.234");
         assert_eq!(seconds(5), "0.005");
+    }
+
+    #[test]
+    fn text_escapes_markup_and_attr_also_quotes_and_white_space() {
+        let raw = "a&<>\"'\n\r\t\u{0}b";
+        assert_eq!(xml_text(raw), "a&amp;&lt;&gt;\"'\n\r\t\u{FFFD}b");
+        assert_eq!(
+            xml_attr(raw),
+            "a&amp;&lt;&gt;&quot;&apos;&#10;&#13;&#9;\u{FFFD}b"
+        );
     }
 }

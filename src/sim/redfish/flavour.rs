@@ -9,6 +9,8 @@ use std::sync::{Arc, OnceLock};
 
 use serde_json::{Value, json};
 
+use crate::bmc::discover::strings;
+
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/mockups.rs"));
 }
@@ -151,16 +153,6 @@ fn first_member(docs: &BTreeMap<String, Value>, collection: &str) -> String {
         .and_then(|c| c["Members"].get(0))
         .and_then(|m| m["@odata.id"].as_str())
         .map(|s| s.trim_end_matches('/').to_owned())
-        .unwrap_or_default()
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_owned))
-                .collect()
-        })
         .unwrap_or_default()
 }
 
