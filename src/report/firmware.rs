@@ -25,6 +25,9 @@ fn checks(node: &NodeRecord) -> Option<Vec<ComponentCheck>> {
     })
 }
 
+/// A rack's nodes that have firmware metrics, each with where it stands.
+type RackChecks<'a> = (&'a str, Vec<(&'a NodeRecord, Vec<ComponentCheck>)>);
+
 /// The members at one version of one component.
 #[derive(Default)]
 struct Cell {
@@ -36,16 +39,16 @@ struct Cell {
 
 /// Writes the section; nothing when no node has firmware metrics.
 pub(super) fn section(h: &mut String, record: &RunRecord) {
-    let racks: Vec<(&str, Vec<(&NodeRecord, Vec<ComponentCheck>)>)> = nodes_by_rack(record)
+    let racks: Vec<RackChecks> = nodes_by_rack(record)
         .into_iter()
         .map(|(rack, nodes)| {
-            let found = nodes
+            let found: Vec<_> = nodes
                 .into_iter()
                 .filter_map(|(_, n)| Some((n, checks(n)?)))
                 .collect();
             (rack, found)
         })
-        .filter(|(_, found): &(_, Vec<_>)| !found.is_empty())
+        .filter(|(_, found)| !found.is_empty())
         .collect();
     if racks.is_empty() {
         return;
@@ -169,12 +172,14 @@ mod tests {
 
     #[test]
     fn counts_members_per_version_and_marks_the_outliers() {
-        let mut record = RunRecord::default();
-        record.nodes = vec![
-            node("n1", "7.10", true),
-            node("n2", "7.10", true),
-            node("n3", "7.00", false),
-        ];
+        let mut record = RunRecord {
+            nodes: vec![
+                node("n1", "7.10", true),
+                node("n2", "7.10", true),
+                node("n3", "7.00", false),
+            ],
+            ..RunRecord::default()
+        };
         let mut h = String::new();
         section(&mut h, &record);
         assert!(
@@ -202,8 +207,10 @@ mod tests {
 
     #[test]
     fn nothing_without_firmware_metrics() {
-        let mut record = RunRecord::default();
-        record.nodes = vec![NodeRecord::default()];
+        let record = RunRecord {
+            nodes: vec![NodeRecord::default()],
+            ..RunRecord::default()
+        };
         let mut h = String::new();
         section(&mut h, &record);
         assert!(h.is_empty());
