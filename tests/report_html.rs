@@ -233,3 +233,62 @@ fn report_help() {
     assert_eq!(code, 0);
     insta::assert_snapshot!("report_help", out);
 }
+
+/// The example run with the firmware stage's `verify` step on its first
+/// rack's nodes, the last of them one BMC version behind.
+#[test]
+fn the_firmware_table_marks_the_node_behind() {
+    use kiln::pipeline::record::{StepMetrics as _, StepRecord};
+    use kiln::stages::firmware::compliance::{ComponentCheck, Member};
+    use kiln::stages::firmware::metrics::VerifyMetrics;
+    let mut record = example_record();
+    let plain = render(&record, Format::Html);
+    assert!(!plain.contains("Firmware compliance"));
+    let rack = record.nodes[0].rack.clone();
+    let on_rack: Vec<usize> = (0..record.nodes.len())
+        .filter(|&i| record.nodes[i].rack == rack)
+        .collect();
+    assert!(
+        on_rack.len() > 1,
+        "the example's first rack has nodes to compare"
+    );
+    let behind = *on_rack.last().unwrap();
+    for &i in &on_rack {
+        let (version, meets) = if i == behind {
+            ("7.00", false)
+        } else {
+            ("7.10", true)
+        };
+        let m = VerifyMetrics {
+            components: vec![ComponentCheck {
+                component: "bmc".into(),
+                wanted: "7.10 or later".into(),
+                members: vec![Member {
+                    id: "BMC".into(),
+                    version: version.into(),
+                    meets,
+                }],
+            }],
+            bios: vec![],
+        };
+        record.nodes[i].steps.push(StepRecord {
+            stage: VerifyMetrics::STAGE.into(),
+            step: VerifyMetrics::STEP.into(),
+            metrics: m.to_metrics(),
+            ..StepRecord::default()
+        });
+    }
+    let html = render(&record, Format::Html);
+    assert!(
+        html.contains("<section id=\"firmware\">"),
+        "no firmware section"
+    );
+    let cell = format!(
+        "<td class=\"num v-failed\" title=\"{}/BMC\">1</td>",
+        record.nodes[behind].name
+    );
+    assert!(
+        html.contains(&cell),
+        "the node behind is not marked: {cell}"
+    );
+}

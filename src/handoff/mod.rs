@@ -12,10 +12,11 @@
 //! of a kind), so a resumed run sends nothing twice.
 //!
 //! - [`setup`]: what the stage needs for a run ([`HandoffSetup`]).
-//! - [`record`]: what a record holds; [`sign`]: canonical JSON and Ed25519.
+//! - [`record`]: what a record holds ([`baseline`]: its firmware part); [`sign`]: canonical JSON and Ed25519.
 //! - [`webhook`], [`slurm`], [`kubernetes`]: the targets; [`http`]: their
 //!   small HTTP client.
 
+pub mod baseline;
 pub mod http;
 pub mod kubernetes;
 pub mod record;

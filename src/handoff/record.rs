@@ -207,7 +207,7 @@ pub fn build(
         .filter(|s| s.stage != "handoff")
         .filter_map(|s| Some(s.started_ms? + s.duration_ms.unwrap_or(0)))
         .max();
-    json!({
+    let mut record = json!({
         "format": FORMAT,
         "site": facts.site,
         "run": facts.run,
@@ -229,7 +229,15 @@ pub fn build(
         "issued_ms": issued_ms,
         "kiln_version": facts.kiln_version,
         "inventory_sha256": facts.inventory_sha256,
-    })
+    });
+    // Only when the firmware stage ran: older records keep their bytes.
+    if let (Some(baseline), Some(map)) = (
+        super::baseline::firmware_baseline(node),
+        record.as_object_mut(),
+    ) {
+        map.insert("firmware_baseline".into(), baseline);
+    }
+    record
 }
 
 #[cfg(test)]
@@ -293,6 +301,37 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_firmware_baseline_appears_only_with_firmware_steps() {
+        use crate::stages::firmware::compliance::{ComponentCheck, Member};
+        let check = |v: &str, meets: bool| ComponentCheck {
+            component: "bios".into(),
+            wanted: "2.1".into(),
+            members: vec![Member {
+                id: "BIOS".into(),
+                version: v.into(),
+                meets,
+            }],
+        };
+        let mut node = NodeRecord::default();
+        let facts = RunFacts::default();
+        let r = build(&facts, &node, None, NodeVerdict::Accepted, &[], 5);
+        assert!(r.get("firmware_baseline").is_none());
+        node.steps.push(step(
+            "firmware",
+            "inventory",
+            json!({"components": [check("2.0", false)]}),
+        ));
+        node.steps.push(step(
+            "firmware",
+            "verify",
+            json!({"components": [check("2.1", true)], "bios": []}),
+        ));
+        let r = build(&facts, &node, None, NodeVerdict::Accepted, &[], 5);
+        let m = &r["firmware_baseline"]["components"][0]["members"][0];
+        assert_eq!((&m["before"], &m["after"]), (&json!("2.0"), &json!("2.1")));
     }
 
     /// A node's steps as the journal held them before metrics were typed.

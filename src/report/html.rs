@@ -68,7 +68,7 @@ table{border-collapse:collapse;width:100%;margin:6px 0 10px}
 th,td{border-bottom:1px solid var(--line);padding:4px 8px;text-align:left;vertical-align:top}
 th{background:var(--alt);font-weight:600}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}.nowrap{white-space:nowrap}
 tr.v-failed td:first-child{border-left:4px solid #e86b6b}tr.v-unverified td:first-child{border-left:4px solid #ffbf4d}
-tr.v-accepted td:first-child{border-left:4px solid #7cc47f}tr.v-pending td:first-child{border-left:4px solid #cfd6dc}
+tr.v-accepted td:first-child{border-left:4px solid #7cc47f}td.v-failed{background:#fbe1e1;font-weight:600}td.v-unverified{background:#fff0d4;font-weight:600}tr.v-pending td:first-child{border-left:4px solid #cfd6dc}
 .legend{display:flex;flex-wrap:wrap;gap:14px;margin:4px 0 8px}
 .legend span{display:inline-flex;align-items:center;gap:6px}
 .swatch{display:inline-block;width:16px;height:16px;border-radius:3px;border:1px solid rgba(0,0,0,.3)}
@@ -105,6 +105,7 @@ pub(super) fn render(record: &RunRecord) -> String {
     header(&mut h, record);
     summary_section(&mut h, &summary);
     rack_map_section(&mut h, record);
+    super::firmware::section(&mut h, record);
     node_table(&mut h, record);
     details(&mut h, record);
     let _ = write!(

@@ -8,6 +8,7 @@
 //! line contains can break out of a table cell, an XML attribute or HTML.
 
 mod example;
+mod firmware;
 mod html;
 mod json;
 mod junit;
