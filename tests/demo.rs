@@ -26,6 +26,12 @@ fn the_demo_fails_exactly_the_faulty_nodes_and_writes_a_report() {
         match &row[..7] {
             "r01-n03" => assert!(failed && row.contains("missing: GPU6"), "{row}"),
             "r02-n05" => assert!(failed && row.contains("no answer"), "{row}"),
+            "r01-n02" => assert!(
+                failed
+                    && row.contains("firmware")
+                    && row.contains("bmc: the BMC's update task failed"),
+                "{row}"
+            ),
             "r01-n06" => assert!(
                 failed && row.contains("burnin") && row.contains("GPU 2:"),
                 "{row}"
@@ -78,6 +84,16 @@ fn the_demo_fails_exactly_the_faulty_nodes_and_writes_a_report() {
         );
         assert!(steps.iter().any(|s| s["step"] == method_step), "{node}");
     }
+    // r01's nodes were brought to the firmware baseline first, and the
+    // signed record says from which version to which.
+    let r01 = nodes.iter().find(|n| n["name"] == "r01-n01").unwrap();
+    let update = r01["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "firmware" && s["step"] == "update")
+        .unwrap_or_else(|| panic!("{r01}"));
+    assert_eq!(update["status"], "done", "{update}");
     // The stand-in cloud received a signed record per node (failed ones
     // too, marked so), and a receiver verifies it with the site's key.
     let received = demo.join("cloud").join("r01-n01.json");
@@ -95,6 +111,11 @@ fn the_demo_fails_exactly_the_faulty_nodes_and_writes_a_report() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("accepted"));
+    let accepted = std::fs::read_to_string(&received).unwrap();
+    assert!(
+        accepted.contains("firmware_baseline") && accepted.contains("1.45.455b66-rev4"),
+        "{accepted}"
+    );
     let failed = std::fs::read_to_string(demo.join("cloud").join("r01-n03.json")).unwrap();
     assert!(failed.contains("\"failed\""), "{failed}");
     let report = std::fs::read_to_string(demo.join("report.html")).unwrap();

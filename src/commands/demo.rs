@@ -48,7 +48,7 @@ const DEMO_HARDWARE: (&str, &str) = (
     "repo_key: \"EB69 3B30 35CD 5710 E231  E123 A4B4 6996 3BF8 63CC\"",
 );
 /// The stages the demo runs.
-const DEMO_STAGES: &str = "preflight,image,drivers,burnin,nccl,handoff";
+const DEMO_STAGES: &str = "preflight,firmware,image,drivers,burnin,nccl,handoff";
 /// Where the demo's stand-in cloud receives signed records.
 const CLOUD: ([u8; 4], u16) = ([127, 10, 0, 253], 8480);
 
@@ -206,6 +206,10 @@ fn write_files(dir: &Path, faults: &str) -> anyhow::Result<PathBuf> {
         "  ssh:\n    user: kiln\n",
         "  ssh:\n    user: kiln\n    key: ssh-key   # written by `kiln demo`; imaging authorizes it\n",
     );
+    let text = text.replace(
+        "  - name: r01\n    labels: {row: demo}\n",
+        "  - name: r01\n    labels: {row: demo}\n    # Held to a firmware baseline (written by `kiln demo`).\n    hardware: hgx-h100-demo-baseline\n",
+    );
     std::fs::write(&site, text).with_context(|| format!("cannot write {}", site.display()))?;
     let key = crate::sim::ssh::generate_host_key()?;
     write_private(&dir.join("ssh-key"), &crate::sim::ssh::private_pem(&key)?)?;
@@ -237,6 +241,21 @@ fn write_files(dir: &Path, faults: &str) -> anyhow::Result<PathBuf> {
                 "repo_key: \"{DEMO_REPO_KEY}\"   # kiln demo: the demo mirror's key, not NVIDIA's"
             ),
         ),
+    )?;
+    // r01 runs a copy of the profile with a firmware baseline its BMCs
+    // are one release behind: the firmware stage updates them from the
+    // package below, served by the boot server, before imaging.
+    let package = "kiln-sim-firmware component=BMC version=1.46\nthe demo's BMC firmware\n";
+    std::fs::create_dir_all(dir.join("firmware"))?;
+    std::fs::write(dir.join("firmware").join("bmc-1.46.bin"), package)?;
+    let digest = crate::imaging::verify::sha256_file(&dir.join("firmware/bmc-1.46.bin"), |_| {})?;
+    let base = std::fs::read_to_string(profiles.join("hgx-h100-80gb-8x.yaml"))?;
+    std::fs::write(
+        profiles.join("hgx-h100-demo-baseline.yaml"),
+        base.replace("name: hgx-h100-80gb-8x", "name: hgx-h100-demo-baseline")
+            + &format!(
+                "# kiln demo: the firmware and BIOS baseline r01's nodes are held to.\nfirmware:\n  - component: bmc\n    match: {{ id: BMC }}\n    minimum: \"1.46\"\n    package: {{ path: firmware/bmc-1.46.bin, sha256: {digest} }}\n    apply: immediate\nbios:\n  attributes:\n    - setting: power-profile\n      attribute: PowerProfile\n      value: MaxPerf\n"
+            ),
     )?;
     // A small installer image in the shape of Ubuntu's (the simulated BMCs
     // fetch it for real, range by range, from the boot server).

@@ -65,6 +65,13 @@ impl ComponentCheck {
     }
 }
 
+/// Whether a member is firmware the node runs: Dell's inventory also lists
+/// the rollback image (`Previous-…`) and staged ones (`Available-…`) of
+/// each component beside the running one (`Installed-…`, `Current-…`).
+fn running(f: &Firmware) -> bool {
+    !(f.id.starts_with("Previous-") || f.id.starts_with("Available-"))
+}
+
 /// Checks `inventory` against `baseline`, component by component.
 pub fn check(baseline: &[FirmwareComponent], inventory: &[Firmware]) -> Vec<ComponentCheck> {
     baseline
@@ -74,7 +81,7 @@ pub fn check(baseline: &[FirmwareComponent], inventory: &[Firmware]) -> Vec<Comp
             wanted: c.version.to_string(),
             members: inventory
                 .iter()
-                .filter(|f| c.matches.matches(&f.id, &f.name))
+                .filter(|f| running(f) && c.matches.matches(&f.id, &f.name))
                 .map(|f| Member {
                     id: f.id.clone(),
                     version: f.version.clone(),
@@ -124,6 +131,25 @@ mod tests {
             package: None,
             apply: ApplyTime::Immediate,
         }
+    }
+
+    #[test]
+    fn dell_rollback_images_are_not_held_to_the_baseline() {
+        let inv = inventory("dell-idrac9-poweredge-r750");
+        let checks = check(
+            &[component(
+                "bios",
+                ComponentMatch::Id("*BIOS.Setup*".into()),
+                VersionRule::Minimum("1.8.2".into()),
+            )],
+            &inv,
+        );
+        let ids: Vec<&str> = checks[0].members.iter().map(|m| m.id.as_str()).collect();
+        assert!(
+            !ids.is_empty() && ids.iter().all(|i| !i.starts_with("Previous-")),
+            "{ids:?}"
+        );
+        assert!(checks[0].meets(), "{checks:?}");
     }
 
     #[test]
