@@ -582,7 +582,12 @@ mod tests {
     fn monitor_comes_from_location_or_task_body() {
         let task = json!({"@odata.id": "/redfish/v1/TaskService/Tasks/7", "@odata.type": "#Task.v1_5_0.Task"});
         assert_eq!(
-            monitor_of(&doc(202, Some("/redfish/v1/TaskService/TaskMonitors/7"), task.clone())).as_deref(),
+            monitor_of(&doc(
+                202,
+                Some("/redfish/v1/TaskService/TaskMonitors/7"),
+                task.clone()
+            ))
+            .as_deref(),
             Some("/redfish/v1/TaskService/TaskMonitors/7")
         );
         assert_eq!(
@@ -595,7 +600,11 @@ mod tests {
         // Done at once.
         assert_eq!(monitor_of(&doc(204, None, Value::Null)), None);
         assert_eq!(
-            monitor_of(&doc(200, Some("/redfish/v1/TaskService/Tasks/1"), Value::Null)),
+            monitor_of(&doc(
+                200,
+                Some("/redfish/v1/TaskService/Tasks/1"),
+                Value::Null
+            )),
             None
         );
     }
