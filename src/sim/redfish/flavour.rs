@@ -410,6 +410,8 @@ fn prune_dangling(f: &mut Flavour) {
     // Dynamic members: GPU processors, sessions, tasks, GPU firmware.
     let gpus = format!("{}/GPU", f.processors);
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    // The upload endpoint takes POSTs only; it is served all the same.
+    let push = f.multipart_push.clone();
     let keep = |target: &str| {
         let path = target
             .split('#')
@@ -417,6 +419,7 @@ fn prune_dangling(f: &mut Flavour) {
             .unwrap_or(target)
             .trim_end_matches('/');
         served.contains(path)
+            || push.as_deref() == Some(path)
             || path.strip_prefix(gpus.as_str()).is_some_and(digits)
             || path
                 .strip_prefix("/redfish/v1/UpdateService/FirmwareInventory/GPU")
