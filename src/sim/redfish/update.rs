@@ -114,16 +114,16 @@ fn member_for<'a>(
 
 /// `@Redfish.OperationApplyTime` of an update request; 400 for one the
 /// BMC does not support.
-fn apply_time(params: &Value) -> Result<ApplyTime, Reply> {
+fn apply_time(params: &Value) -> Result<ApplyTime, Box<Reply>> {
     Ok(match params["@Redfish.OperationApplyTime"].as_str() {
         None | Some("Immediate") => ApplyTime::Immediate,
         Some("OnReset") => ApplyTime::OnReset,
         Some(other) => {
-            return Err(error(
+            return Err(Box::new(error(
                 StatusCode::BAD_REQUEST,
                 "ActionParameterValueNotInList",
                 &format!("@Redfish.OperationApplyTime {other} is not supported"),
-            ));
+            )));
         }
     })
 }
@@ -140,7 +140,7 @@ impl Bmc {
         };
         let apply = match apply_time(body) {
             Ok(a) => a,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         let text = match crate::sim::fetch::text(&uri, PACKAGE_LIMIT).await {
             Ok(t) => t,
@@ -218,7 +218,7 @@ impl Bmc {
         };
         let apply = match apply_time(&params) {
             Ok(a) => a,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         let head = &file.data[..file.data.len().min(PACKAGE_LIMIT as usize)];
         let text = String::from_utf8_lossy(head);
