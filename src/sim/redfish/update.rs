@@ -2,7 +2,9 @@
 //! package over HTTP, answers 202 with a task monitor, and the task moves
 //! on over simulated time; the new version shows in FirmwareInventory only
 //! once applied (when the task completes, or at the next system reset for
-//! `OnReset`). Update faults ([`UpdateFault`]) act here.
+//! `OnReset`). A multipart push to the vendor's `MultipartHttpPushUri`
+//! carries the package itself and runs the same task. Update faults
+//! ([`UpdateFault`]) act here.
 //!
 //! The virtual rack's package format: a text file whose first line is
 //! `kiln-sim-firmware component=<Id or Name> version=<version>`; anything
