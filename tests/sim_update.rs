@@ -170,3 +170,126 @@ fn update_faults_show_as_a_real_bmc_shows_them() {
     assert_eq!(finish(&rack, 2, &task).0, 204);
     assert_eq!(rack.get(2, &target)["Version"], before);
 }
+
+/// A Redfish client for node `i`, pinned to its BMC's certificate.
+fn client(rack: &Rack, i: usize) -> kiln::bmc::client::BmcClient {
+    use kiln::bmc::transport::{Transport, TransportOptions};
+    let n = &rack.nodes[i];
+    let pin = n["bmc_fingerprint"]
+        .as_str()
+        .unwrap()
+        .replace(':', "")
+        .parse()
+        .unwrap();
+    let tls = kiln::bmc::tls::pinned(pin).unwrap();
+    let addr = n["bmc_url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("https://");
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let transport = Transport::new(
+        host,
+        port.parse().unwrap(),
+        tls,
+        TransportOptions::default(),
+    );
+    kiln::bmc::client::BmcClient::new(
+        n["name"].as_str().unwrap(),
+        transport,
+        n["username"].as_str().unwrap(),
+        kiln::secret::Secret::new(n["password"].as_str().unwrap().to_owned()),
+    )
+}
+
+/// The flavour's `MultipartHttpPushUri`, as kiln reads its UpdateService.
+fn push_uri(rack: &Rack) -> String {
+    use kiln::bmc::update::{UpdateMethod, UpdateService};
+    let path = "/redfish/v1/UpdateService";
+    let doc = rack.get(0, path);
+    let mut service = UpdateService::of(path, &doc);
+    // Push is chosen only where SimpleUpdate is not offered.
+    service.simple_update = None;
+    match service.method("https", 4096) {
+        Ok(UpdateMethod::Push(uri)) => uri,
+        other => panic!("no multipart push: {other:?}"),
+    }
+}
+
+#[test]
+fn multipart_pushes_update_the_inventory_and_rejections_carry_the_bmc_message() {
+    use kiln::bmc::update::{TaskEnd, follow_task, push};
+    let faults = "faults:\n  - nodes: t-n02\n    bmc_update_fault: rejected\n";
+    let rack = Rack::start(RackSpec {
+        net: 163,
+        nodes: 2,
+        flavour: "supermicro",
+        faults: Some(faults),
+        ..RackSpec::default()
+    });
+    let (target, before) = first_component(&rack);
+    let uri = push_uri(&rack);
+    let image = b"kiln-sim-firmware component=any version=9.9.9\npayload\n";
+    let targets = vec![target.clone()];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = client(&rack, 0);
+        let monitor = push(&c, &uri, &targets, "Immediate", "fw.bin", image)
+            .await
+            .unwrap()
+            .expect("a task monitor");
+        let end = follow_task(&c, &monitor, WAIT, WAIT, Duration::from_millis(100), |_| {})
+            .await
+            .unwrap();
+        assert_eq!(end, TaskEnd::Completed);
+
+        let c = client(&rack, 1);
+        let err = push(&c, &uri, &targets, "Immediate", "fw.bin", image)
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Some(400), "{err}");
+        assert!(err.to_string().contains("signature verification"), "{err}");
+    });
+    assert_eq!(rack.get(0, &target)["Version"], "9.9.9", "was {before}");
+}
+
+#[test]
+fn malformed_multipart_uploads_answer_400() {
+    let rack = Rack::start(RackSpec {
+        net: 164,
+        flavour: "lenovo",
+        ..RackSpec::default()
+    });
+    let uri = push_uri(&rack);
+    for (content_type, body) in [
+        ("multipart/form-data; boundary=x", "--x\r\nno header end"),
+        ("multipart/form-data", "--x--\r\n"),
+        (
+            "multipart/form-data; boundary=x",
+            "--x\r\nContent-Disposition: form-data; name=\"UpdateParameters\"\r\n\r\n{}\r\n--x--\r\n",
+        ),
+    ] {
+        let (code, reply) = rack.curl_with(
+            0,
+            "POST",
+            &uri,
+            None,
+            &[
+                "-u",
+                "admin:test",
+                "-H",
+                &format!("Content-Type: {content_type}"),
+                "--data-binary",
+                body,
+            ],
+        );
+        assert_eq!(code, 400, "{content_type}: {reply}");
+        let doc: Value = serde_json::from_str(&reply).unwrap();
+        assert!(
+            doc["error"]["@Message.ExtendedInfo"][0]["Message"].is_string(),
+            "{reply}"
+        );
+    }
+}

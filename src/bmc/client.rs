@@ -251,6 +251,34 @@ impl BmcClient {
         body: Option<&Value>,
         extra: &[(&str, String)],
     ) -> Result<Reply, BmcError> {
+        let payload = body.map(|b| Bytes::from(b.to_string()));
+        self.send_payload(method, path, payload, extra).await
+    }
+
+    /// Sends a raw body (a multipart firmware upload) with its own
+    /// `Content-Type`, authenticated as [`BmcClient::send`] is.
+    pub async fn send_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        content_type: &str,
+        extra: &[(&str, String)],
+    ) -> Result<Reply, BmcError> {
+        let mut headers = extra.to_vec();
+        headers.push(("Content-Type", content_type.to_owned()));
+        self.send_payload(method, path, Some(body), &headers).await
+    }
+
+    /// The one authenticated request path: logs in when needed, and once
+    /// more when a session has expired.
+    async fn send_payload(
+        &self,
+        method: Method,
+        path: &str,
+        payload: Option<Bytes>,
+        extra: &[(&str, String)],
+    ) -> Result<Reply, BmcError> {
         // Logging in happens once per session: boxed, its state is not part
         // of every request's future, and the lock is taken only then.
         if matches!(self.auth(), Auth::None) {
@@ -263,10 +291,9 @@ impl BmcClient {
                 Auth::Session { token, .. } => headers.push(("X-Auth-Token", token)),
                 _ => headers.push(("Authorization", self.basic())),
             }
-            let payload = body.map(|b| Bytes::from(b.to_string()));
             let reply = self
                 .transport
-                .request(method.clone(), path, &headers, payload)
+                .request(method.clone(), path, &headers, payload.clone())
                 .await
                 .map_err(|e| self.transport_err(e))?;
             // A session may expire or be dropped by a BMC reset: log in again once.
@@ -292,6 +319,26 @@ impl BmcClient {
         extra: &[(&str, String)],
     ) -> Result<Doc, BmcError> {
         let reply = self.send(method.clone(), path, body, extra).await?;
+        self.parse(&method, path, reply)
+    }
+
+    /// Sends a raw body with its `Content-Type` and parses the answer as
+    /// [`BmcClient::call`] does.
+    pub async fn call_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        content_type: &str,
+    ) -> Result<Doc, BmcError> {
+        let reply = self
+            .send_bytes(method.clone(), path, body, content_type, &[])
+            .await?;
+        self.parse(&method, path, reply)
+    }
+
+    /// A reply as a [`Doc`]; an error status becomes [`BmcError::Http`].
+    fn parse(&self, method: &Method, path: &str, reply: Reply) -> Result<Doc, BmcError> {
         tracing::trace!(node = %self.node, %method, path, status = reply.status.as_u16(), bytes = reply.body.len(), "redfish");
         let parsed: Value = if reply.body.is_empty() {
             Value::Null

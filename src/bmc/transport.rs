@@ -382,7 +382,11 @@ impl Transport {
             ("OData-Version", "4.0"),
             ("User-Agent", agent),
         ];
-        if body.is_some() {
+        // JSON unless the caller names its own type (a multipart upload).
+        let typed = headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+        if body.is_some() && !typed {
             all.push(("Content-Type", "application/json"));
         }
         all.extend(headers.iter().map(|(k, v)| (*k, v.as_str())));

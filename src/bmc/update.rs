@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::bmc::client::{BmcClient, BmcError};
+use crate::bmc::client::{BmcClient, BmcError, Doc};
 use crate::bmc::discover::{link, strings};
 
 /// What a BMC's `UpdateService` offers.
@@ -155,6 +155,63 @@ pub fn multipart_body(
     out.extend_from_slice(image);
     out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     (out, format!("multipart/form-data; boundary={boundary}"))
+}
+
+/// Uploads an image to `MultipartHttpPushUri`. Returns the task monitor
+/// when the BMC accepted it for later (202), `None` when it finished at
+/// once (200/204); an error status is [`BmcError::Http`] with the BMC's
+/// message.
+pub async fn push(
+    client: &BmcClient,
+    uri: &str,
+    targets: &[String],
+    apply: &str,
+    file_name: &str,
+    image: &[u8],
+) -> Result<Option<String>, BmcError> {
+    let (body, content_type) = multipart_body(targets, apply, file_name, image);
+    let doc = client
+        .call_bytes(
+            hyper::Method::POST,
+            uri,
+            bytes::Bytes::from(body),
+            &content_type,
+        )
+        .await?;
+    Ok(monitor_of(&doc))
+}
+
+/// Asks the BMC to pull `image_uri` by `SimpleUpdate`; answers as
+/// [`push`] does.
+pub async fn simple_update(
+    client: &BmcClient,
+    action: &SimpleUpdate,
+    image_uri: &str,
+    targets: &[String],
+    apply: &str,
+) -> Result<Option<String>, BmcError> {
+    let body = action.body(image_uri, targets, apply);
+    let doc = client
+        .call(hyper::Method::POST, &action.target, Some(&body), &[])
+        .await?;
+    Ok(monitor_of(&doc))
+}
+
+/// The task monitor of an accepted (202) request: the `Location` header,
+/// else the task the body describes; `None` for a request done at once.
+fn monitor_of(doc: &Doc) -> Option<String> {
+    if doc.status != hyper::StatusCode::ACCEPTED {
+        return None;
+    }
+    let task = doc.body["@odata.type"]
+        .as_str()
+        .is_none_or(|t| t.contains("Task"));
+    doc.location.clone().or_else(|| {
+        doc.body["@odata.id"]
+            .as_str()
+            .filter(|_| task)
+            .map(str::to_owned)
+    })
 }
 
 /// How a task ended.
@@ -531,5 +588,45 @@ mod tests {
         assert!(text.contains(r#""@Redfish.OperationApplyTime":"Immediate""#));
         assert!(body.windows(image.len()).any(|w| w == image));
         assert!(text.ends_with(&format!("\r\n--{boundary}--\r\n")));
+    }
+
+    fn doc(status: u16, location: Option<&str>, body: Value) -> Doc {
+        Doc {
+            status: hyper::StatusCode::from_u16(status).unwrap(),
+            body,
+            etag: None,
+            location: location.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn monitor_comes_from_location_or_task_body() {
+        let task = json!({"@odata.id": "/redfish/v1/TaskService/Tasks/7", "@odata.type": "#Task.v1_5_0.Task"});
+        assert_eq!(
+            monitor_of(&doc(
+                202,
+                Some("/redfish/v1/TaskService/TaskMonitors/7"),
+                task.clone()
+            ))
+            .as_deref(),
+            Some("/redfish/v1/TaskService/TaskMonitors/7")
+        );
+        assert_eq!(
+            monitor_of(&doc(202, None, task)).as_deref(),
+            Some("/redfish/v1/TaskService/Tasks/7")
+        );
+        // Not a task: no monitor to follow.
+        let other = json!({"@odata.id": "/redfish/v1/UpdateService", "@odata.type": "#UpdateService.v1_11_0.UpdateService"});
+        assert_eq!(monitor_of(&doc(202, None, other)), None);
+        // Done at once.
+        assert_eq!(monitor_of(&doc(204, None, Value::Null)), None);
+        assert_eq!(
+            monitor_of(&doc(
+                200,
+                Some("/redfish/v1/TaskService/Tasks/1"),
+                Value::Null
+            )),
+            None
+        );
     }
 }

@@ -133,6 +133,10 @@ pub struct Flavour {
     /// The `UpdateService.SimpleUpdate` action target, where the vendor's
     /// own tree declares one.
     pub simple_update: Option<String>,
+    /// `MultipartHttpPushUri`, where the vendor's own tree declares one.
+    pub multipart_push: Option<String>,
+    /// `MaxImageSizeBytes`, where the vendor's own tree states it.
+    pub max_image_size: Option<u64>,
 }
 
 /// The flavour for `vendor`, built on first use.
@@ -339,6 +343,11 @@ fn build(vendor: Vendor) -> Flavour {
         .get("/redfish/v1/UpdateService")
         .and_then(|d| d["Actions"]["#UpdateService.SimpleUpdate"]["target"].as_str())
         .map(|t| t.trim_end_matches('/').to_owned());
+    let service = docs.get("/redfish/v1/UpdateService");
+    let multipart_push = service
+        .and_then(|d| d["MultipartHttpPushUri"].as_str())
+        .map(|t| t.trim_end_matches('/').to_owned());
+    let max_image_size = service.and_then(|d| d["MaxImageSizeBytes"].as_u64());
     let mut flavour = Flavour {
         vendor,
         docs,
@@ -359,6 +368,8 @@ fn build(vendor: Vendor) -> Flavour {
         session_type: "#Session.v1_0_0.Session".into(),
         task_type: "#Task.v1_4_3.Task".into(),
         simple_update,
+        multipart_push,
+        max_image_size,
     };
     prune_dangling(&mut flavour);
     flavour
@@ -391,6 +402,8 @@ fn prune_dangling(f: &mut Flavour) {
     // Dynamic members: GPU processors, sessions, tasks, GPU firmware.
     let gpus = format!("{}/GPU", f.processors);
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    // The upload endpoint takes POSTs only; it is served all the same.
+    let push = f.multipart_push.clone();
     let keep = |target: &str| {
         let path = target
             .split('#')
@@ -398,6 +411,7 @@ fn prune_dangling(f: &mut Flavour) {
             .unwrap_or(target)
             .trim_end_matches('/');
         served.contains(path)
+            || push.as_deref() == Some(path)
             || path.strip_prefix(gpus.as_str()).is_some_and(digits)
             || path
                 .strip_prefix("/redfish/v1/UpdateService/FirmwareInventory/GPU")

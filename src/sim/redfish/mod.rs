@@ -7,6 +7,7 @@
 pub mod bios;
 pub mod flavour;
 pub mod metadata;
+pub mod multipart;
 pub mod render;
 pub mod update;
 
@@ -238,7 +239,9 @@ impl Bmc {
         if path == "/redfish" && method == Method::GET {
             return json_reply(StatusCode::OK, &json!({"v1": "/redfish/v1/"}));
         }
-        if !path.starts_with("/redfish/v1") {
+        // Some BMCs take uploads outside the Redfish tree (Lenovo's `/mfwupdate`).
+        let push = self.flavour.multipart_push.as_deref() == Some(path.as_str());
+        if !path.starts_with("/redfish/v1") && !push {
             return error(
                 StatusCode::NOT_FOUND,
                 "ResourceMissingAtURI",
@@ -268,6 +271,9 @@ impl Bmc {
             .get(header::IF_MATCH)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        if push && method == Method::POST {
+            return self.multipart_push(req).await;
+        }
         let body = if method == Method::POST || method == Method::PATCH {
             match read_json(req).await {
                 Ok(v) => v,

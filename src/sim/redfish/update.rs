@@ -2,7 +2,9 @@
 //! package over HTTP, answers 202 with a task monitor, and the task moves
 //! on over simulated time; the new version shows in FirmwareInventory only
 //! once applied (when the task completes, or at the next system reset for
-//! `OnReset`). Update faults ([`UpdateFault`]) act here.
+//! `OnReset`). A multipart push to the vendor's `MultipartHttpPushUri`
+//! carries the package itself and runs the same task. Update faults
+//! ([`UpdateFault`]) act here.
 //!
 //! The virtual rack's package format: a text file whose first line is
 //! `kiln-sim-firmware component=<Id or Name> version=<version>`; anything
@@ -14,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use hyper::StatusCode;
 use hyper::header::{self, HeaderValue};
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use super::{Bmc, Reply, Task, TaskState, error, json_reply};
+use super::{Bmc, Reply, Task, TaskState, error, json_reply, multipart};
 use crate::sim::faults::UpdateFault;
 
 /// The first word of every virtual-rack firmware package.
@@ -24,6 +26,11 @@ pub const PACKAGE_MAGIC: &str = "kiln-sim-firmware";
 
 /// The most of a package the BMC reads (its header is all that matters).
 const PACKAGE_LIMIT: u64 = 64 << 10;
+
+/// The largest multipart upload taken where the vendor states no
+/// `MaxImageSizeBytes` (and the cap where it states more): the virtual
+/// rack's packages are small, and the simulator holds a body in memory.
+pub const PUSH_LIMIT: u64 = 16 << 20;
 
 /// Simulated time between two progress steps of an update task.
 const STEP: Duration = Duration::from_secs(5);
@@ -107,6 +114,22 @@ fn member_for<'a>(
     })
 }
 
+/// `@Redfish.OperationApplyTime` of an update request; 400 for one the
+/// BMC does not support.
+fn apply_time(params: &Value) -> Result<ApplyTime, Box<Reply>> {
+    Ok(match params["@Redfish.OperationApplyTime"].as_str() {
+        None | Some("Immediate") => ApplyTime::Immediate,
+        Some("OnReset") => ApplyTime::OnReset,
+        Some(other) => {
+            return Err(Box::new(error(
+                StatusCode::BAD_REQUEST,
+                "ActionParameterValueNotInList",
+                &format!("@Redfish.OperationApplyTime {other} is not supported"),
+            )));
+        }
+    })
+}
+
 impl Bmc {
     /// `POST …/Actions/UpdateService.SimpleUpdate`.
     pub(super) async fn simple_update(self: &Arc<Self>, body: &Value) -> Reply {
@@ -117,16 +140,9 @@ impl Bmc {
                 "ImageURI is required",
             );
         };
-        let apply = match body["@Redfish.OperationApplyTime"].as_str() {
-            None | Some("Immediate") => ApplyTime::Immediate,
-            Some("OnReset") => ApplyTime::OnReset,
-            Some(other) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "ActionParameterValueNotInList",
-                    &format!("@Redfish.OperationApplyTime {other} is not supported"),
-                );
-            }
+        let apply = match apply_time(body) {
+            Ok(a) => a,
+            Err(r) => return *r,
         };
         let text = match crate::sim::fetch::text(&uri, PACKAGE_LIMIT).await {
             Ok(t) => t,
@@ -138,8 +154,88 @@ impl Bmc {
                 );
             }
         };
+        self.start_update(&text, body["Targets"].get(0).and_then(Value::as_str), apply)
+    }
+
+    /// `POST` to `MultipartHttpPushUri`: an `UpdateParameters` JSON part
+    /// and an `UpdateFile` part holding the package, bounded by
+    /// `MaxImageSizeBytes` (or [`PUSH_LIMIT`]).
+    pub(super) async fn multipart_push<B: super::ReqBody>(
+        self: &Arc<Self>,
+        req: hyper::Request<B>,
+    ) -> Reply {
+        use http_body_util::BodyExt as _;
+        let bad = |why: &str| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "ActionParameterValueFormatError",
+                &format!("malformed multipart upload: {why}"),
+            )
+        };
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let boundary = match multipart::boundary(&content_type) {
+            Ok(b) => b,
+            Err(why) => return bad(&why),
+        };
+        let limit = self
+            .flavour
+            .max_image_size
+            .unwrap_or(PUSH_LIMIT)
+            .min(PUSH_LIMIT);
+        // The form's own framing adds a little to the image.
+        let limit = usize::try_from(limit)
+            .unwrap_or(usize::MAX)
+            .saturating_add(64 << 10);
+        let body = match http_body_util::Limited::new(req.into_body(), limit)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "PayloadTooLarge",
+                    "the image is larger than MaxImageSizeBytes",
+                );
+            }
+        };
+        let parts = match multipart::parts(&body, &boundary) {
+            Ok(p) => p,
+            Err(why) => return bad(&why),
+        };
+        let params = match parts.iter().find(|p| p.name == "UpdateParameters") {
+            None => json!({}),
+            Some(p) => match serde_json::from_slice::<Value>(p.data) {
+                Ok(v) if v.is_object() => v,
+                _ => return bad("UpdateParameters is not a JSON object"),
+            },
+        };
+        let Some(file) = parts.iter().find(|p| p.name == "UpdateFile") else {
+            return bad("no UpdateFile part");
+        };
+        let apply = match apply_time(&params) {
+            Ok(a) => a,
+            Err(r) => return *r,
+        };
+        let head = &file.data[..file.data.len().min(PACKAGE_LIMIT as usize)];
+        let text = String::from_utf8_lossy(head);
+        self.start_update(
+            &text,
+            params["Targets"].get(0).and_then(Value::as_str),
+            apply,
+        )
+    }
+
+    /// Checks a package (and the `rejected` fault), finds its component,
+    /// and starts the update task: 202 with its monitor, or 400 with why.
+    fn start_update(self: &Arc<Self>, text: &str, target: Option<&str>, apply: ApplyTime) -> Reply {
         let fault = self.node.faults.bmc.update;
-        let package = match parse_package(&text) {
+        let package = match parse_package(text) {
             Ok(_) if fault == UpdateFault::Rejected => {
                 Err("the image failed signature verification".to_owned())
             }
@@ -154,7 +250,7 @@ impl Bmc {
             .render(inventory)
             .map(|d| super::render::member_ids(&d))
             .unwrap_or_default();
-        let target = match body["Targets"].get(0).and_then(Value::as_str) {
+        let target = match target {
             Some(t) => members
                 .iter()
                 .find(|m| m.trim_end_matches('/') == t.trim_end_matches('/')),
