@@ -2,6 +2,8 @@
 //! basic auth, TLS 1.2): a Redfish service kiln did not write. Power with
 //! its real 1–11 s delays, boot override, and virtual-media insert/eject of
 //! an ISO kiln's test serves — each checked with curl against the emulator.
+//! Its fake driver has no BIOS: kiln must see none, and a forced write is
+//! refused (501).
 //!
 //! Needs Python and PyPI (sushy-tools is installed into a venv by
 //! `tests/interop/setup-python.sh`). `KILN_SKIP_INTEROP=1` skips it on a
@@ -164,4 +166,51 @@ fn kiln_drives_sushy_tools() {
     let o = ok(&kiln(dir.path(), &["--json", "bmc", "power", "off"]));
     assert_eq!(o["after"], "Off");
     assert_eq!(curl(&sushy, &system)["PowerState"], "Off");
+}
+
+/// sushy-tools' fake driver has no BIOS (its `get_bios`/`set_bios` raise
+/// `NotSupportedError`), so the system links none and `BIOS` answers 501.
+/// kiln's BIOS step must see "no BIOS" rather than fail, and a write forced
+/// at the usual paths must come back as a refused request, not a hang.
+#[tokio::test]
+async fn kiln_sees_no_bios_on_sushy_fake_driver() {
+    if common::skip_interop("sushy-tools", None) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sushy = start(&dir.path().join("sushy"));
+    let system_path = sushy.info["system"].as_str().unwrap().to_owned();
+    let pin = sushy.info["fingerprint"].as_str().unwrap();
+    let tls = kiln::bmc::tls::pinned(pin.parse().unwrap()).unwrap();
+    let options = kiln::bmc::transport::TransportOptions {
+        request_timeout: std::time::Duration::from_secs(10),
+        ..Default::default()
+    };
+    let transport = kiln::bmc::transport::Transport::new(IP, PORT.parse().unwrap(), tls, options);
+    let client = kiln::bmc::client::BmcClient::new(
+        "sushy-1",
+        transport,
+        "admin",
+        kiln::secret::Secret::new("sushy-pass".to_owned()),
+    );
+
+    let system = client.get(&system_path).await.unwrap();
+    assert!(system.get("Bios").is_none(), "{system}");
+    assert_eq!(
+        kiln::bmc::update::bios(&client, &system).await.unwrap(),
+        None
+    );
+
+    let path = format!("{system_path}/BIOS");
+    let forced = kiln::bmc::update::Bios {
+        settings: Some(format!("{path}/Settings")),
+        path,
+        ..Default::default()
+    };
+    let mut changes = serde_json::Map::new();
+    changes.insert("BootMode".into(), Value::from("Uefi"));
+    let err = kiln::bmc::update::write_bios(&client, &forced, changes)
+        .await
+        .unwrap_err();
+    assert!(err.is_absent(), "{err}");
 }

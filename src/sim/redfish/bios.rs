@@ -161,6 +161,22 @@ mod tests {
     }
 
     #[test]
+    fn settings_objects_the_mockup_did_not_crawl_stay_linked() {
+        // Supermicro's `Bios/SD` and Lenovo's `Bios/Pending` are served here,
+        // so pruning dangling links must keep them.
+        for v in [
+            Vendor::Generic,
+            Vendor::Dell,
+            Vendor::Supermicro,
+            Vendor::Lenovo,
+        ] {
+            assert!(settings_path(&flavour(v)).is_some(), "{v:?}");
+        }
+        // HPE's mockup has no Bios resource at all.
+        assert!(bios_path(&flavour(Vendor::Hpe)).is_none());
+    }
+
+    #[test]
     fn the_bios_resource_shows_applied_values() {
         let f = flavour(Vendor::Dell);
         let bios = bios_path(&f).unwrap();

@@ -389,6 +389,8 @@ pub fn generated_paths(f: &Flavour) -> BTreeSet<String> {
     out.insert(format!("{}/Thermal", f.chassis));
     out.insert("/redfish/v1/$metadata".into());
     out.insert("/redfish/v1/odata".into());
+    // A settings object the mockup links but did not crawl (bios.rs serves it).
+    out.extend(super::bios::settings_path(f));
     out
 }
 
