@@ -150,3 +150,86 @@ fn the_firmware_stage_brings_nodes_to_the_baseline_and_faults_end_only_their_nod
         assert_eq!(step_status(&rack, 0, step), "skipped", "{step}");
     }
 }
+
+/// The first running FirmwareInventory member of node 0 with a one-word
+/// version, and that version.
+fn running_member(rack: &Rack) -> (String, String) {
+    let inv = rack.get(0, "/redfish/v1/UpdateService/FirmwareInventory");
+    inv["Members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["@odata.id"].as_str())
+        .map(|path| rack.get(0, path))
+        .filter(|doc| !doc["Id"].as_str().unwrap().starts_with("Previous-"))
+        .find_map(|doc| {
+            // The virtual rack's package header is space-separated.
+            let version = doc["Version"]
+                .as_str()
+                .filter(|v| !v.is_empty() && !v.contains(' '))?;
+            Some((doc["Id"].as_str()?.to_owned(), version.to_owned()))
+        })
+        .unwrap()
+}
+
+#[test]
+fn every_vendor_flavour_is_brought_to_the_baseline() {
+    for (k, flavour) in ["dell", "hpe", "supermicro", "lenovo"]
+        .into_iter()
+        .enumerate()
+    {
+        let net = 171 + k as u8;
+        let rack = Rack::start(RackSpec {
+            net,
+            imaged: false,
+            flavour,
+            ..RackSpec::default()
+        });
+        let dir = rack.dir.path();
+        let (id, version) = running_member(&rack);
+        let wanted = format!("{version}.1");
+        let package = format!("kiln-sim-firmware component={id} version={wanted}\n");
+        std::fs::write(dir.join("fw.bin"), &package).unwrap();
+        let sha256 = {
+            use sha2::Digest as _;
+            let d = sha2::Sha256::digest(package.as_bytes());
+            d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        let builtin = include_str!("../inventories/profiles/hgx-h100-80gb-8x.yaml");
+        let text = builtin.replace("name: hgx-h100-80gb-8x", "name: hgx-fw")
+            + &format!(
+                "firmware:\n  - component: part\n    match: {{ id: \"{id}\" }}\n    minimum: \"{wanted}\"\n    package: {{ path: fw.bin, sha256: {sha256} }}\n    apply: on_reset\n"
+            );
+        std::fs::create_dir_all(dir.join("profiles")).unwrap();
+        std::fs::write(dir.join("profiles/hgx-fw.yaml"), text).unwrap();
+        let site = dir.join("site.yaml");
+        let inventory = std::fs::read_to_string(&site).unwrap();
+        std::fs::write(
+            &site,
+            inventory.replace("hardware: hgx-h100-80gb-8x", "hardware: hgx-fw"),
+        )
+        .unwrap();
+        assert!(kiln(&rack, &["bmc", "trust"]).status.success());
+        let bind = format!("127.{net}.9.1:0");
+        let out = kiln(
+            &rack,
+            &[
+                "provision",
+                "--stages",
+                "preflight,firmware",
+                "--bind",
+                &bind,
+                "--boot-timeout",
+                "5s",
+            ],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{flavour} ({id} {version} → {wanted}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(step_status(&rack, 0, "reset"), "done", "{flavour}");
+    }
+}

@@ -6,6 +6,15 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+/// The SHA-256 of `bytes`, as 64 lower-case hex digits.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Hashes the file at `path`, calling `progress(bytes_done)` as it goes.
 pub fn sha256_file(path: &Path, mut progress: impl FnMut(u64)) -> std::io::Result<String> {
     let mut file = std::fs::File::open(path)?;
@@ -23,9 +32,5 @@ pub fn sha256_file(path: &Path, mut progress: impl FnMut(u64)) -> std::io::Resul
         done += n as u64;
         progress(done);
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hex(&hasher.finalize()))
 }

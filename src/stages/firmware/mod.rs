@@ -244,27 +244,33 @@ async fn update_components(cx: &NodeCx, setup: &FirmwareSetup) -> anyhow::Result
         let apply = component.apply.redfish();
         let started = match &method {
             UpdateMethod::Pull(action) => {
-                let body = action.body(&package.url, &[], apply);
-                cx.bmc()
-                    .call(hyper::Method::POST, &action.target, Some(&body), &[])
-                    .await
+                update::simple_update(cx.bmc(), action, &package.url, &[], apply).await
             }
-            UpdateMethod::Push(_) => {
-                return fail(
-                    format!(
-                        "{}: the BMC takes only multipart uploads, which kiln cannot send yet",
-                        component.component
-                    ),
-                    &metrics,
-                );
+            UpdateMethod::Push(uri) => {
+                // A push sends the package itself (BMCs without
+                // SimpleUpdate take no URL): read once, after its digest
+                // was checked when the run started.
+                let image = tokio::fs::read(&package.file).await?;
+                let digest = crate::imaging::verify::sha256_hex(&image);
+                if Some(&digest) != component.package.as_ref().map(|p| &p.sha256) {
+                    return fail(
+                        format!(
+                            "{}: {} changed since the run started (SHA-256 {digest})",
+                            component.component,
+                            package.file.display()
+                        ),
+                        &metrics,
+                    );
+                }
+                update::push(cx.bmc(), uri, &[], apply, &package.name, &image).await
             }
         };
         let method_name = match &method {
             UpdateMethod::Pull(_) => "SimpleUpdate",
             UpdateMethod::Push(_) => "MultipartHttpPushUri",
         };
-        let reply = match started {
-            Ok(reply) => reply,
+        let monitor = match started {
+            Ok(monitor) => monitor,
             Err(e) => {
                 return fail(
                     format!(
@@ -276,11 +282,6 @@ async fn update_components(cx: &NodeCx, setup: &FirmwareSetup) -> anyhow::Result
                 );
             }
         };
-        let monitor = reply
-            .location
-            .clone()
-            .or_else(|| reply.body["@odata.id"].as_str().map(str::to_owned))
-            .filter(|_| reply.status == hyper::StatusCode::ACCEPTED);
         let end = match monitor {
             Some(monitor) => {
                 let node = cx.node.name.clone();
