@@ -68,6 +68,10 @@ pub enum Command {
     /// media, inventory, sensors, certificate trust.
     #[command(subcommand)]
     Bmc(BmcCommand),
+    /// Check the selected nodes' firmware and BIOS against their hardware
+    /// profiles' baselines, or bring them to it.
+    #[command(subcommand)]
+    Firmware(FirmwareCommand),
     /// Run a command on every selected node over SSH; output is streamed
     /// prefixed by node, then grouped (like `dshbak -c`).
     Exec(ExecArgs),
@@ -589,6 +593,34 @@ fn parse_size(text: &str) -> Result<u64, String> {
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     crate::yaml::decode::parse_duration(text)
+}
+
+/// `kiln firmware …`
+#[derive(Debug, Subcommand)]
+pub enum FirmwareCommand {
+    /// Read each node's firmware inventory and BIOS and name what falls
+    /// short of the baseline; exit 1 when some node does.
+    Check(BmcTarget),
+    /// Run the `preflight` and `firmware` stages on the selected nodes.
+    Update(FirmwareUpdateArgs),
+}
+
+/// `kiln firmware update`
+#[derive(Debug, Args)]
+pub struct FirmwareUpdateArgs {
+    /// Which nodes: name globs and ranges (r01-n[01-08]), rack:NAME,
+    /// label=VALUE; `,` for either, `&` for both, `!` for not.
+    #[arg(short, long, value_name = "EXPR")]
+    pub select: Option<String>,
+    /// Allow updating nodes marked `in_service`.
+    #[arg(long)]
+    pub allow_in_service: bool,
+    /// Nodes worked on at once (default: the inventory's limits.concurrency).
+    #[arg(short = 'c', long, value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// Longest wait for one Redfish request.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub bmc_timeout: std::time::Duration,
 }
 
 /// `kiln bmc …`
