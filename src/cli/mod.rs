@@ -621,6 +621,13 @@ pub struct FirmwareUpdateArgs {
     /// Longest wait for one Redfish request.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub bmc_timeout: std::time::Duration,
+    /// The boot server BMCs pull packages from: address and port (port 0:
+    /// any free one).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:8080")]
+    pub bind: std::net::SocketAddr,
+    /// The URL BMCs reach the boot server at (needed when binding 0.0.0.0).
+    #[arg(long, value_name = "URL")]
+    pub advertise: Option<String>,
 }
 
 /// `kiln bmc …`

@@ -10,7 +10,7 @@ use crate::bmc::client::BmcError;
 use crate::cli::{BmcTarget, FirmwareCommand, FirmwareUpdateArgs};
 use crate::commands::Ctx;
 use crate::commands::bmc::Work;
-use crate::commands::provision::{self, Request};
+use crate::commands::provision::{self, ImagingRequest, Request};
 use crate::exit::ExitStatus;
 use crate::pipeline::progress::Progress;
 use crate::profiles::HardwareProfile;
@@ -105,6 +105,11 @@ fn update(ctx: &Ctx, args: &FirmwareUpdateArgs) -> anyhow::Result<ExitStatus> {
         allow_in_service: args.allow_in_service,
         concurrency: args.concurrency,
         bmc_timeout: Some(args.bmc_timeout),
+        imaging: ImagingRequest {
+            bind: Some(args.bind),
+            advertise: args.advertise.clone(),
+            ..ImagingRequest::default()
+        },
         ..Request::default()
     };
     let mode = Progress::mode_for(ctx.printer.json, ctx.printer.quiet);
