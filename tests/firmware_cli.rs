@@ -72,7 +72,8 @@ fn check_names_the_shortfall_and_passes_after_update() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("bmc"), "{text}");
+    assert!(text.contains("bmc: BMC at"), "{text}");
+    assert!(text.contains("9.9.9"), "{text}");
     let out = kiln(&rack, &["--json", "firmware", "check"]);
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["nodes"][0]["result"]["meets"], false, "{doc}");

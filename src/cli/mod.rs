@@ -69,7 +69,7 @@ pub enum Command {
     #[command(subcommand)]
     Bmc(BmcCommand),
     /// Check the selected nodes' firmware and BIOS against their hardware
-    /// profiles' baselines, or bring them to it.
+    /// profiles' baselines, or update them to it.
     #[command(subcommand)]
     Firmware(FirmwareCommand),
     /// Run a command on every selected node over SSH; output is streamed
