@@ -1005,4 +1005,22 @@ mod tests {
             assert!(matches!(cli.command, Command::Provision(a) if a.allow_in_service));
         }
     }
+
+    #[test]
+    fn firmware_update_takes_the_selection_and_the_in_service_guard() {
+        let cli = Cli::try_parse_from([
+            "kiln",
+            "firmware",
+            "update",
+            "-s",
+            "rack:r01",
+            "--allow-in-service",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Firmware(FirmwareCommand::Update(a))
+                if a.allow_in_service && a.select.as_deref() == Some("rack:r01")
+        ));
+    }
 }
