@@ -68,6 +68,10 @@ pub enum Command {
     /// media, inventory, sensors, certificate trust.
     #[command(subcommand)]
     Bmc(BmcCommand),
+    /// Check the selected nodes' firmware and BIOS against their hardware
+    /// profiles' baselines, or update them to it.
+    #[command(subcommand)]
+    Firmware(FirmwareCommand),
     /// Run a command on every selected node over SSH; output is streamed
     /// prefixed by node, then grouped (like `dshbak -c`).
     Exec(ExecArgs),
@@ -591,6 +595,41 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     crate::yaml::decode::parse_duration(text)
 }
 
+/// `kiln firmware …`
+#[derive(Debug, Subcommand)]
+pub enum FirmwareCommand {
+    /// Read each node's firmware inventory and BIOS and name what falls
+    /// short of the baseline; exit 1 when some node does.
+    Check(BmcTarget),
+    /// Run the `preflight` and `firmware` stages on the selected nodes.
+    Update(FirmwareUpdateArgs),
+}
+
+/// `kiln firmware update`
+#[derive(Debug, Args)]
+pub struct FirmwareUpdateArgs {
+    /// Which nodes: name globs and ranges (r01-n[01-08]), rack:NAME,
+    /// label=VALUE; `,` for either, `&` for both, `!` for not.
+    #[arg(short, long, value_name = "EXPR")]
+    pub select: Option<String>,
+    /// Allow updating nodes marked `in_service`.
+    #[arg(long)]
+    pub allow_in_service: bool,
+    /// Nodes worked on at once (default: the inventory's limits.concurrency).
+    #[arg(short = 'c', long, value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// Longest wait for one Redfish request.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub bmc_timeout: std::time::Duration,
+    /// The boot server BMCs pull packages from: address and port (port 0:
+    /// any free one).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:8080")]
+    pub bind: std::net::SocketAddr,
+    /// The URL BMCs reach the boot server at (needed when binding 0.0.0.0).
+    #[arg(long, value_name = "URL")]
+    pub advertise: Option<String>,
+}
+
 /// `kiln bmc …`
 #[derive(Debug, Subcommand)]
 pub enum BmcCommand {
@@ -965,5 +1004,23 @@ mod tests {
             let cli = Cli::try_parse_from(["kiln", "provision", "--allow-in-service"]).unwrap();
             assert!(matches!(cli.command, Command::Provision(a) if a.allow_in_service));
         }
+    }
+
+    #[test]
+    fn firmware_update_takes_the_selection_and_the_in_service_guard() {
+        let cli = Cli::try_parse_from([
+            "kiln",
+            "firmware",
+            "update",
+            "-s",
+            "rack:r01",
+            "--allow-in-service",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Firmware(FirmwareCommand::Update(a))
+                if a.allow_in_service && a.select.as_deref() == Some("rack:r01")
+        ));
     }
 }

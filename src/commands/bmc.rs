@@ -224,17 +224,17 @@ async fn dispatch(ctx: &Ctx, cmd: BmcCommand) -> anyhow::Result<ExitStatus> {
 
 /// One node's outcome.
 #[derive(Serialize)]
-struct Row<T> {
-    node: String,
+pub(crate) struct Row<T> {
+    pub(crate) node: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    result: Option<T>,
+    pub(crate) result: Option<T>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 /// The selected nodes and everything needed to reach their BMCs.
-struct Work {
-    inventory: Inventory,
+pub(crate) struct Work {
+    pub(crate) inventory: Inventory,
     names: Vec<String>,
     concurrency: usize,
     options: TransportOptions,
@@ -244,7 +244,7 @@ struct Work {
 }
 
 impl Work {
-    fn new(ctx: &Ctx, target: &BmcTarget) -> anyhow::Result<Work> {
+    pub(crate) fn new(ctx: &Ctx, target: &BmcTarget) -> anyhow::Result<Work> {
         let inventory = ctx.load_inventory()?;
         let state = state_dir(ctx.inventory_path()?);
         let selection = match &target.select {
@@ -275,7 +275,7 @@ impl Work {
         })
     }
 
-    fn nodes(&self) -> Vec<&Node> {
+    pub(crate) fn nodes(&self) -> Vec<&Node> {
         self.names
             .iter()
             .filter_map(|n| self.inventory.node(n))
@@ -284,7 +284,7 @@ impl Work {
 
     /// Discovers each BMC's layout, runs `op` on it, and logs out.
     /// `report` prints a line per finished node (for long, changing work).
-    async fn run<T, F, Fut>(&self, report: bool, op: F) -> Vec<Row<T>>
+    pub(crate) async fn run<T, F, Fut>(&self, report: bool, op: F) -> Vec<Row<T>>
     where
         T: Send + 'static,
         F: Fn(Arc<BmcClient>, Arc<Layout>) -> Fut + Send + Sync + 'static,
@@ -364,7 +364,7 @@ impl Work {
     }
 
     /// Prints the rows (a table, or JSON) and the failures; exit 1 if any.
-    fn finish<T: Serialize>(
+    pub(crate) fn finish<T: Serialize>(
         &self,
         ctx: &Ctx,
         rows: &[Row<T>],

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod demo_cloud;
 pub mod demo_vm;
 pub mod drivers;
+pub mod firmware;
 pub mod image;
 pub mod image_build;
 pub mod inventory;
@@ -141,6 +142,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Report(args) => report::run(&ctx, &args),
         Command::Image(cmd) => image::run(&ctx, cmd),
         Command::Drivers(cmd) => drivers::run(&ctx, cmd),
+        Command::Firmware(cmd) => firmware::run(&ctx, cmd),
         Command::Serve(args) => serve::run(&ctx, &args),
         Command::Render(args) => render::run(&ctx, &args),
         Command::Keys(cmd) => keys::keys(&ctx, cmd),

@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::bmc::client::BmcError;
-use crate::bmc::discover::link;
+use crate::bmc::client::{BmcClient, BmcError};
+use crate::bmc::discover::{Layout, link};
 use crate::bmc::facts::{self, Firmware};
 use crate::bmc::ops::{self, PowerOp, Waits};
 use crate::bmc::update::{self, Bios, TaskEnd, UpdateMethod, UpdateService};
@@ -90,7 +90,8 @@ impl StageDef for FirmwareStage {
     }
 }
 
-fn has_baseline(p: &crate::profiles::HardwareProfile) -> bool {
+/// Whether a hardware profile sets any firmware or BIOS baseline.
+pub fn has_baseline(p: &crate::profiles::HardwareProfile) -> bool {
     !p.firmware.is_empty()
         || !p.bios.attributes.is_empty()
         || p.bios.boot_mode.is_some()
@@ -191,7 +192,14 @@ pub async fn run(cx: &NodeCx, steps: &mut Steps) -> Result<(), Stop> {
 
 /// The BMC's update service and firmware inventory.
 async fn read_inventory(cx: &NodeCx) -> Result<(Option<UpdateService>, Vec<Firmware>), BmcError> {
-    let client = cx.bmc();
+    inventory_of(cx.bmc()).await
+}
+
+/// A BMC's update service (none when it offers no `UpdateService`) and
+/// firmware inventory: shared by the stage and `kiln firmware check`.
+pub async fn inventory_of(
+    client: &BmcClient,
+) -> Result<(Option<UpdateService>, Vec<Firmware>), BmcError> {
     let Some(path) = link(&client.get("/redfish/v1").await?["UpdateService"]) else {
         return Ok((None, Vec::new()));
     };
@@ -329,21 +337,31 @@ async fn update_components(cx: &NodeCx, setup: &FirmwareSetup) -> anyhow::Result
 /// The system's BIOS and secure-boot state, and where secure boot is set.
 async fn read_bios(cx: &NodeCx) -> anyhow::Result<(Option<Bios>, Option<bool>, Option<String>)> {
     let layout = cx.layout().await?;
-    let system = cx.bmc().get(&layout.system).await?;
-    let bios = update::bios(cx.bmc(), &system).await?;
+    Ok(bios_of(cx.bmc(), &layout).await?)
+}
+
+/// A system's BIOS, whether Secure Boot is on, and the Secure Boot
+/// resource's path: shared by the stage and `kiln firmware check`.
+pub async fn bios_of(
+    client: &BmcClient,
+    layout: &Layout,
+) -> Result<(Option<Bios>, Option<bool>, Option<String>), BmcError> {
+    let system = client.get(&layout.system).await?;
+    let bios = update::bios(client, &system).await?;
     let secure = link(&system["SecureBoot"]);
     let enabled = match &secure {
-        Some(path) => match cx.bmc().get(path).await {
+        Some(path) => match client.get(path).await {
             Ok(doc) => doc["SecureBootEnable"].as_bool(),
             Err(e) if e.is_absent() => None,
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         },
         None => None,
     };
     Ok((bios, enabled, secure))
 }
 
-fn vendor(cx_layout: &crate::bmc::discover::Layout) -> String {
+/// The vendor name BIOS attribute aliases are keyed by.
+pub fn vendor(cx_layout: &Layout) -> String {
     format!("{:?}", cx_layout.identity.vendor).to_lowercase()
 }
 
