@@ -20,6 +20,8 @@ use serde_json::Value;
 
 const IP: &str = "127.219.0.1";
 const PORT: &str = "8444";
+/// The BIOS test's emulator.
+const BIOS_IP: &str = "127.219.0.4";
 
 struct Sushy {
     work: PathBuf,
@@ -34,9 +36,11 @@ impl Drop for Sushy {
     }
 }
 
-fn start(work: &Path) -> Sushy {
+/// Starts an emulator on `ip` (each test its own: nextest runs them at
+/// once).
+fn start(work: &Path, ip: &str) -> Sushy {
     let out = Command::new(common::root().join("tests/interop/sushy/start.sh"))
-        .args([IP, PORT])
+        .args([ip, PORT])
         .arg(work)
         .output()
         .expect("start.sh runs");
@@ -96,7 +100,7 @@ fn kiln_drives_sushy_tools() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let sushy = start(&dir.path().join("sushy"));
+    let sushy = start(&dir.path().join("sushy"), IP);
     let fingerprint = sushy.info["fingerprint"].as_str().unwrap();
     let system = sushy.info["system"].as_str().unwrap().to_owned();
     std::fs::write(
@@ -178,7 +182,7 @@ async fn kiln_sees_no_bios_on_sushy_fake_driver() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let sushy = start(&dir.path().join("sushy"));
+    let sushy = start(&dir.path().join("sushy"), BIOS_IP);
     let system_path = sushy.info["system"].as_str().unwrap().to_owned();
     let pin = sushy.info["fingerprint"].as_str().unwrap();
     let tls = kiln::bmc::tls::pinned(pin.parse().unwrap()).unwrap();
@@ -186,7 +190,7 @@ async fn kiln_sees_no_bios_on_sushy_fake_driver() {
         request_timeout: std::time::Duration::from_secs(10),
         ..Default::default()
     };
-    let transport = kiln::bmc::transport::Transport::new(IP, PORT.parse().unwrap(), tls, options);
+    let transport = kiln::bmc::transport::Transport::new(BIOS_IP, PORT.parse().unwrap(), tls, options);
     let client = kiln::bmc::client::BmcClient::new(
         "sushy-1",
         transport,
