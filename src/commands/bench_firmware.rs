@@ -48,9 +48,9 @@ pub fn run(
     let _ = std::fs::remove_dir_all(&dir);
     let report = result?;
     if ctx.printer.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        ctx.printer.json_data(&report)?;
     } else {
-        println!(
+        ctx.printer.data(&format!(
             "firmware check, baseline met: {:.1} BMC requests per node (preflight alone: {:.1})\nupdate wave: {} nodes, {} per rack at once: {:.2} s; one node alone {:.2} s; bound {:.2} s; wall/bound {:.2}; {} accepted",
             report["check"]["requests_per_node"].as_f64().unwrap_or(0.0),
             report["check"]["preflight_requests_per_node"]
@@ -63,7 +63,7 @@ pub fn run(
             report["wave"]["bound_s"].as_f64().unwrap_or(0.0),
             report["wave"]["ratio"].as_f64().unwrap_or(0.0),
             report["wave"]["accepted"],
-        );
+        ));
     }
     Ok(ExitStatus::Success)
 }
