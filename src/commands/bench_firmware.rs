@@ -51,7 +51,7 @@ pub fn run(
         ctx.printer.json_data(&report)?;
     } else {
         ctx.printer.data(&format!(
-            "firmware check, baseline met: {:.1} BMC requests per node (preflight alone: {:.1})\nupdate wave: {} nodes, {} per rack at once: {:.2} s; one node alone {:.2} s; bound {:.2} s; wall/bound {:.2}; {} accepted",
+            "firmware check, baseline met: {:.1} BMC requests per node (preflight alone: {:.1})\nupdate wave: {} nodes, {} per rack at once: {:.2} s; one node alone {:.2} s; bound {:.2} s; wall/bound {:.2}; {} accepted\n",
             report["check"]["requests_per_node"].as_f64().unwrap_or(0.0),
             report["check"]["preflight_requests_per_node"]
                 .as_f64()
