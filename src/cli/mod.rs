@@ -895,6 +895,24 @@ pub enum BenchCommand {
         #[arg(long)]
         keep: bool,
     },
+    /// The firmware stage on an in-process virtual rack (racks of 8):
+    /// BMC requests per node for a baseline check that updates nothing,
+    /// and an update wave's wall time against one node alone times the
+    /// rack's waves, measured in the same run.
+    Firmware {
+        /// Nodes below the baseline, rounded up to whole racks.
+        #[arg(long, default_value_t = 1000)]
+        nodes: u32,
+        /// Nodes of a rack updating at once (`limits.firmware.per_rack`).
+        #[arg(long, default_value_t = 4)]
+        per_rack: usize,
+        /// Simulated seconds per real second.
+        #[arg(long, default_value_t = 1000.0)]
+        time_scale: f64,
+        /// BMCs on 127.NET.x.x (tests pick one no other test uses).
+        #[arg(long, default_value_t = 178, hide = true)]
+        net: u8,
+    },
     /// Time checking a generated site against parsing the same YAML alone.
     Inventory {
         /// Nodes in the generated site (racks of 20).

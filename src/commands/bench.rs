@@ -37,6 +37,12 @@ pub fn run(ctx: &Ctx, cmd: BenchCommand) -> anyhow::Result<ExitStatus> {
             clients,
             runs,
         } => super::bench_bootserver::run(ctx, size, clients, runs),
+        BenchCommand::Firmware {
+            nodes,
+            per_rack,
+            time_scale,
+            net,
+        } => super::bench_firmware::run(ctx, nodes, per_rack, time_scale, net),
         BenchCommand::Deploy { vms, dir } => super::bench_deploy::run(ctx, vms, dir),
         BenchCommand::Ssh {
             hosts,

@@ -304,7 +304,10 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 }
 
 /// Records every BMC's certificate on first contact, as `kiln bmc trust`.
-async fn trust_all(inventory: &crate::inventory::Inventory, site: &Path) -> anyhow::Result<()> {
+pub(crate) async fn trust_all(
+    inventory: &crate::inventory::Inventory,
+    site: &Path,
+) -> anyhow::Result<()> {
     let path = TrustStore::path_in(&state_dir(site));
     let store = Arc::new(std::sync::Mutex::new(TrustStore::load(&path)?));
     let items: Vec<TrustTarget> = inventory.nodes.iter().map(TrustTarget::of).collect();

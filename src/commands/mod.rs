@@ -5,6 +5,7 @@ pub mod bench;
 pub mod bench_bmc;
 pub mod bench_bootserver;
 pub mod bench_deploy;
+pub mod bench_firmware;
 pub mod bench_fleet;
 pub mod bench_ssh;
 pub mod bmc;
