@@ -190,7 +190,8 @@ async fn kiln_sees_no_bios_on_sushy_fake_driver() {
         request_timeout: std::time::Duration::from_secs(10),
         ..Default::default()
     };
-    let transport = kiln::bmc::transport::Transport::new(BIOS_IP, PORT.parse().unwrap(), tls, options);
+    let transport =
+        kiln::bmc::transport::Transport::new(BIOS_IP, PORT.parse().unwrap(), tls, options);
     let client = kiln::bmc::client::BmcClient::new(
         "sushy-1",
         transport,
