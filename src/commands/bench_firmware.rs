@@ -197,7 +197,12 @@ fn write_site(
         )
         .replacen(
             "racks:\n",
-            &format!("limits:\n  firmware:\n    per_rack: {per_rack}\nracks:\n"),
+            // A whole rack powers on in one wave: the bench measures the
+            // firmware bound, and the single node it is compared with never
+            // waits for a second power-on wave (`bench fleet` measures those).
+            &format!(
+                "limits:\n  firmware:\n    per_rack: {per_rack}\n  power_on:\n    per_rack: {in_rack}\nracks:\n"
+            ),
             1,
         );
     let site = dir.join("site.yaml");
