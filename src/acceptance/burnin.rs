@@ -26,7 +26,7 @@ use super::{NodeCtx, artifact_path, capture, judgement_metrics, limits, node_spr
 use crate::judge::{
     Judgement, Verdict, judge_dcgm, judge_dmesg, judge_gpu_burn, judge_nvidia_smi, judge_nvlink,
 };
-use crate::pipeline::record::StepMetrics;
+use crate::pipeline::record::{StepMetrics, step_metrics};
 use crate::pipeline::step::{Outcome, Steps, Stop};
 use crate::profiles::HardwareProfile;
 use crate::profiles::hardware::BurninTool;
@@ -433,17 +433,13 @@ async fn burn(
     Ok(outcome)
 }
 
-/// The `burn` step's GPU telemetry, as the HTML report plots it.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct BurnTelemetry {
-    /// The samples, in the order they were taken; empty when none were.
-    #[serde(default)]
-    pub telemetry: Vec<TelemetrySample>,
-}
-
-impl StepMetrics for BurnTelemetry {
-    const STAGE: &'static str = STAGE;
-    const STEP: &'static str = "burn";
+step_metrics! {
+    STAGE, "burn",
+    /// The `burn` step's GPU telemetry, as the HTML report plots it.
+    pub struct BurnTelemetry {
+        /// The samples, in the order they were taken; empty when none were.
+        pub telemetry: Vec<TelemetrySample>,
+    }
 }
 
 /// One GPU's reading at one moment of the burn.

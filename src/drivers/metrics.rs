@@ -5,70 +5,57 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::pipeline::record::StepMetrics;
+use crate::pipeline::record::step_metrics;
 
 /// The drivers stage's name in the journal.
 const STAGE: &str = "drivers";
 
-/// `inspect`: how the node differs from the pinned versions.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct InspectMetrics {
-    /// One sentence per difference; empty when already converged.
-    #[serde(default)]
-    pub differences: Vec<String>,
+step_metrics! {
+    STAGE, "inspect",
+    /// `inspect`: how the node differs from the pinned versions.
+    pub struct InspectMetrics {
+        /// One sentence per difference; empty when already converged.
+        pub differences: Vec<String>,
+    }
 }
 
-impl StepMetrics for InspectMetrics {
-    const STAGE: &'static str = STAGE;
-    const STEP: &'static str = "inspect";
+step_metrics! {
+    STAGE, "install",
+    /// `install` and `settle`: what the install script asked for.
+    pub struct ScriptMetrics {
+        /// The script's last line asked for a reboot.
+        pub reboot: bool,
+        /// How the script ended, in words.
+        pub exit: Value,
+    }
 }
 
-/// `install` and `settle`: what the install script asked for.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ScriptMetrics {
-    /// The script's last line asked for a reboot.
-    #[serde(default)]
-    pub reboot: bool,
-    /// How the script ended, in words.
-    #[serde(default)]
-    pub exit: Value,
-}
-
-impl StepMetrics for ScriptMetrics {
-    const STAGE: &'static str = STAGE;
-    const STEP: &'static str = "install";
-}
-
-/// `verify`: versions, OS, kernel and GPUs as the node reports them; the
-/// acceptance record's software and nvidia-smi identity parts.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct VerifyMetrics {
-    /// The loaded driver's version.
-    pub driver: Option<String>,
-    /// The CUDA toolkit's version, when installed.
-    pub cuda: Option<String>,
-    /// Fabric Manager's version (NVSwitch systems).
-    pub fabricmanager: Option<String>,
-    /// DCGM's version.
-    pub dcgm: Option<String>,
-    /// NCCL's version.
-    pub nccl: Option<String>,
-    /// The OS.
-    pub os: Option<String>,
-    /// The running kernel.
-    pub kernel: Option<String>,
-    /// The open kernel modules are installed.
-    pub open_kernel_modules: bool,
-    /// `nvidia_peermem` is loaded.
-    pub nvidia_peermem: bool,
-    /// The GPUs nvidia-smi lists.
-    pub gpus: Option<Vec<VerifyGpu>>,
-}
-
-impl StepMetrics for VerifyMetrics {
-    const STAGE: &'static str = STAGE;
-    const STEP: &'static str = "verify";
+step_metrics! {
+    STAGE, "verify",
+    /// `verify`: versions, OS, kernel and GPUs as the node reports them; the
+    /// acceptance record's software and nvidia-smi identity parts.
+    pub struct VerifyMetrics {
+        /// The loaded driver's version.
+        pub driver: Option<String>,
+        /// The CUDA toolkit's version, when installed.
+        pub cuda: Option<String>,
+        /// Fabric Manager's version (NVSwitch systems).
+        pub fabricmanager: Option<String>,
+        /// DCGM's version.
+        pub dcgm: Option<String>,
+        /// NCCL's version.
+        pub nccl: Option<String>,
+        /// The OS.
+        pub os: Option<String>,
+        /// The running kernel.
+        pub kernel: Option<String>,
+        /// The open kernel modules are installed.
+        pub open_kernel_modules: bool,
+        /// `nvidia_peermem` is loaded.
+        pub nvidia_peermem: bool,
+        /// The GPUs nvidia-smi lists.
+        pub gpus: Option<Vec<VerifyGpu>>,
+    }
 }
 
 impl VerifyMetrics {

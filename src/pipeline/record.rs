@@ -190,6 +190,24 @@ pub trait StepMetrics: Serialize + DeserializeOwned {
     }
 }
 
+/// Declares one step's metrics type: the struct with the derives all step
+/// metrics share, every field defaulting (a journal from an older kiln may
+/// lack one), and its [`StepMetrics`] stage and step names.
+macro_rules! step_metrics {
+    ($stage:expr, $step:literal, $(#[$meta:meta])* pub struct $name:ident { $($body:tt)* }) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+        #[serde(default)]
+        pub struct $name { $($body)* }
+
+        impl $crate::pipeline::record::StepMetrics for $name {
+            const STAGE: &'static str = $stage;
+            const STEP: &'static str = $step;
+        }
+    };
+}
+pub(crate) use step_metrics;
+
 /// The latest value `pick` finds in the metrics of `node`'s
 /// `T::STAGE`/`T::STEP` steps, newest first: a step that did not record a
 /// part leaves an earlier step's part in force.

@@ -5,24 +5,20 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::pipeline::record::StepMetrics;
+use crate::pipeline::record::step_metrics;
 use crate::stages::firmware::compliance::ComponentCheck;
 
 /// The firmware stage's name in the journal.
 pub const STAGE: &str = "firmware";
 
-/// `inventory`: where the node stood against the baseline before kiln
-/// changed anything.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct InventoryMetrics {
-    /// Each baseline component and the members it matched.
-    #[serde(default)]
-    pub components: Vec<ComponentCheck>,
-}
-
-impl StepMetrics for InventoryMetrics {
-    const STAGE: &'static str = STAGE;
-    const STEP: &'static str = "inventory";
+step_metrics! {
+    STAGE, "inventory",
+    /// `inventory`: where the node stood against the baseline before kiln
+    /// changed anything.
+    pub struct InventoryMetrics {
+        /// Each baseline component and the members it matched.
+        pub components: Vec<ComponentCheck>,
+    }
 }
 
 /// One component update kiln asked the BMC for.
@@ -40,20 +36,15 @@ pub struct ComponentUpdate {
     pub task: String,
 }
 
-/// `update`: the updates asked for, in order.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct UpdateMetrics {
-    /// One entry per component updated.
-    #[serde(default)]
-    pub updates: Vec<ComponentUpdate>,
-    /// Whether the system was reset to apply `OnReset` updates.
-    #[serde(default)]
-    pub reset: bool,
-}
-
-impl StepMetrics for UpdateMetrics {
-    const STAGE: &'static str = STAGE;
-    const STEP: &'static str = "update";
+step_metrics! {
+    STAGE, "update",
+    /// `update`: the updates asked for, in order.
+    pub struct UpdateMetrics {
+        /// One entry per component updated.
+        pub updates: Vec<ComponentUpdate>,
+        /// Whether the system was reset to apply `OnReset` updates.
+        pub reset: bool,
+    }
 }
 
 /// One BIOS setting of the baseline as kiln found and left it.
@@ -71,35 +62,25 @@ pub struct BiosCheck {
     pub meets: bool,
 }
 
-/// `bios`: the settings before kiln wrote any, and what it wrote.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct BiosMetrics {
-    /// Each setting as found.
-    #[serde(default)]
-    pub before: Vec<BiosCheck>,
-    /// The attributes written (name → value), empty when none differed.
-    #[serde(default)]
-    pub written: serde_json::Map<String, Value>,
+step_metrics! {
+    STAGE, "bios",
+    /// `bios`: the settings before kiln wrote any, and what it wrote.
+    pub struct BiosMetrics {
+        /// Each setting as found.
+        pub before: Vec<BiosCheck>,
+        /// The attributes written (name → value), empty when none differed.
+        pub written: serde_json::Map<String, Value>,
+    }
 }
 
-impl StepMetrics for BiosMetrics {
-    const STAGE: &'static str = STAGE;
-    const STEP: &'static str = "bios";
-}
-
-/// `verify`: where the node stands after the stage: versions and BIOS
-/// values read back from the BMC.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct VerifyMetrics {
-    /// Each baseline component, read back.
-    #[serde(default)]
-    pub components: Vec<ComponentCheck>,
-    /// Each BIOS setting, read back.
-    #[serde(default)]
-    pub bios: Vec<BiosCheck>,
-}
-
-impl StepMetrics for VerifyMetrics {
-    const STAGE: &'static str = STAGE;
-    const STEP: &'static str = "verify";
+step_metrics! {
+    STAGE, "verify",
+    /// `verify`: where the node stands after the stage: versions and BIOS
+    /// values read back from the BMC.
+    pub struct VerifyMetrics {
+        /// Each baseline component, read back.
+        pub components: Vec<ComponentCheck>,
+        /// Each BIOS setting, read back.
+        pub bios: Vec<BiosCheck>,
+    }
 }
