@@ -176,30 +176,16 @@ pub struct DemoArgs {
     pub vms: u8,
 }
 
-/// `kiln provision`
+/// What `kiln provision` and `kiln firmware update` share: the nodes, how
+/// hard the run may push their BMCs, and the run's boot server.
 #[derive(Debug, Args)]
-pub struct ProvisionArgs {
+pub struct RunArgs {
     /// Which nodes: name globs and ranges (r01-n[01-08]), rack:NAME,
     /// label=VALUE; `,` for either, `&` for both, `!` for not.
-    #[arg(short, long, value_name = "EXPR", conflicts_with = "resume")]
+    #[arg(short, long, value_name = "EXPR")]
     pub select: Option<String>,
-    /// The stages to run, comma-separated (run in pipeline order).
-    #[arg(long, value_name = "LIST", conflicts_with = "resume")]
-    pub stages: Option<String>,
-    /// Stop after this stage.
-    #[arg(long, value_name = "STAGE", conflicts_with = "resume")]
-    pub until: Option<String>,
-    /// Show the plan and check credentials and trust; touch nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Continue a run (the newest if none is named): finished steps are
-    /// not repeated, nodes with a verdict keep it.
-    #[arg(long, value_name = "RUN", num_args = 0..=1, default_missing_value = "")]
-    pub resume: Option<String>,
-    /// Stop starting new steps at the first node that fails.
-    #[arg(long)]
-    pub fail_fast: bool,
-    /// Allow destructive stages on nodes marked `in_service`.
+    /// Allow destructive stages (firmware, image, drivers) on nodes marked
+    /// `in_service`.
     #[arg(long)]
     pub allow_in_service: bool,
     /// Nodes worked on at once (default: the inventory's limits.concurrency).
@@ -208,14 +194,44 @@ pub struct ProvisionArgs {
     /// Longest wait for one Redfish request.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub bmc_timeout: std::time::Duration,
-    /// The imaging stage's boot server: address and port (port 0: any
-    /// free one).
+    /// The run's boot server (installers, deploy environment, firmware
+    /// packages): address and port (port 0: any free one).
     #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:8080")]
     pub bind: std::net::SocketAddr,
     /// The URL nodes and BMCs reach the boot server at (needed when
     /// binding 0.0.0.0).
     #[arg(long, value_name = "URL")]
     pub advertise: Option<String>,
+}
+
+/// `kiln provision`
+#[derive(Debug, Args)]
+pub struct ProvisionArgs {
+    /// The nodes, BMC limits and boot server.
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// The stages to run, comma-separated (run in pipeline order).
+    #[arg(long, value_name = "LIST")]
+    pub stages: Option<String>,
+    /// Stop after this stage.
+    #[arg(long, value_name = "STAGE")]
+    pub until: Option<String>,
+    /// Show the plan and check credentials and trust; touch nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Continue a run (the newest if none is named): finished steps are
+    /// not repeated, nodes with a verdict keep it.
+    #[arg(
+        long,
+        value_name = "RUN",
+        num_args = 0..=1,
+        default_missing_value = "",
+        conflicts_with_all = ["select", "stages", "until"]
+    )]
+    pub resume: Option<String>,
+    /// Stop starting new steps at the first node that fails.
+    #[arg(long)]
+    pub fail_fast: bool,
     /// The installer image for every node (default: each image profile's
     /// path, or its URL's file name in --iso-dir).
     #[arg(long, value_name = "FILE")]
@@ -608,26 +624,9 @@ pub enum FirmwareCommand {
 /// `kiln firmware update`
 #[derive(Debug, Args)]
 pub struct FirmwareUpdateArgs {
-    /// Which nodes: name globs and ranges (r01-n[01-08]), rack:NAME,
-    /// label=VALUE; `,` for either, `&` for both, `!` for not.
-    #[arg(short, long, value_name = "EXPR")]
-    pub select: Option<String>,
-    /// Allow updating nodes marked `in_service`.
-    #[arg(long)]
-    pub allow_in_service: bool,
-    /// Nodes worked on at once (default: the inventory's limits.concurrency).
-    #[arg(short = 'c', long, value_name = "N")]
-    pub concurrency: Option<usize>,
-    /// Longest wait for one Redfish request.
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
-    pub bmc_timeout: std::time::Duration,
-    /// The boot server BMCs pull packages from: address and port (port 0:
-    /// any free one).
-    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:8080")]
-    pub bind: std::net::SocketAddr,
-    /// The URL BMCs reach the boot server at (needed when binding 0.0.0.0).
-    #[arg(long, value_name = "URL")]
-    pub advertise: Option<String>,
+    /// The nodes, BMC limits and the boot server BMCs pull packages from.
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 /// `kiln bmc …`

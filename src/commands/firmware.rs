@@ -10,7 +10,7 @@ use crate::bmc::client::BmcError;
 use crate::cli::{BmcTarget, FirmwareCommand, FirmwareUpdateArgs};
 use crate::commands::Ctx;
 use crate::commands::bmc::Work;
-use crate::commands::provision::{self, ImagingRequest, Request};
+use crate::commands::provision::{self, Request};
 use crate::exit::ExitStatus;
 use crate::pipeline::progress::Progress;
 use crate::profiles::HardwareProfile;
@@ -100,17 +100,8 @@ fn update(ctx: &Ctx, args: &FirmwareUpdateArgs) -> anyhow::Result<ExitStatus> {
     let inventory = ctx.load_inventory()?;
     let path = ctx.inventory_path()?.to_path_buf();
     let request = Request {
-        select: args.select.clone(),
         stages: Some("preflight,firmware".into()),
-        allow_in_service: args.allow_in_service,
-        concurrency: args.concurrency,
-        bmc_timeout: Some(args.bmc_timeout),
-        imaging: ImagingRequest {
-            bind: Some(args.bind),
-            advertise: args.advertise.clone(),
-            ..ImagingRequest::default()
-        },
-        ..Request::default()
+        ..Request::from(&args.run)
     };
     let mode = Progress::mode_for(ctx.printer.json, ctx.printer.quiet);
     let outcome = crate::commands::runtime()?.block_on(provision::execute(

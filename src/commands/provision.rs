@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::bmc::trust::state_dir;
-use crate::cli::{ProvisionArgs, RunsCommand};
+use crate::cli::{ProvisionArgs, RunArgs, RunsCommand};
 use crate::commands::Ctx;
 use crate::exit::{BadInput, ExitStatus};
 use crate::inventory::{Inventory, Node};
@@ -20,33 +20,43 @@ use crate::run::{self, Notice, Outcome};
 
 pub use crate::run::{Finished, ImagingRequest, Request};
 
-impl From<&ProvisionArgs> for Request {
-    fn from(a: &ProvisionArgs) -> Request {
+impl From<&RunArgs> for Request {
+    fn from(a: &RunArgs) -> Request {
         Request {
             select: a.select.clone(),
-            stages: a.stages.clone(),
-            until: a.until.clone(),
-            resume: a.resume.clone(),
-            dry_run: a.dry_run,
-            fail_fast: a.fail_fast,
             allow_in_service: a.allow_in_service,
             concurrency: a.concurrency,
             bmc_timeout: Some(a.bmc_timeout),
             imaging: ImagingRequest {
                 bind: Some(a.bind),
                 advertise: a.advertise.clone(),
+                ..ImagingRequest::default()
+            },
+            ..Request::default()
+        }
+    }
+}
+
+impl From<&ProvisionArgs> for Request {
+    fn from(a: &ProvisionArgs) -> Request {
+        let run = Request::from(&a.run);
+        Request {
+            stages: a.stages.clone(),
+            until: a.until.clone(),
+            resume: a.resume.clone(),
+            dry_run: a.dry_run,
+            fail_fast: a.fail_fast,
+            imaging: ImagingRequest {
                 iso: a.iso.clone(),
                 iso_dir: a.dirs.iso_dir.clone(),
                 deploy_env: a.dirs.deploy_env.clone(),
                 advertise_bmc: a.advertise_bmc.clone(),
                 boot_timeout: Some(a.boot_timeout),
                 reimage: a.reimage,
-                bench_peer: false,
                 install_timeout: Some(a.install_timeout),
-                ssh_timeout: None,
-                poll: None,
+                ..run.imaging
             },
-            handoff_retry: None,
+            ..run
         }
     }
 }
