@@ -266,26 +266,19 @@ impl FaultPlan {
         for rule in self.rules.iter().filter(|r| r.selection.matches(node)) {
             let b = &rule.bmc;
             let o = &mut out.bmc;
-            o.latency = b.latency.unwrap_or(o.latency);
-            o.jitter = b.jitter.unwrap_or(o.jitter);
-            o.unavailable_rate = b.unavailable_rate.unwrap_or(o.unavailable_rate);
-            o.retry_after = b.retry_after.unwrap_or(o.retry_after);
-            o.hang = b.hang.unwrap_or(o.hang);
-            o.media_insert_failures = b.media_insert_failures.unwrap_or(o.media_insert_failures);
-            o.close_delimited_errors = b.close_delimited_errors.unwrap_or(o.close_delimited_errors);
-            o.update = b.update.unwrap_or(o.update);
-            if b.bios_ignore.is_some() {
-                o.bios_ignore.clone_from(&b.bios_ignore);
+            // A later rule's setting replaces an earlier one's; unset keeps it.
+            macro_rules! later_wins {
+                ($into:expr; $($field:ident),+) => {
+                    $(if let Some(v) = &b.$field {
+                        $into.$field = v.clone().into();
+                    })+
+                };
             }
+            later_wins!(o; latency, jitter, unavailable_rate, retry_after, hang);
+            later_wins!(o; media_insert_failures, close_delimited_errors, update);
+            later_wins!(o; bios_ignore);
             let t = &mut o.tree;
-            t.sled = b.sled.unwrap_or(t.sled);
-            t.gpus_as_pcie = b.gpus_as_pcie.unwrap_or(t.gpus_as_pcie);
-            t.page_size = b.page_size.or(t.page_size);
-            t.unlinked_chassis = b.unlinked_chassis.unwrap_or(t.unlinked_chassis);
-            t.null_power = b.null_power.unwrap_or(t.null_power);
-            if b.gpu_model.is_some() {
-                t.gpu_model.clone_from(&b.gpu_model);
-            }
+            later_wins!(t; sled, gpus_as_pcie, page_size, unlinked_chassis, null_power, gpu_model);
             let h = &rule.host;
             out.host.boot_hang |= h.boot_hang;
             out.host.broken_seed |= h.broken_seed;
