@@ -140,11 +140,8 @@ fn up(ctx: &Ctx, args: &SimUpArgs) -> anyhow::Result<ExitStatus> {
                         .zip(&rack.bmcs)
                         .map(|(e, b)| (e.name.clone(), b.requests().into()))
                         .collect();
-                    let line = json!({ "requests": counts }).to_string();
-                    use std::io::Write as _;
-                    let mut out = std::io::stdout().lock();
-                    writeln!(out, "{line}")?;
-                    out.flush()?;
+                    // One line, whatever --json says: the reader reads lines.
+                    ctx.printer.data(&format!("{}\n", json!({ "requests": counts })));
                     continue;
                 }
             }
