@@ -753,6 +753,11 @@ pub struct SimUpArgs {
     /// Serve only the BMCs (for BMC-level tests of very large sites).
     #[arg(long)]
     pub no_ssh: bool,
+    /// Answer each line read on stdin with one JSON line, the BMC requests
+    /// served so far per node (`{"requests": {"NODE": N, …}}`), so a
+    /// benchmark driving the simulator from outside can count them.
+    #[arg(long)]
+    pub requests_on_stdin: bool,
 }
 
 /// `kiln sim tool`
@@ -894,7 +899,7 @@ pub enum BenchCommand {
         #[arg(long)]
         keep: bool,
     },
-    /// The firmware stage on an in-process virtual rack (racks of 8):
+    /// The firmware stage on a virtual rack (racks of 8, a child `kiln sim`):
     /// BMC requests per node for a baseline check that updates nothing,
     /// and an update wave's wall time against one node alone times the
     /// rack's waves, measured in the same run.

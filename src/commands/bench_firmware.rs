@@ -1,4 +1,5 @@
-//! `kiln bench firmware`: the firmware stage on an in-process virtual rack.
+//! `kiln bench firmware`: the firmware stage on a virtual rack served by a
+//! child `kiln sim up`.
 //! Reports the BMC requests per node a baseline check costs when nothing
 //! needs updating, and an update wave's wall time against its bound: one
 //! node alone through the same stage, times the rack's waves
@@ -11,14 +12,12 @@ use anyhow::Context as _;
 use serde_json::json;
 
 use crate::commands::Ctx;
+use crate::commands::bench_sim::{self, SimChild, pin};
 use crate::commands::provision::{self, ImagingRequest, Request};
 use crate::exit::{BadInput, ExitStatus};
-use crate::inventory::Selection;
-use crate::inventory::generate::{SiteSpec, generate};
+use crate::inventory::generate::SiteSpec;
 use crate::pipeline::progress::Mode;
 use crate::pipeline::record::NodeVerdict;
-use crate::sim::SimOptions;
-use crate::sim::redfish::Bmc;
 
 /// Nodes per generated rack, as `kiln bench fleet`.
 const PER_RACK: u32 = 8;
@@ -79,20 +78,20 @@ fn measure(
     let site = write_site(dir, nodes, per_rack, net)?;
     let inventory = ctx.load_generated(&site, "the benchmark's inventory")?;
     let state = crate::bmc::trust::state_dir(&site);
+    // The simulator runs as a child process (as for `kiln bench fleet`):
+    // a thousand simulated TLS BMCs in kiln's own process would compete
+    // with kiln for its threads and the wave would measure both.
+    let scale = time_scale.to_string();
+    let (mut sim, endpoints) = SimChild::start(
+        &site,
+        &["--flavour", "generic", "--time-scale", &scale],
+        true,
+    )?;
+    pin(&state, &inventory, &endpoints)?;
     let runtime = crate::commands::runtime()?;
+    let mut requests =
+        || -> anyhow::Result<u64> { Ok(sim.requests()?.values().filter_map(|v| v.as_u64()).sum()) };
     runtime.block_on(async {
-        let selected = inventory.select(&Selection::all())?;
-        let options = SimOptions {
-            time_scale,
-            faults: crate::sim::faults::FaultPlan::none(),
-            flavour: Some(crate::sim::redfish::flavour::Vendor::Generic),
-            imaged: None,
-            ssh: false,
-            tool_exe: None,
-            root: Some(dir.join("sim")),
-        };
-        let rack = crate::sim::start(&inventory, &selected, options).await?;
-        super::demo::trust_all(&inventory, &site).await?;
         let bind = std::net::SocketAddr::from(([127, net, 255, 254], 0));
         let run = |select: Option<String>, stages: &str| {
             let request = Request {
@@ -131,13 +130,12 @@ fn measure(
         let (one, _) = run(last, "preflight,firmware").await?;
         let (wall, accepted) = run(None, "preflight,firmware").await?;
         // Every node now meets the baseline: the firmware stage only checks.
-        let before = requests(&rack.bmcs);
+        let before = requests()?;
         run(None, "preflight").await?;
-        let preflight = requests(&rack.bmcs) - before;
-        let before = requests(&rack.bmcs);
+        let preflight = requests()? - before;
+        let before = requests()?;
         run(None, "preflight,firmware").await?;
-        let both = requests(&rack.bmcs) - before;
-        drop(rack);
+        let both = requests()? - before;
         let n = inventory.nodes.len() as f64;
         let waves = (PER_RACK as usize).div_ceil(per_rack);
         let bound = one.as_secs_f64() * waves as f64;
@@ -163,11 +161,6 @@ fn measure(
     })
 }
 
-/// Every BMC's requests so far.
-fn requests(bmcs: &[std::sync::Arc<Bmc>]) -> u64 {
-    bmcs.iter().map(|b| b.requests()).sum()
-}
-
 /// The site (racks of 8), its BMC password, a profile holding the BMC to
 /// [`TARGET`], and the package that brings it there.
 fn write_site(
@@ -182,32 +175,18 @@ fn write_site(
         racks: nodes.div_ceil(in_rack),
         nodes_per_rack: in_rack,
         base_bmc: std::net::Ipv4Addr::new(127, net, 0, 1),
-        bmc_port: Some(8443),
         base_ssh: std::net::Ipv4Addr::new(127, net, 128, 1),
-        ssh_port: Some(2222),
         ..SiteSpec::default()
     };
-    let text = generate(&spec)?;
-    let password_line = format!("password: {{env: {}}}", spec.password_env);
-    let text = text
-        .replace(&password_line, "password: {file: bmc-password}")
-        .replace(
-            &format!("hardware: {}", spec.hardware),
-            "hardware: bench-fw",
-        )
-        .replacen(
-            "racks:\n",
-            // A whole rack powers on in one wave: the bench measures the
-            // firmware bound, and the single node it is compared with never
-            // waits for a second power-on wave (`bench fleet` measures those).
-            &format!(
-                "limits:\n  firmware:\n    per_rack: {per_rack}\n  power_on:\n    per_rack: {in_rack}\nracks:\n"
-            ),
-            1,
-        );
-    let site = dir.join("site.yaml");
-    std::fs::write(&site, text)?;
-    std::fs::write(dir.join("bmc-password"), "bench-password\n")?;
+    let hardware = format!("hardware: {}", spec.hardware);
+    // A whole rack powers on in one wave: the bench measures the firmware
+    // bound, and the single node it is compared with never waits for a
+    // second power-on wave (`bench fleet` measures those).
+    let limits =
+        format!("  firmware:\n    per_rack: {per_rack}\n  power_on:\n    per_rack: {in_rack}\n");
+    let site = bench_sim::write_site(dir, spec, &limits, |text| {
+        text.replace(&hardware, "hardware: bench-fw")
+    })?;
     let package = format!("kiln-sim-firmware component=BMC version={TARGET}\npayload\n");
     std::fs::write(dir.join("fw.bin"), &package)?;
     let sha256: String = {

@@ -6,20 +6,18 @@
 //! process's peak memory. The simulator runs as a child process (`kiln sim
 //! up`), so the memory is kiln's own.
 
-use std::io::BufReader;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use nix::sys::resource::{UsageWho, getrusage};
 use serde_json::{Value, json};
 
-use crate::bmc::trust::TrustStore;
 use crate::commands::Ctx;
+use crate::commands::bench_sim::{self, SimChild, pin};
 use crate::commands::provision::notices;
 use crate::exit::{BadInput, ExitStatus};
-use crate::inventory::generate::{SiteSpec, generate};
+use crate::inventory::generate::SiteSpec;
 use crate::pipeline::progress::Mode;
 use crate::pipeline::record::NodeVerdict;
 use crate::run::{Request, execute};
@@ -34,16 +32,6 @@ const WAVE_INTERVAL: Duration = Duration::from_secs(1);
 const FD_SPARE: u64 = 256;
 /// Most nodes one simulator process serves.
 const SIM_MAX_NODES: u64 = 4_000;
-
-/// Kills the simulator when the bench ends, however it ends.
-struct SimChild(Child);
-
-impl Drop for SimChild {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A scratch folder removed at the end (unless kept).
 struct Scratch(std::path::PathBuf, bool);
@@ -142,7 +130,7 @@ pub fn run(ctx: &Ctx, nodes: u32, latency: Duration, keep: bool) -> anyhow::Resu
     let waves = per_rack.div_ceil(WAVE).saturating_sub(1) as u32;
     let bound = one_node + WAVE_INTERVAL * waves;
 
-    let sim_pids: Vec<u32> = sims.iter().map(|s| s.0.id()).collect();
+    let sim_pids: Vec<u32> = sims.iter().map(|s| s.id()).collect();
     let sim_before: f64 = sim_pids.iter().filter_map(|p| process_cpu(*p)).sum();
     let cpu_before = cpu_seconds(UsageWho::RUSAGE_SELF);
     let t = Instant::now();
@@ -284,26 +272,14 @@ fn write_site(dir: &Path, nodes: u32, latency: Duration) -> anyhow::Result<std::
         racks: nodes.div_ceil(per_rack),
         nodes_per_rack: per_rack,
         base_bmc: std::net::Ipv4Addr::new(127, 32, 0, 1),
-        bmc_port: Some(8443),
         base_ssh: std::net::Ipv4Addr::new(127, 42, 0, 1),
-        ssh_port: Some(2222),
         ..SiteSpec::default()
     };
-    let text = generate(&spec)?;
-    let password_line = format!("password: {{env: {}}}", spec.password_env);
-    let text = text
-        .replace(&password_line, "password: {file: bmc-password}")
-        .replacen(
-            "racks:\n",
-            &format!(
-                "limits:\n  power_on:\n    per_rack: {WAVE}\n    interval: {}s\nracks:\n",
-                WAVE_INTERVAL.as_secs()
-            ),
-            1,
-        );
-    let site = dir.join("site.yaml");
-    std::fs::write(&site, text)?;
-    std::fs::write(dir.join("bmc-password"), "bench-password\n")?;
+    let limits = format!(
+        "  power_on:\n    per_rack: {WAVE}\n    interval: {}s\n",
+        WAVE_INTERVAL.as_secs()
+    );
+    let site = bench_sim::write_site(dir, spec, &limits, |text| text)?;
     // Each response takes the latency give or take a twentieth, varying
     // per request and per BMC as real ones do.
     let jitter = latency / 10;
@@ -321,63 +297,22 @@ fn write_site(dir: &Path, nodes: u32, latency: Duration) -> anyhow::Result<std::
 /// Starts `kiln sim up` for the selected part of the site and reads its
 /// endpoints.
 fn start_sim(dir: &Path, site: &Path, select: &str) -> anyhow::Result<(SimChild, Vec<Value>)> {
-    let exe = std::env::current_exe().context("cannot find the kiln executable")?;
-    let mut child = Command::new(exe)
-        .args([
-            "sim",
-            "up",
-            "--json",
-            "--no-ssh",
+    let faults = dir.join("faults.yaml");
+    let faults = faults
+        .to_str()
+        .context("the scratch folder's name is not UTF-8")?;
+    SimChild::start(
+        site,
+        &[
             "--flavour",
             "generic",
-            "-i",
-        ])
-        .arg(site)
-        .arg("--faults")
-        .arg(dir.join("faults.yaml"))
-        .args(["--time-scale", "1000", "--select", select])
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("cannot start the simulator")?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("no simulator output"))?;
-    let sim = SimChild(child);
-    // One JSON document, then the simulator keeps running: read exactly
-    // that document from the stream (re-parsing a growing text after each
-    // line is quadratic, minutes at 12,500 nodes).
-    let doc: Value = serde_json::Deserializer::from_reader(BufReader::new(stdout))
-        .into_iter::<Value>()
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("the simulator stopped before listing its endpoints"))?
-        .context("the simulator's endpoint list is not JSON")?;
-    let endpoints = doc["nodes"].as_array().cloned().unwrap_or_default();
-    Ok((sim, endpoints))
-}
-
-/// Pins each BMC's certificate as `kiln bmc trust` would have.
-fn pin(
-    state: &Path,
-    inventory: &crate::inventory::Inventory,
-    endpoints: &[Value],
-) -> anyhow::Result<()> {
-    let mut store = TrustStore::load(&TrustStore::path_in(state))?;
-    for e in endpoints {
-        let name = e["name"].as_str().unwrap_or_default();
-        let Some(node) = inventory.node(name) else {
-            continue;
-        };
-        let fp = e["bmc_fingerprint"]
-            .as_str()
-            .unwrap_or_default()
-            .replace(':', "")
-            .parse()
-            .map_err(|e: String| anyhow::anyhow!(e))?;
-        store.set(name, &node.bmc.endpoint.to_string(), &fp);
-    }
-    store.save()
+            "--faults",
+            faults,
+            "--time-scale",
+            "1000",
+            "--select",
+            select,
+        ],
+        false,
+    )
 }

@@ -39,6 +39,20 @@ pub fn parse_flavour(name: &str) -> anyhow::Result<Option<Vendor>> {
     })
 }
 
+/// One message per line read on stdin, until it closes
+/// (`--requests-on-stdin`); a thread, as tokio's stdin is one anyway.
+fn asks_on_stdin() -> tokio::sync::mpsc::UnboundedReceiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            if line.is_err() || tx.send(()).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 fn up(ctx: &Ctx, args: &SimUpArgs) -> anyhow::Result<ExitStatus> {
     let inventory = ctx.load_inventory()?;
     let nodes = crate::commands::select(&inventory, &args.select)?;
@@ -109,11 +123,27 @@ fn up(ctx: &Ctx, args: &SimUpArgs) -> anyhow::Result<ExitStatus> {
             rack.nodes.len(),
             args.time_scale
         ));
+        let mut asks = if args.requests_on_stdin {
+            asks_on_stdin()
+        } else {
+            tokio::sync::mpsc::unbounded_channel().1
+        };
         let mut last: Vec<String> = vec![String::new(); rack.nodes.len()];
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                Some(()) = asks.recv() => {
+                    let counts: serde_json::Map<String, serde_json::Value> = rack
+                        .endpoints
+                        .iter()
+                        .zip(&rack.bmcs)
+                        .map(|(e, b)| (e.name.clone(), b.requests().into()))
+                        .collect();
+                    // One line, whatever --json says: the reader reads lines.
+                    ctx.printer.data(&format!("{}\n", json!({ "requests": counts })));
+                    continue;
+                }
             }
             // Boot progress, one line per change, for whoever watches.
             for (i, n) in rack.nodes.iter().enumerate() {
