@@ -23,6 +23,7 @@ pub mod compliance;
 pub mod metrics;
 pub mod prepare;
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -120,11 +121,16 @@ pub async fn run(cx: &NodeCx, steps: &mut Steps) -> Result<(), Stop> {
         });
     };
     let baseline = &cx.hardware.firmware;
+    // What this attempt read, so later steps need not ask the BMC again
+    // while nothing has changed it (a step ended by an earlier attempt
+    // leaves these empty, and the later step reads for itself).
+    let fresh = Fresh::default();
 
     steps
         .run("inventory", READ_DEADLINE, || async {
-            let (_, inventory) = read_inventory(cx).await?;
+            let (service, inventory) = read_inventory(cx).await?;
             let components = compliance::check(baseline, &inventory);
+            fresh.keep_inventory(service, inventory);
             let missing: Vec<String> = components
                 .iter()
                 .filter(|c| c.members.is_empty())
@@ -147,11 +153,15 @@ pub async fn run(cx: &NodeCx, steps: &mut Steps) -> Result<(), Stop> {
         .await?;
 
     let updated = steps
-        .run("update", UPDATE_DEADLINE, || update_components(cx, &setup))
+        .run("update", UPDATE_DEADLINE, || {
+            update_components(cx, &setup, &fresh)
+        })
         .await?;
     let updated = UpdateMetrics::from_metrics(&updated.metrics).unwrap_or_default();
 
-    let written = steps.run("bios", READ_DEADLINE, || write_bios(cx)).await?;
+    let written = steps
+        .run("bios", READ_DEADLINE, || write_bios(cx, &fresh))
+        .await?;
     let written = BiosMetrics::from_metrics(&written.metrics).unwrap_or_default();
     let secure_boot_written = written
         .before
@@ -184,10 +194,46 @@ pub async fn run(cx: &NodeCx, steps: &mut Steps) -> Result<(), Stop> {
     let settle = if reset { setup.settle } else { Duration::ZERO };
     steps
         .run("verify", settle + READ_DEADLINE, || {
-            verify(cx, &setup, &updated, &written, settle)
+            // Nothing changed since the readings above: they are the answer.
+            let unchanged = !reset && updated.updates.is_empty();
+            verify(
+                cx,
+                &setup,
+                &updated,
+                &written,
+                settle,
+                unchanged.then_some(&fresh),
+            )
         })
         .await?;
     Ok(())
+}
+
+/// The readings of this attempt's `inventory` and `bios` steps.
+#[derive(Default)]
+struct Fresh {
+    inventory: Mutex<Option<(Option<UpdateService>, Vec<Firmware>)>>,
+    bios: Mutex<Option<(Option<Bios>, Option<bool>)>>,
+}
+
+impl Fresh {
+    fn keep_inventory(&self, service: Option<UpdateService>, members: Vec<Firmware>) {
+        *lock(&self.inventory) = Some((service, members));
+    }
+    fn keep_bios(&self, bios: Option<Bios>, secure_boot: Option<bool>) {
+        *lock(&self.bios) = Some((bios, secure_boot));
+    }
+    fn inventory(&self) -> Option<(Option<UpdateService>, Vec<Firmware>)> {
+        lock(&self.inventory).clone()
+    }
+    fn bios(&self) -> Option<(Option<Bios>, Option<bool>)> {
+        lock(&self.bios).clone()
+    }
+}
+
+/// A poisoned lock still holds a whole reading (it is only ever replaced).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The BMC's update service and firmware inventory.
@@ -212,10 +258,17 @@ pub async fn inventory_of(
 }
 
 /// The `update` step: each component below the baseline, one at a time.
-async fn update_components(cx: &NodeCx, setup: &FirmwareSetup) -> anyhow::Result<Outcome> {
+async fn update_components(
+    cx: &NodeCx,
+    setup: &FirmwareSetup,
+    fresh: &Fresh,
+) -> anyhow::Result<Outcome> {
     let baseline = &cx.hardware.firmware;
-    // Read again: a resumed run skips what an earlier attempt updated.
-    let (service, inventory) = read_inventory(cx).await?;
+    // A resumed run reads again: it skips what an earlier attempt updated.
+    let (service, inventory) = match fresh.inventory() {
+        Some(read) => read,
+        None => read_inventory(cx).await?,
+    };
     let checks = compliance::check(baseline, &inventory);
     let todo: Vec<_> = baseline
         .iter()
@@ -366,10 +419,11 @@ pub fn vendor(cx_layout: &Layout) -> String {
 }
 
 /// The `bios` step: writes the settings that differ, pending a reset.
-async fn write_bios(cx: &NodeCx) -> anyhow::Result<Outcome> {
+async fn write_bios(cx: &NodeCx, fresh: &Fresh) -> anyhow::Result<Outcome> {
     let wanted = &cx.hardware.bios;
     let layout = cx.layout().await?;
     let (bios, secure_boot, secure_path) = read_bios(cx).await?;
+    fresh.keep_bios(bios.clone(), secure_boot);
     let before = bios::check(wanted, bios.as_ref(), secure_boot, &vendor(&layout));
     let written = bios::changes(&before);
     let mut metrics = BiosMetrics {
@@ -424,13 +478,20 @@ async fn verify(
     updated: &UpdateMetrics,
     written: &BiosMetrics,
     settle: Duration,
+    unchanged: Option<&Fresh>,
 ) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     let layout = cx.layout().await?;
+    let mut reuse = unchanged.and_then(|f| Some((f.inventory()?, f.bios()?)));
     loop {
-        let (_, inventory) = read_inventory(cx).await?;
+        let ((_, inventory), (bios, secure_boot)) = match reuse.take() {
+            Some(read) => read,
+            None => (
+                read_inventory(cx).await?,
+                read_bios(cx).await.map(|(b, s, _)| (b, s))?,
+            ),
+        };
         let components = compliance::check(&cx.hardware.firmware, &inventory);
-        let (bios, secure_boot, _) = read_bios(cx).await?;
         let settings: Vec<BiosCheck> = bios::check(
             &cx.hardware.bios,
             bios.as_ref(),
