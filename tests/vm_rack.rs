@@ -187,7 +187,6 @@ fn bios_round_trip(rack: &VmRack, name: &str) {
         let checks = bios::check(&baseline, Some(&after), None, "sushy");
         assert!(checks.iter().all(|c| c.meets), "{checks:?}");
     });
-    eprintln!("vm_rack: {name}'s BIOS written and read back");
 }
 
 #[test]
@@ -378,6 +377,10 @@ fn vm_rack_images_real_uefi_machines_end_to_end() {
     );
 
     bios_round_trip(&rack, "vm-n3");
+    eprintln!(
+        "vm_rack: vm-n3's BIOS written and read back after {:?}",
+        started.elapsed()
+    );
 
     // The real answers, over SSH verified against the key kiln injected.
     let out = kiln(
