@@ -124,6 +124,71 @@ fn step<'a>(record: &'a Value, name: &str, step: &str) -> Option<&'a Value> {
         .find(|s| s["stage"] == "image" && s["step"] == step)
 }
 
+/// kiln reads the BIOS of `name` through sushy-tools' libvirt driver
+/// (attributes kept in the domain's XML metadata), writes one attribute to
+/// the settings object, and the firmware stage's own check judges the value
+/// read back. The emulator applies a PATCH at once (no reset needed).
+fn bios_round_trip(rack: &VmRack, name: &str) {
+    use kiln::profiles::firmware::{
+        AttributeValue, BiosAttribute, BiosBaseline, BiosSetting, BootMode,
+    };
+    use kiln::stages::firmware::bios;
+
+    let n = rack.info.nodes.iter().find(|n| n.name == name).unwrap();
+    let (host, port) = n
+        .bmc_url
+        .trim_start_matches("https://")
+        .rsplit_once(':')
+        .unwrap();
+    let tls = kiln::bmc::tls::pinned(n.fingerprint.parse().unwrap()).unwrap();
+    let options = kiln::bmc::transport::TransportOptions {
+        request_timeout: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let transport = kiln::bmc::transport::Transport::new(host, port.parse().unwrap(), tls, options);
+    let client = kiln::bmc::client::BmcClient::new(
+        name,
+        transport,
+        &n.username,
+        kiln::secret::Secret::new(n.password.clone()),
+    );
+    let baseline = BiosBaseline {
+        boot_mode: Some(BootMode::Uefi),
+        secure_boot: None,
+        attributes: vec![BiosSetting {
+            setting: "turbo".into(),
+            default: BiosAttribute {
+                attribute: "ProcTurboMode".into(),
+                value: AttributeValue::Text("Disabled".into()),
+            },
+            vendors: Default::default(),
+        }],
+    };
+    let read = || async {
+        let system = client.get(&n.system).await.unwrap();
+        kiln::bmc::update::bios(&client, &system)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{name}: the system links no BIOS: {system}"))
+    };
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let before = read().await;
+        assert!(before.settings.is_some(), "{before:?}");
+        assert_eq!(before.attributes["BootMode"], "Uefi", "{before:?}");
+        let checks = bios::check(&baseline, Some(&before), None, "sushy");
+        assert_eq!(checks[0].value, Some(Value::from("Enabled")), "{checks:?}");
+        assert!(!checks[0].meets && checks[1].meets, "{checks:?}");
+
+        kiln::bmc::update::write_bios(&client, &before, bios::changes(&checks))
+            .await
+            .unwrap();
+        let after = read().await;
+        assert_eq!(after.attributes["ProcTurboMode"], "Disabled", "{after:?}");
+        let checks = bios::check(&baseline, Some(&after), None, "sushy");
+        assert!(checks.iter().all(|c| c.meets), "{checks:?}");
+    });
+}
+
 #[test]
 fn vm_rack_images_real_uefi_machines_end_to_end() {
     let missing = kiln::vmlab::missing();
@@ -309,6 +374,12 @@ fn vm_rack_images_real_uefi_machines_end_to_end() {
         step(&record, "vm-n6", "insert-installer").is_some_and(|s| s["status"] == "failed"),
         "{}",
         why()
+    );
+
+    bios_round_trip(&rack, "vm-n3");
+    eprintln!(
+        "vm_rack: vm-n3's BIOS written and read back after {:?}",
+        started.elapsed()
     );
 
     // The real answers, over SSH verified against the key kiln injected.
