@@ -4,11 +4,14 @@
 //! surviving nodes and then works on them together. One node's failure
 //! never stops the others unless `fail_fast` is set.
 //!
+//! A run-scoped stage (handoff) runs for each rack as soon as that rack's
+//! task ends, over that rack's nodes, while other racks still work.
+//!
 //! Stopping (Ctrl-C): the `stopping` flag stops every node before its next
 //! step and the gates admit no new node; steps already running finish and
 //! are recorded. Nodes left pending keep the run resumable.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -83,6 +86,7 @@ pub async fn run(setup: Setup) -> anyhow::Result<RunRecord> {
             None => racks.push((cx.node.rack.clone(), vec![Arc::clone(cx)])),
         }
     }
+    let worked: HashSet<String> = racks.iter().map(|(rack, _)| rack.clone()).collect();
     let mut tasks = JoinSet::new();
     for (_, nodes) in racks {
         let setup = Arc::clone(&setup);
@@ -90,28 +94,13 @@ pub async fn run(setup: Setup) -> anyhow::Result<RunRecord> {
         tasks.spawn(async move { run_rack(setup, sink, nodes).await });
     }
     let mut interrupted = false;
-    let mut passed = Vec::new();
     while let Some(done) = tasks.join_next().await {
         match done {
-            Ok((rack_interrupted, survivors)) => {
-                interrupted |= rack_interrupted;
-                passed.extend(survivors);
-            }
+            Ok(rack_interrupted) => interrupted |= rack_interrupted,
             Err(e) => anyhow::bail!("a rack's task failed: {e}"),
         }
     }
-    // A run stage (handoff) sees every node of the run: the survivors are
-    // handed over, the failed given back; it decides the survivors'
-    // verdicts.
-    for stage in run_stages(&setup.stages) {
-        if setup.stopping.load(Ordering::SeqCst) {
-            break;
-        }
-        interrupted |= stage
-            .def()
-            .run_after_racks(&setup, &sink, passed.clone())
-            .await;
-    }
+    interrupted |= after_idle_racks(&setup, &sink, &worked).await?;
     let state = if interrupted || setup.stopping.load(Ordering::SeqCst) {
         RunState::Interrupted
     } else {
@@ -134,13 +123,43 @@ pub async fn run(setup: Setup) -> anyhow::Result<RunRecord> {
     Ok(record)
 }
 
-/// The stages that run once every rack is done.
+/// On a resume, a rack with no pending node gets no task, yet a stop may
+/// have come before its run stage (handoff) ended: that stage runs for it
+/// here, with no node to accept, so its failed nodes are still given back
+/// (steps already journaled are skipped). `worked`: the racks that had a
+/// task in this run. `true` if a stop left some node pending.
+async fn after_idle_racks(
+    setup: &Arc<Setup>,
+    sink: &Arc<dyn StepSink>,
+    worked: &HashSet<String>,
+) -> anyhow::Result<bool> {
+    if run_stages(&setup.stages).next().is_none() || setup.stopping.load(Ordering::SeqCst) {
+        return Ok(false);
+    }
+    let mut idle = setup.journal.racks()?;
+    idle.retain(|rack| !worked.contains(rack));
+    let mut interrupted = false;
+    for rack in &idle {
+        for stage in run_stages(&setup.stages) {
+            if setup.stopping.load(Ordering::SeqCst) {
+                return Ok(true);
+            }
+            interrupted |= stage
+                .def()
+                .run_after_rack(setup, sink, rack, Vec::new())
+                .await;
+        }
+    }
+    Ok(interrupted)
+}
+
+/// The stages that run once a rack is done, over that rack's nodes.
 fn run_stages(stages: &[Stage]) -> impl Iterator<Item = Stage> + '_ {
     stages.iter().copied().filter(|s| s.scope() == Scope::Run)
 }
 
 /// Consecutive node-scoped stages, or one rack-scoped stage (run-scoped
-/// stages are left out: they run after every rack).
+/// stages are left out: they run after the rack's other stages).
 fn segments(stages: &[Stage]) -> Vec<(Scope, Vec<Stage>)> {
     let mut out: Vec<(Scope, Vec<Stage>)> = Vec::new();
     for &stage in stages.iter().filter(|s| s.scope() != Scope::Run) {
@@ -153,13 +172,14 @@ fn segments(stages: &[Stage]) -> Vec<(Scope, Vec<Stage>)> {
 }
 
 /// Runs one rack; `true` if some node was left pending by a stop. With a
-/// run stage (handoff) planned, the nodes that passed every stage are
-/// returned for it instead of being accepted here.
-async fn run_rack(
-    setup: Arc<Setup>,
-    sink: Arc<dyn StepSink>,
-    nodes: Vec<Arc<NodeCx>>,
-) -> (bool, Vec<Arc<NodeCx>>) {
+/// run stage (handoff) planned, the nodes that passed every stage go to it
+/// right away instead of being accepted here, so the rack's nodes need not
+/// wait for the slowest rack of the run.
+async fn run_rack(setup: Arc<Setup>, sink: Arc<dyn StepSink>, nodes: Vec<Arc<NodeCx>>) -> bool {
+    let rack = nodes
+        .first()
+        .map(|cx| cx.node.rack.clone())
+        .unwrap_or_default();
     let mut alive = nodes;
     let mut interrupted = false;
     let plan = segments(&setup.stages);
@@ -217,10 +237,22 @@ async fn run_rack(
     }
     if setup.stopping.load(Ordering::SeqCst) && !alive.is_empty() {
         // Stopped between segments: the survivors are not done.
-        return (true, Vec::new());
+        return true;
     }
     if run_stages(&setup.stages).next().is_some() {
-        return (interrupted, alive);
+        // A run stage (handoff) sees the rack's nodes: the survivors are
+        // handed over, the failed given back; it decides the survivors'
+        // verdicts. A stop skips it, leaving the run resumable.
+        for stage in run_stages(&setup.stages) {
+            if setup.stopping.load(Ordering::SeqCst) {
+                return true;
+            }
+            interrupted |= stage
+                .def()
+                .run_after_rack(&setup, &sink, &rack, alive.clone())
+                .await;
+        }
+        return interrupted;
     }
     for cx in alive {
         setup
@@ -234,7 +266,7 @@ async fn run_rack(
             &[],
         );
     }
-    (interrupted, Vec::new())
+    interrupted
 }
 
 /// Runs one node through `stages`, holding a node slot throughout. `last`:
