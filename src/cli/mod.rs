@@ -1019,7 +1019,7 @@ mod tests {
                 matches!(cli.command, Command::Drivers(DriversCommand::Install(a)) if a.allow_in_service)
             );
             let cli = Cli::try_parse_from(["kiln", "provision", "--allow-in-service"]).unwrap();
-            assert!(matches!(cli.command, Command::Provision(a) if a.allow_in_service));
+            assert!(matches!(cli.command, Command::Provision(a) if a.run.allow_in_service));
         }
     }
 
@@ -1037,7 +1037,7 @@ mod tests {
         assert!(matches!(
             cli.command,
             Command::Firmware(FirmwareCommand::Update(a))
-                if a.allow_in_service && a.select.as_deref() == Some("rack:r01")
+                if a.run.allow_in_service && a.run.select.as_deref() == Some("rack:r01")
         ));
     }
 }

@@ -525,12 +525,83 @@ mod tests {
         }
     }
 
+    /// A node stage whose nodes outside `fast_rack` wait for `release`.
+    struct Held {
+        fast_rack: std::sync::Mutex<String>,
+        release: tokio::sync::Semaphore,
+    }
+
+    impl StageDef for Held {
+        fn about(&self) -> About {
+            About {
+                name: "held",
+                scope: Scope::Node,
+                destructive: false,
+            }
+        }
+        fn run_node<'a>(&'a self, cx: &'a NodeCx, steps: &'a mut Steps) -> NodeWork<'a> {
+            Box::pin(async move {
+                let held = *self.fast_rack.lock().unwrap() != cx.node.rack;
+                steps
+                    .run("work", Duration::from_secs(60), || async {
+                        if held {
+                            self.release.acquire().await.unwrap().forget();
+                        }
+                        Ok(Outcome::done("worked"))
+                    })
+                    .await
+                    .map(drop)
+            })
+        }
+    }
+
+    /// A run stage that notes each rack it is called for (with its nodes)
+    /// and releases [`Held`] once the fast rack's call came.
+    struct After {
+        held: &'static Held,
+        calls: std::sync::Mutex<Vec<(String, Vec<String>)>>,
+    }
+
+    impl StageDef for After {
+        fn about(&self) -> About {
+            About {
+                name: "after",
+                scope: Scope::Run,
+                destructive: false,
+            }
+        }
+        fn run_node<'a>(&'a self, _cx: &'a NodeCx, _steps: &'a mut Steps) -> NodeWork<'a> {
+            Box::pin(async { Ok(()) })
+        }
+        fn run_after_rack<'a>(
+            &'a self,
+            _setup: &'a Arc<Setup>,
+            _sink: &'a Arc<dyn StepSink>,
+            rack: &'a str,
+            passed: Vec<Arc<NodeCx>>,
+        ) -> StageFuture<'a, bool> {
+            Box::pin(async move {
+                let names = passed.iter().map(|cx| cx.node.name.clone()).collect();
+                self.calls.lock().unwrap().push((rack.to_owned(), names));
+                if *self.held.fast_rack.lock().unwrap() == rack {
+                    self.held.release.add_permits(64);
+                }
+                false
+            })
+        }
+    }
+
     /// A run of three nodes in one rack over `stages`; `resume` opens the
     /// journal's run `r1` again instead of creating it.
     fn setup(dir: &std::path::Path, stages: Vec<Stage>, resume: bool) -> Setup {
+        setup_racks(dir, stages, resume, 1)
+    }
+
+    /// A run of three nodes in each of `racks` racks (see [`setup`]).
+    fn setup_racks(dir: &std::path::Path, stages: Vec<Stage>, resume: bool, racks: u32) -> Setup {
         let spec = SiteSpec {
             site: "t".into(),
-            racks: 1,
+            racks,
             nodes_per_rack: 3,
             base_bmc: std::net::Ipv4Addr::new(127, 19, 1, 1),
             base_ssh: std::net::Ipv4Addr::new(127, 19, 2, 1),
@@ -666,6 +737,43 @@ mod tests {
         let _ = run(setup2).await.unwrap();
         assert_eq!(first_def.calls.load(Ordering::SeqCst), 3);
         assert_eq!(second_def.calls.load(Ordering::SeqCst), 2);
+    }
+
+    /// A run stage runs for a rack as soon as that rack is done, over its
+    /// nodes only: the other rack's nodes are held until the first rack's
+    /// call came, so a run stage that waited for every rack would hang.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_stage_runs_for_a_rack_as_soon_as_it_is_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let held: &'static Held = Box::leak(Box::new(Held {
+            fast_rack: std::sync::Mutex::new(String::new()),
+            release: tokio::sync::Semaphore::new(0),
+        }));
+        let after: &'static After = Box::leak(Box::new(After {
+            held,
+            calls: std::sync::Mutex::new(Vec::new()),
+        }));
+        let stages = vec![Stage::new(0, held), Stage::new(1, after)];
+        let setup = setup_racks(dir.path(), stages, false, 2);
+        let rack_of = |i: usize| setup.nodes[i].node.rack.clone();
+        let (fast, slow) = (rack_of(0), rack_of(5));
+        assert_ne!(fast, slow);
+        *held.fast_rack.lock().unwrap() = fast.clone();
+        let names = |rack: &str| -> Vec<String> {
+            setup
+                .nodes
+                .iter()
+                .filter(|cx| cx.node.rack == rack)
+                .map(|cx| cx.node.name.clone())
+                .collect()
+        };
+        let expected = vec![(fast.clone(), names(&fast)), (slow.clone(), names(&slow))];
+        // A guard against a hang, not a synchronisation.
+        tokio::time::timeout(Duration::from_secs(60), run(setup))
+            .await
+            .expect("the slow rack was never released: the run stage waited for it")
+            .unwrap();
+        assert_eq!(*after.calls.lock().unwrap(), expected);
     }
 
     /// A destructive stage never touches a node in service unless the run
