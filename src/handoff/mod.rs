@@ -4,8 +4,9 @@
 //! or unverified ones are given back (webhook if asked, Slurm drain with
 //! the reason, Kubernetes stays cordoned with an annotation).
 //!
-//! Unlike the other stages it runs once the run's other stages ended, over
-//! every node of the run, and it decides the final verdict: a node that
+//! Unlike the other stages it runs once per rack, as soon as that rack's
+//! other stages ended (other racks may still work), over every node of the
+//! rack, and it decides the final verdict: a node that
 //! passed every stage is accepted only when each of its targets took it.
 //! Each unit is a journaled step of stage `handoff` (`record`, `sign`,
 //! `webhook`, `slurm`, `kubernetes`, numbered `-2`, `-3` for a second target
@@ -109,21 +110,24 @@ fn step_name(kind: &str, n: usize) -> &'static str {
     NAMES[row][n.min(3)]
 }
 
-/// Runs the handoff over the run's nodes: `accepted` passed every other
-/// stage; every failed or unverified node of the run is given back.
-/// Returns `true` if a stop left some node pending. `stage` is the handoff
-/// stage's handle, which the registry owns and failures are recorded under.
+/// Runs the handoff over one rack's nodes: `accepted` passed every other
+/// stage; every failed or unverified node of `rack` in the journal is given
+/// back (nodes of other racks are left to their own rack's call, so none is
+/// given back twice). Returns `true` if a stop left some node pending.
+/// `stage` is the handoff stage's handle, which the registry owns and
+/// failures are recorded under.
 pub async fn run(
     stage: Stage,
     setup: &Arc<Setup>,
     sink: &Arc<dyn StepSink>,
+    rack: &str,
     accepted: Vec<Arc<NodeCx>>,
 ) -> bool {
     let hs = setup
         .nodes
         .first()
         .and_then(|cx| cx.site.prepared::<crate::handoff::setup::HandoffSetup>());
-    let record = match setup.journal.load() {
+    let record = match setup.journal.load_rack(rack) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("cannot read the journal for the handoff: {e:#}");
@@ -145,7 +149,8 @@ pub async fn run(
         .iter()
         .map(|cx| (cx.node.name.as_str(), cx))
         .collect();
-    let gate = Arc::new(tokio::sync::Semaphore::new(hs.concurrency.max(1)));
+    // Shared by every rack's call: the targets see one run-wide limit.
+    let gate = hs.gate();
     let mut tasks = JoinSet::new();
     for node in record.nodes {
         let cx = by_name.get(node.name.as_str()).map(|cx| Arc::clone(cx));

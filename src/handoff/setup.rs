@@ -3,7 +3,7 @@
 //! pipeline's node context can hold it without depending on the stage.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -30,8 +30,11 @@ pub struct HandoffSetup {
     pub retry_base: Duration,
     /// How long a joined node may take to register with Kubernetes.
     pub join_wait: Duration,
-    /// How many nodes are handed off at once.
+    /// How many nodes are handed off at once, over the whole run.
     pub concurrency: usize,
+    /// The slots behind `concurrency`, made on first use (after the
+    /// command set `concurrency`) and shared by every rack's handoff.
+    gate: OnceLock<Arc<tokio::sync::Semaphore>>,
 }
 
 impl HandoffSetup {
@@ -92,7 +95,17 @@ impl HandoffSetup {
             retry_base: Duration::from_secs(1),
             join_wait: Duration::from_secs(300),
             concurrency: 32,
+            gate: OnceLock::new(),
         })
+    }
+
+    /// The run-wide handoff slots: every rack's handoff takes one per node,
+    /// so racks handing off at once stay within `concurrency` together.
+    pub fn gate(&self) -> Arc<tokio::sync::Semaphore> {
+        Arc::clone(
+            self.gate
+                .get_or_init(|| Arc::new(tokio::sync::Semaphore::new(self.concurrency.max(1)))),
+        )
     }
 }
 

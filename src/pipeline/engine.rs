@@ -4,11 +4,14 @@
 //! surviving nodes and then works on them together. One node's failure
 //! never stops the others unless `fail_fast` is set.
 //!
+//! A run-scoped stage (handoff) runs for each rack as soon as that rack's
+//! task ends, over that rack's nodes, while other racks still work.
+//!
 //! Stopping (Ctrl-C): the `stopping` flag stops every node before its next
 //! step and the gates admit no new node; steps already running finish and
 //! are recorded. Nodes left pending keep the run resumable.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -83,6 +86,7 @@ pub async fn run(setup: Setup) -> anyhow::Result<RunRecord> {
             None => racks.push((cx.node.rack.clone(), vec![Arc::clone(cx)])),
         }
     }
+    let worked: HashSet<String> = racks.iter().map(|(rack, _)| rack.clone()).collect();
     let mut tasks = JoinSet::new();
     for (_, nodes) in racks {
         let setup = Arc::clone(&setup);
@@ -90,28 +94,13 @@ pub async fn run(setup: Setup) -> anyhow::Result<RunRecord> {
         tasks.spawn(async move { run_rack(setup, sink, nodes).await });
     }
     let mut interrupted = false;
-    let mut passed = Vec::new();
     while let Some(done) = tasks.join_next().await {
         match done {
-            Ok((rack_interrupted, survivors)) => {
-                interrupted |= rack_interrupted;
-                passed.extend(survivors);
-            }
+            Ok(rack_interrupted) => interrupted |= rack_interrupted,
             Err(e) => anyhow::bail!("a rack's task failed: {e}"),
         }
     }
-    // A run stage (handoff) sees every node of the run: the survivors are
-    // handed over, the failed given back; it decides the survivors'
-    // verdicts.
-    for stage in run_stages(&setup.stages) {
-        if setup.stopping.load(Ordering::SeqCst) {
-            break;
-        }
-        interrupted |= stage
-            .def()
-            .run_after_racks(&setup, &sink, passed.clone())
-            .await;
-    }
+    interrupted |= after_idle_racks(&setup, &sink, &worked).await?;
     let state = if interrupted || setup.stopping.load(Ordering::SeqCst) {
         RunState::Interrupted
     } else {
@@ -134,13 +123,43 @@ pub async fn run(setup: Setup) -> anyhow::Result<RunRecord> {
     Ok(record)
 }
 
-/// The stages that run once every rack is done.
+/// On a resume, a rack with no pending node gets no task, yet a stop may
+/// have come before its run stage (handoff) ended: that stage runs for it
+/// here, with no node to accept, so its failed nodes are still given back
+/// (steps already journaled are skipped). `worked`: the racks that had a
+/// task in this run. `true` if a stop left some node pending.
+async fn after_idle_racks(
+    setup: &Arc<Setup>,
+    sink: &Arc<dyn StepSink>,
+    worked: &HashSet<String>,
+) -> anyhow::Result<bool> {
+    if run_stages(&setup.stages).next().is_none() || setup.stopping.load(Ordering::SeqCst) {
+        return Ok(false);
+    }
+    let mut idle = setup.journal.racks()?;
+    idle.retain(|rack| !worked.contains(rack));
+    let mut interrupted = false;
+    for rack in &idle {
+        for stage in run_stages(&setup.stages) {
+            if setup.stopping.load(Ordering::SeqCst) {
+                return Ok(true);
+            }
+            interrupted |= stage
+                .def()
+                .run_after_rack(setup, sink, rack, Vec::new())
+                .await;
+        }
+    }
+    Ok(interrupted)
+}
+
+/// The stages that run once a rack is done, over that rack's nodes.
 fn run_stages(stages: &[Stage]) -> impl Iterator<Item = Stage> + '_ {
     stages.iter().copied().filter(|s| s.scope() == Scope::Run)
 }
 
 /// Consecutive node-scoped stages, or one rack-scoped stage (run-scoped
-/// stages are left out: they run after every rack).
+/// stages are left out: they run after the rack's other stages).
 fn segments(stages: &[Stage]) -> Vec<(Scope, Vec<Stage>)> {
     let mut out: Vec<(Scope, Vec<Stage>)> = Vec::new();
     for &stage in stages.iter().filter(|s| s.scope() != Scope::Run) {
@@ -153,13 +172,14 @@ fn segments(stages: &[Stage]) -> Vec<(Scope, Vec<Stage>)> {
 }
 
 /// Runs one rack; `true` if some node was left pending by a stop. With a
-/// run stage (handoff) planned, the nodes that passed every stage are
-/// returned for it instead of being accepted here.
-async fn run_rack(
-    setup: Arc<Setup>,
-    sink: Arc<dyn StepSink>,
-    nodes: Vec<Arc<NodeCx>>,
-) -> (bool, Vec<Arc<NodeCx>>) {
+/// run stage (handoff) planned, the nodes that passed every stage go to it
+/// right away instead of being accepted here, so the rack's nodes need not
+/// wait for the slowest rack of the run.
+async fn run_rack(setup: Arc<Setup>, sink: Arc<dyn StepSink>, nodes: Vec<Arc<NodeCx>>) -> bool {
+    let rack = nodes
+        .first()
+        .map(|cx| cx.node.rack.clone())
+        .unwrap_or_default();
     let mut alive = nodes;
     let mut interrupted = false;
     let plan = segments(&setup.stages);
@@ -217,10 +237,22 @@ async fn run_rack(
     }
     if setup.stopping.load(Ordering::SeqCst) && !alive.is_empty() {
         // Stopped between segments: the survivors are not done.
-        return (true, Vec::new());
+        return true;
     }
     if run_stages(&setup.stages).next().is_some() {
-        return (interrupted, alive);
+        // A run stage (handoff) sees the rack's nodes: the survivors are
+        // handed over, the failed given back; it decides the survivors'
+        // verdicts. A stop skips it, leaving the run resumable.
+        for stage in run_stages(&setup.stages) {
+            if setup.stopping.load(Ordering::SeqCst) {
+                return true;
+            }
+            interrupted |= stage
+                .def()
+                .run_after_rack(&setup, &sink, &rack, alive.clone())
+                .await;
+        }
+        return interrupted;
     }
     for cx in alive {
         setup
@@ -234,7 +266,7 @@ async fn run_rack(
             &[],
         );
     }
-    (interrupted, Vec::new())
+    interrupted
 }
 
 /// Runs one node through `stages`, holding a node slot throughout. `last`:
@@ -493,12 +525,83 @@ mod tests {
         }
     }
 
+    /// A node stage whose nodes outside `fast_rack` wait for `release`.
+    struct Held {
+        fast_rack: std::sync::Mutex<String>,
+        release: tokio::sync::Semaphore,
+    }
+
+    impl StageDef for Held {
+        fn about(&self) -> About {
+            About {
+                name: "held",
+                scope: Scope::Node,
+                destructive: false,
+            }
+        }
+        fn run_node<'a>(&'a self, cx: &'a NodeCx, steps: &'a mut Steps) -> NodeWork<'a> {
+            Box::pin(async move {
+                let held = *self.fast_rack.lock().unwrap() != cx.node.rack;
+                steps
+                    .run("work", Duration::from_secs(60), || async {
+                        if held {
+                            self.release.acquire().await.unwrap().forget();
+                        }
+                        Ok(Outcome::done("worked"))
+                    })
+                    .await
+                    .map(drop)
+            })
+        }
+    }
+
+    /// A run stage that notes each rack it is called for (with its nodes)
+    /// and releases [`Held`] once the fast rack's call came.
+    struct After {
+        held: &'static Held,
+        calls: std::sync::Mutex<Vec<(String, Vec<String>)>>,
+    }
+
+    impl StageDef for After {
+        fn about(&self) -> About {
+            About {
+                name: "after",
+                scope: Scope::Run,
+                destructive: false,
+            }
+        }
+        fn run_node<'a>(&'a self, _cx: &'a NodeCx, _steps: &'a mut Steps) -> NodeWork<'a> {
+            Box::pin(async { Ok(()) })
+        }
+        fn run_after_rack<'a>(
+            &'a self,
+            _setup: &'a Arc<Setup>,
+            _sink: &'a Arc<dyn StepSink>,
+            rack: &'a str,
+            passed: Vec<Arc<NodeCx>>,
+        ) -> StageFuture<'a, bool> {
+            Box::pin(async move {
+                let names = passed.iter().map(|cx| cx.node.name.clone()).collect();
+                self.calls.lock().unwrap().push((rack.to_owned(), names));
+                if *self.held.fast_rack.lock().unwrap() == rack {
+                    self.held.release.add_permits(64);
+                }
+                false
+            })
+        }
+    }
+
     /// A run of three nodes in one rack over `stages`; `resume` opens the
     /// journal's run `r1` again instead of creating it.
     fn setup(dir: &std::path::Path, stages: Vec<Stage>, resume: bool) -> Setup {
+        setup_racks(dir, stages, resume, 1)
+    }
+
+    /// A run of three nodes in each of `racks` racks (see [`setup`]).
+    fn setup_racks(dir: &std::path::Path, stages: Vec<Stage>, resume: bool, racks: u32) -> Setup {
         let spec = SiteSpec {
             site: "t".into(),
-            racks: 1,
+            racks,
             nodes_per_rack: 3,
             base_bmc: std::net::Ipv4Addr::new(127, 19, 1, 1),
             base_ssh: std::net::Ipv4Addr::new(127, 19, 2, 1),
@@ -634,6 +737,43 @@ mod tests {
         let _ = run(setup2).await.unwrap();
         assert_eq!(first_def.calls.load(Ordering::SeqCst), 3);
         assert_eq!(second_def.calls.load(Ordering::SeqCst), 2);
+    }
+
+    /// A run stage runs for a rack as soon as that rack is done, over its
+    /// nodes only: the other rack's nodes are held until the first rack's
+    /// call came, so a run stage that waited for every rack would hang.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_stage_runs_for_a_rack_as_soon_as_it_is_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let held: &'static Held = Box::leak(Box::new(Held {
+            fast_rack: std::sync::Mutex::new(String::new()),
+            release: tokio::sync::Semaphore::new(0),
+        }));
+        let after: &'static After = Box::leak(Box::new(After {
+            held,
+            calls: std::sync::Mutex::new(Vec::new()),
+        }));
+        let stages = vec![Stage::new(0, held), Stage::new(1, after)];
+        let setup = setup_racks(dir.path(), stages, false, 2);
+        let rack_of = |i: usize| setup.nodes[i].node.rack.clone();
+        let (fast, slow) = (rack_of(0), rack_of(5));
+        assert_ne!(fast, slow);
+        *held.fast_rack.lock().unwrap() = fast.clone();
+        let names = |rack: &str| -> Vec<String> {
+            setup
+                .nodes
+                .iter()
+                .filter(|cx| cx.node.rack == rack)
+                .map(|cx| cx.node.name.clone())
+                .collect()
+        };
+        let expected = vec![(fast.clone(), names(&fast)), (slow.clone(), names(&slow))];
+        // A guard against a hang, not a synchronisation.
+        tokio::time::timeout(Duration::from_secs(60), run(setup))
+            .await
+            .expect("the slow rack was never released: the run stage waited for it")
+            .unwrap();
+        assert_eq!(*after.calls.lock().unwrap(), expected);
     }
 
     /// A destructive stage never touches a node in service unless the run

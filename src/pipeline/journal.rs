@@ -250,7 +250,13 @@ impl Journal {
 
     /// The whole record of one run.
     pub fn load(&self, run_id: &str) -> anyhow::Result<RunRecord> {
-        self.load_parts(run_id, true)
+        self.load_parts(run_id, None, true)
+    }
+
+    /// One run's record over one rack's nodes only, metrics included: what
+    /// a rack's handoff needs while other racks still write theirs.
+    pub fn load_rack(&self, run_id: &str, rack: &str) -> anyhow::Result<RunRecord> {
+        self.load_parts(run_id, Some(rack), true)
     }
 
     /// One run's record without its steps' metrics: verdicts, reasons and
@@ -258,10 +264,15 @@ impl Journal {
     /// firmware lists, bandwidth tables) would be hundreds of megabytes
     /// parsed only to be dropped.
     pub fn load_summary(&self, run_id: &str) -> anyhow::Result<RunRecord> {
-        self.load_parts(run_id, false)
+        self.load_parts(run_id, None, false)
     }
 
-    fn load_parts(&self, run_id: &str, metrics: bool) -> anyhow::Result<RunRecord> {
+    fn load_parts(
+        &self,
+        run_id: &str,
+        rack: Option<&str>,
+        metrics: bool,
+    ) -> anyhow::Result<RunRecord> {
         let db = self.db();
         let run = db
             .query_row(
@@ -277,36 +288,52 @@ impl Journal {
                     self.path.display()
                 ))
             })?;
-        let mut nodes_stmt = db.prepare(
+        // `?2` is the rack when there is one; the whole run's queries keep
+        // their plain form.
+        let (node_filter, step_filter) = match rack {
+            Some(_) => (
+                " AND rack = ?2",
+                " AND node IN (SELECT name FROM nodes WHERE run_id = ?1 AND rack = ?2)",
+            ),
+            None => ("", ""),
+        };
+        let mut nodes_stmt = db.prepare(&format!(
             "SELECT name, rack, hardware, verdict, failed_stage, reasons
-             FROM nodes WHERE run_id = ?1 ORDER BY seq",
-        )?;
+             FROM nodes WHERE run_id = ?1{node_filter} ORDER BY seq"
+        ))?;
+        let map_node = |r: &rusqlite::Row<'_>| {
+            Ok(NodeRecord {
+                name: r.get(0)?,
+                rack: r.get(1)?,
+                hardware: r.get(2)?,
+                verdict: parse_word(&r.get::<_, String>(3)?),
+                failed_stage: r.get(4)?,
+                reasons: json_col(&r.get::<_, String>(5)?),
+                steps: Vec::new(),
+            })
+        };
+        let with_rack;
+        let args: &[&dyn rusqlite::ToSql] = match &rack {
+            Some(rack) => {
+                with_rack = [&run_id as &dyn rusqlite::ToSql, rack];
+                &with_rack
+            }
+            None => &[&run_id],
+        };
         let mut nodes: Vec<NodeRecord> = nodes_stmt
-            .query_map(params![run_id], |r| {
-                Ok(NodeRecord {
-                    name: r.get(0)?,
-                    rack: r.get(1)?,
-                    hardware: r.get(2)?,
-                    verdict: parse_word(&r.get::<_, String>(3)?),
-                    failed_stage: r.get(4)?,
-                    reasons: json_col(&r.get::<_, String>(5)?),
-                    steps: Vec::new(),
-                })
-            })?
+            .query_map(args, map_node)?
             .collect::<Result<_, _>>()?;
         let index: HashMap<String, usize> = nodes
             .iter()
             .enumerate()
             .map(|(i, n)| (n.name.clone(), i))
             .collect();
-        let mut steps_stmt = db.prepare(if metrics {
-            "SELECT node, stage, step, status, started_ms, duration_ms, detail, reasons, metrics, artifacts
-             FROM steps WHERE run_id = ?1 ORDER BY node, seq"
-        } else {
-            "SELECT node, stage, step, status, started_ms, duration_ms, detail, reasons, 'null', artifacts
-             FROM steps WHERE run_id = ?1 ORDER BY node, seq"
-        })?;
-        let rows = steps_stmt.query_map(params![run_id], |r| {
+        let metrics_col = if metrics { "metrics" } else { "'null'" };
+        let mut steps_stmt = db.prepare(&format!(
+            "SELECT node, stage, step, status, started_ms, duration_ms, detail, reasons, {metrics_col}, artifacts
+             FROM steps WHERE run_id = ?1{step_filter} ORDER BY node, seq"
+        ))?;
+        let map_step = |r: &rusqlite::Row<'_>| {
             Ok((
                 r.get::<_, String>(0)?,
                 StepRecord {
@@ -322,14 +349,26 @@ impl Journal {
                     artifacts: json_col(&r.get::<_, String>(9)?),
                 },
             ))
-        })?;
-        for row in rows {
+        };
+        for row in steps_stmt.query_map(args, map_step)? {
             let (node, step) = row?;
             if let Some(&i) = index.get(&node) {
                 nodes[i].steps.push(step);
             }
         }
         Ok(RunRecord { run, nodes })
+    }
+
+    /// The racks of a run's nodes, in the order their first node was
+    /// recorded.
+    pub fn racks(&self, run_id: &str) -> anyhow::Result<Vec<String>> {
+        let db = self.db();
+        let mut stmt =
+            db.prepare("SELECT rack FROM nodes WHERE run_id = ?1 GROUP BY rack ORDER BY MIN(seq)")?;
+        let rows = stmt
+            .query_map(params![run_id], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
     }
 
     /// The metrics of one node's steps in one stage, in order: what a
@@ -419,6 +458,18 @@ impl RunJournal {
     pub fn load(&self) -> anyhow::Result<RunRecord> {
         self.writer.flush();
         self.journal.load(&self.run_id)
+    }
+
+    /// The racks of the run's nodes (see [`Journal::racks`]).
+    pub fn racks(&self) -> anyhow::Result<Vec<String>> {
+        self.writer.flush();
+        self.journal.racks(&self.run_id)
+    }
+
+    /// The run's record over one rack's nodes (see [`Journal::load_rack`]).
+    pub fn load_rack(&self, rack: &str) -> anyhow::Result<RunRecord> {
+        self.writer.flush();
+        self.journal.load_rack(&self.run_id, rack)
     }
 
     /// One node's step metrics in one stage (see [`Journal::stage_metrics`]).

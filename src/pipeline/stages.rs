@@ -28,7 +28,8 @@ pub type StageFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub type RackVerdicts = Result<HashMap<String, Outcome>, ()>;
 
 /// Whether a stage works on one node at a time, on a rack's nodes
-/// together, or on the whole run once every rack is done.
+/// together, or after all of a rack's other stages (the run's last step
+/// for those nodes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scope {
     /// Each node on its own.
@@ -36,8 +37,9 @@ pub enum Scope {
     /// Each node's own part, then the rack's surviving nodes together
     /// (cross-node measurements).
     Rack,
-    /// After every rack, over the whole run's nodes (handoff); such a stage
-    /// decides the verdicts of the nodes that reached it.
+    /// Last in the run, once per rack as soon as that rack's other stages
+    /// ended, over that rack's nodes (handoff), while other racks still
+    /// work; such a stage decides the verdicts of the nodes that reached it.
     Run,
 }
 
@@ -102,13 +104,15 @@ pub trait StageDef: Send + Sync + 'static {
         Box::pin(async { Ok(HashMap::new()) })
     }
 
-    /// The run-wide part (run stages only), after every rack: `passed` are
-    /// the nodes that passed every stage before it. Returns `true` when a
+    /// The run stage's part (run stages only), once `rack`'s other stages
+    /// ended: `passed` are the rack's nodes that passed every stage before
+    /// it; it must touch no node of another rack. Returns `true` when a
     /// stop left some node pending.
-    fn run_after_racks<'a>(
+    fn run_after_rack<'a>(
         &'a self,
         _setup: &'a Arc<Setup>,
         _sink: &'a Arc<dyn StepSink>,
+        _rack: &'a str,
         _passed: Vec<Arc<NodeCx>>,
     ) -> StageFuture<'a, bool> {
         Box::pin(async { false })

@@ -1,5 +1,6 @@
-//! The `handoff` stage: after every rack, the nodes that passed every
-//! stage are handed to the cloud and the failed given back (the work
+//! The `handoff` stage: as soon as a rack's other stages ended, its nodes
+//! that passed every stage are handed to the cloud and its failed given
+//! back, while other racks still work (the work
 //! itself is [`crate::handoff::run`]); it decides the survivors' verdicts.
 
 pub mod prepare;
@@ -17,7 +18,7 @@ use crate::pipeline::step::{Outcome, StepSink, Steps, Stop};
 pub struct Handoff;
 
 impl StageDef for Handoff {
-    // It sees every node of the run at once.
+    // It sees a rack's nodes at once, after that rack's other stages.
     fn about(&self) -> About {
         About {
             name: "handoff",
@@ -43,16 +44,18 @@ impl StageDef for Handoff {
             })
         })
     }
-    fn run_after_racks<'a>(
+    fn run_after_rack<'a>(
         &'a self,
         setup: &'a Arc<Setup>,
         sink: &'a Arc<dyn StepSink>,
+        rack: &'a str,
         passed: Vec<Arc<NodeCx>>,
     ) -> StageFuture<'a, bool> {
         Box::pin(crate::handoff::run(
             crate::stages::Stage::Handoff,
             setup,
             sink,
+            rack,
             passed,
         ))
     }
