@@ -177,11 +177,9 @@ fn walk_value(
                         Expand::Subordinate => !in_links,
                         Expand::Links => in_links,
                     };
-                    if wanted {
-                        if let Some(mut doc) = render(&target) {
-                            expand(&mut doc, kind, levels - 1, render);
-                            *value = doc;
-                        }
+                    if let Some(mut doc) = wanted.then(|| render(&target)).flatten() {
+                        expand(&mut doc, kind, levels - 1, render);
+                        *value = doc;
                     }
                 }
                 None => walk(map, kind, levels, in_links, render),
