@@ -8,6 +8,7 @@ pub mod bios;
 pub mod flavour;
 pub mod metadata;
 pub mod multipart;
+pub mod query;
 pub mod render;
 pub mod update;
 
@@ -236,6 +237,8 @@ impl Bmc {
                     .or_else(|| kv.strip_prefix("%24skip="))
             })
             .and_then(|n| n.parse::<usize>().ok());
+        // Refusals are answered only to reads, and only after authentication.
+        let query = query::parse(&self.flavour, req.uri().query().unwrap_or(""));
         if path == "/redfish" && method == Method::GET {
             return json_reply(StatusCode::OK, &json!({"v1": "/redfish/v1/"}));
         }
@@ -284,7 +287,13 @@ impl Bmc {
         };
         match method {
             Method::GET | Method::HEAD => {
-                let mut r = self.get(&path, skip);
+                let mut r = match query {
+                    Ok(q) => self.get(&path, skip, &q),
+                    Err((code, id, message)) => {
+                        let code = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
+                        error(code, id, &message)
+                    }
+                };
                 if method == Method::HEAD {
                     *r.body_mut() = Full::new(Bytes::new());
                 }
@@ -344,7 +353,7 @@ impl Bmc {
         )
     }
 
-    fn get(&self, path: &str, skip: Option<usize>) -> Reply {
+    fn get(&self, path: &str, skip: Option<usize>, query: &query::Query) -> Reply {
         if path == "/redfish/v1/$metadata" {
             let mut r = Response::new(Full::new(Bytes::from(self.metadata.as_bytes().to_vec())));
             r.headers_mut().insert(
@@ -371,6 +380,13 @@ impl Bmc {
                     Some(size) => page(doc, path, skip.unwrap_or(0), size),
                     None => doc,
                 };
+                // Expanded in this one request: members come from the same
+                // rendering a GET of each takes, faults and state included.
+                let mut doc = doc;
+                if let Some((kind, levels)) = query.expand {
+                    query::expand(&mut doc, kind, levels, &|p| self.render(p));
+                }
+                query::select(&mut doc, &query.select);
                 // Serialized once, for the body and its ETag.
                 let text = doc.to_string();
                 let tag = etag_of(text.as_bytes());
