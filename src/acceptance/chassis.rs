@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
 use crate::bmc::client::BmcClient;
-use crate::bmc::discover::{Layout, discover};
+use crate::bmc::discover::{Layout, discover_bmc};
 use crate::bmc::facts::{Sensors, sensors};
 use crate::profiles::HardwareProfile;
 
@@ -74,7 +74,7 @@ impl BmcSensors {
         let layout = self
             .layout
             .get_or_try_init(|| async {
-                discover(&self.client, self.system.as_deref())
+                discover_bmc(&self.client, self.system.as_deref())
                     .await
                     .map(Arc::new)
             })

@@ -155,6 +155,22 @@ pub struct Layout {
     /// (AMI MegaRAC: `#AMIVirtualMedia.EnableRMedia`), when media is off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub media_enable: Option<String>,
+    /// Whether [`Layout::media`] has been read ([`read_media`]): discovery
+    /// alone leaves the slots unread, as only imaging needs them.
+    #[serde(skip)]
+    pub media_read: bool,
+    /// The UpdateService the service root links, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update_service: Option<String>,
+    /// The query that reads a collection with its members in one request
+    /// (`$expand=.($levels=1)`), when the service root advertises one and
+    /// the vendor's is trusted; `None` reads member by member.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expand: Option<String>,
+    /// The host as the system document described it at discovery (its
+    /// power state may have changed since).
+    #[serde(skip)]
+    pub host: crate::bmc::facts::Host,
 }
 
 impl Layout {
@@ -490,19 +506,63 @@ async fn chassis_of(
     })
 }
 
-/// Finds the BMC's layout. `wanted_system` is the inventory's `bmc.system`.
+/// The query that expands a collection's members one level, from the
+/// service root's `ProtocolFeaturesSupported.ExpandQuery`: `.` (members,
+/// not links) with `($levels=1)` where levels are offered. `None` where
+/// the BMC does not advertise `.`.
+pub fn expand_query(root: &Value) -> Option<String> {
+    let ex = &root["ProtocolFeaturesSupported"]["ExpandQuery"];
+    if ex["NoLinks"] != true {
+        return None;
+    }
+    if ex["Levels"] == true && ex["MaxLevels"].as_u64().unwrap_or(0) >= 1 {
+        Some("$expand=.($levels=1)".to_owned())
+    } else {
+        Some("$expand=.".to_owned())
+    }
+}
+
+/// Finds the BMC's layout with its virtual-media slots read: discovery
+/// ([`discover_bmc`]) then [`read_media`].
+pub async fn discover(client: &BmcClient, wanted_system: Option<&str>) -> Result<Layout, BmcError> {
+    let mut layout = discover_bmc(client, wanted_system).await?;
+    read_media(client, &mut layout).await?;
+    Ok(layout)
+}
+
+/// Reads the layout's virtual-media slots, once (a layout whose slots
+/// were read is left alone).
+pub async fn read_media(client: &BmcClient, layout: &mut Layout) -> Result<(), BmcError> {
+    if !layout.media_read {
+        layout.media = read_slots(client, layout, &layout.media_collections.clone()).await?;
+        layout.media_read = true;
+    }
+    Ok(())
+}
+
+/// Finds the BMC's layout, virtual-media slots left unread (see
+/// [`read_media`]). `wanted_system` is the inventory's `bmc.system`.
+///
+/// Four requests on a plain BMC: the service root, Systems, the host
+/// system and its manager. The system document's host summary is kept
+/// ([`Layout::host`]) so preflight need not read it again.
 ///
 /// Each document is reduced to what the layout needs before the next
 /// request: a parsed document takes about ten times its text in memory,
 /// and a site discovers thousands of BMCs at once.
-pub async fn discover(client: &BmcClient, wanted_system: Option<&str>) -> Result<Layout, BmcError> {
-    let (managers_path, systems_path, chassis_path, root_id) = {
+pub async fn discover_bmc(
+    client: &BmcClient,
+    wanted_system: Option<&str>,
+) -> Result<Layout, BmcError> {
+    let (managers_path, systems_path, chassis_path, root_id, update_service, expand) = {
         let root = client.get("/redfish/v1").await?;
         (
             link(&root["Managers"]).unwrap_or("/redfish/v1/Managers".into()),
             link(&root["Systems"]).unwrap_or("/redfish/v1/Systems".into()),
             link(&root["Chassis"]).unwrap_or("/redfish/v1/Chassis".into()),
             identity_part(&root),
+            link(&root["UpdateService"]),
+            expand_query(&root),
         )
     };
 
@@ -546,6 +606,7 @@ pub async fn discover(client: &BmcClient, wanted_system: Option<&str>) -> Result
         .cloned();
     let managed_by = links(&sys["Links"]["ManagedBy"]);
     let system_media = link(&sys["VirtualMedia"]);
+    let host = crate::bmc::facts::host_of(&sys);
     drop(sys);
 
     let (manager, identity, manager_media, media_enable) = {
@@ -580,7 +641,7 @@ pub async fn discover(client: &BmcClient, wanted_system: Option<&str>) -> Result
     }
     let reset_types = allowed_values(client, &reset, "ResetType").await?;
     drop(reset);
-    let media = read_slots(client, &media_collections).await?;
+    let expand = expand.filter(|_| !identity.quirks().expand_broken);
 
     Ok(Layout {
         identity,
@@ -595,50 +656,47 @@ pub async fn discover(client: &BmcClient, wanted_system: Option<&str>) -> Result
         boot_enabled,
         boot_mode,
         http_boot_uri,
-        media,
+        media: Vec::new(),
         media_collections,
         media_enable,
+        media_read: false,
+        update_service,
+        expand,
+        host,
         system,
     })
 }
 
-/// Reads every slot of the given virtual-media collections.
+/// Reads every slot of the given virtual-media collections (each in one
+/// request where the layout's BMC expands collections).
 pub async fn read_slots(
     client: &BmcClient,
+    layout: &Layout,
     collections: &[String],
 ) -> Result<Vec<MediaSlot>, BmcError> {
-    let mut media: Vec<MediaSlot> = Vec::new();
+    let mut docs: Vec<(String, Value)> = Vec::new();
     for collection in collections {
         // A collection that is not there (licence missing, feature off)
         // means no slots here, not a broken BMC.
-        let Some(paths) = self::collection(client, collection).await? else {
-            continue;
-        };
-        for path in paths {
-            if media.iter().any(|m| m.path == path) {
-                continue;
+        for_each_member(client, layout.expand.as_deref(), collection, |path, doc| {
+            if !docs.iter().any(|(p, _)| p == path) {
+                docs.push((path.to_owned(), doc.clone()));
             }
-            if let Some(doc) = get_optional(client, &path).await? {
-                media.push(read_slot(client, &path, &doc).await?);
-            }
-        }
+        })
+        .await?;
     }
-    Ok(media)
+    // Insert parameters are read when a slot is used (`read_slot`).
+    Ok(docs
+        .iter()
+        .map(|(path, doc)| slot_of(path, doc, None))
+        .collect())
 }
 
 /// Reads one slot: its media types, how it takes an image (action, or
 /// PATCH where no InsertMedia action is offered), the parameters its
 /// ActionInfo declares, and its state.
 pub async fn read_slot(client: &BmcClient, path: &str, doc: &Value) -> Result<MediaSlot, BmcError> {
-    let actions = &doc["Actions"];
-    let insert_action = &actions["#VirtualMedia.InsertMedia"];
-    let insert = match insert_action["target"].as_str() {
-        Some(target) => InsertMethod::Action {
-            target: target.to_owned(),
-        },
-        None => InsertMethod::Patch,
-    };
-    let insert_params = match insert_action["@Redfish.ActionInfo"].as_str() {
+    let insert_params = match doc["Actions"]["#VirtualMedia.InsertMedia"]["@Redfish.ActionInfo"].as_str() {
         Some(info) => match client.get(info).await {
             Ok(info) => Some(
                 info["Parameters"]
@@ -655,7 +713,20 @@ pub async fn read_slot(client: &BmcClient, path: &str, doc: &Value) -> Result<Me
         },
         None => None,
     };
-    Ok(MediaSlot {
+    Ok(slot_of(path, doc, insert_params))
+}
+
+/// A slot as its document describes it, with the insert parameters read
+/// from its ActionInfo (`None`: not read, or none published).
+fn slot_of(path: &str, doc: &Value, insert_params: Option<Vec<String>>) -> MediaSlot {
+    let actions = &doc["Actions"];
+    let insert = match actions["#VirtualMedia.InsertMedia"]["target"].as_str() {
+        Some(target) => InsertMethod::Action {
+            target: target.to_owned(),
+        },
+        None => InsertMethod::Patch,
+    };
+    MediaSlot {
         path: path.to_owned(),
         id: opt_text(&doc["Id"]).unwrap_or_else(|| last_segment(path).to_owned()),
         media_types: strings(&doc["MediaTypes"]),
@@ -665,7 +736,7 @@ pub async fn read_slot(client: &BmcClient, path: &str, doc: &Value) -> Result<Me
             .as_str()
             .map(str::to_owned),
         state: MediaState::of(doc),
-    })
+    }
 }
 
 /// The GPUs the BMC sees (the rules are in the module docs): processors
@@ -674,7 +745,8 @@ pub async fn read_slot(client: &BmcClient, path: &str, doc: &Value) -> Result<Me
 pub async fn gpus(client: &BmcClient, layout: &Layout) -> Result<Vec<Gpu>, BmcError> {
     let mut found = Vec::new();
     for system in std::iter::once(&layout.system).chain(&layout.baseboards) {
-        for_each_member(client, &format!("{system}/Processors"), |path, doc| {
+        let processors = format!("{system}/Processors");
+        for_each_member(client, layout.expand.as_deref(), &processors, |path, doc| {
             if doc["ProcessorType"] == "GPU" {
                 found.push(gpu_of(path, doc, None));
             }
@@ -804,21 +876,95 @@ async fn get_optional(client: &BmcClient, path: &str) -> Result<Option<Value>, B
 }
 
 /// Reads each member of a collection that exists (every page of it) and
-/// hands it to `each`; only one member's document is held at a time.
-async fn for_each_member(
+/// hands it to `each`. With `expand` (the layout's `$expand` query) the
+/// collection comes with its members in one request; a member the BMC
+/// left as a bare link, or a BMC that refuses the query, is read member
+/// by member, so an expand that is ignored or broken costs requests, not
+/// members.
+pub async fn for_each_member(
     client: &BmcClient,
+    expand: Option<&str>,
     collection: &str,
     mut each: impl FnMut(&str, &Value),
 ) -> Result<(), BmcError> {
-    let Some(paths) = self::collection(client, collection).await? else {
-        return Ok(());
-    };
-    for path in paths {
+    let mut bare: Vec<String> = Vec::new();
+    match expanded(client, expand, collection).await? {
+        Expanded::Members(pages) => {
+            let mut seen = std::collections::HashSet::new();
+            for page in &pages {
+                for m in page["Members"].as_array().into_iter().flatten() {
+                    let Some(path) = link(m) else { continue };
+                    if !seen.insert(path.clone()) {
+                        continue;
+                    }
+                    if m.as_object().is_some_and(|o| o.len() > 1) {
+                        each(&path, m);
+                    } else {
+                        bare.push(path);
+                    }
+                }
+            }
+        }
+        Expanded::Absent => return Ok(()),
+        Expanded::Refused => match self::collection(client, collection).await? {
+            Some(paths) => bare = paths,
+            None => return Ok(()),
+        },
+    }
+    for path in bare {
         if let Some(doc) = get_optional(client, &path).await? {
             each(&path, &doc);
         }
     }
     Ok(())
+}
+
+/// A collection read with `$expand`.
+enum Expanded {
+    /// Its pages, members inline where the BMC expanded them.
+    Members(Vec<Value>),
+    /// The collection is not there.
+    Absent,
+    /// No expand query, or the BMC refused it (400, 501): read it plainly.
+    Refused,
+}
+
+/// Reads a collection with `expand`, every page of it (bounded like
+/// [`collection`]).
+async fn expanded(
+    client: &BmcClient,
+    expand: Option<&str>,
+    collection: &str,
+) -> Result<Expanded, BmcError> {
+    let Some(query) = expand else {
+        return Ok(Expanded::Refused);
+    };
+    let first = match client.get(&format!("{collection}?{query}")).await {
+        Ok(doc) => doc,
+        // 404 and 405 say the collection is missing; 501 and 400 may
+        // mean only the query is not understood.
+        Err(e) if matches!(e.status(), Some(400 | 501)) => {
+            tracing::debug!(node = %client.node, collection, "expand refused ({e}); reading members one by one");
+            return Ok(Expanded::Refused);
+        }
+        Err(e) if e.is_absent() => return Ok(Expanded::Absent),
+        Err(e) => return Err(e),
+    };
+    let mut next = next_link(&first, collection);
+    let mut pages = vec![first];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(page_path) = next.take() {
+        if pages.len() >= MAX_PAGES || !seen.insert(page_path.clone()) {
+            tracing::warn!(node = %client.node, collection, pages = pages.len(), "stopped following Members@odata.nextLink");
+            break;
+        }
+        let Some(page) = get_optional(client, &page_path).await? else {
+            break;
+        };
+        next = next_link(&page, collection);
+        pages.push(page);
+    }
+    Ok(Expanded::Members(pages))
 }
 
 /// Whether a PCIe device document names itself a GPU.

@@ -5,10 +5,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::bmc::client::{BmcClient, BmcError};
-use crate::bmc::discover::{Gpu, Layout, collection, link};
+use crate::bmc::discover::{Gpu, Layout, for_each_member, link};
 
 /// The host as the BMC describes it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Host {
     /// `Manufacturer`.
     pub manufacturer: String,
@@ -30,19 +30,23 @@ fn text(v: &Value) -> String {
 
 /// Reads the host's summary.
 pub async fn host(client: &BmcClient, layout: &Layout) -> Result<Host, BmcError> {
-    let sys = client.get(&layout.system).await?;
+    Ok(host_of(&client.get(&layout.system).await?))
+}
+
+/// The host's summary in a system document.
+pub fn host_of(sys: &Value) -> Host {
     let health = match text(&sys["Status"]["HealthRollup"]) {
         h if h.is_empty() => text(&sys["Status"]["Health"]),
         h => h,
     };
-    Ok(Host {
+    Host {
         manufacturer: text(&sys["Manufacturer"]),
         model: text(&sys["Model"]),
         serial: text(&sys["SerialNumber"]),
         power: text(&sys["PowerState"]),
         health,
         bios: text(&sys["BiosVersion"]),
-    })
+    }
 }
 
 /// One firmware component.
@@ -59,9 +63,10 @@ pub struct Firmware {
     pub updateable: Option<bool>,
 }
 
-/// Firmware inventory from the UpdateService (empty when the BMC has none).
-pub async fn firmware(client: &BmcClient) -> Result<Vec<Firmware>, BmcError> {
-    let Some(update) = link(&client.get("/redfish/v1").await?["UpdateService"]) else {
+/// Firmware inventory from the UpdateService the service root links
+/// (empty when the BMC has none).
+pub async fn firmware(client: &BmcClient, layout: &Layout) -> Result<Vec<Firmware>, BmcError> {
+    let Some(update) = &layout.update_service else {
         return Ok(Vec::new());
     };
     let inventory = match client.get(&update).await {
@@ -70,35 +75,30 @@ pub async fn firmware(client: &BmcClient) -> Result<Vec<Firmware>, BmcError> {
         Err(e) => return Err(e),
     };
     match inventory {
-        Some(inventory) => firmware_members(client, &inventory).await,
+        Some(inventory) => firmware_members(client, layout.expand.as_deref(), &inventory).await,
         None => Ok(Vec::new()),
     }
 }
 
-/// The members of the firmware inventory at `inventory`.
+/// The members of the firmware inventory at `inventory`, in one request
+/// where `expand` (the layout's `$expand` query) is given.
 pub async fn firmware_members(
     client: &BmcClient,
+    expand: Option<&str>,
     inventory: &str,
 ) -> Result<Vec<Firmware>, BmcError> {
     // A linked inventory that is not there (sushy-tools' libvirt driver
     // links one and answers 404) is no inventory, not a failed node.
-    let Some(listing) = collection(client, inventory).await? else {
-        return Ok(Vec::new());
-    };
     let mut out = Vec::new();
-    for path in listing {
-        let doc = match client.get(&path).await {
-            Ok(doc) => doc,
-            Err(e) if e.is_absent() => continue,
-            Err(e) => return Err(e),
-        };
+    for_each_member(client, expand, inventory, |_, doc| {
         out.push(Firmware {
             id: text(&doc["Id"]),
             name: text(&doc["Name"]),
             version: text(&doc["Version"]),
             updateable: doc["Updateable"].as_bool(),
         });
-    }
+    })
+    .await?;
     Ok(out)
 }
 

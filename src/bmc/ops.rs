@@ -9,7 +9,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::bmc::client::{BmcClient, BmcError};
-use crate::bmc::discover::{InsertMethod, Layout, MediaSlot, MediaState, read_slot, read_slots};
+use crate::bmc::discover::{
+    InsertMethod, Layout, MediaSlot, MediaState, for_each_member, read_slot, read_slots,
+};
 
 /// How long operations wait for a BMC to show their effect.
 #[derive(Clone, Copy, Debug)]
@@ -176,6 +178,17 @@ pub async fn power(
     waits: &Waits,
 ) -> Result<PowerOutcome, BmcError> {
     let before = power_state(client, layout).await?;
+    power_from(client, layout, op, waits, before).await
+}
+
+/// [`power`] for a caller that has just read the `PowerState` (`before`).
+pub async fn power_from(
+    client: &BmcClient,
+    layout: &Layout,
+    op: PowerOp,
+    waits: &Waits,
+    before: String,
+) -> Result<PowerOutcome, BmcError> {
     let mut sent = Vec::new();
     let is_off = before == "Off";
     let after = match op {
@@ -443,7 +456,7 @@ async fn enable_media(
         .await?;
     let start = Instant::now();
     loop {
-        let media = read_slots(client, &layout.media_collections).await?;
+        let media = read_slots(client, layout, &layout.media_collections).await?;
         if media.iter().any(MediaSlot::takes_cd) {
             let mut enabled = layout.clone();
             enabled.media = media;
@@ -464,14 +477,28 @@ async fn enable_media(
     }
 }
 
-/// Re-reads every slot.
+/// Re-reads every slot: one request per collection where the BMC
+/// expands them, one per slot otherwise.
 pub async fn media_status(client: &BmcClient, layout: &Layout) -> Result<Vec<MediaSlot>, BmcError> {
-    let mut out = Vec::with_capacity(layout.media.len());
-    for slot in &layout.media {
-        let doc = client.get(&slot.path).await?;
-        let mut fresh = slot.clone();
-        fresh.state = MediaState::of(&doc);
-        out.push(fresh);
+    let mut out = layout.media.clone();
+    if let Some(expand) = layout.expand.as_deref() {
+        let mut states = std::collections::HashMap::new();
+        for collection in &layout.media_collections {
+            for_each_member(client, Some(expand), collection, |path, doc| {
+                states.insert(path.to_owned(), MediaState::of(doc));
+            })
+            .await?;
+        }
+        for slot in &mut out {
+            match states.remove(&slot.path) {
+                Some(state) => slot.state = state,
+                None => slot.state = MediaState::of(&client.get(&slot.path).await?),
+            }
+        }
+        return Ok(out);
+    }
+    for slot in &mut out {
+        slot.state = MediaState::of(&client.get(&slot.path).await?);
     }
     Ok(out)
 }

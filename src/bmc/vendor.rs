@@ -57,6 +57,12 @@ pub struct Quirks {
     /// a GPU node whose BMC lists none has lost them; on other BMCs
     /// (plain DMTF Redfish, sushy-tools) an empty list proves nothing.
     pub lists_gpus: bool,
+    /// The family's `$expand` is known to answer wrongly, so collections
+    /// are read member by member even where the service root advertises
+    /// it. No family kiln knows needs it yet: members an expand leaves as
+    /// bare links are read one by one anyway
+    /// ([`crate::bmc::discover::for_each_member`]).
+    pub expand_broken: bool,
 }
 
 fn text(v: &Value) -> String {
@@ -118,6 +124,7 @@ impl Identity {
             boot_on_next_reset: false,
             extra_systems: false,
             lists_gpus: self.vendor != Vendor::Generic,
+            expand_broken: false,
         };
         match self.vendor {
             Vendor::Dell => q.omit_insert_params = &["Inserted", "WriteProtected"],

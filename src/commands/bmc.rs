@@ -149,7 +149,7 @@ async fn dispatch(ctx: &Ctx, cmd: BmcCommand) -> anyhow::Result<ExitStatus> {
             let work = Work::new(ctx, &target)?;
             let rows = work
                 .run(false, |c, layout| async move {
-                    let firmware = facts::firmware(&c).await?;
+                    let firmware = facts::firmware(&c, &layout).await?;
                     let gpus = crate::bmc::discover::gpus(&c, &layout).await?;
                     Ok(json!({"identity": layout.identity, "firmware": firmware, "gpus": gpus}))
                 })

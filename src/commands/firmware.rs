@@ -57,7 +57,7 @@ async fn check(ctx: &Ctx, target: &BmcTarget) -> anyhow::Result<ExitStatus> {
                         shortfalls: Vec::new(),
                     });
                 };
-                let (_, inventory) = stage::inventory_of(&c).await?;
+                let (_, inventory) = stage::inventory_of(&c, &layout).await?;
                 let components = compliance::check(&profile.firmware, &inventory);
                 let (bios_doc, secure_boot, _) = stage::bios_of(&c, &layout).await?;
                 let settings = bios::check(

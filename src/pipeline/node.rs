@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::OnceCell;
 
 use crate::bmc::client::BmcClient;
-use crate::bmc::discover::{Layout, discover};
+use crate::bmc::discover::{Layout, discover_bmc};
 use crate::inventory::Node;
 use crate::pipeline::gates::Gates;
 use crate::profiles::hardware::HardwareProfile;
@@ -131,13 +131,14 @@ impl NodeCx {
         &self.bmc
     }
 
-    /// The BMC's layout, discovered on first use (a resumed run that skips
+    /// The BMC's layout, its virtual-media slots unread (see
+    /// [`crate::bmc::discover::read_media`]), discovered on first use (a resumed run that skips
     /// the preflight steps discovers it again when a later stage asks).
     pub async fn layout(&self) -> anyhow::Result<Arc<Layout>> {
         let layout = self
             .layout
             .get_or_try_init(|| async {
-                discover(&self.bmc, self.node.bmc.system.as_deref())
+                discover_bmc(&self.bmc, self.node.bmc.system.as_deref())
                     .await
                     .map(Arc::new)
             })

@@ -237,21 +237,27 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// The BMC's update service and firmware inventory.
-async fn read_inventory(cx: &NodeCx) -> Result<(Option<UpdateService>, Vec<Firmware>), BmcError> {
-    inventory_of(cx.bmc()).await
+async fn read_inventory(
+    cx: &NodeCx,
+) -> anyhow::Result<(Option<UpdateService>, Vec<Firmware>)> {
+    let layout = cx.layout().await?;
+    Ok(inventory_of(cx.bmc(), &layout).await?)
 }
 
 /// A BMC's update service (none when it offers no `UpdateService`) and
 /// firmware inventory: shared by the stage and `kiln firmware check`.
 pub async fn inventory_of(
     client: &BmcClient,
+    layout: &Layout,
 ) -> Result<(Option<UpdateService>, Vec<Firmware>), BmcError> {
-    let Some(path) = link(&client.get("/redfish/v1").await?["UpdateService"]) else {
+    let Some(path) = &layout.update_service else {
         return Ok((None, Vec::new()));
     };
-    let service = UpdateService::of(&path, &client.get(&path).await?);
+    let service = UpdateService::of(path, &client.get(path).await?);
     let members = match &service.inventory {
-        Some(inventory) => facts::firmware_members(client, inventory).await?,
+        Some(inventory) => {
+            facts::firmware_members(client, layout.expand.as_deref(), inventory).await?
+        }
         None => Vec::new(),
     };
     Ok((Some(service), members))

@@ -77,8 +77,10 @@ pub async fn run(cx: &NodeCx, steps: &mut Steps) -> Result<(), Stop> {
         .await?;
     steps
         .run("host", DEADLINE, || async {
+            // Discovery read the system document moments ago (or, on a
+            // resume, just now): its summary is as fresh as another GET.
             let layout = cx.layout().await?;
-            let host = facts::host(cx.bmc(), &layout).await?;
+            let host = layout.host.clone();
             let metrics = HostMetrics {
                 host: Some(json!(host)),
             }
@@ -110,7 +112,8 @@ pub async fn run(cx: &NodeCx, steps: &mut Steps) -> Result<(), Stop> {
         .await?;
     steps
         .run("firmware", DEADLINE, || async {
-            let firmware = facts::firmware(cx.bmc()).await?;
+            let layout = cx.layout().await?;
+            let firmware = facts::firmware(cx.bmc(), &layout).await?;
             Ok(
                 Outcome::done(format!("{} firmware components listed", firmware.len()))
                     .with_metrics(
@@ -135,14 +138,22 @@ pub async fn run(cx: &NodeCx, steps: &mut Steps) -> Result<(), Stop> {
             // ends more than the request); a long wait does not hold one.
             let wave = cx.gates.power_on(&cx.node.rack);
             tokio::pin!(wave);
-            tokio::select! {
-                () = &mut wave => {}
+            let waited_long = tokio::select! {
+                () = &mut wave => false,
                 () = tokio::time::sleep(KEEP_CONNECTION_FOR) => {
                     cx.bmc().close_idle();
                     wave.await;
+                    true
                 }
-            }
-            let done = ops::power(cx.bmc(), &layout, PowerOp::On, &Waits::default()).await?;
+            };
+            // After a long wait someone may have powered it on: look again
+            // (some BMCs refuse `On` for a node already on).
+            let waits = Waits::default();
+            let done = if waited_long {
+                ops::power(cx.bmc(), &layout, PowerOp::On, &waits).await?
+            } else {
+                ops::power_from(cx.bmc(), &layout, PowerOp::On, &waits, state).await?
+            };
             Ok(Outcome::done(format!(
                 "powered on ({} → {}, sent {})",
                 done.before,
