@@ -591,6 +591,85 @@ mod tests {
         }
     }
 
+    /// A run stage like the handoff: over a rack's journaled nodes, sends
+    /// each node that passed or failed once (a journaled `send` step is
+    /// skipped) and accepts the passed. `stop_at`: the node before whose
+    /// send the stage acts as if a stop came (once). `sent` counts the
+    /// sends that really happened, per node.
+    struct GiveBack {
+        stop_at: std::sync::Mutex<Option<String>>,
+        sent: std::sync::Mutex<HashMap<String, usize>>,
+        racks: std::sync::Mutex<Vec<(String, usize)>>,
+    }
+
+    impl StageDef for GiveBack {
+        fn about(&self) -> About {
+            About {
+                name: "giveback",
+                scope: Scope::Run,
+                destructive: false,
+            }
+        }
+        fn run_node<'a>(&'a self, _cx: &'a NodeCx, _steps: &'a mut Steps) -> NodeWork<'a> {
+            Box::pin(async { Ok(()) })
+        }
+        fn run_after_rack<'a>(
+            &'a self,
+            setup: &'a Arc<Setup>,
+            sink: &'a Arc<dyn StepSink>,
+            rack: &'a str,
+            passed: Vec<Arc<NodeCx>>,
+        ) -> StageFuture<'a, bool> {
+            Box::pin(async move {
+                self.racks
+                    .lock()
+                    .unwrap()
+                    .push((rack.to_owned(), passed.len()));
+                let record = setup.journal.load_rack(rack).unwrap();
+                for node in record.nodes {
+                    let accept = passed.iter().any(|cx| cx.node.name == node.name);
+                    if !accept && node.verdict != NodeVerdict::Failed {
+                        continue;
+                    }
+                    let stop = {
+                        let mut stop_at = self.stop_at.lock().unwrap();
+                        let here = stop_at.as_deref() == Some(node.name.as_str());
+                        if here {
+                            *stop_at = None;
+                        }
+                        here
+                    };
+                    if stop {
+                        return true;
+                    }
+                    let mut steps = Steps::new(
+                        node.name.clone(),
+                        "giveback",
+                        Arc::clone(sink),
+                        Arc::clone(&setup.stopping),
+                    );
+                    let sent = steps
+                        .run("send", Duration::from_secs(5), || async {
+                            *self
+                                .sent
+                                .lock()
+                                .unwrap()
+                                .entry(node.name.clone())
+                                .or_default() += 1;
+                            Ok(Outcome::done("sent"))
+                        })
+                        .await;
+                    if sent.is_ok() && accept {
+                        setup
+                            .journal
+                            .set_verdict(&node.name, NodeVerdict::Accepted, None, &[]);
+                    }
+                }
+                false
+            })
+        }
+    }
+
     /// A run of three nodes in one rack over `stages`; `resume` opens the
     /// journal's run `r1` again instead of creating it.
     fn setup(dir: &std::path::Path, stages: Vec<Stage>, resume: bool) -> Setup {
@@ -774,6 +853,68 @@ mod tests {
             .expect("the slow rack was never released: the run stage waited for it")
             .unwrap();
         assert_eq!(*after.calls.lock().unwrap(), expected);
+    }
+
+    /// A resumed run where a rack has no pending node (its handoff stopped
+    /// before its failed node was given back) runs the run stage for that
+    /// rack anyway: the failed node is given back, once; nodes already
+    /// handed over, and a rack whose run stage had ended, send nothing again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_resume_gives_back_an_idle_racks_failed_node_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (one, _) = fake(0, "one", Scope::Node, Some("r01-n03"), None);
+        let give: &'static GiveBack = Box::leak(Box::new(GiveBack {
+            stop_at: std::sync::Mutex::new(Some("r01-n03".into())),
+            sent: std::sync::Mutex::new(HashMap::new()),
+            racks: std::sync::Mutex::new(Vec::new()),
+        }));
+        let stages = vec![one, Stage::new(1, give)];
+        let record = run(setup_racks(dir.path(), stages.clone(), false, 2))
+            .await
+            .unwrap();
+        assert_eq!(record.run.state, RunState::Interrupted);
+        let sent = |name: &str| give.sent.lock().unwrap().get(name).copied();
+        assert_eq!(sent("r01-n03"), None, "the stop came before its send");
+        assert_eq!(sent("r01-n01"), Some(1));
+        assert_eq!(give.sent.lock().unwrap().len(), 5);
+        // No node is left pending: both racks are idle on the resume.
+        assert!(
+            record
+                .nodes
+                .iter()
+                .all(|n| n.verdict != NodeVerdict::Pending),
+            "{:?}",
+            verdicts(&record)
+        );
+        give.racks.lock().unwrap().clear();
+
+        for _ in 0..2 {
+            let mut resumed = setup_racks(dir.path(), stages.clone(), true, 2);
+            // Only pending nodes are worked on again (none here).
+            resumed.nodes.retain(|cx| {
+                record
+                    .nodes
+                    .iter()
+                    .any(|n| n.name == cx.node.name && n.verdict == NodeVerdict::Pending)
+            });
+            assert!(resumed.nodes.is_empty());
+            let again = run(resumed).await.unwrap();
+            assert_eq!(again.run.state, RunState::Finished);
+            let failed = again.nodes.iter().find(|n| n.name == "r01-n03").unwrap();
+            assert_eq!(failed.verdict, NodeVerdict::Failed);
+            assert_eq!(failed.reasons, vec!["the fake stage failed it".to_owned()]);
+        }
+        // Each rack's run stage was called on each resume, with no node to
+        // accept; the failed node was given back exactly once, and nothing
+        // else was sent again.
+        let racks: Vec<(String, usize)> = ["r01", "r02", "r01", "r02"]
+            .iter()
+            .map(|r| ((*r).to_owned(), 0))
+            .collect();
+        assert_eq!(*give.racks.lock().unwrap(), racks);
+        let sent = give.sent.lock().unwrap();
+        assert_eq!(sent.len(), 6, "{sent:?}");
+        assert!(sent.values().all(|&n| n == 1), "{sent:?}");
     }
 
     /// A destructive stage never touches a node in service unless the run
