@@ -71,6 +71,10 @@ pub struct MediaSlot {
     /// The EjectMedia action's target; `None` means eject by PATCH.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eject_target: Option<String>,
+    /// The InsertMedia ActionInfo link, read for [`MediaSlot::insert_params`]
+    /// only when the slot is used ([`insert_params`]).
+    #[serde(skip)]
+    pub insert_info: Option<String>,
     /// What the slot reports now.
     pub state: MediaState,
 }
@@ -696,7 +700,16 @@ pub async fn read_slots(
 /// PATCH where no InsertMedia action is offered), the parameters its
 /// ActionInfo declares, and its state.
 pub async fn read_slot(client: &BmcClient, path: &str, doc: &Value) -> Result<MediaSlot, BmcError> {
-    let insert_params = match doc["Actions"]["#VirtualMedia.InsertMedia"]["@Redfish.ActionInfo"].as_str() {
+    insert_params(client, slot_of(path, doc, None)).await
+}
+
+/// The slot with the InsertMedia parameters its ActionInfo declares
+/// read, when it links one and they are not read yet.
+pub async fn insert_params(client: &BmcClient, mut slot: MediaSlot) -> Result<MediaSlot, BmcError> {
+    if slot.insert_params.is_some() {
+        return Ok(slot);
+    }
+    slot.insert_params = match slot.insert_info.as_deref() {
         Some(info) => match client.get(info).await {
             Ok(info) => Some(
                 info["Parameters"]
@@ -713,7 +726,7 @@ pub async fn read_slot(client: &BmcClient, path: &str, doc: &Value) -> Result<Me
         },
         None => None,
     };
-    Ok(slot_of(path, doc, insert_params))
+    Ok(slot)
 }
 
 /// A slot as its document describes it, with the insert parameters read
@@ -733,6 +746,9 @@ fn slot_of(path: &str, doc: &Value, insert_params: Option<Vec<String>>) -> Media
         insert,
         insert_params,
         eject_target: actions["#VirtualMedia.EjectMedia"]["target"]
+            .as_str()
+            .map(str::to_owned),
+        insert_info: actions["#VirtualMedia.InsertMedia"]["@Redfish.ActionInfo"]
             .as_str()
             .map(str::to_owned),
         state: MediaState::of(doc),

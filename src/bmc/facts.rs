@@ -338,6 +338,7 @@ mod tests {
             media_types: types.iter().map(|t| (*t).to_owned()).collect(),
             insert: InsertMethod::Patch,
             insert_params: None,
+            insert_info: None,
             eject_target: None,
             state: MediaState {
                 inserted: image.is_some(),

@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 
 use crate::bmc::client::{BmcClient, BmcError};
 use crate::bmc::discover::{
-    InsertMethod, Layout, MediaSlot, MediaState, for_each_member, read_slot, read_slots,
+    InsertMethod, Layout, MediaSlot, MediaState, for_each_member, insert_params, read_slot,
+    read_slots,
 };
 
 /// How long operations wait for a BMC to show their effect.
@@ -537,16 +538,22 @@ fn same_image(image: Option<&str>, url: &str) -> bool {
 }
 
 /// Inserts the image at `url` into the CD slot (ejecting anything else
-/// first) and waits until the BMC reports it inserted.
+/// first) and waits until the BMC reports it inserted. `states_current`:
+/// the layout's slot states were read moments ago with nothing done to
+/// the slots since, so the CD slot is not read again.
 pub async fn insert_media(
     client: &BmcClient,
     layout: &Layout,
     url: &str,
     waits: &Waits,
+    states_current: bool,
 ) -> Result<MediaOutcome, BmcError> {
     let enabled = enable_media(client, layout, waits).await?;
     let layout = enabled.as_ref().unwrap_or(layout);
-    let slot = fresh_cd_slot(client, layout).await?;
+    let slot = match (states_current && enabled.is_none(), layout.cd_slot()) {
+        (true, Some(slot)) => insert_params(client, slot.clone()).await?,
+        _ => fresh_cd_slot(client, layout).await?,
+    };
     if slot.state.inserted {
         if same_image(slot.state.image.as_deref(), url) {
             return Ok(MediaOutcome {
@@ -664,6 +671,39 @@ async fn eject_slot(
         "ejected, but",
     )
     .await
+}
+
+/// Ejects the CD slot an image was inserted into, without reading the
+/// slots first; a slot that turns out to be empty (the eject refused,
+/// `Inserted: false` on reading it back) is `None`.
+pub async fn eject_cd(
+    client: &BmcClient,
+    layout: &Layout,
+    waits: &Waits,
+) -> Result<Option<MediaOutcome>, BmcError> {
+    let Some(slot) = layout.cd_slot() else {
+        return Ok(None);
+    };
+    let state = match eject_slot(client, layout, slot, waits).await {
+        Ok(state) => state,
+        Err(e) => {
+            if MediaState::of(&client.get(&slot.path).await?).inserted {
+                return Err(e);
+            }
+            tracing::debug!(node = %client.node, slot = %slot.path, "eject refused on an empty slot ({e})");
+            return Ok(None);
+        }
+    };
+    Ok(Some(MediaOutcome {
+        via: if slot.eject_target.is_some() {
+            "eject-action"
+        } else {
+            "patch"
+        },
+        slot: slot.path.clone(),
+        state,
+        unchanged: false,
+    }))
 }
 
 /// Ejects every slot that holds media; returns one outcome per slot.

@@ -83,7 +83,7 @@ async fn dispatch(ctx: &Ctx, cmd: BmcCommand) -> anyhow::Result<ExitStatus> {
             let rows = work
                 .run(true, move |c, layout| {
                     let url = url.clone();
-                    async move { ops::insert_media(&c, &layout, &url, &waits).await }
+                    async move { ops::insert_media(&c, &layout, &url, &waits, true).await }
                 })
                 .await;
             work.finish(ctx, &rows, &["NODE", "SLOT", "VIA", "IMAGE"], |o| {

@@ -316,6 +316,7 @@ async fn deploy_cmd(ctx: &Ctx, catalog: &Catalog, args: &DeployArgs) -> anyhow::
             waits,
             reimage: args.reimage,
             gates: Some(Arc::clone(&gates)),
+            layout: None,
         })
         .collect();
     let concurrency = args

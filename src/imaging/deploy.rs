@@ -22,7 +22,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::bmc::client::BmcClient;
-use crate::bmc::discover::{Layout, discover};
+use crate::bmc::discover::{Layout, discover_bmc, read_media};
 use crate::bmc::ops::{self, BootDevice, PowerOp, Waits};
 use crate::imaging::server::{AgentPlan, BootServer, Progress, Registration, ServedFile};
 use crate::imaging::{DiskMedia, DiskSource, Media, hostkeys, iso, seed};
@@ -96,6 +96,9 @@ pub struct ImageCx {
     /// The site's power-on waves (`limits.power_on`): a rack powering on
     /// at once trips its breakers. `None`: no limit.
     pub gates: Option<Arc<crate::pipeline::gates::Gates>>,
+    /// The node's BMC layout as an earlier stage of this run discovered
+    /// it (filled here when empty); `None` discovers it afresh.
+    pub layout: Option<Arc<tokio::sync::OnceCell<Arc<Layout>>>>,
 }
 
 /// What imaging ended with.
@@ -218,10 +221,13 @@ pub async fn deploy(cx: &ImageCx, steps: &mut Steps) -> Result<Deployed, Stop> {
         .await?;
 
     let iso_url = p.reg.iso_url.clone();
+    // Whether the slots are as `prepare` read them (nothing ejected since).
+    let mut slots_as_read = true;
     steps
         .run("eject-stale", d.bmc, || async {
-            let slots = ops::media_status(c, layout).await.map_err(clean)?;
-            let stale: Vec<String> = slots
+            // `prepare` read the slots moments ago, on this attempt.
+            let stale: Vec<String> = layout
+                .media
                 .iter()
                 .filter(|s| {
                     s.state.inserted && (p.http_boot || s.state.image.as_deref() != Some(&iso_url))
@@ -231,6 +237,7 @@ pub async fn deploy(cx: &ImageCx, steps: &mut Steps) -> Result<Deployed, Stop> {
             if stale.is_empty() {
                 return Ok(Outcome::skipped("no stale media"));
             }
+            slots_as_read = false;
             ops::eject_media(c, layout, waits).await.map_err(clean)?;
             Ok(Outcome::done(format!(
                 "ejected {}",
@@ -242,7 +249,7 @@ pub async fn deploy(cx: &ImageCx, steps: &mut Steps) -> Result<Deployed, Stop> {
     if !p.http_boot {
         steps
             .run("insert-installer", d.bmc, || async {
-                let out = ops::insert_media(c, layout, &iso_url, waits)
+                let out = ops::insert_media(c, layout, &iso_url, waits, slots_as_read)
                     .await
                     .with_context(|| {
                         format!(
@@ -279,12 +286,21 @@ pub async fn deploy(cx: &ImageCx, steps: &mut Steps) -> Result<Deployed, Stop> {
 
     steps
         .run("power-on", d.bmc * 2, || async {
-            if ops::power_state(c, layout).await? == "Off"
+            let before = ops::power_state(c, layout).await?;
+            let mut waited = Duration::ZERO;
+            if before == "Off"
                 && let Some(gates) = &cx.gates
             {
+                let start = Instant::now();
                 gates.power_on(&cx.node.rack).await;
+                waited = start.elapsed();
             }
-            let out = ops::power(c, layout, PowerOp::On, waits).await?;
+            // After a long wait for the wave, look again.
+            let out = if waited > Duration::from_secs(2) {
+                ops::power(c, layout, PowerOp::On, waits).await?
+            } else {
+                ops::power_from(c, layout, PowerOp::On, waits, before).await?
+            };
             Ok(if out.sent.is_empty() {
                 Outcome::skipped(format!("already {}", out.after))
             } else {
@@ -401,8 +417,8 @@ async fn eject_step(steps: &mut Steps, cx: &ImageCx, p: &Prepared) -> Result<(),
             if p.http_boot {
                 return Ok(Outcome::skipped("nothing inserted (UEFI HTTP boot)"));
             }
-            let out = ops::eject_media(c, layout, waits).await.map_err(clean)?;
-            Ok(if out.is_empty() {
+            let out = ops::eject_cd(c, layout, waits).await.map_err(clean)?;
+            Ok(if out.is_none() {
                 Outcome::skipped("nothing inserted")
             } else if p.disk.is_some() {
                 Outcome::done("deploy environment ejected")
@@ -646,7 +662,24 @@ fn clean(e: impl Into<anyhow::Error>) -> anyhow::Error {
 async fn prepare(cx: &ImageCx) -> anyhow::Result<Prepared> {
     let node = &cx.node.name;
     let bmc = &cx.node.bmc.endpoint;
-    let layout = discover(&cx.bmc, cx.node.bmc.system.as_deref())
+    let discovered = async {
+        let fresh = || async {
+            discover_bmc(&cx.bmc, cx.node.bmc.system.as_deref())
+                .await
+                .map(Arc::new)
+        };
+        let shared = match &cx.layout {
+            Some(cell) => Arc::clone(cell.get_or_try_init(fresh).await?),
+            None => fresh().await?,
+        };
+        // Slots are read on every attempt: their state is what the
+        // eject-stale and insert steps act on.
+        let mut layout = (*shared).clone();
+        layout.media_read = false;
+        read_media(&cx.bmc, &mut layout).await?;
+        Ok::<_, crate::bmc::client::BmcError>(layout)
+    };
+    let layout = discovered
         .await
         .with_context(|| format!("discovering BMC {bmc} of {node}"))?;
     let http_boot = cx.profile.boot == BootMethod::UefiHttp

@@ -45,6 +45,7 @@ pub async fn run(cx: &NodeCx, steps: &mut Steps) -> Result<(), Stop> {
         waits: setup.waits,
         reimage: setup.reimage,
         gates: Some(Arc::clone(&cx.gates)),
+        layout: Some(cx.layout_cell()),
     };
     let deployed = deploy(&image, steps).await?;
     tracing::info!(node = %cx.node.name, already = deployed.already, "imaged: {} ({})", deployed.os, deployed.kernel);
