@@ -63,6 +63,7 @@ CREATE TABLE IF NOT EXISTS steps (
     metrics TEXT NOT NULL,
     artifacts TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 1,
+    bmc_requests INTEGER,
     PRIMARY KEY (run_id, node, stage, step)
 );
 CREATE TABLE IF NOT EXISTS events (
@@ -111,7 +112,8 @@ impl Journal {
             db.busy_timeout(std::time::Duration::from_secs(10))?;
             db.pragma_update(None, "journal_mode", "WAL")?;
             db.pragma_update(None, "synchronous", "NORMAL")?;
-            db.execute_batch(SCHEMA)
+            db.execute_batch(SCHEMA)?;
+            add_bmc_requests(&db)
         })()
         .map_err(|e| damaged(&path, e))
         .with_context(|| format!("cannot prepare the journal {}", path.display()))?;
@@ -330,7 +332,7 @@ impl Journal {
             .collect();
         let metrics_col = if metrics { "metrics" } else { "'null'" };
         let mut steps_stmt = db.prepare(&format!(
-            "SELECT node, stage, step, status, started_ms, duration_ms, detail, reasons, {metrics_col}, artifacts
+            "SELECT node, stage, step, status, started_ms, duration_ms, detail, reasons, {metrics_col}, artifacts, bmc_requests
              FROM steps WHERE run_id = ?1{step_filter} ORDER BY node, seq"
         ))?;
         let map_step = |r: &rusqlite::Row<'_>| {
@@ -347,6 +349,7 @@ impl Journal {
                     metrics: serde_json::from_str(&r.get::<_, String>(8)?)
                         .unwrap_or(serde_json::Value::Null),
                     artifacts: json_col(&r.get::<_, String>(9)?),
+                    bmc_requests: r.get::<_, Option<i64>>(10)?.map(|v| v as u64),
                 },
             ))
         };
@@ -519,8 +522,23 @@ impl StepSink for RunJournal {
             reasons: serde_json::to_string(&r.reasons).unwrap_or_else(|_| "[]".into()),
             metrics: serde_json::to_string(&r.metrics).unwrap_or_else(|_| "null".into()),
             artifacts: serde_json::to_string(&r.artifacts).unwrap_or_else(|_| "[]".into()),
+            bmc_requests: r.bmc_requests.map(|v| v as i64),
         })
     }
+}
+
+/// Gives a journal written before steps counted their BMC requests the
+/// column (empty for its old steps), so it loads and resumes as before.
+fn add_bmc_requests(db: &Connection) -> rusqlite::Result<()> {
+    let has: bool = db.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('steps') WHERE name = 'bmc_requests'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has {
+        db.execute_batch("ALTER TABLE steps ADD COLUMN bmc_requests INTEGER")?;
+    }
+    Ok(())
 }
 
 /// A journal SQLite cannot read is the user's to move aside or restore
