@@ -32,6 +32,9 @@ pub struct FlavourCounts {
     pub served_total: u64,
     /// Nodes accepted, of [`NODES`].
     pub accepted: usize,
+    /// Per node, the simulator's count less the node's steps' sum: the
+    /// fewest and most (requests sent outside any step).
+    pub outside_steps: (i64, i64),
 }
 
 /// Runs preflight over [`NODES`] simulated nodes of every flavour in turn,
@@ -93,9 +96,23 @@ fn one(
         ))?
         .finished()
         .ok_or_else(|| anyhow::anyhow!("no run"))?;
-    let served_total = sim.requests()?.values().filter_map(Value::as_u64).sum();
+    let served = sim.requests()?;
     let mut counts = summarise(&finished.record);
-    counts.served_total = served_total;
+    counts.served_total = served.values().filter_map(Value::as_u64).sum();
+    let outside: Vec<i64> = finished
+        .record
+        .nodes
+        .iter()
+        .map(|n| {
+            let steps: u64 = n.steps.iter().filter_map(|s| s.bmc_requests).sum();
+            let served = served.get(&n.name).and_then(Value::as_u64).unwrap_or(0);
+            served as i64 - steps as i64
+        })
+        .collect();
+    counts.outside_steps = (
+        outside.iter().copied().min().unwrap_or(0),
+        outside.iter().copied().max().unwrap_or(0),
+    );
     Ok(counts)
 }
 
@@ -130,6 +147,7 @@ pub fn summarise(record: &RunRecord) -> FlavourCounts {
         per_node,
         steps_total,
         served_total: 0,
+        outside_steps: (0, 0),
         accepted: record
             .nodes
             .iter()
@@ -161,8 +179,9 @@ pub fn to_json(all: &BTreeMap<&'static str, FlavourCounts>) -> (Value, Value) {
                     "accepted": c.accepted,
                     "kiln_steps": c.steps_total,
                     "simulator_served": c.served_total,
-                    // Sent outside any step: the session's logout at the end.
-                    "outside_steps": c.served_total as i64 - c.steps_total as i64,
+                    // Per node, sent outside any step (the session's
+                    // logout at the end): fewest and most.
+                    "outside_steps_per_node": {"min": c.outside_steps.0, "max": c.outside_steps.1},
                 }),
             )
         })

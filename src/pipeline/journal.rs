@@ -719,4 +719,47 @@ mod tests {
         assert!(crate::exit::status_for(&err) == crate::exit::ExitStatus::BadInput);
         assert!(err.to_string().contains("kiln runs list"), "{err}");
     }
+
+    #[tokio::test]
+    async fn steps_keep_their_bmc_requests_and_older_journals_load_without_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = Journal::open(dir.path())
+            .unwrap()
+            .create_run(&info("r1"), &[node("a")])
+            .unwrap();
+        for (step, count) in [("bmc", Some(7)), ("host", None)] {
+            run.started("a", "preflight", step, 1);
+            let record = StepRecord {
+                stage: "preflight".into(),
+                step: step.into(),
+                status: StepStatus::Done,
+                bmc_requests: count,
+                ..StepRecord::default()
+            };
+            run.ended("a", &record).wait().await.unwrap();
+        }
+        let steps = run.load().unwrap().nodes[0].steps.clone();
+        assert_eq!(steps[0].bmc_requests, Some(7));
+        assert_eq!(steps[1].bmc_requests, None);
+        drop(run);
+
+        // A journal from before the count: the column is added back, empty.
+        let journal = Journal::open(dir.path()).unwrap();
+        journal
+            .db()
+            .execute_batch("ALTER TABLE steps DROP COLUMN bmc_requests")
+            .unwrap();
+        drop(journal);
+        let record = Journal::open(dir.path()).unwrap().load("r1").unwrap();
+        assert_eq!(record.nodes[0].steps.len(), 2);
+        assert!(record.nodes[0].steps.iter().all(|s| s.bmc_requests.is_none()));
+
+        // A step record without the field, as `runs show --json` wrote it.
+        let old: StepRecord = serde_json::from_str(
+            r#"{"stage":"preflight","step":"bmc","status":"done","started_ms":1,"duration_ms":2,"detail":"","reasons":[],"metrics":null,"artifacts":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(old.bmc_requests, None);
+        assert!(!serde_json::to_string(&old).unwrap().contains("bmc_requests"));
+    }
 }
