@@ -331,7 +331,10 @@ fn the_site_benchmark_rounds_to_whole_racks_and_reports_both_sides_cpu() {
     // bar the session's logout after the last step.
     for flavour in ["generic", "dell", "hpe", "supermicro", "lenovo"] {
         let steps = &doc["requests_per_node"][flavour];
-        assert!(steps["preflight/bmc"]["mean"].as_f64().unwrap() > 0.0, "{doc}");
+        assert!(
+            steps["preflight/bmc"]["mean"].as_f64().unwrap() > 0.0,
+            "{doc}"
+        );
         assert!(steps["preflight"]["max"].as_u64().unwrap() > 0, "{doc}");
         let total = &doc["requests_total"][flavour];
         assert_eq!(total["accepted"], total["nodes"], "{doc}");

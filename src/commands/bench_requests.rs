@@ -71,11 +71,8 @@ fn one(
     let inventory = crate::inventory::load_file(&site)?
         .inventory
         .ok_or_else(|| anyhow::anyhow!("the generated inventory has errors"))?;
-    let (mut sim, endpoints) = SimChild::start(
-        &site,
-        &["--flavour", flavour, "--time-scale", "1000"],
-        true,
-    )?;
+    let (mut sim, endpoints) =
+        SimChild::start(&site, &["--flavour", flavour, "--time-scale", "1000"], true)?;
     let state = dir.join("state");
     pin(&state, &inventory, &endpoints)?;
     let quiet = crate::output::Printer::new(false, true, crate::output::ColorChoice::Never);

@@ -752,7 +752,12 @@ mod tests {
         drop(journal);
         let record = Journal::open(dir.path()).unwrap().load("r1").unwrap();
         assert_eq!(record.nodes[0].steps.len(), 2);
-        assert!(record.nodes[0].steps.iter().all(|s| s.bmc_requests.is_none()));
+        assert!(
+            record.nodes[0]
+                .steps
+                .iter()
+                .all(|s| s.bmc_requests.is_none())
+        );
 
         // A step record without the field, as `runs show --json` wrote it.
         let old: StepRecord = serde_json::from_str(
@@ -760,6 +765,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(old.bmc_requests, None);
-        assert!(!serde_json::to_string(&old).unwrap().contains("bmc_requests"));
+        assert!(
+            !serde_json::to_string(&old)
+                .unwrap()
+                .contains("bmc_requests")
+        );
     }
 }
