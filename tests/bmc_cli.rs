@@ -326,4 +326,19 @@ fn the_site_benchmark_rounds_to_whole_racks_and_reports_both_sides_cpu() {
     assert!(doc["cpu_floor_ratio"].as_f64().unwrap() > 0.0);
     assert!(doc["ratio"].as_f64().unwrap() > 0.0);
     assert!(doc["kept"].is_null());
+    // A few nodes of every flavour: each step's requests are in the
+    // journal, and per node they add up to what the simulator served,
+    // bar the session's logout after the last step.
+    for flavour in ["generic", "dell", "hpe", "supermicro", "lenovo"] {
+        let steps = &doc["requests_per_node"][flavour];
+        assert!(
+            steps["preflight/bmc"]["mean"].as_f64().unwrap() > 0.0,
+            "{doc}"
+        );
+        assert!(steps["preflight"]["max"].as_u64().unwrap() > 0, "{doc}");
+        let total = &doc["requests_total"][flavour];
+        assert_eq!(total["accepted"], total["nodes"], "{doc}");
+        assert_eq!(total["outside_steps_per_node"]["min"], 1, "{doc}");
+        assert_eq!(total["outside_steps_per_node"]["max"], 1, "{doc}");
+    }
 }

@@ -146,6 +146,12 @@ impl BmcClient {
         }
     }
 
+    /// How many HTTP requests this client sent to the BMC (every method,
+    /// logins and retries included).
+    pub fn requests(&self) -> u64 {
+        self.transport.requests()
+    }
+
     fn auth(&self) -> Auth {
         self.auth.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }

@@ -178,6 +178,8 @@ pub struct Transport {
     idle: Mutex<Vec<Box<TlsStream<TcpStream>>>>,
     gate: Semaphore,
     breaker: Mutex<Breaker>,
+    /// Requests written to the BMC, retries and replays included.
+    sent: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Transport {
@@ -219,7 +221,14 @@ impl Transport {
             options,
             idle: Mutex::new(Vec::new()),
             breaker: Mutex::new(Breaker::default()),
+            sent: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// How many requests were written to the BMC so far (every attempt,
+    /// retries included), for counting what each step costs the BMC.
+    pub fn requests(&self) -> u64 {
+        self.sent.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Closes the kept-alive connections. A node whose BMC work is done
@@ -410,6 +419,7 @@ impl Transport {
                     None => Box::pin(self.connect()).await?,
                 };
                 sent.store(true, std::sync::atomic::Ordering::Relaxed);
+                self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 match h1::exchange(&mut stream, method, &wire, BODY_LIMIT).await {
                     Ok(reply) => return Ok((stream, reply)),
                     Err(h1::H1Error::Closed)

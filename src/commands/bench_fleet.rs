@@ -175,6 +175,9 @@ pub fn run(ctx: &Ctx, nodes: u32, latency: Duration, keep: bool) -> anyhow::Resu
     // The simulators have been waited for, so their time is counted now
     // (start-up and the one-node run included).
     let sim_cpu = cpu_seconds(UsageWho::RUSAGE_CHILDREN);
+    // Then a few nodes of each BMC flavour: what each step asks of it.
+    let flavours = crate::commands::bench_requests::per_flavour(&runtime, dir.path())?;
+    let (requests_per_node, requests_total) = crate::commands::bench_requests::to_json(&flavours);
     let ratio = wall.as_secs_f64() / bound.as_secs_f64();
     let report = json!({
         "nodes": nodes,
@@ -200,6 +203,8 @@ pub fn run(ctx: &Ctx, nodes: u32, latency: Duration, keep: bool) -> anyhow::Resu
         "simulator_site_cpu_s": sim_site_cpu,
         "cores": cores,
         "cpu_floor_ratio": floor,
+        "requests_per_node": requests_per_node,
+        "requests_total": requests_total,
         "kept": keep.then(|| dir.path().display().to_string()),
     });
     if ctx.printer.json {
@@ -223,6 +228,8 @@ pub fn run(ctx: &Ctx, nodes: u32, latency: Duration, keep: bool) -> anyhow::Resu
             sims_count,
             (kiln_cpu + sim_site_cpu) / wall.as_secs_f64(),
         ));
+        ctx.printer
+            .data(&crate::commands::bench_requests::to_text(&flavours));
         for f in &failures {
             ctx.printer.info(&format!("not accepted: {f}"));
         }

@@ -7,6 +7,7 @@ pub mod bench_bootserver;
 pub mod bench_deploy;
 pub mod bench_firmware;
 pub mod bench_fleet;
+pub mod bench_requests;
 pub mod bench_sim;
 pub mod bench_ssh;
 pub mod bmc;

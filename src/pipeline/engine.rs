@@ -294,7 +294,8 @@ async fn run_node(
             stage.name(),
             Arc::clone(sink),
             Arc::clone(&setup.stopping),
-        );
+        )
+        .counting(cx.bmc());
         // Each stage's future is boxed (see `StageFuture`).
         let result = stage.def().run_node(cx, &mut steps).await;
         if last && index + 1 == stages.len() && result.is_ok() {

@@ -63,6 +63,7 @@ CREATE TABLE IF NOT EXISTS steps (
     metrics TEXT NOT NULL,
     artifacts TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 1,
+    bmc_requests INTEGER,
     PRIMARY KEY (run_id, node, stage, step)
 );
 CREATE TABLE IF NOT EXISTS events (
@@ -111,7 +112,8 @@ impl Journal {
             db.busy_timeout(std::time::Duration::from_secs(10))?;
             db.pragma_update(None, "journal_mode", "WAL")?;
             db.pragma_update(None, "synchronous", "NORMAL")?;
-            db.execute_batch(SCHEMA)
+            db.execute_batch(SCHEMA)?;
+            add_bmc_requests(&db)
         })()
         .map_err(|e| damaged(&path, e))
         .with_context(|| format!("cannot prepare the journal {}", path.display()))?;
@@ -330,7 +332,7 @@ impl Journal {
             .collect();
         let metrics_col = if metrics { "metrics" } else { "'null'" };
         let mut steps_stmt = db.prepare(&format!(
-            "SELECT node, stage, step, status, started_ms, duration_ms, detail, reasons, {metrics_col}, artifacts
+            "SELECT node, stage, step, status, started_ms, duration_ms, detail, reasons, {metrics_col}, artifacts, bmc_requests
              FROM steps WHERE run_id = ?1{step_filter} ORDER BY node, seq"
         ))?;
         let map_step = |r: &rusqlite::Row<'_>| {
@@ -347,6 +349,7 @@ impl Journal {
                     metrics: serde_json::from_str(&r.get::<_, String>(8)?)
                         .unwrap_or(serde_json::Value::Null),
                     artifacts: json_col(&r.get::<_, String>(9)?),
+                    bmc_requests: r.get::<_, Option<i64>>(10)?.map(|v| v as u64),
                 },
             ))
         };
@@ -519,8 +522,23 @@ impl StepSink for RunJournal {
             reasons: serde_json::to_string(&r.reasons).unwrap_or_else(|_| "[]".into()),
             metrics: serde_json::to_string(&r.metrics).unwrap_or_else(|_| "null".into()),
             artifacts: serde_json::to_string(&r.artifacts).unwrap_or_else(|_| "[]".into()),
+            bmc_requests: r.bmc_requests.map(|v| v as i64),
         })
     }
+}
+
+/// Gives a journal written before steps counted their BMC requests the
+/// column (empty for its old steps), so it loads and resumes as before.
+fn add_bmc_requests(db: &Connection) -> rusqlite::Result<()> {
+    let has: bool = db.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('steps') WHERE name = 'bmc_requests'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has {
+        db.execute_batch("ALTER TABLE steps ADD COLUMN bmc_requests INTEGER")?;
+    }
+    Ok(())
 }
 
 /// A journal SQLite cannot read is the user's to move aside or restore
@@ -700,5 +718,57 @@ mod tests {
         let err = Journal::open(dir.path()).unwrap().load("nope").unwrap_err();
         assert!(crate::exit::status_for(&err) == crate::exit::ExitStatus::BadInput);
         assert!(err.to_string().contains("kiln runs list"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn steps_keep_their_bmc_requests_and_older_journals_load_without_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = Journal::open(dir.path())
+            .unwrap()
+            .create_run(&info("r1"), &[node("a")])
+            .unwrap();
+        for (step, count) in [("bmc", Some(7)), ("host", None)] {
+            run.started("a", "preflight", step, 1);
+            let record = StepRecord {
+                stage: "preflight".into(),
+                step: step.into(),
+                status: StepStatus::Done,
+                bmc_requests: count,
+                ..StepRecord::default()
+            };
+            run.ended("a", &record).wait().await.unwrap();
+        }
+        let steps = run.load().unwrap().nodes[0].steps.clone();
+        assert_eq!(steps[0].bmc_requests, Some(7));
+        assert_eq!(steps[1].bmc_requests, None);
+        drop(run);
+
+        // A journal from before the count: the column is added back, empty.
+        let journal = Journal::open(dir.path()).unwrap();
+        journal
+            .db()
+            .execute_batch("ALTER TABLE steps DROP COLUMN bmc_requests")
+            .unwrap();
+        drop(journal);
+        let record = Journal::open(dir.path()).unwrap().load("r1").unwrap();
+        assert_eq!(record.nodes[0].steps.len(), 2);
+        assert!(
+            record.nodes[0]
+                .steps
+                .iter()
+                .all(|s| s.bmc_requests.is_none())
+        );
+
+        // A step record without the field, as `runs show --json` wrote it.
+        let old: StepRecord = serde_json::from_str(
+            r#"{"stage":"preflight","step":"bmc","status":"done","started_ms":1,"duration_ms":2,"detail":"","reasons":[],"metrics":null,"artifacts":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(old.bmc_requests, None);
+        assert!(
+            !serde_json::to_string(&old)
+                .unwrap()
+                .contains("bmc_requests")
+        );
     }
 }

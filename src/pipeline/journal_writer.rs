@@ -62,6 +62,8 @@ pub enum Write {
         metrics: String,
         /// Artifacts, as a JSON list.
         artifacts: String,
+        /// Requests sent to the BMC during the step, when any were.
+        bmc_requests: Option<i64>,
     },
     /// A node's verdict.
     Verdict {
@@ -134,9 +136,10 @@ impl Write {
                 reasons,
                 metrics,
                 artifacts,
+                bmc_requests,
             } => {
                 let rows = db.prepare_cached(
-                    "UPDATE steps SET status = ?5, duration_ms = ?6, detail = ?7, reasons = ?8, metrics = ?9, artifacts = ?10
+                    "UPDATE steps SET status = ?5, duration_ms = ?6, detail = ?7, reasons = ?8, metrics = ?9, artifacts = ?10, bmc_requests = ?11
                      WHERE run_id = ?1 AND node = ?2 AND stage = ?3 AND step = ?4",
                 )?
                 .execute(params![
@@ -149,7 +152,8 @@ impl Write {
                     detail,
                     reasons,
                     metrics,
-                    artifacts
+                    artifacts,
+                    bmc_requests
                 ])?;
                 // Its start was not stored (that write failed): the end
                 // went nowhere, which is a failure too.

@@ -132,6 +132,11 @@ pub struct StepRecord {
     pub metrics: Value,
     /// Raw outputs kept for it, relative to the run folder.
     pub artifacts: Vec<String>,
+    /// HTTP requests the node's BMC client sent during the step (retries
+    /// and logins included); absent for a step that sent none, and in
+    /// journals written before it was counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bmc_requests: Option<u64>,
 }
 
 /// How a step ended.

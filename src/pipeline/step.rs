@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::bmc::client::BmcClient;
 use crate::pipeline::record::{StepRecord, StepStatus, UnixMs};
 
 /// What a step reports when it ends without an error.
@@ -170,6 +171,8 @@ pub struct Steps {
     stage: &'static str,
     sink: Arc<dyn StepSink>,
     stopping: Arc<AtomicBool>,
+    /// The node's BMC client, whose requests each step records.
+    bmc: Option<Arc<BmcClient>>,
 }
 
 impl Steps {
@@ -186,7 +189,14 @@ impl Steps {
             stage,
             sink,
             stopping,
+            bmc: None,
         }
+    }
+
+    /// Records in each step how many requests `bmc` sent during it.
+    pub fn counting(mut self, bmc: &Arc<BmcClient>) -> Steps {
+        self.bmc = Some(Arc::clone(bmc));
+        self
     }
 
     /// Steps that nobody records and nobody stops: one-off commands.
@@ -247,6 +257,7 @@ impl Steps {
         let started_ms = now_ms();
         self.sink.started(&self.node, self.stage, step, started_ms);
         let clock = Instant::now();
+        let sent_before = self.bmc.as_ref().map(|b| b.requests());
         let outcome = match tokio::time::timeout(deadline, work()).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(e)) => Outcome::failed(error_text(&e)),
@@ -262,6 +273,14 @@ impl Steps {
             reasons: outcome.reasons.clone(),
             metrics: outcome.metrics.clone(),
             artifacts: outcome.artifacts.clone(),
+            // Only steps that talked to the BMC say so: records of the
+            // others keep their shape.
+            bmc_requests: self
+                .bmc
+                .as_ref()
+                .zip(sent_before)
+                .map(|(b, before)| b.requests().saturating_sub(before))
+                .filter(|&n| n > 0),
         };
         // A step whose end is not in the journal would run again on
         // resume, after its node went on: it fails instead.

@@ -69,6 +69,7 @@ impl Steps {
             reasons: Vec::new(),
             metrics: Value::Null,
             artifacts: Vec::new(),
+            bmc_requests: None,
         });
         self.at_ms += duration_ms + 250;
     }
