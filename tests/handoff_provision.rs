@@ -283,3 +283,140 @@ fn accepted_nodes_are_posted_signed_and_failures_are_reported() {
     let _ = kiln(&rack, &["provision", "--resume", &run]);
     assert_eq!(std::fs::read_dir(&recv.dir).unwrap().count(), before);
 }
+
+/// A copy of the built-in H100 profile named `name` whose burn-in lasts
+/// `duration`: the slow rack's only difference is a longer policy.
+fn h100_burning(name: &str, duration: &str) -> String {
+    let base = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/inventories/profiles/hgx-h100-80gb-8x.yaml"
+    ))
+    .unwrap();
+    let mut out = String::new();
+    for line in base.lines() {
+        if line.starts_with("name: ") {
+            out.push_str(&format!("name: {name}\n"));
+        } else if line.trim_start().starts_with("duration: ") && line.starts_with("  ") {
+            out.push_str(&format!("  duration: {duration}\n"));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Time to capacity: a rack whose burn-in ends early hands its nodes to the
+/// cloud while the other rack still burns. r01 burns 1 simulated minute,
+/// r02 60 (0.1 s and 6 s at --time-scale 600); every r01 record must have
+/// reached the receiver before any r02 node's burn-in ended. If handoff
+/// waited for the whole run, r01's deliveries would come after r02's
+/// burn-in and this test would fail.
+#[test]
+fn an_early_rack_is_handed_off_before_the_slow_rack_finishes_burning() {
+    let fast = h100_burning("hgx-h100-fast", "1m");
+    let slow = h100_burning("hgx-h100-slow", "60m");
+    // Burn-in needs the GPU driver: an image that ships it, so the run
+    // needs no drivers stage.
+    let image = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/images/ubuntu-24.04.yaml"
+    ))
+    .unwrap()
+    .replace("name: ubuntu-24.04\n", "name: ubuntu-24.04-cuda\n")
+    .replace(
+        "includes_driver_stack: false",
+        "includes_driver_stack: true",
+    );
+    let rack = Rack::start(RackSpec {
+        net: 89,
+        nodes: 2,
+        racks: 2,
+        rack_hardware: &["hgx-h100-fast", "hgx-h100-slow"],
+        profiles: &[
+            ("hgx-h100-fast", &fast),
+            ("hgx-h100-slow", &slow),
+            ("images/ubuntu-24.04-cuda", &image),
+        ],
+        image: "ubuntu-24.04-cuda",
+        ..RackSpec::default()
+    });
+    let recv = receiver(rack.dir.path(), "127.89.9.1", &["--token", "s3cret-token"]);
+    let site = rack.dir.path().join("site.yaml");
+    let yaml = std::fs::read_to_string(&site).unwrap().replace(
+        "defaults:\n",
+        &format!(
+            "defaults:\n  handoff:\n    - webhook: {{url: \"http://127.89.9.1:{}/intake\", token: {{env: KILN_TEST_WEBHOOK_TOKEN}}, insecure_http: true}}\n",
+            recv.port
+        ),
+    )
+    // Log in with the test key, trusting the host keys the rack announced.
+    .replace(
+        "    user: kiln\n",
+        "    user: kiln\n    key: id_ed25519\n    known_hosts: known_hosts\n",
+    );
+    std::fs::write(&site, yaml).unwrap();
+    for args in [&["bmc", "trust"][..], &["keys", "init"]] {
+        let out = kiln(&rack, args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+
+    let out = kiln(
+        &rack,
+        &["--json", "provision", "--stages", "burnin,handoff"],
+    );
+    let shown = kiln(&rack, &["runs", "show"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&out.stderr),
+        text(&shown.stdout)
+    );
+    let events: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let run = events.last().unwrap()["run"].as_str().unwrap().to_owned();
+    let out = kiln(&rack, &["--json", "runs", "show", &run]);
+    let record: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    // When each slow node's burn-in ended, in Unix milliseconds.
+    let slow_end = record["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["name"].as_str().unwrap().starts_with("t-r02-"))
+        .map(|n| {
+            assert_eq!(n["verdict"], "accepted", "{n}");
+            n["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|s| s["stage"] == "burnin")
+                .map(|s| s["started_ms"].as_u64().unwrap() + s["duration_ms"].as_u64().unwrap())
+                .max()
+                .unwrap()
+        })
+        .min()
+        .unwrap();
+    for n in 1..=2 {
+        let body = recv.dir.join(format!("t-r01-n{n:02}.1.json"));
+        let got: Value = serde_json::from_str(&std::fs::read_to_string(&body).unwrap()).unwrap();
+        assert_eq!(got["record"]["verdict"], "accepted");
+        let at = std::fs::metadata(&body)
+            .unwrap()
+            .modified()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        assert!(
+            at < slow_end,
+            "{} delivered at {at}, slow rack's burn-in ended at {slow_end}",
+            body.display()
+        );
+    }
+    // The slow rack was handed off too, once its own burn-in ended.
+    assert!(recv.dir.join("t-r02-n01.1.json").exists());
+}

@@ -22,8 +22,16 @@ pub struct Rack {
 pub struct RackSpec<'a> {
     /// Second octet of every address, unique per test so tests run in parallel.
     pub net: u8,
-    /// Nodes in the one rack.
+    /// Nodes in each rack.
     pub nodes: usize,
+    /// Racks `r01`, `r02`, …; rack `r` (from 1) names its nodes `t-rNN-nNN`
+    /// when there is more than one, and uses third octets `r*10+1`/`r*10+2`.
+    pub racks: usize,
+    /// Per-rack `hardware` overrides (index 0 is `r01`).
+    pub rack_hardware: &'a [&'a str],
+    /// Extra profiles written to the inventory's `profiles/` (hardware) or
+    /// `profiles/images/` (images): (path without `.yaml`, YAML text).
+    pub profiles: &'a [(&'a str, &'a str)],
     /// `--flavour`.
     pub flavour: &'a str,
     /// Start installed and running, trusting the test key.
@@ -41,6 +49,9 @@ impl Default for RackSpec<'_> {
         RackSpec {
             net: 200,
             nodes: 1,
+            racks: 1,
+            rack_hardware: &[],
+            profiles: &[],
             flavour: "generic",
             imaged: true,
             faults: None,
@@ -55,14 +66,36 @@ impl Rack {
     pub fn start(spec: RackSpec) -> Rack {
         let dir = tempfile::tempdir().unwrap();
         let net = spec.net;
-        let mut nodes = String::new();
-        for n in 1..=spec.nodes {
-            nodes.push_str(&format!(
-                "      - {{name: t-n{n:02}, bmc: \"127.{net}.1.{n}:8443\", ssh: \"127.{net}.2.{n}:2222\"}}\n"
-            ));
+        let mut racks = String::new();
+        for r in 1..=spec.racks {
+            racks.push_str(&format!("  - name: r{r:02}\n"));
+            if let Some(hw) = spec.rack_hardware.get(r - 1) {
+                racks.push_str(&format!("    hardware: {hw}\n"));
+            }
+            racks.push_str("    nodes:\n");
+            // One rack keeps the names and addresses existing tests expect.
+            let (prefix, bmc, ssh) = if spec.racks == 1 {
+                ("t-n".to_owned(), 1, 2)
+            } else {
+                (format!("t-r{r:02}-n"), r * 10 + 1, r * 10 + 2)
+            };
+            for n in 1..=spec.nodes {
+                racks.push_str(&format!(
+                    "      - {{name: {prefix}{n:02}, bmc: \"127.{net}.{bmc}.{n}:8443\", ssh: \"127.{net}.{ssh}.{n}:2222\"}}\n"
+                ));
+            }
+        }
+        if !spec.profiles.is_empty() {
+            let profiles = dir.path().join("profiles");
+            std::fs::create_dir_all(&profiles).unwrap();
+            for (name, yaml) in spec.profiles {
+                let file = profiles.join(format!("{name}.yaml"));
+                std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+                std::fs::write(file, yaml).unwrap();
+            }
         }
         let inventory = format!(
-            "site: simtest\ndefaults:\n  hardware: hgx-h100-80gb-8x\n  image: {image}\n  bmc:\n    username: admin\n    password: {{env: KILN_TEST_BMC_PASSWORD}}\n  ssh:\n    user: kiln\nracks:\n  - name: r01\n    nodes:\n{nodes}",
+            "site: simtest\ndefaults:\n  hardware: hgx-h100-80gb-8x\n  image: {image}\n  bmc:\n    username: admin\n    password: {{env: KILN_TEST_BMC_PASSWORD}}\n  ssh:\n    user: kiln\nracks:\n{racks}",
             image = spec.image
         );
         std::fs::write(dir.path().join("site.yaml"), inventory).unwrap();
