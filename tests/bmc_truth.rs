@@ -92,7 +92,7 @@ async fn every_shape_gives_the_same_truth_as_the_plain_tree() {
     let plain_c = client(&rack, 0);
     let plain = discover(&plain_c, None).await.unwrap();
     let plain_gpus = gpus(&plain_c, &plain).await.unwrap();
-    let plain_firmware = facts::firmware(&plain_c).await.unwrap();
+    let plain_firmware = facts::firmware(&plain_c, &plain).await.unwrap();
     assert_eq!(plain_gpus.len(), 8);
     assert!(plain.other_hosts.is_empty());
 
@@ -142,7 +142,7 @@ async fn every_shape_gives_the_same_truth_as_the_plain_tree() {
     assert_eq!(gpus(&c, &paged).await.unwrap().len(), 8);
     assert_eq!(paged.media.len(), plain.media.len());
     assert_eq!(
-        facts::firmware(&c).await.unwrap().len(),
+        facts::firmware(&c, &paged).await.unwrap().len(),
         plain_firmware.len()
     );
 
@@ -204,7 +204,7 @@ async fn every_shape_gives_the_same_truth_as_the_plain_tree() {
     assert_eq!(layout.identity, plain.identity);
     assert_eq!(gpus(&c, &layout).await.unwrap().len(), 8);
     assert_eq!(
-        facts::firmware(&c).await.unwrap().len(),
+        facts::firmware(&c, &layout).await.unwrap().len(),
         plain_firmware.len()
     );
 }

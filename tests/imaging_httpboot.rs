@@ -104,6 +104,7 @@ async fn uefi_http_boot_where_the_bmc_takes_a_uri() {
         },
         reimage: false,
         gates: None,
+        layout: None,
     };
     let mut steps = Steps::unjournaled("t-n01", "image");
     let done = deploy(&cx, &mut steps).await.unwrap();

@@ -174,6 +174,7 @@ async fn resume(image: &str, octet: u8, interrupted: &str, os: &str) {
         },
         reimage: false,
         gates: None,
+        layout: None,
     };
     let journal = Arc::new(Journal::default());
     let stopping = Arc::clone(&journal.stopping);

@@ -123,6 +123,7 @@ async fn rocky_installs_by_kickstart_over_uefi_http_boot() {
         },
         reimage: false,
         gates: None,
+        layout: None,
     };
     let done = deploy(&cx, &mut Steps::unjournaled("k-n01", "image"))
         .await

@@ -97,6 +97,10 @@ pub struct BmcClient {
     password: Secret,
     auth: Mutex<Auth>,
     login: tokio::sync::Mutex<()>,
+    /// The ETag each resource last answered a GET with, so a PATCH that
+    /// needs `If-Match` need not GET first (a stale one costs a 412 and a
+    /// retry, what asking first would have cost).
+    etags: Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl std::fmt::Debug for BmcClient {
@@ -121,6 +125,9 @@ pub struct Doc {
     pub location: Option<String>,
 }
 
+/// How long after a task is accepted its monitor is first polled.
+const FIRST_TASK_POLL: Duration = Duration::from_millis(500);
+
 fn redfish_message(body: &Value) -> Option<String> {
     let err = body.get("error")?;
     let extended = err
@@ -143,7 +150,14 @@ impl BmcClient {
             password,
             auth: Mutex::new(Auth::None),
             login: tokio::sync::Mutex::new(()),
+            etags: Mutex::new(std::collections::HashMap::new()),
         }
+    }
+
+    /// The ETag `path` answered its last GET with, if it gave one.
+    pub fn known_etag(&self, path: &str) -> Option<String> {
+        let etags = self.etags.lock().unwrap_or_else(|e| e.into_inner());
+        etags.get(path).cloned()
     }
 
     /// How many HTTP requests this client sent to the BMC (every method,
@@ -367,9 +381,25 @@ impl BmcClient {
                 .and_then(|v: &hyper::header::HeaderValue| v.to_str().ok())
                 .map(str::to_owned)
         };
+        let etag = header(hyper::header::ETAG)
+            .or_else(|| parsed["@odata.etag"].as_str().map(str::to_owned));
+        if *method == Method::GET {
+            let mut etags = self.etags.lock().unwrap_or_else(|e| e.into_inner());
+            match &etag {
+                // Few resources are PATCHed; a bound keeps a BMC that
+                // tags every document from growing the map.
+                Some(tag) if etags.len() < 16 || etags.contains_key(path) => {
+                    etags.insert(path.to_owned(), tag.clone());
+                }
+                Some(_) => {}
+                None => {
+                    etags.remove(path);
+                }
+            }
+        }
         Ok(Doc {
             status: reply.status,
-            etag: header(hyper::header::ETAG),
+            etag,
             location: header(hyper::header::LOCATION).map(|l| path_of(&l).to_owned()),
             body: parsed,
         })
@@ -421,9 +451,12 @@ impl BmcClient {
         self.call(Method::PATCH, path, Some(body), &headers).await
     }
 
-    /// Polls a task monitor until the task ends or `limit` passes.
+    /// Polls a task monitor until the task ends or `limit` passes. The
+    /// first poll waits a moment too: a task the BMC has just accepted is
+    /// not done yet, and asking at once only costs a request.
     pub async fn wait_task(&self, monitor: &str, limit: Duration) -> Result<(), BmcError> {
         let start = Instant::now();
+        tokio::time::sleep(FIRST_TASK_POLL).await;
         loop {
             let reply = self.send(Method::GET, monitor, None, &[]).await?;
             match reply.status.as_u16() {
@@ -476,9 +509,12 @@ impl BmcClient {
     }
 
     /// Closes kept-alive connections (the session stays valid; the next
-    /// request connects again).
+    /// request connects again). Known ETags are dropped too: a caller
+    /// closes connections before a long wait, after which the node has
+    /// moved on and every tag is stale.
     pub fn close_idle(&self) {
         self.transport.close_idle();
+        self.etags.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// Deletes the session, if one was made. When the BMC could not be

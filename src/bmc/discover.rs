@@ -762,11 +762,16 @@ pub async fn gpus(client: &BmcClient, layout: &Layout) -> Result<Vec<Gpu>, BmcEr
     let mut found = Vec::new();
     for system in std::iter::once(&layout.system).chain(&layout.baseboards) {
         let processors = format!("{system}/Processors");
-        for_each_member(client, layout.expand.as_deref(), &processors, |path, doc| {
-            if doc["ProcessorType"] == "GPU" {
-                found.push(gpu_of(path, doc, None));
-            }
-        })
+        for_each_member(
+            client,
+            layout.expand.as_deref(),
+            &processors,
+            |path, doc| {
+                if doc["ProcessorType"] == "GPU" {
+                    found.push(gpu_of(path, doc, None));
+                }
+            },
+        )
         .await?;
     }
     if found.is_empty() {

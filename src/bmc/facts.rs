@@ -69,7 +69,7 @@ pub async fn firmware(client: &BmcClient, layout: &Layout) -> Result<Vec<Firmwar
     let Some(update) = &layout.update_service else {
         return Ok(Vec::new());
     };
-    let inventory = match client.get(&update).await {
+    let inventory = match client.get(update).await {
         Ok(service) => link(&service["FirmwareInventory"]),
         Err(e) if e.is_absent() => return Ok(Vec::new()),
         Err(e) => return Err(e),

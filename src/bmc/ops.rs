@@ -275,6 +275,9 @@ pub struct BootOutcome {
     /// Anything read back that differs from the request but is harmless.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// `PowerState` in the system document read back, when it was read.
+    #[serde(skip)]
+    pub power: Option<String>,
 }
 
 fn protocol(client: &BmcClient, path: &str, reason: String) -> BmcError {
@@ -302,7 +305,10 @@ async fn patch(
     body: &Value,
 ) -> Result<(), BmcError> {
     let etag = if layout.quirks().needs_if_match {
-        etag_of(client, path).await?
+        match client.known_etag(path) {
+            Some(tag) => Some(tag),
+            None => etag_of(client, path).await?,
+        }
     } else {
         None
     };
@@ -359,18 +365,36 @@ pub async fn set_boot(
 
     // iLO boots its virtual CD once through a flag on the slot.
     if device == BootDevice::Cd && !persistent && layout.quirks().boot_on_next_reset {
-        let slot = fresh_cd_slot(client, layout).await?;
-        if !slot.state.inserted {
-            return Err(protocol(
+        let slot = layout.cd_slot().ok_or_else(|| {
+            protocol(
+                client,
+                &layout.manager,
+                "the BMC offers no CD/DVD virtual-media slot".into(),
+            )
+        })?;
+        let no_media = || {
+            protocol(
                 client,
                 &slot.path,
                 "no media in the virtual CD; insert an image first (`kiln bmc media insert URL`)"
                     .into(),
-            ));
-        }
+            )
+        };
+        // The flag is set, then the slot read back once: the read says
+        // both whether the flag held and whether media is in.
         let body = json!({"Oem": {"Hpe": {"BootOnNextServerReset": true}}});
-        patch(client, layout, &slot.path, &body).await?;
+        if let Err(e) = patch(client, layout, &slot.path, &body).await {
+            let doc = client.get(&slot.path).await?;
+            return Err(if MediaState::of(&doc).inserted {
+                e
+            } else {
+                no_media()
+            });
+        }
         let doc = client.get(&slot.path).await?;
+        if !MediaState::of(&doc).inserted {
+            return Err(no_media());
+        }
         if doc.pointer("/Oem/Hpe/BootOnNextServerReset") != Some(&Value::Bool(true)) {
             return Err(protocol(
                 client,
@@ -383,6 +407,7 @@ pub async fn set_boot(
             enabled: "Once".into(),
             via: "hpe-boot-on-next-reset",
             notes: Vec::new(),
+            power: None,
         });
     }
 
@@ -426,6 +451,7 @@ pub async fn set_boot(
         enabled: got_enabled,
         via: "boot-override",
         notes,
+        power: sys["PowerState"].as_str().map(str::to_owned),
     })
 }
 

@@ -171,6 +171,7 @@ pub async fn deploy(cx: &ImageCx, steps: &mut Steps) -> Result<Deployed, Stop> {
     // token (derived from the node's host key), so an installer started by
     // an earlier attempt still finds its seed and call-back. Its outcome
     // is still recorded.
+    let sent_before_prepare = cx.bmc.requests();
     let prepared = prepare(cx).await;
     let summary = match &prepared {
         Ok(p) => Ok(format!(
@@ -198,6 +199,7 @@ pub async fn deploy(cx: &ImageCx, steps: &mut Steps) -> Result<Deployed, Stop> {
         )),
         Err(e) => Err(format!("{e:#}")),
     };
+    steps.count_from(sent_before_prepare);
     steps
         .run("prepare", d.bmc, || async move {
             Ok(match summary {
@@ -270,9 +272,12 @@ pub async fn deploy(cx: &ImageCx, steps: &mut Steps) -> Result<Deployed, Stop> {
             .await?;
     }
 
+    // The power state boot-once read back, moments before power-on.
+    let mut power_read_back: Option<String> = None;
     steps
         .run("boot-once", d.bmc, || async {
             let out = boot_installer_once(c, layout, p.http_boot, &iso_url).await?;
+            power_read_back = out.power.clone();
             let mut detail = format!(
                 "next boot: {} ({}, via {})",
                 out.target, out.enabled, out.via
@@ -286,7 +291,10 @@ pub async fn deploy(cx: &ImageCx, steps: &mut Steps) -> Result<Deployed, Stop> {
 
     steps
         .run("power-on", d.bmc * 2, || async {
-            let before = ops::power_state(c, layout).await?;
+            let before = match power_read_back.take() {
+                Some(state) => state,
+                None => ops::power_state(c, layout).await?,
+            };
             let mut waited = Duration::ZERO;
             if before == "Off"
                 && let Some(gates) = &cx.gates

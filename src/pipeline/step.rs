@@ -173,6 +173,8 @@ pub struct Steps {
     stopping: Arc<AtomicBool>,
     /// The node's BMC client, whose requests each step records.
     bmc: Option<Arc<BmcClient>>,
+    /// Where the next step's count starts, when earlier than the step.
+    since: Option<u64>,
 }
 
 impl Steps {
@@ -190,7 +192,15 @@ impl Steps {
             sink,
             stopping,
             bmc: None,
+            since: None,
         }
+    }
+
+    /// Counts in the next step run the requests sent since `since` (a
+    /// reading of [`BmcClient::requests`]): work an unresumable step does
+    /// before it is recorded (imaging's `prepare`).
+    pub fn count_from(&mut self, since: u64) {
+        self.since = Some(since);
     }
 
     /// Records in each step how many requests `bmc` sent during it.
@@ -241,6 +251,7 @@ impl Steps {
         F: FnOnce() -> Fut,
         Fut: Future<Output = anyhow::Result<Outcome>>,
     {
+        let since = self.since.take();
         if let Some(before) = self.sink.finished_before(&self.node, self.stage, step) {
             let outcome = Outcome {
                 status: before.status,
@@ -257,7 +268,10 @@ impl Steps {
         let started_ms = now_ms();
         self.sink.started(&self.node, self.stage, step, started_ms);
         let clock = Instant::now();
-        let sent_before = self.bmc.as_ref().map(|b| b.requests());
+        let sent_before = self
+            .bmc
+            .as_ref()
+            .map(|b| since.unwrap_or_else(|| b.requests()));
         let outcome = match tokio::time::timeout(deadline, work()).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(e)) => Outcome::failed(error_text(&e)),

@@ -237,9 +237,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// The BMC's update service and firmware inventory.
-async fn read_inventory(
-    cx: &NodeCx,
-) -> anyhow::Result<(Option<UpdateService>, Vec<Firmware>)> {
+async fn read_inventory(cx: &NodeCx) -> anyhow::Result<(Option<UpdateService>, Vec<Firmware>)> {
     let layout = cx.layout().await?;
     Ok(inventory_of(cx.bmc(), &layout).await?)
 }
