@@ -64,11 +64,31 @@ pub struct PowerOutcome {
     pub sent: Vec<String>,
 }
 
-/// Reads the host's `PowerState`.
+/// Reads the host's `PowerState`. A BMC may fail the read for a moment
+/// while the host changes power state (sushy-tools' libvirt driver has
+/// answered 500 "domain is not running" just after a power-off): a 5xx is
+/// asked again, up to [`POWER_READ_RETRIES`] times a second apart, and
+/// the BMC's own message is kept if it persists.
 pub async fn power_state(client: &BmcClient, layout: &Layout) -> Result<String, BmcError> {
-    let sys = client.get(&layout.system).await?;
-    Ok(sys["PowerState"].as_str().unwrap_or("Unknown").to_owned())
+    let mut retries = 0;
+    loop {
+        match client.get(&layout.system).await {
+            Ok(sys) => return Ok(sys["PowerState"].as_str().unwrap_or("Unknown").to_owned()),
+            Err(e)
+                if retries < POWER_READ_RETRIES
+                    && e.status().is_some_and(|s| (500..600).contains(&s)) =>
+            {
+                retries += 1;
+                tracing::warn!(node = %client.node, "reading the power state failed ({e}); asking again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
+
+/// How often a power-state read that failed with a 5xx is asked again.
+const POWER_READ_RETRIES: u32 = 3;
 
 /// The first of `choices` the BMC allows (any, if it does not say).
 fn pick<'a>(client: &BmcClient, layout: &Layout, choices: &[&'a str]) -> Result<&'a str, BmcError> {
