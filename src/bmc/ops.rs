@@ -385,13 +385,7 @@ pub async fn set_boot(
 
     // iLO boots its virtual CD once through a flag on the slot.
     if device == BootDevice::Cd && !persistent && layout.quirks().boot_on_next_reset {
-        let slot = layout.cd_slot().ok_or_else(|| {
-            protocol(
-                client,
-                &layout.manager,
-                "the BMC offers no CD/DVD virtual-media slot".into(),
-            )
-        })?;
+        let slot = cd_slot(client, layout)?;
         let no_media = || {
             protocol(
                 client,
@@ -475,15 +469,20 @@ pub async fn set_boot(
     })
 }
 
-/// Re-reads the CD slot (its state may have changed since discovery).
-async fn fresh_cd_slot(client: &BmcClient, layout: &Layout) -> Result<MediaSlot, BmcError> {
-    let slot = layout.cd_slot().ok_or_else(|| {
+/// The layout's CD slot, or an error saying the BMC offers none.
+fn cd_slot<'a>(client: &BmcClient, layout: &'a Layout) -> Result<&'a MediaSlot, BmcError> {
+    layout.cd_slot().ok_or_else(|| {
         protocol(
             client,
             &layout.manager,
             "the BMC offers no CD/DVD virtual-media slot".into(),
         )
-    })?;
+    })
+}
+
+/// Re-reads the CD slot (its state may have changed since discovery).
+async fn fresh_cd_slot(client: &BmcClient, layout: &Layout) -> Result<MediaSlot, BmcError> {
+    let slot = cd_slot(client, layout)?;
     let doc = client.get(&slot.path).await?;
     read_slot(client, &slot.path, &doc).await
 }
