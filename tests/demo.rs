@@ -12,8 +12,10 @@ fn the_demo_fails_exactly_the_faulty_nodes_and_writes_a_report() {
     let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .env("NO_COLOR", "1")
         .env_remove("RUST_LOG")
-        .args(["demo", "--time-scale", "600", "--dir"])
-        .arg(&demo)
+        // A relative --dir, as people type it: the simulated nodes' shells
+        // run elsewhere and must still find the simulated tools.
+        .current_dir(dir.path())
+        .args(["demo", "--time-scale", "600", "--dir", "demo"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -247,7 +247,11 @@ pub async fn start(
     let (root, remove_root) = match &options.root {
         Some(r) => {
             std::fs::create_dir_all(r).with_context(|| format!("cannot create {}", r.display()))?;
-            (r.clone(), false)
+            // Absolute: node shells run in their sandbox, so a relative
+            // tool folder on their PATH would resolve to nothing there.
+            let r = std::path::absolute(r)
+                .with_context(|| format!("cannot resolve {}", r.display()))?;
+            (r, false)
         }
         None => (fresh_root()?, true),
     };
