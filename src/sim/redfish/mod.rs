@@ -374,7 +374,18 @@ impl Bmc {
             return self.task_monitor(id);
         }
         let page_size = self.node.faults.bmc.tree.page_size;
-        match self.render(path) {
+        let doc = match self.render(path) {
+            Some(doc) if query.only => match query::only_member(&doc) {
+                Ok(Some(member)) => self.render(&member),
+                Ok(None) => Some(doc),
+                Err((code, id, message)) => {
+                    let code = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
+                    return error(code, id, &message);
+                }
+            },
+            doc => doc,
+        };
+        match doc {
             Some(doc) => {
                 let doc = match page_size {
                     Some(size) => page(doc, path, skip.unwrap_or(0), size),
