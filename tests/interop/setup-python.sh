@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates (or reuses) the Python venv for the Redfish interop tests, with
-# pinned versions of DMTF's redfish-service-validator and sushy-tools from PyPI.
+# pinned versions of DMTF's redfish-service-validator, DMTF's
+# redfish-protocol-validator and sushy-tools from PyPI.
 #
 #   tests/interop/setup-python.sh            # venv at target/interop-venv
 #   KILN_INTEROP_VENV=/tmp/v tests/interop/setup-python.sh
@@ -13,6 +14,7 @@ set -euo pipefail
 
 RSV_VERSION=3.1.8
 SUSHY_TOOLS_VERSION=2.2.0
+RPV_VERSION=1.3.2
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 venv=${KILN_INTEROP_VENV:-target/interop-venv}
@@ -21,11 +23,11 @@ case $venv in /*) ;; *) venv=$root/$venv ;; esac
 python=${PYTHON:-python3}
 constraints=$root/tests/interop/constraints.txt
 stamp=$venv/.kiln-pins
-want="redfish-service-validator==$RSV_VERSION sushy-tools==$SUSHY_TOOLS_VERSION"
+want="redfish-service-validator==$RSV_VERSION sushy-tools==$SUSHY_TOOLS_VERSION redfish-protocol-validator==$RPV_VERSION"
 stamp_text="$want $(cksum <"$constraints")"
 
 if [[ -x $venv/bin/python && -f $stamp && $(cat "$stamp") == "$stamp_text" ]] &&
-    "$venv/bin/python" -c 'import redfish_service_validator, sushy_tools' 2>/dev/null; then
+    "$venv/bin/python" -c 'import redfish_service_validator, sushy_tools, redfish_protocol_validator' 2>/dev/null; then
     echo "$venv"
     exit 0
 fi
@@ -49,7 +51,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 # shellcheck disable=SC2086
 "$venv/bin/python" -m pip install --quiet -c "$constraints" $want >"$log" 2>&1 ||
     fail "pip install $want"
-"$venv/bin/python" -c 'import redfish_service_validator, sushy_tools' >"$log" 2>&1 ||
+"$venv/bin/python" -c 'import redfish_service_validator, sushy_tools, redfish_protocol_validator' >"$log" 2>&1 ||
     fail "import check"
 
 echo "$stamp_text" >"$stamp"

@@ -172,6 +172,16 @@ fn build(vendor: Vendor) -> Flavour {
             }
         }
     }
+    // `excerpt` needs the schemas' Excerpt annotations, which the simulator
+    // does not carry: it must not advertise a query it does not implement.
+    if let Some(features) = docs
+        .get_mut("/redfish/v1")
+        .and_then(|r| r.get_mut("ProtocolFeaturesSupported"))
+        .and_then(Value::as_object_mut)
+        && features.contains_key("ExcerptQuery")
+    {
+        features.insert("ExcerptQuery".to_owned(), Value::Bool(false));
+    }
     let system = first_member(&docs, "/redfish/v1/Systems");
     let manager = first_member(&docs, "/redfish/v1/Managers");
     let chassis = docs

@@ -6,6 +6,7 @@
 
 pub mod bios;
 pub mod flavour;
+mod headers;
 pub mod metadata;
 pub mod multipart;
 pub mod query;
@@ -219,8 +220,44 @@ impl Bmc {
         Ok(self.route(req).await)
     }
 
+    /// Answers `req`, with the headers DSP0266 asks of every reply.
     async fn route<B: ReqBody>(self: &Arc<Self>, req: Request<B>) -> Reply {
+        // This service speaks OData 4.0 only; DSP0266 asks for 412 when a
+        // client requires another version.
+        if req
+            .headers()
+            .get("odata-version")
+            .is_some_and(|v| v.as_bytes() != b"4.0")
+        {
+            return error(
+                StatusCode::PRECONDITION_FAILED,
+                "PreconditionFailed",
+                "only OData-Version 4.0 is supported",
+            );
+        }
         let path = req.uri().path().trim_end_matches('/').to_owned();
+        let method = req.method().clone();
+        let mut r = self.dispatch(req).await;
+        let read =
+            (method == Method::GET || method == Method::HEAD) && r.status() == StatusCode::OK;
+        if read || r.status() == StatusCode::METHOD_NOT_ALLOWED {
+            headers::add_allow(&mut r, &self.allowed(&path));
+        }
+        r
+    }
+
+    async fn dispatch<B: ReqBody>(self: &Arc<Self>, req: Request<B>) -> Reply {
+        let path = req.uri().path().trim_end_matches('/').to_owned();
+        // DSP0266: a POST to a collection's `Members` creates like a POST
+        // to the collection itself.
+        let path = match path.strip_suffix("/Members") {
+            Some(c)
+                if c == "/redfish/v1/SessionService/Sessions" && req.method() == Method::POST =>
+            {
+                c.to_owned()
+            }
+            _ => path,
+        };
         let path = if path.is_empty() {
             "/".to_owned()
         } else {
@@ -374,7 +411,18 @@ impl Bmc {
             return self.task_monitor(id);
         }
         let page_size = self.node.faults.bmc.tree.page_size;
-        match self.render(path) {
+        let doc = match self.render(path) {
+            Some(doc) if query.only => match query::only_member(&doc) {
+                Ok(Some(member)) => self.render(&member),
+                Ok(None) => Some(doc),
+                Err((code, id, message)) => {
+                    let code = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
+                    return error(code, id, &message);
+                }
+            },
+            doc => doc,
+        };
+        match doc {
             Some(doc) => {
                 let doc = match page_size {
                     Some(size) => page(doc, path, skip.unwrap_or(0), size),
@@ -391,6 +439,7 @@ impl Bmc {
                 let text = doc.to_string();
                 let tag = etag_of(text.as_bytes());
                 let mut r = json_text_reply(StatusCode::OK, text);
+                headers::add_read_headers(&mut r, &doc);
                 if let Ok(v) = HeaderValue::from_str(&tag) {
                     r.headers_mut().insert(header::ETAG, v);
                 }

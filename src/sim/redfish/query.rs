@@ -25,13 +25,18 @@ pub struct Query {
     pub expand: Option<(Expand, usize)>,
     /// The properties to keep; empty keeps all.
     pub select: Vec<String>,
+    /// `only`: a collection with exactly one member answers that member.
+    pub only: bool,
 }
 
 /// Why a query is refused: HTTP status, message id and message.
 pub type Refusal = (u16, &'static str, String);
 
-/// Parses `$expand` and `$select` from a raw query string and checks them
-/// against what the flavour advertises. Other parameters are ignored here.
+/// Parses `$expand`, `$select` and `only` from a raw query string and checks
+/// them against what the flavour advertises. `$skip` and `$top` are read
+/// elsewhere; any other `$`-parameter is refused with 501 (DSP0266: a
+/// service answers an unsupported query parameter with 501); other
+/// parameters without `$` are ignored, as DSP0266 asks.
 pub fn parse(f: &Flavour, raw: &str) -> Result<Query, Refusal> {
     let features = f
         .docs
@@ -97,6 +102,18 @@ pub fn parse(f: &Flavour, raw: &str) -> Result<Query, Refusal> {
                     return Err(bad_value("$select", &value));
                 }
             }
+            "only" => {
+                if !flag(&features["OnlyMemberQuery"]) {
+                    return Err(not_supported("only"));
+                }
+                // `only` takes no value (DSP0266); `only=` is a value too.
+                if kv.contains('=') {
+                    return Err(bad_value("only", &value));
+                }
+                q.only = true;
+            }
+            "$skip" | "$top" => {}
+            k if k.starts_with('$') => return Err(not_supported(k)),
             _ => {}
         }
     }
@@ -189,6 +206,26 @@ fn walk_value(
     }
 }
 
+/// What `only` makes of `doc`: on a collection with exactly one member, that
+/// member's path (to be answered instead); on a collection with another
+/// number of members, `None` (the collection itself is answered); on a
+/// resource that is no collection, the refusal DSP0266 asks for.
+pub fn only_member(doc: &Value) -> Result<Option<String>, Refusal> {
+    let Some(members) = doc.get("Members").and_then(Value::as_array) else {
+        return Err((
+            400,
+            "QueryNotSupportedOnResource",
+            "only applies to resource collections".to_owned(),
+        ));
+    };
+    match members.as_slice() {
+        [one] => Ok(one["@odata.id"]
+            .as_str()
+            .map(|s| s.trim_end_matches('/').to_owned())),
+        _ => Ok(None),
+    }
+}
+
 /// Keeps only the selected top-level properties, and the OData
 /// annotations a client needs to know what it got.
 pub fn select(doc: &mut Value, keys: &[String]) {
@@ -228,6 +265,44 @@ mod tests {
         }
         assert_eq!(code(&flavour(Vendor::Dell), "$expand=~($levels=2)"), 400);
         assert_eq!(code(&generic, "$expand=x"), 400);
+    }
+
+    #[test]
+    fn unknown_dollar_parameters_are_not_implemented() {
+        let generic = flavour(Vendor::Generic);
+        assert_eq!(code(&generic, "$rpvunknown"), 501);
+        assert_eq!(code(&generic, "%24filter=Id%20eq%201"), 501);
+        // Without `$` a parameter is not a query option: ignored.
+        assert_eq!(code(&generic, "rpvunknown=1"), 200);
+        assert_eq!(code(&generic, "$skip=2&$top=1"), 200);
+    }
+
+    #[test]
+    fn only_takes_no_value_and_picks_a_single_member() {
+        let generic = flavour(Vendor::Generic);
+        assert_eq!(code(&generic, "only=foo"), 400);
+        assert_eq!(code(&generic, "only="), 400);
+        assert!(parse(&generic, "only").unwrap().only);
+        let one = serde_json::json!({"Members": [{"@odata.id": "/redfish/v1/Systems/1/"}]});
+        assert_eq!(
+            only_member(&one),
+            Ok(Some("/redfish/v1/Systems/1".to_owned()))
+        );
+        let two = serde_json::json!({"Members": [{"@odata.id": "/a"}, {"@odata.id": "/b"}]});
+        assert_eq!(only_member(&two), Ok(None));
+        assert_eq!(
+            only_member(&serde_json::json!({"Id": "1"})).unwrap_err().0,
+            400
+        );
+    }
+
+    #[test]
+    fn no_flavour_advertises_excerpt() {
+        for v in Vendor::ALL {
+            let f = flavour(v);
+            let root = &f.docs["/redfish/v1"];
+            assert_ne!(root["ProtocolFeaturesSupported"]["ExcerptQuery"], true);
+        }
     }
 
     #[test]
