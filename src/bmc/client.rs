@@ -509,12 +509,21 @@ impl BmcClient {
     }
 
     /// Closes kept-alive connections (the session stays valid; the next
-    /// request connects again). Known ETags are dropped too: a caller
-    /// closes connections before a long wait, after which the node has
-    /// moved on and every tag is stale.
+    /// request connects again). Known ETags are kept: a resource nothing
+    /// changed meanwhile keeps its tag, and a stale one costs a 412 and a
+    /// retry, no more than reading it first.
     pub fn close_idle(&self) {
         self.transport.close_idle();
-        self.etags.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// Forgets the ETag known for `path`, for a resource known to change
+    /// (a system document across a reboot), so the next PATCH reads it
+    /// first instead of paying for a 412.
+    pub fn forget_etag(&self, path: &str) {
+        self.etags
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(path);
     }
 
     /// Deletes the session, if one was made. When the BMC could not be

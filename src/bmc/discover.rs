@@ -731,7 +731,7 @@ pub async fn insert_params(client: &BmcClient, mut slot: MediaSlot) -> Result<Me
 
 /// A slot as its document describes it, with the insert parameters read
 /// from its ActionInfo (`None`: not read, or none published).
-fn slot_of(path: &str, doc: &Value, insert_params: Option<Vec<String>>) -> MediaSlot {
+pub fn slot_of(path: &str, doc: &Value, insert_params: Option<Vec<String>>) -> MediaSlot {
     let actions = &doc["Actions"];
     let insert = match actions["#VirtualMedia.InsertMedia"]["target"].as_str() {
         Some(target) => InsertMethod::Action {

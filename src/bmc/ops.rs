@@ -10,9 +10,10 @@ use serde_json::{Value, json};
 
 use crate::bmc::client::{BmcClient, BmcError};
 use crate::bmc::discover::{
-    InsertMethod, Layout, MediaSlot, MediaState, for_each_member, insert_params, read_slot,
-    read_slots,
+    InsertMethod, Layout, MediaSlot, MediaState, for_each_member, insert_params, read_slots,
+    slot_of,
 };
+use crate::bmc::vendor::Quirks;
 
 /// How long operations wait for a BMC to show their effect.
 #[derive(Clone, Copy, Debug)]
@@ -324,11 +325,12 @@ async fn patch(
     path: &str,
     body: &Value,
 ) -> Result<(), BmcError> {
+    // With no tag known, `If-Match: *` (RFC 9110: any current
+    // representation) saves reading the resource first; a BMC that wants
+    // its real tag answers 412 or 428 and gets it below, one request
+    // more than reading first.
     let etag = if layout.quirks().needs_if_match {
-        match client.known_etag(path) {
-            Some(tag) => Some(tag),
-            None => etag_of(client, path).await?,
-        }
+        Some(client.known_etag(path).unwrap_or_else(|| "*".to_owned()))
     } else {
         None
     };
@@ -480,13 +482,6 @@ fn cd_slot<'a>(client: &BmcClient, layout: &'a Layout) -> Result<&'a MediaSlot, 
     })
 }
 
-/// Re-reads the CD slot (its state may have changed since discovery).
-async fn fresh_cd_slot(client: &BmcClient, layout: &Layout) -> Result<MediaSlot, BmcError> {
-    let slot = cd_slot(client, layout)?;
-    let doc = client.get(&slot.path).await?;
-    read_slot(client, &slot.path, &doc).await
-}
-
 /// Turns on virtual media where an OEM switch hides the slots (AMI
 /// MegaRAC's RMedia), then waits for a CD slot to appear.
 async fn enable_media(
@@ -596,8 +591,12 @@ pub async fn insert_media(
     let enabled = enable_media(client, layout, waits).await?;
     let layout = enabled.as_ref().unwrap_or(layout);
     let slot = match (states_current && enabled.is_none(), layout.cd_slot()) {
-        (true, Some(slot)) => insert_params(client, slot.clone()).await?,
-        _ => fresh_cd_slot(client, layout).await?,
+        (true, Some(slot)) => slot.clone(),
+        _ => {
+            let slot = cd_slot(client, layout)?;
+            let doc = client.get(&slot.path).await?;
+            slot_of(&slot.path, &doc, None)
+        }
     };
     if slot.state.inserted {
         if same_image(slot.state.image.as_deref(), url) {
@@ -613,21 +612,21 @@ pub async fn insert_media(
     let quirks = layout.quirks();
     let via = match &slot.insert {
         InsertMethod::Action { target } => {
-            let mut body = json!({"Image": url, "Inserted": true, "WriteProtected": true});
-            if let Some(proto) = transfer_protocol(url) {
-                body["TransferProtocolType"] = json!(proto);
+            let body = insert_body(url, &quirks, slot.insert_params.as_deref());
+            match client.action(target, &body, waits.media).await {
+                // The ActionInfo the slot links says which parameters it
+                // takes; it is read only when the BMC refuses one, which
+                // saves a request on every BMC that takes them all.
+                Err(e) if e.status() == Some(400) && slot.insert_params.is_none() => {
+                    let params = insert_params(client, slot.clone()).await?.insert_params;
+                    let narrowed = insert_body(url, &quirks, params.as_deref());
+                    if narrowed == body {
+                        return Err(e);
+                    }
+                    client.action(target, &narrowed, waits.media).await?;
+                }
+                other => other?,
             }
-            if let Some(obj) = body.as_object_mut() {
-                obj.retain(|k, _| {
-                    k == "Image"
-                        || (!quirks.omit_insert_params.contains(&k.as_str())
-                            && slot
-                                .insert_params
-                                .as_ref()
-                                .is_none_or(|ps| ps.iter().any(|p| p == k)))
-                });
-            }
-            client.action(target, &body, waits.media).await?;
             "insert-action"
         }
         InsertMethod::Patch => {
@@ -650,6 +649,24 @@ pub async fn insert_media(
         state,
         unchanged: false,
     })
+}
+
+/// The InsertMedia body for `url`: the optional parameters kiln sends,
+/// less those the vendor's quirks leave out and, once known, those the
+/// slot's ActionInfo does not declare.
+fn insert_body(url: &str, quirks: &Quirks, declared: Option<&[String]>) -> Value {
+    let mut body = json!({"Image": url, "Inserted": true, "WriteProtected": true});
+    if let Some(proto) = transfer_protocol(url) {
+        body["TransferProtocolType"] = json!(proto);
+    }
+    if let Some(obj) = body.as_object_mut() {
+        obj.retain(|k, _| {
+            k == "Image"
+                || (!quirks.omit_insert_params.contains(&k.as_str())
+                    && declared.is_none_or(|ps| ps.iter().any(|p| p == k)))
+        });
+    }
+    body
 }
 
 fn describe(s: &MediaState) -> String {

@@ -317,8 +317,11 @@ pub async fn deploy(cx: &ImageCx, steps: &mut Steps) -> Result<Deployed, Stop> {
         })
         .await?;
 
-    // Installing takes minutes: no BMC connection is kept meanwhile.
+    // Installing takes minutes: no BMC connection is kept meanwhile. The
+    // host reboots, so its system document's tag goes stale; the media
+    // slot's stays as the insert left it.
     c.close_idle();
+    c.forget_etag(&layout.system);
     let started = Instant::now();
     let mut progress = p.reg.progress.clone();
     if p.disk.is_some() {
