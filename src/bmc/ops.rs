@@ -812,4 +812,31 @@ mod tests {
         assert_eq!(transfer_protocol("nfs://x/y.iso"), Some("NFS"));
         assert_eq!(transfer_protocol("y.iso"), None);
     }
+
+    #[test]
+    fn the_insert_body_narrows_to_what_the_action_info_declares() {
+        let quirks = Quirks {
+            omit_insert_params: &["WriteProtected"],
+            media_by_patch: false,
+            needs_if_match: false,
+            force_restart_hangs: false,
+            boot_on_next_reset: false,
+            extra_systems: false,
+            lists_gpus: true,
+            expand_broken: false,
+        };
+        let url = "http://10.0.0.1/i.iso";
+        // Before the ActionInfo is read: all but what the quirks leave out.
+        assert_eq!(
+            insert_body(url, &quirks, None),
+            json!({"Image": url, "Inserted": true, "TransferProtocolType": "HTTP"})
+        );
+        // After: only what it declares; Image is always sent.
+        let declared = ["Inserted".to_owned()];
+        assert_eq!(
+            insert_body(url, &quirks, Some(&declared)),
+            json!({"Image": url, "Inserted": true})
+        );
+        assert_eq!(insert_body(url, &quirks, Some(&[])), json!({"Image": url}));
+    }
 }
