@@ -214,7 +214,11 @@ fn deploy_refuses_bad_input_before_touching_a_bmc() {
 fn every_vendor_flavour_is_imaged() {
     // Each vendor's quirks on the way: Dell's refused insert parameters,
     // HPE's BootOnNextServerReset, Supermicro's If-Match and tasks,
-    // Lenovo's PATCH mount and its ForceRestart that hangs.
+    // Lenovo's PATCH mount and its ForceRestart that hangs. This Supermicro
+    // also refuses an InsertMedia parameter no quirk knows of (its
+    // ActionInfo leaves it out): kiln must read the ActionInfo and send the
+    // narrowed body, or the node fails.
+    let refusing = "faults:\n  - nodes: t-n01\n    bmc_refused_insert_param: WriteProtected\n";
     for flavour in ["dell", "hpe", "supermicro", "lenovo"] {
         let rack = Rack::start(RackSpec {
             net: 74,
@@ -222,8 +226,25 @@ fn every_vendor_flavour_is_imaged() {
             flavour,
             imaged: false,
             time_scale: 600,
+            faults: (flavour == "supermicro").then_some(refusing),
             ..RackSpec::default()
         });
+        if flavour == "supermicro" {
+            let info = rack.get(
+                0,
+                "/redfish/v1/Managers/1/VirtualMedia/VirtualMedia1/InsertMediaActionInfo",
+            );
+            let names: Vec<&str> = info["Parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|p| p["Name"].as_str())
+                .collect();
+            assert!(
+                names.contains(&"Image") && !names.contains(&"WriteProtected"),
+                "{names:?}"
+            );
+        }
         let site = rack.dir.path().join("site.yaml");
         let inv = std::fs::read_to_string(&site).unwrap().replace(
             "    user: kiln\n",

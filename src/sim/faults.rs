@@ -24,6 +24,8 @@
 //!   - nodes: "r01-n02"
 //!     bmc_close_delimited_errors: true # errors end by a close, no close_notify
 //!     bmc_bios_ignore: BootMode  # this BIOS attribute is accepted, never applied
+//!     bmc_refused_insert_param: WriteProtected # InsertMedia refuses it (400),
+//!                                # and its ActionInfo does not declare it
 //! ```
 
 use std::path::Path;
@@ -59,6 +61,9 @@ pub struct BmcFaults {
     pub update: UpdateFault,
     /// A BIOS attribute the BMC accepts on PATCH but never applies at reset.
     pub bios_ignore: Option<String>,
+    /// An InsertMedia parameter the BMC refuses with 400 and leaves out of
+    /// the action's ActionInfo, beyond what its flavour refuses.
+    pub refused_insert_param: Option<String>,
     /// How the BMC's tree differs from its flavour's mockup.
     pub tree: TreeShape,
 }
@@ -168,6 +173,7 @@ struct PartialBmc {
     close_delimited_errors: Option<bool>,
     update: Option<UpdateFault>,
     bios_ignore: Option<String>,
+    refused_insert_param: Option<String>,
     sled: Option<bool>,
     gpus_as_pcie: Option<bool>,
     page_size: Option<usize>,
@@ -276,7 +282,7 @@ impl FaultPlan {
             }
             later_wins!(o; latency, jitter, unavailable_rate, retry_after, hang);
             later_wins!(o; media_insert_failures, close_delimited_errors, update);
-            later_wins!(o; bios_ignore);
+            later_wins!(o; bios_ignore, refused_insert_param);
             let t = &mut o.tree;
             later_wins!(t; sled, gpus_as_pcie, page_size, unlinked_chassis, null_power, gpu_model);
             let h = &rule.host;
@@ -328,6 +334,7 @@ fn rule(cx: &mut Cx, node: &YamlNode) -> Option<Rule> {
         close_delimited_errors: m.opt(cx, "bmc_close_delimited_errors"),
         update: update_fault(cx, &mut m),
         bios_ignore: m.opt(cx, "bmc_bios_ignore"),
+        refused_insert_param: m.opt(cx, "bmc_refused_insert_param"),
         sled: m.opt(cx, "bmc_sled"),
         gpus_as_pcie: m.opt(cx, "bmc_gpus_as_pcie"),
         page_size: page_size(cx, &mut m),

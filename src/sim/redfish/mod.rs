@@ -380,14 +380,23 @@ impl Bmc {
         if let Some(doc) = bios::render(&self.flavour, &bmc.bios, path) {
             return Some(doc);
         }
-        render::resource(
+        let doc = render::resource(
             &self.flavour,
             &self.node.name,
             &st,
             &bmc,
             &self.node.faults.bmc.tree,
             path,
-        )
+        );
+        match (&self.node.faults.bmc.refused_insert_param, doc) {
+            (Some(refused), Some(mut doc)) if path.ends_with("/InsertMediaActionInfo") => {
+                if let Some(params) = doc["Parameters"].as_array_mut() {
+                    params.retain(|p| p["Name"] != refused.as_str());
+                }
+                Some(doc)
+            }
+            (_, doc) => doc,
+        }
     }
 
     fn get(&self, path: &str, skip: Option<usize>, query: &query::Query) -> Reply {
@@ -783,7 +792,10 @@ impl Bmc {
     async fn insert_action(self: &Arc<Self>, i: usize, body: &Value) -> Reply {
         if let Some(obj) = body.as_object() {
             for key in obj.keys() {
-                if self.flavour.refused_insert_params.contains(&key.as_str()) {
+                let refused_here = self.node.faults.bmc.refused_insert_param.as_deref();
+                if self.flavour.refused_insert_params.contains(&key.as_str())
+                    || refused_here == Some(key.as_str())
+                {
                     return error(
                         StatusCode::BAD_REQUEST,
                         "ActionParameterNotSupported",
