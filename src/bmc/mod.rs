@@ -13,6 +13,7 @@
 //! - [`ops`]: power, boot override and virtual media, verified by reading
 //!   back; [`facts`]: status, firmware and sensor readings.
 //! - [`connect`]: clients for inventory nodes, and bounded fan-out.
+//! - [`resumption`]: the TLS session store of one BMC's connections.
 
 pub mod client;
 pub mod connect;
@@ -20,6 +21,7 @@ pub mod discover;
 pub mod facts;
 pub mod h1;
 pub mod ops;
+pub mod resumption;
 pub mod tls;
 pub mod transport;
 pub mod trust;

@@ -112,11 +112,10 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::clone(&PROVIDER)
 }
 
-/// Each BMC has its own config (its own pin), so its session cache only
-/// ever holds that BMC: a few entries instead of rustls' default 256,
-/// which reserved tens of kilobytes per node (half a gigabyte at 12,500).
+/// Each BMC has its own config (its own pin), so its session store holds
+/// that BMC alone.
 fn small_resumption() -> rustls::client::Resumption {
-    rustls::client::Resumption::in_memory_sessions(4)
+    rustls::client::Resumption::store(Arc::new(crate::bmc::resumption::OneServer::default()))
 }
 
 fn with_verifier(accept: Accept) -> anyhow::Result<Arc<rustls::ClientConfig>> {
