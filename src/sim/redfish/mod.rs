@@ -217,7 +217,10 @@ impl Bmc {
         if rebooting {
             return Ok(unavailable(Duration::from_secs(5)));
         }
-        Ok(self.route(req).await)
+        // Boxed, so a request waiting out its latency (every BMC's, at
+        // fleet scale) holds a small future rather than room for the
+        // largest route's state.
+        Ok(Box::pin(self.route(req)).await)
     }
 
     /// Answers `req`, with the headers DSP0266 asks of every reply.
