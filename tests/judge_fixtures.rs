@@ -97,6 +97,12 @@ const EXPECTED: &[(&str, &str, Verdict, &str)] = &[
         "",
     ),
     (
+        "gpu-burn",
+        "gpu_burn_1xH200_tc_90s_all-ok_580.159.04.txt",
+        Verdict::Pass,
+        "",
+    ),
+    (
         "dcgmi-diag",
         "diag-r2-j_dcgm4.2.3_GB10_partial-skip_persistence-fail.json",
         Verdict::Fail,
@@ -137,6 +143,18 @@ const EXPECTED: &[(&str, &str, Verdict, &str)] = &[
     (
         "nvidia-smi",
         "nvidia-smi-q_1xH200_590.48.01_load.txt",
+        Verdict::Pass,
+        "",
+    ),
+    (
+        "nvidia-smi",
+        "nvidia-smi-q-x_1xH200_580.159.04_vm_idle.xml",
+        Verdict::Pass,
+        "",
+    ),
+    (
+        "nvidia-smi",
+        "nvidia-smi-q-x_1xH200_580.159.04_vm_load-gpuburn.xml",
         Verdict::Pass,
         "",
     ),
@@ -208,6 +226,14 @@ const EXPECTED: &[(&str, &str, Verdict, &str)] = &[
         "",
     ),
     ("nvlink", "nvlink-s_1xH100_18links.txt", Verdict::Pass, ""),
+    // A lone H200 in a VM: the driver lists no NVLink (judged with a
+    // profile's link count, this fails).
+    (
+        "nvlink",
+        "nvlink-s_1xH200_vm-passthrough_empty.txt",
+        Verdict::Pass,
+        "",
+    ),
     (
         "nvlink",
         "dcgmi-nvlink-s_8gpu_12links_all-up.txt",
@@ -586,6 +612,39 @@ fn nvidia_smi_profile_count_model_and_load() {
     let j = judge_nvidia_smi(&rtx, &loaded).unwrap();
     assert_eq!(j.verdict, Verdict::Fail);
     assert!(j.reasons[0].contains("PCIe link at Gen 1 x16, expected Gen 4 x16 under load"));
+}
+
+/// The captures `kiln burnin` took on a real H200 (SOURCES.md): the judges
+/// read the load from the capture itself, and gpu_burn's throughput.
+#[test]
+fn real_h200_burn_in_captures() {
+    let idle = judge(
+        "nvidia-smi",
+        "nvidia-smi-q-x_1xH200_580.159.04_vm_idle.xml",
+        None,
+    );
+    let load = judge(
+        "nvidia-smi",
+        "nvidia-smi-q-x_1xH200_580.159.04_vm_load-gpuburn.xml",
+        None,
+    );
+    assert_eq!(
+        (idle.metrics["load"].as_str(), load.metrics["load"].as_str()),
+        (Some("idle"), Some("under_load"))
+    );
+    let gpu = &load.metrics["per_gpu"][0];
+    assert_eq!(
+        (gpu["name"].as_str(), gpu["pcie_gen"].as_u64()),
+        (Some("NVIDIA H200"), Some(5))
+    );
+    assert!(gpu["power_draw_w"].as_f64().unwrap() > 650.0, "{gpu}");
+    let burn = judge(
+        "gpu-burn",
+        "gpu_burn_1xH200_tc_90s_all-ok_580.159.04.txt",
+        None,
+    );
+    assert_eq!(burn.metrics["per_gpu"][0]["last_gflops"], 348_692.0);
+    assert_eq!(burn.metrics["per_gpu"][0]["model"], "NVIDIA H200");
 }
 
 #[test]

@@ -169,6 +169,14 @@ pub async fn burnin(
                     opts.short_deadline,
                 )
                 .await?;
+                // Empty output is a verdict (no NVLink) only from a tool that ran.
+                if !c.output.success() && c.text.trim().is_empty() {
+                    return Ok(Outcome::unverified(format!(
+                        "nvidia-smi nvlink -s {} with no output",
+                        c.output.outcome()
+                    ))
+                    .with_artifact(rel));
+                }
                 let j = match judge_nvlink(&c.text, &limits::nvlink(Some(profile))) {
                     Ok(j) => j,
                     Err(e) => return Ok(unreadable(&c, e).with_artifact(rel)),

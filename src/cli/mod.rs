@@ -57,6 +57,10 @@ pub enum Command {
     Profile(ProfileCommand),
     /// Judge one captured tool output offline, as the pipeline does.
     Judge(JudgeArgs),
+    /// Burn in this machine's GPUs against a hardware profile, through
+    /// the burn-in stage's own steps: a burn-in station, or a GPU node
+    /// testing itself. Remote nodes: `kiln provision --stages burnin`.
+    Burnin(BurninArgs),
     /// Measure kiln's own speed and memory.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -809,6 +813,31 @@ pub struct JudgeArgs {
     /// output's integrity is judged: errors, wrong values, crashes).
     #[arg(short, long, value_name = "NAME")]
     pub profile: Option<String>,
+}
+
+/// `kiln burnin`
+#[derive(Debug, Args)]
+pub struct BurninArgs {
+    /// The hardware profile to judge against (built in, or in `profiles/`
+    /// beside the inventory named by `-i`).
+    #[arg(short, long, value_name = "NAME")]
+    pub profile: String,
+    /// Burn this long instead of the profile's duration (at least 10s).
+    #[arg(short, long, value_name = "D", value_parser = crate::yaml::decode::parse_duration)]
+    pub duration: Option<std::time::Duration>,
+    /// The gpu_burn command line before its duration; gpu_burn reads its
+    /// kernel from its working folder, e.g. `cd /opt/gpu-burn && ./gpu_burn -tc`.
+    #[arg(long, value_name = "CMD", default_value = "gpu_burn -tc")]
+    pub gpu_burn: String,
+    /// Time between GPU telemetry samples during the burn (default 10s).
+    #[arg(long, value_name = "D", value_parser = crate::yaml::decode::parse_duration)]
+    pub sample_every: Option<std::time::Duration>,
+    /// Where the captured outputs go, as `DIR/HOST/burnin/FILE`.
+    #[arg(short, long, value_name = "DIR", default_value = "kiln-burnin")]
+    pub out: PathBuf,
+    /// Read the kernel log through sudo (`kernel.dmesg_restrict=1`).
+    #[arg(long)]
+    pub sudo_dmesg: bool,
 }
 
 /// `kiln inventory …`

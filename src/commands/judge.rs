@@ -76,7 +76,7 @@ pub fn run(ctx: &Ctx, args: &JudgeArgs) -> anyhow::Result<ExitStatus> {
     })
 }
 
-fn find_profile(ctx: &Ctx, name: &str) -> anyhow::Result<HardwareProfile> {
+pub(crate) fn find_profile(ctx: &Ctx, name: &str) -> anyhow::Result<HardwareProfile> {
     let catalog = super::profile::catalog(ctx)?;
     match catalog.hardware.get(name) {
         Some(entry) => Ok(entry.profile.clone()),

@@ -11,6 +11,7 @@ pub mod bench_requests;
 pub mod bench_sim;
 pub mod bench_ssh;
 pub mod bmc;
+pub mod burnin;
 pub mod demo;
 pub mod demo_cloud;
 pub mod demo_vm;
@@ -133,6 +134,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Inventory(cmd) => inventory::run(&ctx, cmd),
         Command::Profile(cmd) => profile::run(&ctx, cmd),
         Command::Judge(args) => judge::run(&ctx, &args),
+        Command::Burnin(args) => burnin::run(&ctx, &args),
         Command::Bench(cmd) => bench::run(&ctx, cmd),
         Command::Sim(cmd) => sim::run(&ctx, cmd),
         Command::Bmc(cmd) => bmc::run(&ctx, cmd),

@@ -159,6 +159,9 @@ fn parse_dcgmi(text: &str) -> Option<Vec<Gpu>> {
 /// Metrics: `format` (`nvidia-smi`, `dcgmi`), `gpus`, `per_gpu` (`gpu`,
 /// `name`, `links`, `up`, `down`, `disabled`, `min_gbps`), `warnings`.
 pub fn judge_nvlink(text: &str, limits: &NvlinkLimits) -> Result<Judgement, ParseError> {
+    if text.trim().is_empty() {
+        return Ok(no_nvlink(limits));
+    }
     let (format, gpus) = match parse_dcgmi(text) {
         Some(g) => ("dcgmi", g),
         None => ("nvidia-smi", parse_smi(text)),
@@ -260,10 +263,54 @@ pub fn judge_nvlink(text: &str, limits: &NvlinkLimits) -> Result<Judgement, Pars
     Ok(Judgement::decide(KIND, failures, Vec::new(), metrics))
 }
 
+/// An empty `nvidia-smi nvlink -s` (exit 0) is what the driver prints when
+/// no GPU has an NVLink to list: seen on a lone H200 SXM passed through to
+/// a VM (driver 580.159.04). A verdict, not an unreadable output: it fails
+/// a profile that expects links.
+fn no_nvlink(limits: &NvlinkLimits) -> Judgement {
+    let mut failures = Vec::new();
+    let mut warnings = Vec::new();
+    match limits.links_per_gpu {
+        Some(want) if want > 0 => failures.push(format!(
+            "no GPU lists any NVLink (empty 'nvidia-smi nvlink -s'), expected {want} per GPU: \
+             a PCIe card, or a GPU passed through to a VM without its NVLink peers"
+        )),
+        _ => warnings.push("no GPU lists any NVLink".to_owned()),
+    }
+    let metrics = json!({
+        "format": "nvidia-smi",
+        "gpus": 0,
+        "per_gpu": [],
+        "warnings": warnings,
+    });
+    Judgement::decide(KIND, failures, Vec::new(), metrics)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::judge::Verdict;
+
+    #[test]
+    fn empty_output_is_no_nvlink_not_unreadable() {
+        // The real capture: a lone H200 in a VM prints nothing.
+        let text = include_str!(
+            "../../tests/fixtures/judge/nvlink/nvlink-s_1xH200_vm-passthrough_empty.txt"
+        );
+        let j = judge_nvlink(text, &NvlinkLimits::default()).unwrap();
+        assert_eq!(j.verdict, Verdict::Pass);
+        let hgx = NvlinkLimits {
+            links_per_gpu: Some(18),
+            link_gbps: Some(26.562),
+        };
+        let j = judge_nvlink(text, &hgx).unwrap();
+        assert_eq!(j.verdict, Verdict::Fail);
+        assert!(
+            j.reasons[0].contains("expected 18 per GPU"),
+            "{:?}",
+            j.reasons
+        );
+    }
 
     #[test]
     fn inactive_link_fails_naming_gpu_and_link() {
@@ -299,6 +346,6 @@ mod tests {
     #[test]
     fn other_text_is_refused() {
         assert!(judge_nvlink("GPU 0: NVIDIA H100\n", &NvlinkLimits::default()).is_err());
-        assert!(judge_nvlink("", &NvlinkLimits::default()).is_err());
+        assert!(judge_nvlink("Failed to initialize NVML\n", &NvlinkLimits::default()).is_err());
     }
 }
