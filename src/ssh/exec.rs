@@ -272,6 +272,9 @@ pub enum Exit {
 impl std::fmt::Display for Exit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            // The shell's own codes: the tool is missing or cannot run.
+            Exit::Code(127) => f.write_str("exit status 127: command not found"),
+            Exit::Code(126) => f.write_str("exit status 126: not executable"),
             Exit::Code(c) => write!(f, "exit status {c}"),
             Exit::Signal(s) => write!(f, "killed by SIG{s}"),
             Exit::Unknown => f.write_str("no exit status"),
