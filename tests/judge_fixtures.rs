@@ -208,6 +208,13 @@ const EXPECTED: &[(&str, &str, Verdict, &str)] = &[
         "",
     ),
     (
+        // Every test on one GPU: those needing two are waived, not failed.
+        "nvbandwidth",
+        "nvbandwidth-v0.8_all-tests_1xH200_580.159.04_vm_waived-d2d.txt",
+        Verdict::Pass,
+        "",
+    ),
+    (
         "ib_write_bw",
         "ib_write_bw_client_roce_gdr-cuda-dmabuf_16qp_Gbps_A40.txt",
         Verdict::Pass,
@@ -713,6 +720,44 @@ fn nvbandwidth_floor_names_the_pairs() {
     assert_eq!(
         judge_nvbandwidth(cut, &floors).unwrap().verdict,
         Verdict::Unknown
+    );
+}
+
+/// The real H200 run (SOURCES.md): one-way floors only, and a waived
+/// device-to-device test fails a floor that expects it.
+#[test]
+fn nvbandwidth_waived_tests_and_one_way_floors() {
+    let text = read(
+        "nvbandwidth",
+        "nvbandwidth-v0.8_all-tests_1xH200_580.159.04_vm_waived-d2d.txt",
+    );
+    let one_gpu = NvbandwidthFloors {
+        h2d_gbps: Some(48.0),
+        d2h_gbps: Some(48.0),
+        d2d_read_gbps: None,
+    };
+    let j = judge_nvbandwidth(&text, &one_gpu).unwrap();
+    // 42.4 GB/s each way in the bidirectional SM copies is not below 48.
+    assert_eq!(j.verdict, Verdict::Pass, "{:?}", j.reasons);
+    let h2d = j
+        .metrics
+        .tests
+        .iter()
+        .find(|t| t.test == "host_to_device_memcpy_ce")
+        .unwrap();
+    assert_eq!((h2d.min, h2d.floor), (Some(55.51), Some(48.0)));
+    let hgx = NvbandwidthFloors {
+        d2d_read_gbps: Some(335.0),
+        ..one_gpu
+    };
+    let j = judge_nvbandwidth(&text, &hgx).unwrap();
+    assert_eq!(j.verdict, Verdict::Fail);
+    assert_eq!(j.reasons.len(), 1, "{:?}", j.reasons);
+    assert!(
+        j.reasons[0]
+            .starts_with("device_to_device_memcpy_read_*: not measured: nvbandwidth waived 17"),
+        "{:?}",
+        j.reasons
     );
 }
 

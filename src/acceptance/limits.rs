@@ -50,7 +50,8 @@ pub fn nvbandwidth(profile: Option<&HardwareProfile>) -> NvbandwidthFloors {
     profile.map_or_else(NvbandwidthFloors::default, |p| NvbandwidthFloors {
         h2d_gbps: Some(p.nvbandwidth.h2d_gbps),
         d2h_gbps: Some(p.nvbandwidth.d2h_gbps),
-        d2d_read_gbps: Some(p.nvbandwidth.d2d_gbps),
+        // Peer copies go over NVLink; a profile without it sets no floor.
+        d2d_read_gbps: (p.gpu.nvlink.links_per_gpu > 0).then_some(p.nvbandwidth.d2d_gbps),
     })
 }
 

@@ -19,8 +19,13 @@ pub struct NvbandwidthFloors {
 }
 
 impl NvbandwidthFloors {
+    /// The floor of `test`. The floors are one-way numbers: a
+    /// bidirectional test's per-direction figure is lower by nature (a
+    /// healthy H200 moves 51-55 GB/s one way, 42-51 GB/s each way at once).
     fn for_test(&self, test: &str) -> Option<f64> {
-        if test.starts_with("host_to_device") {
+        if test.contains("bidirectional") {
+            None
+        } else if test.starts_with("host_to_device") {
             self.h2d_gbps
         } else if test.starts_with("device_to_host") {
             self.d2h_gbps
@@ -29,6 +34,17 @@ impl NvbandwidthFloors {
         } else {
             None
         }
+    }
+
+    /// Each floor that is set, with the test-name prefix it applies to.
+    fn required(&self) -> impl Iterator<Item = &'static str> {
+        [
+            (self.h2d_gbps, "host_to_device_memcpy"),
+            (self.d2h_gbps, "device_to_host_memcpy"),
+            (self.d2d_read_gbps, "device_to_device_memcpy_read"),
+        ]
+        .into_iter()
+        .filter_map(|(floor, prefix)| floor.map(|_| prefix))
     }
 }
 
@@ -69,12 +85,28 @@ struct Test {
     errors: Vec<String>,
 }
 
-fn parse(text: &str) -> (Vec<Test>, Vec<String>) {
+/// What [`parse`] read: the tests run, the `Device N:` lines, and how many
+/// tests nvbandwidth waived.
+struct Parsed {
+    tests: Vec<Test>,
+    devices: Vec<String>,
+    waived: usize,
+}
+
+fn parse(text: &str) -> Parsed {
     let mut tests: Vec<Test> = Vec::new();
     let mut columns: Vec<String> = Vec::new();
     let mut devices = Vec::new();
+    let mut waived = 0;
     for line in split_lines(text) {
         let t = line.trim();
+        // A test this machine cannot run (one GPU, no peer access) prints
+        // `Waived:` instead of `Running <test>.`, without its name: not the
+        // previous test's error.
+        if t.starts_with("Waived") {
+            waived += 1;
+            continue;
+        }
         if let Some(name) = t.strip_prefix("Running ") {
             tests.push(Test {
                 name: name.trim_end_matches('.').trim().to_owned(),
@@ -94,7 +126,7 @@ fn parse(text: &str) -> (Vec<Test>, Vec<String>) {
             test.sum = rest.split_whitespace().last().and_then(|v| v.parse().ok());
         } else if t.contains("bandwidth (GB/s)") {
             test.axes = t.to_owned();
-        } else if t.contains("ERROR") || t.contains("error") || t.contains("Waived") {
+        } else if t.contains("ERROR") || t.contains("error") {
             test.errors.push(t.to_owned());
         } else {
             let tokens: Vec<&str> = t.split_whitespace().collect();
@@ -109,25 +141,34 @@ fn parse(text: &str) -> (Vec<Test>, Vec<String>) {
             }
         }
     }
-    (tests, devices)
+    Parsed {
+        tests,
+        devices,
+        waived,
+    }
 }
 
 /// Judges nvbandwidth output.
 ///
-/// Integrity: a test with error or waived lines, or a test that printed no
+/// Integrity: a test with error lines, or a test that printed no
 /// matrix, or a 0 GB/s cell (a pair that moved no data), fails or is
 /// `Unknown` as noted below. With floors (the nvbandwidth README defines
 /// each test's direction; `host_to_device`, `device_to_host`,
 /// `device_to_device_memcpy_read`), every measured cell below its test's
-/// floor fails, naming the pair.
+/// floor fails, naming the pair; bidirectional tests have no floor. A
+/// floor whose test nvbandwidth waived (`Waived:`) fails as not measured.
 ///
 /// Metrics: `devices`, `tests` (`test`, `sum`, `min`, `max`, `cells`).
 pub fn judge_nvbandwidth(
     text: &str,
     floors: &NvbandwidthFloors,
 ) -> Result<Judgement<NvbandwidthMetrics>, ParseError> {
-    let (tests, devices) = parse(text);
-    if tests.is_empty() {
+    let Parsed {
+        tests,
+        devices,
+        waived,
+    } = parse(text);
+    if tests.is_empty() && waived == 0 {
         return Err(ParseError {
             expected: "nvbandwidth output: 'Running <test>.' followed by a bandwidth matrix"
                 .to_owned(),
@@ -204,6 +245,21 @@ pub fn judge_nvbandwidth(
             sum: t.sum,
             test: t.name.clone(),
         });
+    }
+    // A floor whose test nvbandwidth waived was not met: on a multi-GPU
+    // node a waived device-to-device test means no peer access.
+    if waived > 0 {
+        for prefix in floors.required() {
+            let measured = out
+                .iter()
+                .any(|t| t.test.starts_with(prefix) && t.floor.is_some() && t.cells > 0);
+            if !measured {
+                failures.push(format!(
+                    "{prefix}_*: not measured: nvbandwidth waived {waived} test(s) it cannot run \
+                     here (device-to-device needs two GPUs with peer access)"
+                ));
+            }
+        }
     }
     let metrics = NvbandwidthMetrics {
         devices,
