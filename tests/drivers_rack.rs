@@ -493,7 +493,7 @@ fn gpu_burn_tarball(marker: &str) -> Vec<u8> {
     std::fs::write(src.join("fake.sh"), format!("#!/bin/sh\necho {marker}\n")).unwrap();
     std::fs::write(
         src.join("Makefile"),
-        "all:\n\tcp fake.sh gpu_burn\n\ttouch compare.ptx\n",
+        "all:\n\tcp fake.sh gpu_burn\n\ttouch compare.fatbin\n",
     )
     .unwrap();
     let tarball = dir.path().join("gpu-burn.tar.gz");
@@ -613,7 +613,9 @@ fn a_wrong_repository_key_a_tampered_tarball_and_an_unpinned_tool_fail_their_nod
 
     let report = results[4].1.as_ref().unwrap_or_else(|e| panic!("{e}"));
     assert!(report.installed, "{report:?}");
-    let (_, out, _) = rack.ssh(4, "cat \"$KILN_NODE_ROOT/usr/local/bin/gpu_burn\" && \"$KILN_NODE_ROOT/opt/gpu-burn/gpu_burn\"");
+    let (_, out, _) = rack.ssh(4, "cat \"$KILN_NODE_ROOT/usr/local/bin/gpu_burn\" && \"$KILN_NODE_ROOT/opt/gpu-burn/gpu_burn\" && ls \"$KILN_NODE_ROOT/opt/gpu-burn\"");
     assert!(out.contains("cd /opt/gpu-burn"), "{out}");
-    assert!(out.ends_with("built from the pinned source\n"), "{out}");
+    assert!(out.contains("built from the pinned source\n"), "{out}");
+    // The kernel today's upstream builds, installed beside the binary.
+    assert!(out.ends_with("compare.fatbin\ngpu_burn\n"), "{out}");
 }

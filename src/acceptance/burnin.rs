@@ -40,7 +40,8 @@ const TELEMETRY_QUERY: &str = "index,temperature.gpu,power.draw,clocks.sm";
 #[derive(Clone, Debug)]
 pub struct BurninOptions {
     /// The gpu_burn command line before its duration. gpu_burn reads
-    /// `compare.ptx` from its working folder, so a real node needs e.g.
+    /// `compare.fatbin` (`compare.ptx` before May 2026) from its working
+    /// folder, so a real node needs e.g.
     /// `cd /opt/gpu-burn && ./gpu_burn -tc`. Operator configuration, not
     /// inventory data: it is not quoted.
     pub gpu_burn: String,

@@ -207,8 +207,11 @@ pub fn judge_gpu_burn(text: &str) -> Result<Judgement<GpuBurnMetrics>, ParseErro
     if let Some(first) = p.failures.first() {
         let mut reason = format!("gpu-burn could not test the GPUs: {first}");
         if first.contains("load module") {
-            // gpu-burn loads compare.ptx from its working directory.
-            reason.push_str(" (compare.ptx not loadable: run gpu_burn from its build directory)");
+            // gpu-burn loads its kernel from its working directory.
+            reason.push_str(
+                " (compare kernel not loadable: run gpu_burn from its build directory, \
+                 where compare.fatbin or, before May 2026, compare.ptx is)",
+            );
         }
         if p.failures.len() > 1 {
             reason.push_str(&format!(" [{} failure lines in all]", p.failures.len()));

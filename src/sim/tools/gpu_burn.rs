@@ -34,7 +34,7 @@ pub(super) fn run(ctx: &mut ToolCtx, args: &[&str]) -> ToolRun {
     let mut tensor = false;
     let mut device: Option<usize> = None;
     let mut use_mem: Option<String> = None;
-    let mut kernel = "compare.ptx".to_owned();
+    let mut kernel = "compare.fatbin".to_owned();
     let mut stts: u64 = 30;
     let mut positional: Vec<&str> = Vec::new();
     let mut i = 0;
@@ -42,7 +42,7 @@ pub(super) fn run(ctx: &mut ToolCtx, args: &[&str]) -> ToolRun {
         let a = args[i];
         if a.starts_with("-h") {
             return ToolRun::ok(
-                "GPU Burn\nUsage: gpu-burn [OPTIONS] [TIME]\n\n-m X\tUse X MB of memory.\n-m N%\tUse N% of the available GPU memory.  Default is 90%\n-d\tUse doubles\n-tc\tTry to use Tensor cores\n-l\tLists all GPUs in the system\n-i N\tExecute only on GPU N\n-c FILE\tUse FILE as compare kernel.  Default is compare.ptx\n-stts T\tSet timeout threshold to T seconds for using SIGTERM to abort child processes before using SIGKILL.  Default is 30\n-h\tShow this help message\n\nExamples:\n  gpu-burn -d 3600 # burns all GPUs with doubles for an hour\n  gpu-burn -m 50% # burns using 50% of the available GPU memory\n  gpu-burn -l # list GPUs\n  gpu-burn -i 2 # burns only GPU of index 2\n",
+                "GPU Burn\nUsage: gpu-burn [OPTIONS] [TIME]\n\n-m X\tUse X MB of memory.\n-m N%\tUse N% of the available GPU memory.  Default is 90%\n-d\tUse doubles\n-tc\tTry to use Tensor cores\n-l\tLists all GPUs in the system\n-i N\tExecute only on GPU N\n-c FILE\tUse FILE as compare kernel.  Default is compare.fatbin\n-stts T\tSet timeout threshold to T seconds for using SIGTERM to abort child processes before using SIGKILL.  Default is 30\n-h\tShow this help message\n\nExamples:\n  gpu-burn -d 3600 # burns all GPUs with doubles for an hour\n  gpu-burn -m 50% # burns using 50% of the available GPU memory\n  gpu-burn -l # list GPUs\n  gpu-burn -i 2 # burns only GPU of index 2\n",
             );
         }
         if a == "-l" {
