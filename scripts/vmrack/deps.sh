@@ -6,11 +6,12 @@
 #   scripts/vmrack/deps.sh --smoke    # the same (smoke.sh's test ISO needs nothing more)
 #
 # 1. apt packages (root; DEBIAN_FRONTEND=noninteractive, --no-install-recommends),
-#    only those not installed. A qemu-utils from bookworm-backports (10.x)
-#    conflicts with bookworm's qemu-system-x86 7.2: only when apt's
-#    simulation of the install fails and the installed qemu-utils is of
-#    another version than the qemu-system-x86 apt would use, qemu-utils is
-#    pinned to that version (--allow-downgrades).
+#    only those not installed. A qemu-utils from bookworm-backports (10.x,
+#    on some machines from the start) is broken by bookworm's
+#    qemu-system-x86 7.2, and apt would remove it and leave no qemu-img:
+#    when the installed qemu-utils is of another version than the
+#    qemu-system-x86 apt would use, qemu-utils is pinned to that version
+#    (--allow-downgrades). After the install every package is checked again.
 # 2. the interop venv (tests/interop/setup-python.sh, target/interop-venv)
 #    plus libvirt-python, built from its sdist against libvirt-dev.
 #
@@ -78,28 +79,33 @@ if ((${#missing[@]})); then
         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
     install=("${missing[@]}")
     extra=()
-    if ! apt-get install -s "${opts[@]}" "${install[@]}" >"$log" 2>&1; then
-        # The known conflict: a qemu-utils of another QEMU build (e.g. 10.x from
-        # bookworm-backports) than the qemu-system-x86 apt is going to use.
-        # Then take qemu-utils from that same build.
-        utils_ver=$(installed_version qemu-utils)
-        qemu_ver=$(installed_version qemu-system-x86)
-        [[ -n $qemu_ver ]] || qemu_ver=$(candidate_version qemu-system-x86)
-        if [[ -n $utils_ver && -n $qemu_ver && $qemu_ver != "(none)" && $utils_ver != "$qemu_ver" ]]; then
-            install=()
-            for p in "${missing[@]}"; do
-                [[ $p == qemu-utils ]] || install+=("$p")
-            done
-            install+=("qemu-utils=$qemu_ver")
-            extra=(--allow-downgrades)
-            echo "vmrack deps.sh: qemu-utils $utils_ver does not fit qemu-system-x86 $qemu_ver; installing qemu-utils=$qemu_ver" >&2
-        else
-            fail "apt-get install -s ${install[*]} (simulation)"
-        fi
+    # A qemu-utils of another QEMU build (10.x from bookworm-backports comes
+    # with some machines) than the qemu-system-x86 apt is going to use:
+    # apt would quietly remove it (qemu-system-x86 7.2 breaks it) and leave
+    # no qemu-img. Take qemu-utils from that same build instead.
+    utils_ver=$(installed_version qemu-utils)
+    qemu_ver=$(installed_version qemu-system-x86)
+    [[ -n $qemu_ver ]] || qemu_ver=$(candidate_version qemu-system-x86)
+    if [[ -n $utils_ver && -n $qemu_ver && $qemu_ver != "(none)" && $utils_ver != "$qemu_ver" ]]; then
+        kept=()
+        for p in "${install[@]}"; do
+            [[ $p == qemu-utils ]] || kept+=("$p")
+        done
+        install=("${kept[@]}" "qemu-utils=$qemu_ver")
+        extra=(--allow-downgrades)
+        echo "vmrack deps.sh: qemu-utils $utils_ver does not fit qemu-system-x86 $qemu_ver; installing qemu-utils=$qemu_ver" >&2
     fi
+    apt-get install -s "${opts[@]}" "${extra[@]}" "${install[@]}" >"$log" 2>&1 ||
+        fail "apt-get install -s ${extra[*]} ${install[*]} (simulation)"
     echo "vmrack deps.sh: apt-get install ${install[*]}" >&2
     apt-get install "${opts[@]}" "${extra[@]}" "${install[@]}" >"$log" 2>&1 ||
         fail "apt-get install ${extra[*]} ${install[*]}"
+    # apt may remove a package to install another: check that all are there.
+    gone=()
+    for p in "${pkgs[@]}"; do
+        [[ -n $(installed_version "$p") ]] || gone+=("$p")
+    done
+    ((${#gone[@]} == 0)) || { echo "apt removed or did not install: ${gone[*]}" >>"$log"; fail "apt-get install"; }
 fi
 
 venv=$("$root/tests/interop/setup-python.sh")

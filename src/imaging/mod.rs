@@ -363,7 +363,7 @@ mod tests {
         if !have {
             assert!(
                 std::env::var_os("KILN_REQUIRE_VM").is_none(),
-                "qemu-img is missing"
+                "qemu-img is missing (KILN_REQUIRE_VM: scripts/vmrack/deps.sh installs qemu-utils)"
             );
             eprintln!("skipped: qemu-img is not installed");
             return;
