@@ -203,6 +203,12 @@ pub fn run(ctx: &Ctx, nodes: u32, latency: Duration, keep: bool) -> anyhow::Resu
         "simulator_site_cpu_s": sim_site_cpu,
         "cores": cores,
         "cpu_floor_ratio": floor,
+        // What one node costs both sides: with the cores shared, this
+        // times the nodes over the cores is the floor's numerator.
+        "cpu_ms_per_node": {
+            "kiln": kiln_cpu * 1000.0 / f64::from(nodes),
+            "simulators": sim_site_cpu * 1000.0 / f64::from(nodes),
+        },
         "requests_per_node": requests_per_node,
         "requests_total": requests_total,
         "kept": keep.then(|| dir.path().display().to_string()),
@@ -215,7 +221,7 @@ pub fn run(ctx: &Ctx, nodes: u32, latency: Duration, keep: bool) -> anyhow::Resu
              one node through preflight + power-on: {:.2} s; critical path with {waves} wave wait(s): {:.2} s\n\
              whole site: {:.2} s  →  ratio {ratio:.3} (goal ≤ 1.10)\n\
              accepted {accepted} of {nodes}; peak memory {:.0} MiB (goal ≤ 1024); journal {:.1} MiB; simulator start {:.1} s\n\
-             CPU during the site run: kiln {kiln_cpu:.1} s, simulators {sim_site_cpu:.1} s ({} process(es); {sim_cpu:.1} s with start-up); {:.2} of {cores} cores busy on average\n\
+             CPU during the site run: kiln {kiln_cpu:.1} s, simulators {sim_site_cpu:.1} s ({} process(es); {sim_cpu:.1} s with start-up); {:.2} of {cores} cores busy on average; per node {:.2} ms kiln, {:.2} ms simulators\n\
              CPU floor: kiln and simulators on {cores} cores allow a ratio of {floor:.3} at best\n",
             nodes.div_ceil(PER_RACK),
             latency.as_millis(),
@@ -227,6 +233,8 @@ pub fn run(ctx: &Ctx, nodes: u32, latency: Duration, keep: bool) -> anyhow::Resu
             sim_start.as_secs_f64(),
             sims_count,
             (kiln_cpu + sim_site_cpu) / wall.as_secs_f64(),
+            kiln_cpu * 1000.0 / f64::from(nodes),
+            sim_site_cpu * 1000.0 / f64::from(nodes),
         ));
         ctx.printer
             .data(&crate::commands::bench_requests::to_text(&flavours));
