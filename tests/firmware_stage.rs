@@ -174,15 +174,24 @@ fn running_member(rack: &Rack) -> (String, String) {
 
 #[test]
 fn every_vendor_flavour_is_brought_to_the_baseline() {
-    for (k, flavour) in ["dell", "hpe", "supermicro", "lenovo"]
-        .into_iter()
-        .enumerate()
+    // Dell and Lenovo BMCs here offer no SimpleUpdate: kiln uploads the
+    // package to their MultipartHttpPushUri instead.
+    let push_only = "faults:\n  - nodes: \"*\"\n    bmc_push_only: true\n";
+    for (k, (flavour, method)) in [
+        ("dell", "MultipartHttpPushUri"),
+        ("hpe", "SimpleUpdate"),
+        ("supermicro", "SimpleUpdate"),
+        ("lenovo", "MultipartHttpPushUri"),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let net = 171 + k as u8;
         let rack = Rack::start(RackSpec {
             net,
             imaged: false,
             flavour,
+            faults: (method != "SimpleUpdate").then_some(push_only),
             ..RackSpec::default()
         });
         let dir = rack.dir.path();
@@ -231,5 +240,20 @@ fn every_vendor_flavour_is_brought_to_the_baseline() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert_eq!(step_status(&rack, 0, "reset"), "done", "{flavour}");
+        assert_eq!(update_method(&rack), method, "{flavour}");
     }
+}
+
+/// How node 0's firmware `update` step in the newest run sent its package.
+fn update_method(rack: &Rack) -> String {
+    let out = kiln(rack, &["--json", "runs", "show"]);
+    let record: Value = serde_json::from_slice(&out.stdout).unwrap();
+    record["nodes"][0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "firmware" && s["step"] == "update")
+        .and_then(|s| s["metrics"]["updates"][0]["method"].as_str())
+        .unwrap_or_default()
+        .to_owned()
 }

@@ -228,7 +228,13 @@ fn multipart_pushes_update_the_inventory_and_rejections_carry_the_bmc_message() 
     });
     let (target, before) = first_component(&rack);
     let uri = push_uri(&rack);
-    let image = b"kiln-sim-firmware component=any version=9.9.9\npayload\n";
+    // Over 64 KiB, so the package follows the request head in its own
+    // writes, as a real package does.
+    let mut image = b"kiln-sim-firmware component=any version=9.9.9\n".to_vec();
+    image.resize(image.len() + (96 << 10), b'p');
+    image.push(b'\n');
+    let digest = kiln::imaging::verify::sha256_hex(&image);
+    let image = bytes::Bytes::from(image);
     let targets = vec![target.clone()];
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -236,17 +242,25 @@ fn multipart_pushes_update_the_inventory_and_rejections_carry_the_bmc_message() 
         .unwrap();
     rt.block_on(async {
         let c = client(&rack, 0);
-        let monitor = push(&c, &uri, &targets, "Immediate", "fw.bin", image)
-            .await
-            .unwrap()
-            .expect("a task monitor");
+        let monitor = push(
+            &c,
+            &uri,
+            &targets,
+            "Immediate",
+            "fw.bin",
+            image.clone(),
+            &digest,
+        )
+        .await
+        .unwrap()
+        .expect("a task monitor");
         let end = follow_task(&c, &monitor, WAIT, WAIT, Duration::from_millis(100), |_| {})
             .await
             .unwrap();
         assert_eq!(end, TaskEnd::Completed);
 
         let c = client(&rack, 1);
-        let err = push(&c, &uri, &targets, "Immediate", "fw.bin", image)
+        let err = push(&c, &uri, &targets, "Immediate", "fw.bin", image, &digest)
             .await
             .unwrap_err();
         assert_eq!(err.status(), Some(400), "{err}");

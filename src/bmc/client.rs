@@ -12,6 +12,7 @@ use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use serde_json::Value;
 
+use crate::bmc::h1::Body;
 use crate::bmc::transport::{Reply, Transport, TransportError};
 use crate::secret::Secret;
 
@@ -204,7 +205,7 @@ impl BmcClient {
                 Method::POST,
                 "/redfish/v1/SessionService/Sessions",
                 &[],
-                Some(Bytes::from(body.to_string())),
+                Some(Bytes::from(body.to_string()).into()),
             )
             .await
             .map_err(|e| self.transport_err(e))?;
@@ -271,7 +272,7 @@ impl BmcClient {
         body: Option<&Value>,
         extra: &[(&str, String)],
     ) -> Result<Reply, BmcError> {
-        let payload = body.map(|b| Bytes::from(b.to_string()));
+        let payload = body.map(|b| Bytes::from(b.to_string()).into());
         self.send_payload(method, path, payload, extra).await
     }
 
@@ -281,7 +282,7 @@ impl BmcClient {
         &self,
         method: Method,
         path: &str,
-        body: Bytes,
+        body: Body,
         content_type: &str,
         extra: &[(&str, String)],
     ) -> Result<Reply, BmcError> {
@@ -296,7 +297,7 @@ impl BmcClient {
         &self,
         method: Method,
         path: &str,
-        payload: Option<Bytes>,
+        payload: Option<Body>,
         extra: &[(&str, String)],
     ) -> Result<Reply, BmcError> {
         // Logging in happens once per session: boxed, its state is not part
@@ -348,7 +349,7 @@ impl BmcClient {
         &self,
         method: Method,
         path: &str,
-        body: Bytes,
+        body: Body,
         content_type: &str,
     ) -> Result<Doc, BmcError> {
         let reply = self

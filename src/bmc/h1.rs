@@ -51,6 +51,65 @@ pub enum H1Error {
     TooLarge(usize),
 }
 
+/// Bodies up to this size travel in the request's first write, as one
+/// piece with its head.
+const INLINE_BODY: usize = 64 << 10;
+
+/// A request body in pieces: one for JSON; for a multipart upload its
+/// head, the package, its tail. The pieces are reference-counted, so a
+/// package shared by every node's upload is never copied per request.
+#[derive(Clone, Debug, Default)]
+pub struct Body {
+    parts: Vec<Bytes>,
+}
+
+impl Body {
+    /// A body of these pieces, in order.
+    pub fn from_parts(parts: Vec<Bytes>) -> Body {
+        Body { parts }
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(Bytes::len).sum()
+    }
+
+    /// Whether it has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Its pieces.
+    pub fn parts(&self) -> &[Bytes] {
+        &self.parts
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(b: Bytes) -> Body {
+        Body { parts: vec![b] }
+    }
+}
+
+/// A request ready to write: its head (with a small body inline), then
+/// the pieces of a large body, written in turn and never joined.
+#[derive(Debug)]
+pub struct Wire {
+    head: Vec<u8>,
+    rest: Vec<Bytes>,
+}
+
+impl Wire {
+    /// The bytes in one piece (tests, fuzzing).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = self.head.clone();
+        for p in &self.rest {
+            out.extend_from_slice(p);
+        }
+        out
+    }
+}
+
 /// The bytes of a request. Header values and the path come partly from
 /// the BMC (session tokens, ETags, links), so control characters are
 /// refused rather than letting a value end a header line.
@@ -58,12 +117,14 @@ pub fn encode_request(
     method: &Method,
     path: &str,
     headers: &[(&str, &str)],
-    body: &[u8],
-) -> Result<Vec<u8>, H1Error> {
+    body: &Body,
+) -> Result<Wire, H1Error> {
     if path.is_empty() || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
         return Err(H1Error::Request(format!("invalid path {path:?}")));
     }
-    let mut out = Vec::with_capacity(256 + body.len());
+    let len = body.len();
+    let inline = len <= INLINE_BODY;
+    let mut out = Vec::with_capacity(256 + if inline { len } else { 0 });
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(path.as_bytes());
@@ -80,22 +141,36 @@ pub fn encode_request(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if !body.is_empty() || !matches!(*method, Method::GET | Method::HEAD | Method::DELETE) {
-        out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+    if len > 0 || !matches!(*method, Method::GET | Method::HEAD | Method::DELETE) {
+        out.extend_from_slice(format!("Content-Length: {len}\r\n").as_bytes());
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
-    Ok(out)
+    if inline {
+        for p in body.parts() {
+            out.extend_from_slice(p);
+        }
+        return Ok(Wire {
+            head: out,
+            rest: Vec::new(),
+        });
+    }
+    Ok(Wire {
+        head: out,
+        rest: body.parts().to_vec(),
+    })
 }
 
 /// Writes a request and reads its response.
 pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut S,
     method: &Method,
-    request: &[u8],
+    request: &Wire,
     body_limit: usize,
 ) -> Result<Response, H1Error> {
-    io.write_all(request).await?;
+    io.write_all(&request.head).await?;
+    for part in &request.rest {
+        io.write_all(part).await?;
+    }
     io.flush().await?;
     read_response(io, *method == Method::HEAD, body_limit).await
 }
@@ -440,14 +515,58 @@ mod tests {
             &Method::POST,
             "/redfish/v1/x",
             &[("X-Auth-Token", "t")],
-            b"{}",
+            &Bytes::from_static(b"{}").into(),
         )
         .unwrap();
         assert_eq!(
-            String::from_utf8(ok).unwrap(),
+            String::from_utf8(ok.to_vec()).unwrap(),
             "POST /redfish/v1/x HTTP/1.1\r\nX-Auth-Token: t\r\nContent-Length: 2\r\n\r\n{}"
         );
-        assert!(encode_request(&Method::GET, "/a", &[("If-Match", "x\r\nEvil: 1")], b"").is_err());
-        assert!(encode_request(&Method::GET, "/a b", &[], b"").is_err());
+        assert!(
+            encode_request(
+                &Method::GET,
+                "/a",
+                &[("If-Match", "x\r\nEvil: 1")],
+                &Body::default()
+            )
+            .is_err()
+        );
+        assert!(encode_request(&Method::GET, "/a b", &[], &Body::default()).is_err());
+    }
+
+    /// A large body's pieces follow the head unjoined (the package is not
+    /// copied), and the bytes on the wire are those of one piece.
+    #[tokio::test]
+    async fn large_bodies_are_written_in_their_pieces() {
+        let package = Bytes::from(vec![7u8; INLINE_BODY + 1]);
+        let body = Body::from_parts(vec![
+            Bytes::from_static(b"--b\r\n"),
+            package.clone(),
+            Bytes::from_static(b"\r\n--b--\r\n"),
+        ]);
+        let wire = encode_request(&Method::POST, "/up", &[], &body).unwrap();
+        assert_eq!(wire.rest.len(), 3);
+        assert_eq!(wire.rest[1].as_ptr(), package.as_ptr());
+        let head = format!(
+            "POST /up HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        assert_eq!(&wire.head, head.as_bytes());
+        let (mut client, mut server) = tokio::io::duplex(1 << 20);
+        let writer = tokio::spawn(async move {
+            // The server answers once it has the whole request.
+            let mut got = vec![0u8; head.len() + body.len()];
+            server.read_exact(&mut got).await.unwrap();
+            server
+                .write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+                .await
+                .unwrap();
+            got
+        });
+        let reply = exchange(&mut client, &Method::POST, &wire, 1024)
+            .await
+            .unwrap();
+        assert_eq!(reply.status, StatusCode::NO_CONTENT);
+        assert_eq!(writer.await.unwrap(), wire.to_vec());
     }
 }

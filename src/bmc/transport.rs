@@ -43,6 +43,16 @@ pub struct TransportOptions {
     pub breaker_cooldown: Duration,
 }
 
+/// The slowest a BMC is expected to take a request body, bytes a second:
+/// a firmware package of hundreds of MiB takes minutes on some BMCs, and
+/// the request timeout alone is sized for Redfish documents.
+pub const UPLOAD_FLOOR: u64 = 1 << 20;
+
+/// The time a body of `len` bytes may take on top of the request timeout.
+pub fn upload_time(len: usize) -> Duration {
+    Duration::from_secs(len as u64 / UPLOAD_FLOOR)
+}
+
 impl Default for TransportOptions {
     fn default() -> Self {
         TransportOptions {
@@ -298,7 +308,7 @@ impl Transport {
         method: Method,
         path: &str,
         headers: &[(&str, String)],
-        body: Option<Bytes>,
+        body: Option<h1::Body>,
     ) -> Result<Reply, TransportError> {
         {
             let b = self.breaker();
@@ -375,7 +385,7 @@ impl Transport {
         method: &Method,
         path: &str,
         headers: &[(&str, String)],
-        body: Option<Bytes>,
+        body: Option<h1::Body>,
     ) -> Result<Reply, TransportError> {
         let io = |reason: String| TransportError::Io {
             bmc: self.bmc.clone(),
@@ -399,8 +409,10 @@ impl Transport {
             all.push(("Content-Type", "application/json"));
         }
         all.extend(headers.iter().map(|(k, v)| (*k, v.as_str())));
-        let wire = h1::encode_request(method, path, &all, body.as_deref().unwrap_or_default())
-            .map_err(|e| io(e.to_string()))?;
+        let body = body.unwrap_or_default();
+        let wire = h1::encode_request(method, path, &all, &body).map_err(|e| io(e.to_string()))?;
+        // An upload is given time for its bytes on top of the answer's.
+        let limit = self.options.request_timeout + upload_time(body.len());
         // Set once the first byte of the request may have left: a timeout
         // before that (a slow connect) is a failure to connect.
         let sent = std::sync::atomic::AtomicBool::new(false);
@@ -439,26 +451,21 @@ impl Transport {
                 }
             }
         };
-        let (stream, reply) = tokio::time::timeout(self.options.request_timeout, exchange)
-            .await
-            .map_err(|_| {
-                if sent.load(std::sync::atomic::Ordering::Relaxed) {
-                    TransportError::Timeout {
-                        bmc: self.bmc.clone(),
-                        method: method.to_string(),
-                        path: path.to_owned(),
-                        secs: self.options.request_timeout.as_secs(),
-                    }
-                } else {
-                    TransportError::Connect {
-                        bmc: self.bmc.clone(),
-                        reason: format!(
-                            "timed out after {} s",
-                            self.options.request_timeout.as_secs()
-                        ),
-                    }
+        let (stream, reply) = tokio::time::timeout(limit, exchange).await.map_err(|_| {
+            if sent.load(std::sync::atomic::Ordering::Relaxed) {
+                TransportError::Timeout {
+                    bmc: self.bmc.clone(),
+                    method: method.to_string(),
+                    path: path.to_owned(),
+                    secs: limit.as_secs(),
                 }
-            })??;
+            } else {
+                TransportError::Connect {
+                    bmc: self.bmc.clone(),
+                    reason: format!("timed out after {} s", limit.as_secs()),
+                }
+            }
+        })??;
         // Keep the connection for the next request unless it must close.
         if reply.keep_alive {
             self.idle

@@ -12,10 +12,12 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::bmc::client::{BmcClient, BmcError, Doc};
 use crate::bmc::discover::{link, strings};
+use crate::bmc::h1::Body;
 
 /// What a BMC's `UpdateService` offers.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -128,55 +130,50 @@ impl SimpleUpdate {
 
 /// The multipart upload body (`UpdateParameters` JSON, then `UpdateFile`)
 /// and its `Content-Type`, as DMTF's spec (DSP0266 "Multipart HTTP push
-/// updates") describes it.
+/// updates") describes it. `image` is not copied: the body's head and tail
+/// are built around it, so every node's upload shares one copy.
+/// `sha256_hex` is the image's digest, already checked.
 pub fn multipart_body(
     targets: &[String],
     apply: &str,
     file_name: &str,
-    image: &[u8],
-) -> (Vec<u8>, String) {
-    // The boundary must not occur in the image; a digest of it cannot.
-    use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(image);
-    let boundary: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    let boundary = format!("kiln-{boundary}");
+    image: Bytes,
+    sha256_hex: &str,
+) -> (Body, String) {
+    // The boundary must not occur in the image; one made of the image's
+    // own digest would need a preimage of SHA-256 to.
+    let seed: String = sha256_hex.chars().take(32).collect();
+    let boundary = format!("kiln-{seed}");
     let params = json!({ "Targets": targets, "@Redfish.OperationApplyTime": apply });
     let safe_name: String = file_name
         .chars()
         .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\')
         .collect();
-    let mut out = Vec::with_capacity(image.len() + 512);
-    out.extend_from_slice(
-        format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"UpdateParameters\"\r\nContent-Type: application/json\r\n\r\n{params}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"UpdateFile\"; filename=\"{safe_name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
-        )
-        .as_bytes(),
+    let head = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"UpdateParameters\"\r\nContent-Type: application/json\r\n\r\n{params}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"UpdateFile\"; filename=\"{safe_name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
     );
-    out.extend_from_slice(image);
-    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (out, format!("multipart/form-data; boundary={boundary}"))
+    let tail = format!("\r\n--{boundary}--\r\n");
+    let body = Body::from_parts(vec![Bytes::from(head), image, Bytes::from(tail)]);
+    (body, format!("multipart/form-data; boundary={boundary}"))
 }
 
 /// Uploads an image to `MultipartHttpPushUri`. Returns the task monitor
 /// when the BMC accepted it for later (202), `None` when it finished at
 /// once (200/204); an error status is [`BmcError::Http`] with the BMC's
-/// message.
+/// message. The request may take [`crate::bmc::transport::upload_time`]
+/// on top of the request timeout.
 pub async fn push(
     client: &BmcClient,
     uri: &str,
     targets: &[String],
     apply: &str,
     file_name: &str,
-    image: &[u8],
+    image: Bytes,
+    sha256_hex: &str,
 ) -> Result<Option<String>, BmcError> {
-    let (body, content_type) = multipart_body(targets, apply, file_name, image);
+    let (body, content_type) = multipart_body(targets, apply, file_name, image, sha256_hex);
     let doc = client
-        .call_bytes(
-            hyper::Method::POST,
-            uri,
-            bytes::Bytes::from(body),
-            &content_type,
-        )
+        .call_bytes(hyper::Method::POST, uri, body, &content_type)
         .await?;
     Ok(monitor_of(&doc))
 }
@@ -573,12 +570,19 @@ mod tests {
     #[test]
     fn multipart_bodies_carry_parameters_then_the_file() {
         let image = b"\x00firmware\r\n--not-a-boundary";
-        let (body, content_type) =
-            multipart_body(&["/fw/BMC".into()], "Immediate", "bmc \"x\".bin", image);
+        let digest = crate::imaging::verify::sha256_hex(image);
+        let (body, content_type) = multipart_body(
+            &["/fw/BMC".into()],
+            "Immediate",
+            "bmc \"x\".bin",
+            Bytes::from_static(image),
+            &digest,
+        );
+        let body = body.parts().concat();
         let boundary = content_type
             .strip_prefix("multipart/form-data; boundary=")
             .unwrap_or_default();
-        assert!(boundary.starts_with("kiln-"));
+        assert_eq!(boundary, format!("kiln-{}", &digest[..32]));
         let text = String::from_utf8_lossy(&body);
         let params = text.find("name=\"UpdateParameters\"").unwrap_or(usize::MAX);
         let file = text

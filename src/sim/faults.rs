@@ -26,6 +26,7 @@
 //!     bmc_bios_ignore: BootMode  # this BIOS attribute is accepted, never applied
 //!     bmc_refused_insert_param: WriteProtected # InsertMedia refuses it (400),
 //!                                # and its ActionInfo does not declare it
+//!     bmc_push_only: true        # no SimpleUpdate: firmware is uploaded
 //! ```
 
 use std::path::Path;
@@ -120,6 +121,10 @@ pub struct TreeShape {
     /// The GPUs the BMC lists are this model by this maker (the wrong
     /// parts fitted), instead of the hardware profile's.
     pub gpu_model: Option<(String, String)>,
+    /// UpdateService offers no `SimpleUpdate`, only its multipart push
+    /// URI (where the flavour's mockup has one), as some BMCs do: firmware
+    /// must be uploaded.
+    pub push_only: bool,
 }
 
 /// Faults that act on the host: boot, SSH and hardware.
@@ -180,6 +185,7 @@ struct PartialBmc {
     unlinked_chassis: Option<bool>,
     null_power: Option<bool>,
     gpu_model: Option<(String, String)>,
+    push_only: Option<bool>,
 }
 
 /// A parsed faults file.
@@ -285,6 +291,7 @@ impl FaultPlan {
             later_wins!(o; bios_ignore, refused_insert_param);
             let t = &mut o.tree;
             later_wins!(t; sled, gpus_as_pcie, page_size, unlinked_chassis, null_power, gpu_model);
+            later_wins!(t; push_only);
             let h = &rule.host;
             out.host.boot_hang |= h.boot_hang;
             out.host.broken_seed |= h.broken_seed;
@@ -341,6 +348,7 @@ fn rule(cx: &mut Cx, node: &YamlNode) -> Option<Rule> {
         unlinked_chassis: m.opt(cx, "bmc_unlinked_chassis"),
         null_power: m.opt(cx, "bmc_null_power"),
         gpu_model: gpu_model(cx, &mut m),
+        push_only: m.opt(cx, "bmc_push_only"),
     };
     let mut host = HostFaults {
         boot_hang: m.opt(cx, "boot_hang").unwrap_or(false),

@@ -91,7 +91,7 @@ pub struct MediaSlot {
 }
 
 /// A flavour, read once per process and shared by all its BMCs.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Flavour {
     /// Which vendor.
     pub vendor: Vendor,
@@ -137,6 +137,24 @@ pub struct Flavour {
     pub multipart_push: Option<String>,
     /// `MaxImageSizeBytes`, where the vendor's own tree states it.
     pub max_image_size: Option<u64>,
+}
+
+impl Flavour {
+    /// This flavour without `SimpleUpdate` (the `bmc_push_only` fault): the
+    /// action leaves UpdateService and its target answers no POST.
+    pub fn push_only(&self) -> Flavour {
+        let mut f = self.clone();
+        f.simple_update = None;
+        if let Some(actions) = f
+            .docs
+            .get_mut("/redfish/v1/UpdateService")
+            .and_then(|d| d.get_mut("Actions"))
+            .and_then(Value::as_object_mut)
+        {
+            actions.remove("#UpdateService.SimpleUpdate");
+        }
+        f
+    }
 }
 
 /// The flavour for `vendor`, built on first use.

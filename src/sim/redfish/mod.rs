@@ -135,6 +135,13 @@ impl Bmc {
         clock: Clock,
         metadata: Arc<String>,
     ) -> Bmc {
+        // A per-node tree shape that changes the flavour's own documents
+        // gets a copy of the flavour (a few nodes at most).
+        let flavour = if node.faults.bmc.tree.push_only {
+            Arc::new(flavour.push_only())
+        } else {
+            flavour
+        };
         Bmc {
             node,
             flavour,

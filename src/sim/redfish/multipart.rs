@@ -76,8 +76,15 @@ mod tests {
     #[test]
     fn reads_what_kiln_sends() {
         let targets = vec!["/redfish/v1/UpdateService/FirmwareInventory/BMC".to_owned()];
-        let (body, ct) =
-            crate::bmc::update::multipart_body(&targets, "Immediate", "fw.bin", b"image\r\nbytes");
+        let image = b"image\r\nbytes";
+        let (body, ct) = crate::bmc::update::multipart_body(
+            &targets,
+            "Immediate",
+            "fw.bin",
+            bytes::Bytes::from_static(image),
+            &crate::imaging::verify::sha256_hex(image),
+        );
+        let body = body.parts().concat();
         let b = boundary(&ct).unwrap();
         let p = parts(&body, &b).unwrap();
         assert_eq!(p.len(), 2);

@@ -313,21 +313,15 @@ async fn update_components(
             }
             UpdateMethod::Push(uri) => {
                 // A push sends the package itself (BMCs without
-                // SimpleUpdate take no URL): read once, after its digest
-                // was checked when the run started.
-                let image = tokio::fs::read(&package.file).await?;
-                let digest = crate::imaging::verify::sha256_hex(&image);
-                if Some(&digest) != component.package.as_ref().map(|p| &p.sha256) {
-                    return fail(
-                        format!(
-                            "{}: {} changed since the run started (SHA-256 {digest})",
-                            component.component,
-                            package.file.display()
-                        ),
-                        &metrics,
-                    );
+                // SimpleUpdate take no URL): read and checked once for the
+                // run, one copy shared by every node's upload.
+                let sha256 = component.package.as_ref().map_or("", |p| p.sha256.as_str());
+                match package.bytes(sha256).await {
+                    Ok(image) => {
+                        update::push(cx.bmc(), uri, &[], apply, &package.name, image, sha256).await
+                    }
+                    Err(e) => return fail(format!("{}: {e}", component.component), &metrics),
                 }
-                update::push(cx.bmc(), uri, &[], apply, &package.name, &image).await
             }
         };
         let method_name = match &method {

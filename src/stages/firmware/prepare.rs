@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::exit::BadInput;
@@ -30,6 +31,43 @@ pub struct Package {
     /// Where the BMC fetches it from kiln's boot server (set once the run
     /// starts).
     pub url: String,
+    /// Its bytes for a push upload: read and checked on first use, then
+    /// shared by every node's upload (a pull needs none).
+    image: Arc<tokio::sync::OnceCell<Bytes>>,
+}
+
+impl Package {
+    /// Its bytes, read once for the whole run and checked against
+    /// `sha256` (the digest the profile pins): every node's push shares
+    /// this one copy instead of reading, hashing and copying it again.
+    pub async fn bytes(&self, sha256: &str) -> Result<Bytes, String> {
+        let image = self
+            .image
+            .get_or_try_init(|| {
+                let file = self.file.clone();
+                let sha256 = sha256.to_owned();
+                async move {
+                    // Reading and hashing a package of hundreds of MiB takes
+                    // seconds: off the runtime's workers.
+                    tokio::task::spawn_blocking(move || {
+                        let image = std::fs::read(&file)
+                            .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+                        let digest = crate::imaging::verify::sha256_hex(&image);
+                        if digest != sha256 {
+                            return Err(format!(
+                                "{} changed since the run started (SHA-256 {digest})",
+                                file.display()
+                            ));
+                        }
+                        Ok(Bytes::from(image))
+                    })
+                    .await
+                    .map_err(|e| format!("reading the package failed: {e}"))?
+                }
+            })
+            .await?;
+        Ok(image.clone())
+    }
 }
 
 /// What every node of the firmware stage shares.
@@ -177,6 +215,7 @@ impl Prepare for Packages {
                             name,
                             len,
                             url,
+                            image: Arc::default(),
                         },
                     );
                 }
@@ -193,5 +232,39 @@ impl Prepare for Packages {
             };
             Ok(Arc::new(setup) as PreparedValue)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn package(file: PathBuf) -> Package {
+        Package {
+            file,
+            name: "fw.bin".into(),
+            len: 0,
+            url: String::new(),
+            image: Arc::default(),
+        }
+    }
+
+    /// Every node's push gets the one copy read first; a file whose bytes
+    /// no longer match the pinned digest is refused, not sent.
+    #[tokio::test]
+    async fn a_package_is_read_once_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("fw.bin");
+        std::fs::write(&file, b"package one").unwrap();
+        let sha = crate::imaging::verify::sha256_hex(b"package one");
+        let p = package(file.clone());
+        let first = p.bytes(&sha).await.unwrap();
+        // A later change on disk does not reach nodes after the first.
+        std::fs::write(&file, b"package two").unwrap();
+        let again = p.clone().bytes(&sha).await.unwrap();
+        assert_eq!(first.as_ptr(), again.as_ptr());
+        assert_eq!(&again[..], b"package one");
+        let err = package(file).bytes(&sha).await.unwrap_err();
+        assert!(err.contains("changed since the run started"), "{err}");
     }
 }
